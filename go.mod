@@ -1,0 +1,3 @@
+module github.com/ferry-im/ferry
+
+go 1.26
