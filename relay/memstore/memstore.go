@@ -1,0 +1,323 @@
+// Package memstore is an in-memory relay.Store: the fake that relay's own
+// tests run on, and the reference the conformance suite (relay/storetest)
+// is written against.
+//
+// It is not durable: everything is lost when the process exits. It keeps
+// all state in maps behind one mutex, which makes it simple rather than
+// fast under contention.
+package memstore
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ferry-im/ferry/relay"
+)
+
+var _ relay.Store = (*Store)(nil)
+
+// Store is an in-memory relay.Store. Its zero value is not usable; call New.
+type Store struct {
+	// mu protects closed and mailboxes.
+	mu        sync.Mutex
+	closed    bool
+	mailboxes map[[16]byte]*mailbox
+}
+
+type mailbox struct {
+	hasToken   bool
+	token      [32]byte
+	nextSeq    uint64
+	count      int
+	bytes      int64
+	pending    []relay.Envelope // increasing Seq
+	ids        map[[16]byte]idEntry
+	signed     []byte
+	oneTime    map[uint32][]byte
+	kem        map[uint32][]byte
+	lastResort []byte
+}
+
+// idEntry remembers a stored id for de-duplication, pending or acknowledged.
+type idEntry struct {
+	seq      uint64
+	received time.Time
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{mailboxes: make(map[[16]byte]*mailbox)}
+}
+
+// lock takes mu and fails once the store is closed.
+func (s *Store) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return relay.ErrClosed
+	}
+	return nil
+}
+
+// mailbox returns mb's state, creating it when create is set; mu held.
+func (s *Store) mailbox(mb [16]byte, create bool) *mailbox {
+	m := s.mailboxes[mb]
+	if m == nil && create {
+		m = &mailbox{
+			nextSeq: 1,
+			ids:     make(map[[16]byte]idEntry),
+			oneTime: make(map[uint32][]byte),
+			kem:     make(map[uint32][]byte),
+		}
+		s.mailboxes[mb] = m
+	}
+	return m
+}
+
+// Put implements relay.Store.
+func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (uint64, bool, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, false, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil {
+		return 0, false, relay.ErrNotFound
+	}
+	if e, ok := m.ids[env.ID]; ok {
+		return e.seq, true, nil
+	}
+	size := int64(len(env.Data))
+	if q.MaxCount > 0 && m.count+1 > q.MaxCount || q.MaxBytes > 0 && m.bytes+size > q.MaxBytes {
+		return 0, false, relay.ErrQuota
+	}
+	seq := m.nextSeq
+	m.nextSeq++
+	received := time.UnixMilli(env.Received.UnixMilli())
+	m.pending = append(m.pending, relay.Envelope{Seq: seq, ID: env.ID, Received: received, Data: slices.Clone(env.Data)})
+	m.ids[env.ID] = idEntry{seq: seq, received: received}
+	m.count++
+	m.bytes += size
+	return seq, false, nil
+}
+
+// Pending implements relay.Store.
+func (s *Store) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]relay.Envelope, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil || limit <= 0 {
+		return nil, nil
+	}
+	i, _ := slices.BinarySearchFunc(m.pending, after+1, func(e relay.Envelope, seq uint64) int {
+		switch {
+		case e.Seq < seq:
+			return -1
+		case e.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	var out []relay.Envelope
+	for _, e := range m.pending[i:] {
+		if len(out) == limit {
+			break
+		}
+		e.Data = slices.Clone(e.Data)
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Ack implements relay.Store.
+func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil || len(seqs) == 0 {
+		return 0, nil
+	}
+	drop := make(map[uint64]bool, len(seqs))
+	for _, seq := range seqs {
+		drop[seq] = true
+	}
+	n := 0
+	m.pending = slices.DeleteFunc(m.pending, func(e relay.Envelope) bool {
+		if !drop[e.Seq] {
+			return false
+		}
+		n++
+		m.count--
+		m.bytes -= int64(len(e.Data))
+		return true
+	})
+	return n, nil
+}
+
+// Expire implements relay.Store.
+func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	cut := cutoff.UnixMilli()
+	n := 0
+	for _, m := range s.mailboxes {
+		m.pending = slices.DeleteFunc(m.pending, func(e relay.Envelope) bool {
+			if e.Received.UnixMilli() >= cut {
+				return false
+			}
+			n++
+			m.count--
+			m.bytes -= int64(len(e.Data))
+			return true
+		})
+		for id, e := range m.ids {
+			if e.received.UnixMilli() < cut {
+				delete(m.ids, id)
+			}
+		}
+	}
+	return n, nil
+}
+
+// Usage implements relay.Store.
+func (s *Store) Usage(ctx context.Context, mb [16]byte) (relay.Usage, error) {
+	if err := s.lock(ctx); err != nil {
+		return relay.Usage{}, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil {
+		return relay.Usage{}, nil
+	}
+	return relay.Usage{Count: m.count, Bytes: m.bytes}, nil
+}
+
+// SetToken implements relay.Store.
+func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, true)
+	m.token, m.hasToken = hash, true
+	return nil
+}
+
+// Token implements relay.Store.
+func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
+	if err := s.lock(ctx); err != nil {
+		return [32]byte{}, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil || !m.hasToken {
+		return [32]byte{}, relay.ErrNotFound
+	}
+	return m.token, nil
+}
+
+// PutPrekeys implements relay.Store.
+func (s *Store) PutPrekeys(ctx context.Context, mb [16]byte, up relay.PrekeyUpload, max int) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, true)
+	if max > 0 && (countAfter(m.oneTime, up.OneTime) > max || countAfter(m.kem, up.KEM) > max) {
+		return relay.ErrQuota
+	}
+	if len(up.Signed) > 0 {
+		m.signed = slices.Clone(up.Signed)
+	}
+	if len(up.LastResort) > 0 {
+		m.lastResort = slices.Clone(up.LastResort)
+	}
+	for _, p := range up.OneTime {
+		m.oneTime[p.ID] = slices.Clone(p.Data)
+	}
+	for _, p := range up.KEM {
+		m.kem[p.ID] = slices.Clone(p.Data)
+	}
+	return nil
+}
+
+// countAfter is the size of pool once add has been merged into it.
+func countAfter(pool map[uint32][]byte, add []relay.Prekey) int {
+	n := len(pool)
+	seen := make(map[uint32]bool, len(add))
+	for _, p := range add {
+		if _, ok := pool[p.ID]; !ok && !seen[p.ID] {
+			n++
+		}
+		seen[p.ID] = true
+	}
+	return n
+}
+
+// PopBundle implements relay.Store.
+func (s *Store) PopBundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
+	if err := s.lock(ctx); err != nil {
+		return relay.Bundle{}, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil || len(m.signed) == 0 {
+		return relay.Bundle{}, relay.ErrNotFound
+	}
+	b := relay.Bundle{Signed: slices.Clone(m.signed)}
+	if id, ok := lowest(m.oneTime); ok {
+		b.OneTime, b.HasOneTime = relay.Prekey{ID: id, Data: m.oneTime[id]}, true
+		delete(m.oneTime, id)
+	}
+	if id, ok := lowest(m.kem); ok {
+		b.KEM, b.HasKEM = relay.Prekey{ID: id, Data: m.kem[id]}, true
+		delete(m.kem, id)
+	} else if len(m.lastResort) > 0 {
+		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: slices.Clone(m.lastResort)}, true, true
+	}
+	return b, nil
+}
+
+// lowest returns the smallest id in pool: prekeys are handed out in id order.
+func lowest(pool map[uint32][]byte) (uint32, bool) {
+	var min uint32
+	found := false
+	for id := range pool {
+		if !found || id < min {
+			min, found = id, true
+		}
+	}
+	return min, found
+}
+
+// PrekeyCounts implements relay.Store.
+func (s *Store) PrekeyCounts(ctx context.Context, mb [16]byte) (int, int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, 0, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil {
+		return 0, 0, nil
+	}
+	return len(m.oneTime), len(m.kem), nil
+}
+
+// Close implements relay.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}

@@ -1,0 +1,143 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a Store returns and callers branch on.
+var (
+	// ErrNotFound means the mailbox, token or prekey record asked for does
+	// not exist.
+	ErrNotFound = errors.New("relay: not found")
+	// ErrQuota means a write would take a mailbox past its Quota or its
+	// prekey limit. Nothing was written.
+	ErrQuota = errors.New("relay: quota exceeded")
+	// ErrClosed means the Store (or Server) has been closed.
+	ErrClosed = errors.New("relay: closed")
+)
+
+// Envelope is one stored message: opaque bytes addressed to a mailbox.
+type Envelope struct {
+	// Seq is assigned by the store: it increases strictly within a mailbox
+	// in the order envelopes are committed, starting at 1, and is never
+	// reused for another envelope of that mailbox.
+	Seq uint64
+	// ID is the sender-chosen message id; (mailbox, ID) is unique.
+	ID [16]byte
+	// Received is when the relay accepted the envelope, kept to the
+	// millisecond. The TTL runs from it.
+	Received time.Time
+	// Data is the sealed envelope, never interpreted by the relay.
+	Data []byte
+}
+
+// Quota bounds what one mailbox may hold in pending (unacknowledged)
+// envelopes. A zero field means no limit.
+type Quota struct {
+	MaxCount int
+	MaxBytes int64
+}
+
+// Usage is what a mailbox holds in pending envelopes.
+type Usage struct {
+	Count int
+	Bytes int64
+}
+
+// Prekey is one opaque one-time prekey blob with its owner-chosen id.
+type Prekey struct {
+	ID   uint32
+	Data []byte
+}
+
+// PrekeyUpload is what a device adds to its prekey directory entry.
+type PrekeyUpload struct {
+	// Signed replaces the signed prekey record when non-empty.
+	Signed []byte
+	// OneTime and KEM are added to the one-time X25519 and ML-KEM prekey
+	// pools; an entry whose ID is already in its pool replaces it.
+	OneTime []Prekey
+	KEM     []Prekey
+	// LastResort replaces the last-resort KEM prekey when non-empty.
+	LastResort []byte
+}
+
+// Bundle is what a prekey fetch hands out: the signed record, at most one
+// one-time prekey (removed from the pool) and one KEM prekey, one-time
+// (removed from the pool) or else the last-resort one (kept).
+type Bundle struct {
+	Signed     []byte
+	OneTime    Prekey
+	HasOneTime bool
+	// KEM is a one-time KEM prekey, or the last-resort one when
+	// KEMLastResort is set (its ID is then 0), or empty when the device
+	// uploaded neither.
+	KEM           Prekey
+	HasKEM        bool
+	KEMLastResort bool
+}
+
+// Store is the relay's persistent state: mailboxes with their pending
+// envelopes, delivery token hashes and prekey directory entries, keyed by
+// 16-byte mailbox ids.
+//
+// Contracts every implementation keeps (relay/storetest checks them):
+//   - All methods are safe for concurrent use.
+//   - A mailbox exists once SetToken or PutPrekeys has been called for it;
+//     Put to a mailbox that does not exist fails with ErrNotFound. Reads of
+//     a missing mailbox return empty results (Pending, Usage) or ErrNotFound
+//     (Token, PopBundle).
+//   - When Put, Ack, SetToken, PutPrekeys or PopBundle return without error
+//     the change is visible to every later call, and, for a backend that is
+//     durable, survives a crash of the process (kill -9) from that moment.
+//   - Byte slices passed in are not retained; byte slices returned are the
+//     caller's to keep.
+//   - After Close, every method returns ErrClosed. Close is idempotent and
+//     waits for the store's goroutines; calls in flight when Close is
+//     called either complete or fail with ErrClosed.
+type Store interface {
+	// Put stores env (its Seq is ignored) in mailbox mb, unless an envelope
+	// with the same (mb, env.ID) was stored before and has not expired: then
+	// nothing changes, and Put returns that envelope's seq and dup=true,
+	// whether or not it has been acknowledged since. A new envelope that
+	// would take the mailbox past q fails with ErrQuota.
+	Put(ctx context.Context, mb [16]byte, env Envelope, q Quota) (seq uint64, dup bool, err error)
+	// Pending returns at most limit (limit > 0) unacknowledged envelopes of
+	// mb with Seq > after, in increasing Seq order.
+	Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]Envelope, error)
+	// Ack deletes the pending envelopes of mb with the given seqs and
+	// returns how many it deleted; seqs that are not pending are ignored.
+	// The envelopes' ids stay known to Put's de-duplication until they
+	// expire.
+	Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error)
+	// Expire deletes every envelope and acknowledged id received before
+	// cutoff, in all mailboxes, and returns how many still-pending
+	// envelopes it deleted.
+	Expire(ctx context.Context, cutoff time.Time) (int, error)
+	// Usage reports the pending envelopes of mb.
+	Usage(ctx context.Context, mb [16]byte) (Usage, error)
+
+	// SetToken sets the hash of mb's delivery token, creating the mailbox
+	// if needed.
+	SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error
+	// Token returns the hash of mb's delivery token, or ErrNotFound.
+	Token(ctx context.Context, mb [16]byte) ([32]byte, error)
+
+	// PutPrekeys adds up to mb's prekey directory entry, creating the
+	// mailbox if needed. If either one-time pool would then hold more than
+	// max prekeys (max > 0), it fails with ErrQuota and changes nothing.
+	PutPrekeys(ctx context.Context, mb [16]byte, up PrekeyUpload, max int) error
+	// PopBundle returns mb's bundle, removing the one-time prekeys it hands
+	// out: concurrent calls never hand out the same one-time prekey. It
+	// fails with ErrNotFound if mb has no signed prekey record (and then
+	// removes nothing).
+	PopBundle(ctx context.Context, mb [16]byte) (Bundle, error)
+	// PrekeyCounts reports how many one-time and one-time KEM prekeys mb
+	// has left.
+	PrekeyCounts(ctx context.Context, mb [16]byte) (oneTime, kem int, err error)
+
+	// Close releases the store. See the contracts above.
+	Close() error
+}
