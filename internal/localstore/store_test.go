@@ -1,0 +1,324 @@
+package localstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func create(t *testing.T, dir string, pass []byte) *Store {
+	t.Helper()
+	s, err := Create(context.Background(), dir, Options{Passphrase: pass})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestCreateOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := create(t, dir, nil)
+	want := &Profile{Name: "alice", RelayLink: "ferry://relay", Identity: []byte("secret identity"), Token: bytes.Repeat([]byte{7}, 32)}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.PutProfile(want) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Create(ctx, dir, Options{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create again: got %v, want ErrExists", err)
+	}
+	s2, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	var got *Profile
+	if err := s2.Update(ctx, func(tx *Tx) (err error) { got, err = tx.Profile(); return }); err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != want.Name || !bytes.Equal(got.Identity, want.Identity) || !bytes.Equal(got.Token, want.Token) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	fi, err := os.Stat(filepath.Join(dir, KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if _, err := Open(ctx, t.TempDir(), Options{}); !errors.Is(err, ErrNoProfile) {
+		t.Fatalf("Open empty dir: got %v, want ErrNoProfile", err)
+	}
+}
+
+func TestPassphrase(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := create(t, dir, []byte("correct horse"))
+	s.Close()
+	before, _ := os.ReadFile(filepath.Join(dir, DBFile))
+	tests := []struct {
+		name string
+		pass []byte
+		want error
+	}{
+		{"wrong", []byte("battery staple"), ErrWrongPassphrase},
+		{"missing", nil, ErrPassphraseRequired},
+		{"empty", []byte{}, ErrWrongPassphrase},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Open(ctx, dir, Options{Passphrase: tt.pass})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, DBFile))
+	if !bytes.Equal(before, after) {
+		t.Fatal("a failed open changed the database")
+	}
+	s2, err := Open(ctx, dir, Options{Passphrase: []byte("correct horse")})
+	if err != nil {
+		t.Fatalf("right passphrase: %v", err)
+	}
+	s2.Close()
+
+	plain := t.TempDir()
+	create(t, plain, nil).Close()
+	if _, err := Open(ctx, plain, Options{Passphrase: []byte("x")}); !errors.Is(err, ErrNoPassphrase) {
+		t.Fatalf("passphrase on a plain profile: got %v, want ErrNoPassphrase", err)
+	}
+}
+
+func TestKeyMismatch(t *testing.T) {
+	ctx := context.Background()
+	a, b := t.TempDir(), t.TempDir()
+	create(t, a, nil).Close()
+	create(t, b, nil).Close()
+	key, _ := os.ReadFile(filepath.Join(b, KeyFile))
+	if err := os.WriteFile(filepath.Join(a, KeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, a, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// TestAtRest checks that secrets and message text never reach the
+// database file in the clear.
+func TestAtRest(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := create(t, dir, nil)
+	secrets := [][]byte{
+		[]byte("IDENTITY-PRIVATE-KEY-MARKER"),
+		[]byte("MESSAGE-TEXT-MARKER"),
+		[]byte("CONTACT-NAME-MARKER"),
+		[]byte("SESSION-STATE-MARKER"),
+		[]byte("INVITE-SECRET-MARKER"),
+		[]byte("ENVELOPE-MARKER"),
+	}
+	err := s.Update(ctx, func(tx *Tx) error {
+		if err := tx.PutProfile(&Profile{Name: "me", Identity: secrets[0]}); err != nil {
+			return err
+		}
+		c := &Contact{Name: string(secrets[2]), Session: secrets[3]}
+		if err := tx.PutContact(c); err != nil {
+			return err
+		}
+		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Contact: c.ID, Sent: time.Now(), Text: string(secrets[1])}); err != nil {
+			return err
+		}
+		if err := tx.AddInvite(secrets[4], time.Now()); err != nil {
+			return err
+		}
+		return tx.Enqueue(&Outgoing{ID: [16]byte{2}, Contact: c.ID, Created: time.Now(), Envelope: secrets[5]})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, sec := range secrets {
+			if bytes.Contains(b, sec) {
+				t.Errorf("%s contains %q in the clear", filepath.Base(f), sec)
+			}
+		}
+	}
+}
+
+// TestTamper swaps sealed message bodies between rows: both must fail to
+// open instead of showing the other row's text.
+func TestTamper(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	err := s.Update(ctx, func(tx *Tx) error {
+		for i := byte(1); i <= 2; i++ {
+			if _, err := tx.InsertMessage(&Message{ID: [16]byte{i}, Contact: 1, Sent: time.Now(), Text: "text"}); err != nil {
+				return err
+			}
+		}
+		_, err := tx.tx.Exec(`UPDATE messages SET body = (SELECT body FROM messages WHERE seq = 2) WHERE seq = 1`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { _, err := tx.Messages(MessageQuery{}); return err })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+func TestUpdateRollsBack(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Sent: time.Now(), Text: "a"}); err != nil {
+			return err
+		}
+		if err := tx.Enqueue(&Outgoing{ID: [16]byte{1}, Created: time.Now()}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v, want boom", err)
+	}
+	var msgs []*Message
+	var n int
+	if err := s.Update(ctx, func(tx *Tx) (err error) {
+		if msgs, err = tx.Messages(MessageQuery{}); err != nil {
+			return err
+		}
+		n, err = tx.OutboxLen()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 0 || n != 0 {
+		t.Fatalf("after rollback: %d messages, %d queued; want 0, 0", len(msgs), n)
+	}
+}
+
+func TestMessagesAndStates(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	err := s.Update(ctx, func(tx *Tx) error {
+		m := &Message{ID: [16]byte{9}, Contact: 3, Outgoing: true, Sent: time.UnixMilli(1000), Text: "hi"}
+		if ok, err := tx.InsertMessage(m); !ok || err != nil {
+			return errors.Join(errors.New("first insert failed"), err)
+		}
+		if ok, err := tx.InsertMessage(&Message{ID: [16]byte{9}, Text: "dup"}); ok || err != nil {
+			return errors.Join(errors.New("duplicate insert accepted"), err)
+		}
+		for _, step := range []struct {
+			s    State
+			want bool
+		}{{Sent, true}, {Delivered, true}, {Sent, false}, {Read, true}, {Read, false}} {
+			moved, err := tx.AdvanceState(m.ID, step.s)
+			if err != nil {
+				return err
+			}
+			if moved != step.want {
+				t.Errorf("advance to %v: got %v, want %v", step.s, moved, step.want)
+			}
+		}
+		got, err := tx.Messages(MessageQuery{Contact: 3})
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 || got[0].Text != "hi" || got[0].State != Read || !got[0].Outgoing || got[0].Sent.UnixMilli() != 1000 {
+			t.Errorf("got %+v", got)
+		}
+		if got, _ := tx.Messages(MessageQuery{Incoming: true}); len(got) != 0 {
+			t.Errorf("incoming filter: got %d messages, want 0", len(got))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOutboxSeenInvites(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	err := s.Update(ctx, func(tx *Tx) error {
+		for i := byte(1); i <= 3; i++ {
+			if err := tx.Enqueue(&Outgoing{ID: [16]byte{i}, Contact: 1, Created: time.Now(), Envelope: []byte{i}}); err != nil {
+				return err
+			}
+		}
+		if ok, _ := tx.Dequeue([16]byte{2}); !ok {
+			t.Error("dequeue 2: not found")
+		}
+		if ok, _ := tx.Dequeue([16]byte{2}); ok {
+			t.Error("dequeue 2 twice: found")
+		}
+		q, err := tx.Outbox(0)
+		if err != nil {
+			return err
+		}
+		if len(q) != 2 || q[0].ID[0] != 1 || q[1].ID[0] != 3 || !bytes.Equal(q[1].Envelope, []byte{3}) {
+			t.Errorf("outbox order: got %+v", q)
+		}
+
+		now := time.UnixMilli(5000)
+		if fresh, _ := tx.MarkSeen([16]byte{1}, now); !fresh {
+			t.Error("first MarkSeen not fresh")
+		}
+		if fresh, _ := tx.MarkSeen([16]byte{1}, now); fresh {
+			t.Error("second MarkSeen fresh")
+		}
+		if n, _ := tx.ForgetSeen(now.Add(time.Millisecond)); n != 1 {
+			t.Errorf("ForgetSeen: got %d, want 1", n)
+		}
+
+		if err := tx.AddInvite([]byte("s1"), now); err != nil {
+			return err
+		}
+		if ok, _ := tx.TakeInvite([]byte("s2")); ok {
+			t.Error("took an unknown invite")
+		}
+		if ok, _ := tx.TakeInvite([]byte("s1")); !ok {
+			t.Error("outstanding invite not found")
+		}
+		if ok, _ := tx.TakeInvite([]byte("s1")); ok {
+			t.Error("invite taken twice")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnwrapKeyRejects(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		file []byte
+	}{
+		{"empty", nil},
+		{"version", []byte{2, 0}},
+		{"kind", []byte{1, 9}},
+		{"short plain", []byte{1, 0, 1, 2}},
+		{"short argon", []byte{1, 1, 0}},
+		{"huge memory", append([]byte{1, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 1}, make([]byte, argonFileSize-11)...)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := unwrapKey(tt.file, []byte("p")); err == nil {
+				t.Fatal("got nil error")
+			}
+		})
+	}
+}
