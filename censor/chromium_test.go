@@ -1,0 +1,311 @@
+package censor
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The Chromium ClientHello in testdata, and its JA4, come from Debian's
+// Chromium. When Chromium is upgraded and its fingerprint changes,
+// TestChromiumHello fails; refresh them with
+//
+//	go test ./censor -run 'TestChromiumHello$' -chromium-update
+//
+// (the flag name is the test's own, so that it never collides with the
+// package's other golden-file flags).
+var chromiumUpdate = flag.Bool("chromium-update", false, "capture a live Chromium ClientHello into testdata/chromium-hello.bin and chromium-ja4.txt")
+
+const (
+	chromiumHelloFile = "testdata/chromium-hello.bin"
+	chromiumJA4File   = "testdata/chromium-ja4.txt"
+	// chromiumMarker is in the page the tests make Chromium fetch.
+	chromiumMarker = "ferry-censor-chromium-marker"
+)
+
+// chromiumPath finds Chromium. Without it the test fails when the CI
+// variable is set (.ci/run installs Chromium) and is skipped otherwise.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed, and CI is set: .ci/run installs it (apt-get install chromium)")
+	}
+	t.Skip("chromium is not installed; install Debian's chromium package to run the real-browser tests (they fail instead of skipping when CI is set)")
+	return ""
+}
+
+// chromiumWantJA4 is the JA4 in testdata/chromium-ja4.txt.
+func chromiumWantJA4(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(chromiumJA4File)
+	if err != nil {
+		t.Fatalf("%v (capture it: go test ./censor -run 'TestChromiumHello$' -chromium-update)", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// testCert is a self-signed certificate for example.com names.
+func testCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "www.example.com"},
+		DNSNames:     []string{"example.com", "*.example.com"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// helloRecorder keeps the ClientHellos that arrive on its listener's
+// connections, as the raw bytes of the records that carried them.
+type helloRecorder struct {
+	net.Listener
+	mu     sync.Mutex // mu protects hellos
+	hellos [][]byte
+}
+
+func (l *helloRecorder) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &teeConn{Conn: c, rec: l}, nil
+}
+
+func (l *helloRecorder) recorded() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.hellos)
+}
+
+// teeConn records the client's bytes until they make a ClientHello.
+type teeConn struct {
+	net.Conn
+	rec  *helloRecorder
+	buf  []byte
+	done bool
+}
+
+func (c *teeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.done && n > 0 {
+		c.buf = append(c.buf, p[:n]...)
+		h, perr := ParseClientHello(c.buf)
+		switch {
+		case perr == nil:
+			c.done = true
+			c.rec.mu.Lock()
+			c.rec.hellos = append(c.rec.hellos, c.buf[:h.Len])
+			c.rec.mu.Unlock()
+		case !IsShortHello(perr):
+			c.done = true
+		}
+	}
+	return n, err
+}
+
+// startPageServer serves an HTTPS page containing chromiumMarker, with
+// images on other example.com names so that Chromium opens several
+// connections (each with a freshly shuffled ClientHello).
+func startPageServer(t *testing.T, subresources int) (addr string, rec *helloRecorder) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = &helloRecorder{Listener: ln}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><title>ferry</title><p id=m>%s</p>\n", chromiumMarker)
+		for i := range subresources {
+			fmt.Fprintf(w, "<img src=\"https://img%d.example.com:%s/pixel.gif\">\n", i, port)
+		}
+	})
+	mux.HandleFunc("/pixel.gif", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/gif")
+		w.Write([]byte("GIF89a\x01\x00\x01\x00\x00\x00\x00;"))
+	})
+	srv := &http.Server{
+		Handler:   mux,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{testCert(t)}},
+		ErrorLog:  nil,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(rec, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String(), rec
+}
+
+// runChromium makes headless Chromium fetch url, with every example.com
+// name resolving to 127.0.0.1, and returns the DOM it dumped.
+func runChromium(ctx context.Context, t *testing.T, chromium, url string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromium,
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+filepath.Join(t.TempDir(), "profile"),
+		"--ignore-certificate-errors",
+		"--host-resolver-rules=MAP *.example.com 127.0.0.1, MAP example.com 127.0.0.1",
+		"--dump-dom", url)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("run chromium: %w; stderr:\n%s", err, lastLines(stderr.String(), 10))
+	}
+	return stdout.String(), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestChromiumHello captures live Chromium ClientHellos and checks that
+// their JA4 is the one in testdata (refreshed by -chromium-update), stays
+// the same although Chromium shuffles its extensions on every connection,
+// and that the captured hello in testdata parses to that JA4.
+func TestChromiumHello(t *testing.T) {
+	chromium := chromiumPath(t)
+	addr, rec := startPageServer(t, 3)
+	_, port, _ := net.SplitHostPort(addr)
+	dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dom, chromiumMarker) {
+		t.Fatalf("chromium's DOM lacks the marker:\n%s", dom)
+	}
+	hellos := rec.recorded()
+	if len(hellos) < 3 {
+		t.Fatalf("captured %d ClientHellos, want at least 3 (one per host)", len(hellos))
+	}
+	var ja4s, orders []string
+	var main []byte // the hello for www.example.com, kept in testdata
+	for _, b := range hellos {
+		h, err := ParseClientHello(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(h.SNI, ".example.com") {
+			t.Errorf("SNI = %q, want a name under example.com", h.SNI)
+		}
+		if h.SNI == "www.example.com" {
+			main = b
+		}
+		ja4s = append(ja4s, h.JA4())
+		orders = append(orders, h.JA4RO())
+	}
+	for _, j := range ja4s[1:] {
+		if j != ja4s[0] {
+			t.Errorf("JA4 differs between connections of one Chromium: %q", ja4s)
+			break
+		}
+	}
+	distinct := len(slices.Compact(slices.Sorted(slices.Values(orders))))
+	if distinct < 2 {
+		t.Errorf("all %d hellos have the same extension order; Chromium shuffles them, so JA4's sorting was not exercised", len(orders))
+	}
+	t.Logf("%s: JA4 %s over %d connections with %d extension orders", chromiumVersion(chromium), ja4s[0], len(ja4s), distinct)
+
+	if *chromiumUpdate {
+		if main == nil {
+			t.Fatal("no hello for www.example.com")
+		}
+		if err := os.WriteFile(chromiumHelloFile, main, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(chromiumJA4File, []byte(ja4s[0]+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s and %s", chromiumHelloFile, chromiumJA4File)
+	}
+	if want := chromiumWantJA4(t); ja4s[0] != want {
+		t.Errorf("live Chromium's JA4 is %s, testdata has %s: Chromium changed its ClientHello; refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update, and update the tls-gate allow-list", ja4s[0], want)
+	}
+}
+
+// chromiumVersion is Chromium's --version, for logs.
+func chromiumVersion(chromium string) string {
+	out, err := exec.Command(chromium, "--version").Output()
+	if err != nil {
+		return "(unknown version)"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestChromiumHelloTestdata checks the captured hello in testdata without
+// a browser: it parses, has the properties of a current Chromium hello,
+// and gives the JA4 in testdata.
+func TestChromiumHelloTestdata(t *testing.T) {
+	b, err := os.ReadFile(chromiumHelloFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ParseClientHello(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Len != len(b) {
+		t.Errorf("hello took %d of the %d bytes", h.Len, len(b))
+	}
+	if got, want := h.JA4(), chromiumWantJA4(t); got != want {
+		t.Errorf("JA4 = %s, want %s", got, want)
+	}
+	if !strings.HasPrefix(h.JA4(), "t13d") {
+		t.Errorf("JA4 %s is not TLS 1.3 with SNI", h.JA4())
+	}
+	if !slices.Equal(h.ALPN, []string{"h2", "http/1.1"}) {
+		t.Errorf("ALPN = %q, want h2, http/1.1", h.ALPN)
+	}
+	if !isGREASE(h.CipherSuites[0]) {
+		t.Errorf("first cipher suite %#04x is not GREASE", h.CipherSuites[0])
+	}
+	if h.SNI != "www.example.com" {
+		t.Errorf("SNI = %q, want www.example.com", h.SNI)
+	}
+}
