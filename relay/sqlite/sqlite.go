@@ -1,0 +1,549 @@
+// Package sqlite is the relay's default Store: one embedded SQLite database
+// file (modernc.org/sqlite, pure Go, no cgo).
+//
+// It is durable: the database runs in WAL mode with synchronous=FULL, and a
+// write returns only after its transaction is committed and the WAL is
+// fsync'd, so an acknowledged send survives kill -9 or a power cut. To make
+// that affordable it group-commits: one writer goroutine, owned by the
+// Store, takes every write that is waiting, runs them all in one
+// transaction and pays for one fsync. Reads run on a separate pool of
+// read-only connections and never wait for the writer.
+//
+// It is not a shared database: one relay process owns the file. The schema
+// is versioned (PRAGMA user_version) and migrated forward by Open.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-im/ferry/relay"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+var _ relay.Store = (*Store)(nil)
+
+// Options tunes a Store. The zero value is what the relay uses.
+type Options struct {
+	// MaxBatch is the most writes committed in one transaction. If zero,
+	// 512.
+	MaxBatch int
+	// Readers is the number of read-only connections. If zero, 4.
+	Readers int
+}
+
+func (o *Options) maxBatch() int {
+	if o == nil || o.MaxBatch <= 0 {
+		return 512
+	}
+	return o.MaxBatch
+}
+
+func (o *Options) readers() int {
+	if o == nil || o.Readers <= 0 {
+		return 4
+	}
+	return o.Readers
+}
+
+// Store is a relay.Store in one SQLite database file.
+type Store struct {
+	path     string
+	wdb, rdb *sql.DB
+	read     readStmts
+	ops      chan *op
+	done     chan struct{} // closed when the writer goroutine has returned
+	maxBatch int
+
+	// mu protects closed. Every method holds it for reading for its whole
+	// call, so Close (which takes it for writing) waits for calls in
+	// flight and then stops the writer.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// Open opens (creating if needed) the database at path and migrates it to
+// the current schema. The Store owns a writer goroutine until Close.
+func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("open relay database: unusable path %q", path)
+	}
+	const pragmas = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	rdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=query_only(1)")
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	rdb.SetMaxOpenConns(opts.readers())
+	rdb.SetMaxIdleConns(opts.readers())
+	rdb.SetConnMaxIdleTime(0)
+	s := &Store{
+		path:     path,
+		wdb:      wdb,
+		rdb:      rdb,
+		ops:      make(chan *op, 4*opts.maxBatch()),
+		done:     make(chan struct{}),
+		maxBatch: opts.maxBatch(),
+	}
+	if err := s.read.prepare(ctx, rdb); err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	conn, err := wdb.Conn(ctx)
+	if err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	w := &writer{conn: conn, boxes: make(map[[16]byte]*boxState)}
+	if err := w.prepare(ctx); err != nil {
+		conn.Close()
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	go func() {
+		defer close(s.done)
+		w.run(s.ops, s.maxBatch)
+	}()
+	return s, nil
+}
+
+// Path is the database file the Store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// Close stops the writer once the writes in flight are committed and
+// closes the database. It is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.done
+		return nil
+	}
+	s.closed = true
+	close(s.ops)
+	s.mu.Unlock()
+	<-s.done
+	return errors.Join(s.read.close(), s.rdb.Close(), s.wdb.Close())
+}
+
+// begin holds mu for reading for the duration of one call, failing once
+// the store is closed.
+func (s *Store) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return relay.ErrClosed
+	}
+	return nil
+}
+
+// write runs fn in the writer's next batch and waits for the commit. If ctx
+// is done before the writer starts fn, fn is not run and ctx's error is
+// returned; otherwise the call waits, so an error always means no effect.
+func (s *Store) write(ctx context.Context, fn func(b *writer) error) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	o := &op{ctx: ctx, run: fn, err: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-o.err
+}
+
+// Put implements relay.Store.
+func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (seq uint64, dup bool, err error) {
+	err = s.write(ctx, func(w *writer) error {
+		seq, dup = 0, false
+		box, err := w.box(mb)
+		if err != nil {
+			return err
+		}
+		if !box.exists {
+			return relay.ErrNotFound
+		}
+		var old int64
+		switch err := w.envFind.QueryRow(mb[:], env.ID[:]).Scan(&old); {
+		case err == nil:
+			seq, dup = uint64(old), true
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("find envelope: %w", err)
+		}
+		size := int64(len(env.Data))
+		if q.MaxCount > 0 && box.count+1 > q.MaxCount || q.MaxBytes > 0 && box.bytes+size > q.MaxBytes {
+			return relay.ErrQuota
+		}
+		data := env.Data
+		if data == nil {
+			data = []byte{} // NULL marks an acknowledged envelope
+		}
+		if _, err := w.envInsert.Exec(mb[:], int64(box.nextSeq), env.ID[:], env.Received.UnixMilli(), size, data); err != nil {
+			return fmt.Errorf("insert envelope: %w", err)
+		}
+		seq = box.nextSeq
+		box.nextSeq++
+		box.count++
+		box.bytes += size
+		box.dirty = true
+		return nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return seq, dup, nil
+}
+
+// Ack implements relay.Store.
+func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
+	if len(seqs) == 0 {
+		if err := s.begin(ctx); err != nil {
+			return 0, err
+		}
+		s.mu.RUnlock()
+		return 0, nil
+	}
+	var n int
+	err := s.write(ctx, func(w *writer) error {
+		n = 0
+		box, err := w.box(mb)
+		if err != nil || !box.exists {
+			return err
+		}
+		for _, seq := range seqs {
+			var size int64
+			switch err := w.envAck.QueryRow(mb[:], int64(seq)).Scan(&size); {
+			case errors.Is(err, sql.ErrNoRows):
+				continue
+			case err != nil:
+				return fmt.Errorf("acknowledge envelope: %w", err)
+			}
+			n++
+			box.count--
+			box.bytes -= size
+			box.dirty = true
+		}
+		return nil
+	})
+	return n, err
+}
+
+// expireChunk is how many rows one Expire transaction deletes at most, so
+// a large expiry never holds up sends for long.
+const expireChunk = 2000
+
+// Expire implements relay.Store. It deletes in chunks of expireChunk rows,
+// one transaction each.
+func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		var rows, pending int
+		err := s.write(ctx, func(w *writer) error {
+			rows, pending = 0, 0
+			res, err := w.envExpire.Query(cutoff.UnixMilli(), expireChunk)
+			if err != nil {
+				return fmt.Errorf("expire envelopes: %w", err)
+			}
+			type gone struct {
+				mb      [16]byte
+				size    int64
+				pending bool
+			}
+			var deleted []gone
+			for res.Next() {
+				var g gone
+				var mb []byte
+				if err := res.Scan(&mb, &g.size, &g.pending); err != nil {
+					res.Close()
+					return fmt.Errorf("expire envelopes: %w", err)
+				}
+				copy(g.mb[:], mb)
+				deleted = append(deleted, g)
+			}
+			if err := res.Close(); err != nil {
+				return fmt.Errorf("expire envelopes: %w", err)
+			}
+			if err := res.Err(); err != nil {
+				return fmt.Errorf("expire envelopes: %w", err)
+			}
+			for _, g := range deleted {
+				rows++
+				if !g.pending {
+					continue
+				}
+				pending++
+				box, err := w.box(g.mb)
+				if err != nil {
+					return err
+				}
+				box.count--
+				box.bytes -= g.size
+				box.dirty = true
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += pending
+		if rows < expireChunk {
+			return total, nil
+		}
+	}
+}
+
+// SetToken implements relay.Store.
+func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	return s.write(ctx, func(w *writer) error {
+		if err := w.ensure(mb); err != nil {
+			return err
+		}
+		if _, err := w.setToken.Exec(hash[:], mb[:]); err != nil {
+			return fmt.Errorf("set token: %w", err)
+		}
+		return nil
+	})
+}
+
+// PutPrekeys implements relay.Store.
+func (s *Store) PutPrekeys(ctx context.Context, mb [16]byte, up relay.PrekeyUpload, max int) error {
+	return s.write(ctx, func(w *writer) error {
+		if err := w.ensure(mb); err != nil {
+			return err
+		}
+		return w.savepoint(func() error {
+			for _, pool := range []struct {
+				kind int
+				keys []relay.Prekey
+			}{{kindOneTime, up.OneTime}, {kindKEM, up.KEM}} {
+				for _, p := range pool.keys {
+					if _, err := w.prekeyPut.Exec(mb[:], pool.kind, int64(p.ID), nonNil(p.Data)); err != nil {
+						return fmt.Errorf("store prekey: %w", err)
+					}
+				}
+				if max <= 0 || len(pool.keys) == 0 {
+					continue
+				}
+				var n int
+				if err := w.prekeyCount.QueryRow(mb[:], pool.kind).Scan(&n); err != nil {
+					return fmt.Errorf("count prekeys: %w", err)
+				}
+				if n > max {
+					return relay.ErrQuota
+				}
+			}
+			if len(up.Signed) > 0 {
+				if _, err := w.setSigned.Exec(up.Signed, mb[:]); err != nil {
+					return fmt.Errorf("store signed prekey: %w", err)
+				}
+			}
+			if len(up.LastResort) > 0 {
+				if _, err := w.setLastResort.Exec(up.LastResort, mb[:]); err != nil {
+					return fmt.Errorf("store last-resort prekey: %w", err)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// PopBundle implements relay.Store.
+func (s *Store) PopBundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
+	var b relay.Bundle
+	err := s.write(ctx, func(w *writer) error {
+		b = relay.Bundle{}
+		var lastResort []byte
+		switch err := w.bundleGet.QueryRow(mb[:]).Scan(&b.Signed, &lastResort); {
+		case errors.Is(err, sql.ErrNoRows):
+			return relay.ErrNotFound
+		case err != nil:
+			return fmt.Errorf("read bundle: %w", err)
+		}
+		if len(b.Signed) == 0 {
+			return relay.ErrNotFound
+		}
+		var err error
+		if b.OneTime, b.HasOneTime, err = w.pop(mb, kindOneTime); err != nil {
+			return err
+		}
+		if b.KEM, b.HasKEM, err = w.pop(mb, kindKEM); err != nil {
+			return err
+		}
+		if !b.HasKEM && len(lastResort) > 0 {
+			b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: lastResort}, true, true
+		}
+		return nil
+	})
+	if err != nil {
+		return relay.Bundle{}, err
+	}
+	return b, nil
+}
+
+// Pending implements relay.Store.
+func (s *Store) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]relay.Envelope, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.read.pending.QueryContext(ctx, mb[:], int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read pending envelopes: %w", err)
+	}
+	defer rows.Close()
+	var out []relay.Envelope
+	for rows.Next() {
+		var (
+			e        relay.Envelope
+			seq, ms  int64
+			id, data []byte
+		)
+		if err := rows.Scan(&seq, &id, &ms, &data); err != nil {
+			return nil, fmt.Errorf("read pending envelopes: %w", err)
+		}
+		e.Seq = uint64(seq)
+		copy(e.ID[:], id)
+		e.Received = time.UnixMilli(ms)
+		e.Data = data
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending envelopes: %w", err)
+	}
+	return out, nil
+}
+
+// Usage implements relay.Store.
+func (s *Store) Usage(ctx context.Context, mb [16]byte) (relay.Usage, error) {
+	if err := s.begin(ctx); err != nil {
+		return relay.Usage{}, err
+	}
+	defer s.mu.RUnlock()
+	var u relay.Usage
+	switch err := s.read.usage.QueryRowContext(ctx, mb[:]).Scan(&u.Count, &u.Bytes); {
+	case errors.Is(err, sql.ErrNoRows):
+		return relay.Usage{}, nil
+	case err != nil:
+		return relay.Usage{}, fmt.Errorf("read mailbox usage: %w", err)
+	}
+	return u, nil
+}
+
+// Token implements relay.Store.
+func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
+	if err := s.begin(ctx); err != nil {
+		return [32]byte{}, err
+	}
+	defer s.mu.RUnlock()
+	var h []byte
+	switch err := s.read.token.QueryRowContext(ctx, mb[:]).Scan(&h); {
+	case errors.Is(err, sql.ErrNoRows):
+		return [32]byte{}, relay.ErrNotFound
+	case err != nil:
+		return [32]byte{}, fmt.Errorf("read token: %w", err)
+	}
+	if len(h) != 32 {
+		return [32]byte{}, relay.ErrNotFound
+	}
+	return [32]byte(h), nil
+}
+
+// PrekeyCounts implements relay.Store.
+func (s *Store) PrekeyCounts(ctx context.Context, mb [16]byte) (oneTime, kem int, err error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, 0, err
+	}
+	defer s.mu.RUnlock()
+	rows, err := s.read.prekeyCounts.QueryContext(ctx, mb[:])
+	if err != nil {
+		return 0, 0, fmt.Errorf("count prekeys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, n int
+		if err := rows.Scan(&kind, &n); err != nil {
+			return 0, 0, fmt.Errorf("count prekeys: %w", err)
+		}
+		switch kind {
+		case kindOneTime:
+			oneTime = n
+		case kindKEM:
+			kem = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, fmt.Errorf("count prekeys: %w", err)
+	}
+	return oneTime, kem, nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// readStmts are the statements of the read-only pool.
+type readStmts struct {
+	pending, usage, token, prekeyCounts *sql.Stmt
+}
+
+func (r *readStmts) prepare(ctx context.Context, db *sql.DB) error {
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&r.pending, `SELECT seq, id, received, data FROM envelopes
+			WHERE mailbox = ? AND seq > ? AND data IS NOT NULL ORDER BY seq LIMIT ?`},
+		{&r.usage, `SELECT count, bytes FROM mailboxes WHERE id = ?`},
+		{&r.token, `SELECT token FROM mailboxes WHERE id = ? AND token IS NOT NULL`},
+		{&r.prekeyCounts, `SELECT kind, count(*) FROM prekeys WHERE mailbox = ? GROUP BY kind`},
+	} {
+		st, err := db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", strings.Fields(p.sql)[:3], err)
+		}
+		*p.stmt = st
+	}
+	return nil
+}
+
+func (r *readStmts) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{r.pending, r.usage, r.token, r.prekeyCounts} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
