@@ -117,4 +117,5 @@ func loadExtrasVectors[T any](tb testing.TB, name string) T {
 func TestExtrasVectors(t *testing.T) {
 	t.Parallel()
 	runExtrasVector(t, "attachment", genAttachmentVectors, verifyAttachmentVectors)
+	runExtrasVector(t, "sealed", genSealedVectors, verifySealedVectors)
 }
