@@ -39,4 +39,8 @@ var (
 	// ErrMalformed means an encoding could not be parsed: wrong length,
 	// unknown version or inconsistent fields.
 	ErrMalformed = errors.New("session: malformed encoding")
+
+	// ErrUnknownPrekey means an initial message names a prekey that the
+	// PrekeySet does not hold (already used, or rotated away).
+	ErrUnknownPrekey = errors.New("session: unknown prekey")
 )

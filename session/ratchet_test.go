@@ -1,0 +1,268 @@
+package session
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"testing"
+)
+
+func mustEncrypt(t testing.TB, s *Session, pt string) []byte {
+	t.Helper()
+	m, err := s.Encrypt([]byte(pt), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustDecrypt(t testing.TB, s *Session, m []byte, want string) {
+	t.Helper()
+	pt, err := s.Decrypt(m, nil)
+	if err != nil {
+		t.Fatalf("decrypt %q: %v", want, err)
+	}
+	if string(pt) != want {
+		t.Fatalf("got %q, want %q", pt, want)
+	}
+}
+
+func stateBytes(t testing.TB, s *Session) []byte {
+	t.Helper()
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRatchetPingPong(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("ping pong"))
+	for round := range 20 {
+		for i := range round % 4 {
+			m := mustEncrypt(t, alice, fmt.Sprintf("a%d.%d", round, i))
+			mustDecrypt(t, bob, m, fmt.Sprintf("a%d.%d", round, i))
+		}
+		for i := range (round + 1) % 3 {
+			m := mustEncrypt(t, bob, fmt.Sprintf("b%d.%d", round, i))
+			mustDecrypt(t, alice, m, fmt.Sprintf("b%d.%d", round, i))
+		}
+	}
+}
+
+func TestRatchetHeaderHidesKeysAndCounters(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("header hiding"))
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	m1 := mustEncrypt(t, alice, "x")
+	m2 := mustEncrypt(t, alice, "x")
+	pub := alice.st.dhs.PublicKey().Bytes()
+	for _, m := range [][]byte{m1, m2} {
+		if bytes.Contains(m, pub) {
+			t.Fatal("message contains the ratchet public key in clear")
+		}
+	}
+	// Two messages of the same chain share no header bytes beyond chance.
+	same := 0
+	for i := 1; i < 1+encHeaderLen; i++ {
+		if m1[i] == m2[i] {
+			same++
+		}
+	}
+	if same > 8 {
+		t.Fatalf("%d of %d encrypted header bytes equal across two messages", same, encHeaderLen)
+	}
+}
+
+func TestRatchetOutOfOrder(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(10) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			alice, bob := newPair(t, newTestRand(fmt.Sprint("out of order ", seed)))
+			rng := mrand.New(mrand.NewPCG(seed, 1))
+			// Alice sends three chains (bob replies in between, which
+			// ratchets), bob receives all of them in a random order.
+			type msg struct {
+				b    []byte
+				want string
+			}
+			var msgs []msg
+			for chain := range 3 {
+				for i := range 1 + rng.IntN(20) {
+					s := fmt.Sprintf("c%d m%d", chain, i)
+					msgs = append(msgs, msg{mustEncrypt(t, alice, s), s})
+				}
+				r := mustEncrypt(t, bob, fmt.Sprint("reply ", chain))
+				mustDecrypt(t, alice, r, fmt.Sprint("reply ", chain))
+			}
+			rng.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
+			for _, m := range msgs {
+				mustDecrypt(t, bob, m.b, m.want)
+			}
+			if bob.st.nSkipped != 0 {
+				t.Fatalf("%d skipped keys left after every message arrived", bob.st.nSkipped)
+			}
+			// Every message again: all replays.
+			for _, m := range msgs {
+				if _, err := bob.Decrypt(m.b, nil); !errors.Is(err, ErrDecrypt) {
+					t.Fatalf("replay of %q: got %v, want ErrDecrypt", m.want, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRatchetReplay(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("replay"))
+	m0 := mustEncrypt(t, alice, "0")
+	m1 := mustEncrypt(t, alice, "1")
+	m2 := mustEncrypt(t, alice, "2")
+	mustDecrypt(t, bob, m2, "2") // m0, m1 skipped
+	mustDecrypt(t, bob, m0, "0") // from the skipped keys
+	for name, m := range map[string][]byte{"in order": m2, "skipped": m0} {
+		before := stateBytes(t, bob)
+		if _, err := bob.Decrypt(m, nil); !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("replay %s: got %v, want ErrDecrypt", name, err)
+		}
+		if !bytes.Equal(before, stateBytes(t, bob)) {
+			t.Fatalf("replay %s changed the state", name)
+		}
+	}
+	mustDecrypt(t, bob, m1, "1")
+}
+
+func TestRatchetMaxSkip(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("max skip"))
+	// Within the current chain.
+	var last []byte
+	for range MaxSkip + 2 { // the last one skips MaxSkip+1 keys
+		last = mustEncrypt(t, alice, "x")
+	}
+	before := stateBytes(t, bob)
+	if _, err := bob.Decrypt(last, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("message %d ahead: got %v, want ErrDecrypt", MaxSkip+1, err)
+	}
+	if !bytes.Equal(before, stateBytes(t, bob)) {
+		t.Fatal("too-far message changed the state")
+	}
+	next := mustEncrypt(t, alice, "y") // MaxSkip+2 ahead: fails too
+	if _, err := bob.Decrypt(next, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("got %v, want ErrDecrypt", err)
+	}
+
+	// Exactly MaxSkip ahead works.
+	alice, bob = newPair(t, newTestRand("max skip exact"))
+	for range MaxSkip {
+		mustEncrypt(t, alice, "x")
+	}
+	mustDecrypt(t, bob, mustEncrypt(t, alice, "edge"), "edge")
+	if bob.st.nSkipped != MaxSkip {
+		t.Fatalf("stored %d skipped keys, want %d", bob.st.nSkipped, MaxSkip)
+	}
+
+	// Over a ratchet step: the previous chain's remainder counts too.
+	alice, bob = newPair(t, newTestRand("max skip pn"))
+	for range MaxSkip + 1 {
+		mustEncrypt(t, alice, "lost")
+	}
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	m := mustEncrypt(t, alice, "new chain") // PN = MaxSkip+2 in bob's view
+	before = stateBytes(t, bob)
+	if _, err := bob.Decrypt(m, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("PN too far ahead: got %v, want ErrDecrypt", err)
+	}
+	if !bytes.Equal(before, stateBytes(t, bob)) {
+		t.Fatal("too-far message changed the state")
+	}
+}
+
+func TestRatchetSkippedEviction(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("eviction"))
+	// Three chains of 900 lost messages each, then one delivered: 2700
+	// skipped keys, of which the oldest 700 are evicted.
+	var first [][]byte
+	for chain := range 3 {
+		for i := range 900 {
+			m := mustEncrypt(t, alice, fmt.Sprintf("%d.%d", chain, i))
+			if i < 2 {
+				first = append(first, m)
+			}
+		}
+		mustDecrypt(t, bob, mustEncrypt(t, alice, "last"), "last")
+		mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+		if want := min(900*(chain+1), MaxSkippedKeys); bob.st.nSkipped != want {
+			t.Fatalf("chain %d: %d skipped keys stored, want %d", chain, bob.st.nSkipped, want)
+		}
+	}
+	// The first chain's first messages were evicted; the second chain's kept.
+	if _, err := bob.Decrypt(first[0], nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("evicted key: got %v, want ErrDecrypt", err)
+	}
+	mustDecrypt(t, bob, first[2], "1.0")
+	mustDecrypt(t, bob, first[4], "2.0")
+	if got := bob.st.nSkipped; got != MaxSkippedKeys-2 {
+		t.Fatalf("%d skipped keys after two used, want %d", got, MaxSkippedKeys-2)
+	}
+}
+
+// TestFailedDecryptChangesNothing flips every bit position class, truncates
+// and extends messages of each kind (in-chain, skipped, ratchet step,
+// initial) and checks that the serialised state is byte-for-byte unchanged.
+func TestFailedDecryptChangesNothing(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("failed decrypt"))
+	skipped := mustEncrypt(t, alice, "skipped")
+	inChain := mustEncrypt(t, alice, "in chain")
+	mustDecrypt(t, bob, inChain, "in chain")
+	inChain2 := mustEncrypt(t, alice, "in chain 2")
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	step := mustEncrypt(t, alice, "step") // needs a DH ratchet at bob
+	cases := map[string][]byte{"skipped": skipped, "in chain": inChain2, "ratchet step": step}
+	for name, m := range cases {
+		for _, bad := range mutations(m) {
+			before := stateBytes(t, bob)
+			if pt, err := bob.Decrypt(bad, nil); err == nil {
+				t.Fatalf("%s: mutated message decrypted to %q", name, pt)
+			}
+			if !bytes.Equal(before, stateBytes(t, bob)) {
+				t.Fatalf("%s: failed decryption changed the state", name)
+			}
+		}
+		before := stateBytes(t, bob)
+		if _, err := bob.Decrypt(m, []byte("wrong ad")); !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("%s with wrong ad: got %v, want ErrDecrypt", name, err)
+		}
+		if !bytes.Equal(before, stateBytes(t, bob)) {
+			t.Fatalf("%s: wrong-ad decryption changed the state", name)
+		}
+	}
+	// The originals still decrypt afterwards.
+	mustDecrypt(t, bob, skipped, "skipped")
+	mustDecrypt(t, bob, inChain2, "in chain 2")
+	mustDecrypt(t, bob, step, "step")
+}
+
+// mutations returns copies of m with one bit flipped at a spread of
+// positions, truncated, and extended.
+func mutations(m []byte) [][]byte {
+	var out [][]byte
+	for i := 0; i < len(m); i += 1 + i/16 {
+		for _, bit := range []byte{0x01, 0x80} {
+			b := bytes.Clone(m)
+			b[i] ^= bit
+			out = append(out, b)
+		}
+	}
+	for _, n := range []int{0, 1, ratchetOverhead - 1, len(m) - 1} {
+		if n >= 0 && n < len(m) {
+			out = append(out, bytes.Clone(m[:n]))
+		}
+	}
+	return append(out, append(bytes.Clone(m), 0))
+}
