@@ -10,7 +10,7 @@ import (
 	"github.com/ferry-im/ferry/relay/storetest"
 )
 
-func openAt(t *testing.T, path string) *sqlite.Store {
+func openAt(t testing.TB, path string) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(context.Background(), path, nil)
 	if err != nil {
