@@ -20,10 +20,10 @@ var handBuiltHello = strings.Join([]string{
 	"01 00005a",    // handshake: client_hello, 90 bytes
 	"0303",         // legacy_version TLS 1.2
 	"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", // random
-	"00",                  // session_id: empty
-	"0004 c02f 0035",      // cipher_suites
-	"01 00",               // compression_methods: null
-	"002d",                // extensions: 45 bytes
+	"00",             // session_id: empty
+	"0004 c02f 0035", // cipher_suites
+	"01 00",          // compression_methods: null
+	"002d",           // extensions: 45 bytes
 	"0000 0010 000e 00 000b 6578616d706c652e636f6d", // server_name: host_name "example.com"
 	"0010 000b 0009 08 687474702f312e31",            // ALPN: "http/1.1"
 	"000d 0006 0004 0403 0804",                      // signature_algorithms
