@@ -118,4 +118,5 @@ func TestExtrasVectors(t *testing.T) {
 	t.Parallel()
 	runExtrasVector(t, "attachment", genAttachmentVectors, verifyAttachmentVectors)
 	runExtrasVector(t, "sealed", genSealedVectors, verifySealedVectors)
+	runExtrasVector(t, "group", genGroupVectors, verifyGroupVectors)
 }
