@@ -119,4 +119,6 @@ func TestExtrasVectors(t *testing.T) {
 	runExtrasVector(t, "attachment", genAttachmentVectors, verifyAttachmentVectors)
 	runExtrasVector(t, "sealed", genSealedVectors, verifySealedVectors)
 	runExtrasVector(t, "group", genGroupVectors, verifyGroupVectors)
+	runExtrasVector(t, "pad", genPadVectors, verifyPadVectors)
+	runExtrasVector(t, "safety-number", genSafetyVectors, verifySafetyVectors)
 }

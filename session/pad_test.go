@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"encoding/hex"
 	"testing"
 )
 
@@ -86,4 +87,49 @@ func FuzzPad(f *testing.F) {
 			}
 		}
 	})
+}
+
+// padVectors is testdata/extras-pad.json: the bucket table and padded bytes.
+type padVectors struct {
+	Description string      `json:"description"`
+	Buckets     []padBucket `json:"buckets"`
+	Padded      []padCase   `json:"padded"`
+}
+
+type padBucket struct {
+	Len    int `json:"plaintext_len"`
+	Padded int `json:"padded_len"`
+}
+
+type padCase struct {
+	Plaintext string `json:"plaintext"`
+	Padded    string `json:"padded"`
+}
+
+func genPadVectors(t *testing.T) padVectors {
+	v := padVectors{Description: "Padding buckets (docs/protocol.md section 3.1): plaintext || 0x80 || zeros up to the bucket. Regenerate: go test ./session -run ExtrasVectors -update"}
+	for _, n := range []int{0, 255, 256, 511, 512, 1023, 1024, 2047, 2048, 4095, 4096, 8191, 8192, 16383, 16384, 32767, 32768, 65535, 65536, 131071, 131072, 1 << 20, maxPaddedLength - 1} {
+		v.Buckets = append(v.Buckets, padBucket{n, paddedLen(n)})
+	}
+	for _, pt := range []string{"", "68656c6c6f", "80", "0000"} {
+		p, err := pad(unhex(t, pt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.Padded = append(v.Padded, padCase{pt, hex.EncodeToString(p)})
+	}
+	return v
+}
+
+func verifyPadVectors(t *testing.T, v padVectors) {
+	for _, b := range v.Buckets {
+		if got := paddedLen(b.Len); got != b.Padded {
+			t.Errorf("paddedLen(%d) = %d, want %d", b.Len, got, b.Padded)
+		}
+	}
+	for _, p := range v.Padded {
+		if got, err := unpad(unhex(t, p.Padded)); err != nil || hex.EncodeToString(got) != p.Plaintext {
+			t.Errorf("unpad(%s…) = %x, %v, want %s", p.Padded[:8], got, err, p.Plaintext)
+		}
+	}
 }
