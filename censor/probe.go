@@ -306,8 +306,8 @@ func (p *Prober) round(ctx context.Context, addr string, probes []probe) ([]Reac
 }
 
 // react sends one probe and records the server's reaction.
-func (p *Prober) react(ctx context.Context, addr string, pr probe) Reaction {
-	r := Reaction{Probe: pr.name}
+func (p *Prober) react(ctx context.Context, addr string, pr probe) (r Reaction) {
+	r.Probe = pr.name
 	start := p.now()
 	defer func() {
 		r.After = p.now().Sub(start)
@@ -381,10 +381,15 @@ func classifyDial(err error) string {
 }
 
 // Differ lists the differences between two servers' reports, one line per
-// probe that tells them apart, by close kind, bytes received, bytes sent,
-// or time to close (with a tolerance: times within 250 ms or 50% of each
-// other are the same). Empty means the prober could not tell the servers
-// apart. Probes in one report only are listed too.
+// probe that tells them apart: by how the connection ended; by the bytes
+// the server sent back (none against some, or sizes more than 4 times
+// apart: two web servers answer with pages of different sizes); by the
+// bytes it accepted; or by the time to close (times within 250 ms or 50%
+// of each other are the same). Empty means the prober could not tell the
+// servers apart. Probes in one report only are listed too.
+//
+// Compare reports made with the same probes: give both Probers the same
+// Rand stream (for example math/rand/v2's ChaCha8 with one seed).
 func Differ(a, b *Report) []string {
 	var diffs []string
 	bi := make(map[string]Reaction, len(b.Reactions))
@@ -402,7 +407,7 @@ func Differ(a, b *Report) []string {
 		switch {
 		case ra.Close != rb.Close:
 			diffs = append(diffs, fmt.Sprintf("%s: ended %s vs %s", ra.Probe, ra.Close, rb.Close))
-		case ra.Received != rb.Received:
+		case !sameSize(ra.Received, rb.Received):
 			diffs = append(diffs, fmt.Sprintf("%s: received %d vs %d bytes", ra.Probe, ra.Received, rb.Received))
 		case ra.Sent != rb.Sent:
 			diffs = append(diffs, fmt.Sprintf("%s: accepted %d vs %d bytes", ra.Probe, ra.Sent, rb.Sent))
@@ -417,6 +422,16 @@ func Differ(a, b *Report) []string {
 		}
 	}
 	return diffs
+}
+
+// sameSize reports whether two servers' replies are alike in size: both
+// empty, or both not and at most 4 times apart.
+func sameSize(a, b int) bool {
+	lo, hi := min(a, b), max(a, b)
+	if lo == 0 {
+		return hi == 0
+	}
+	return hi <= 4*lo
 }
 
 // sameTime reports whether two times to close are within Differ's
