@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -148,17 +150,27 @@ func (ev *probeEval) probe(ctx context.Context, e *Engine, server netip.AddrPort
 		rounds = append(rounds, time.Duration(r.Later))
 	}
 	for i, at := range rounds {
-		p := e.prober()
-		p.Soon = max(at-clock.Now().Sub(start), time.Nanosecond)
-		p.Later = -1
-		if r.ReadTimeout > 0 {
-			p.ReadTimeout = time.Duration(r.ReadTimeout)
+		// Two probers with the same random stream send the server and the
+		// reference the same probes.
+		var seed [32]byte
+		if _, err := io.ReadFull(e.prober().Rand, seed[:]); err != nil {
+			e.logError("seed probes", err)
+			return
+		}
+		ps, pr := e.prober(), e.prober()
+		ps.Rand, pr.Rand = mrand.NewChaCha8(seed), mrand.NewChaCha8(seed)
+		for _, p := range []*Prober{ps, pr} {
+			p.Soon = max(at-clock.Now().Sub(start), time.Nanosecond)
+			p.Later = -1
+			if r.ReadTimeout > 0 {
+				p.ReadTimeout = time.Duration(r.ReadTimeout)
+			}
 		}
 		var got, want *Report
 		var gotErr, wantErr error
 		var wg sync.WaitGroup
-		wg.Go(func() { got, gotErr = p.Probe(ctx, server.String(), first) })
-		wg.Go(func() { want, wantErr = p.Probe(ctx, ref, first) })
+		wg.Go(func() { got, gotErr = ps.Probe(ctx, server.String(), first) })
+		wg.Go(func() { want, wantErr = pr.Probe(ctx, ref, first) })
 		wg.Wait()
 		if err := errors.Join(gotErr, wantErr); err != nil {
 			if ctx.Err() == nil {
