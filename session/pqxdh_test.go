@@ -224,3 +224,37 @@ func TestRespondFailureKeepsPrekeys(t *testing.T) {
 		t.Fatalf("the original message after failures: %v", err)
 	}
 }
+
+// FuzzInitialMessage: parseInitialMessage either fails or its fields
+// re-encode to exactly the input; Respond on any input never panics and
+// never consumes prekeys unless it succeeds.
+func FuzzInitialMessage(f *testing.F) {
+	var v pqxdhVector
+	loadJSON(f, "testdata/core-pqxdh.json", &v)
+	for _, c := range v.Cases {
+		f.Add([]byte(c.InitialMessage))
+	}
+	var bid Identity
+	if err := bid.UnmarshalBinary(v.Cases[0].BobIdentity); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		m, err := parseInitialMessage(msg)
+		if err == nil {
+			got := append(m.appendPrefix(nil), m.ratchet...)
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("round trip: got %x, want %x", got, msg)
+			}
+		}
+		var ps PrekeySet
+		if err := ps.UnmarshalBinary(v.Cases[0].BobPrekeySet); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := ps.MarshalBinary()
+		if _, _, _, err := Respond(newTestRand("fuzz"), &bid, &ps, msg, []byte(v.Cases[0].AD)); err != nil {
+			if after, _ := ps.MarshalBinary(); !bytes.Equal(before, after) {
+				t.Fatal("failed Respond changed the prekey set")
+			}
+		}
+	})
+}

@@ -266,3 +266,132 @@ func mutations(m []byte) [][]byte {
 	}
 	return append(out, append(bytes.Clone(m), 0))
 }
+
+// FuzzDecrypt feeds arbitrary messages to a session: Decrypt never panics,
+// and when it fails the state is unchanged. The seeds are the vector's
+// messages, so mutations explore near-valid headers and bodies.
+func FuzzDecrypt(f *testing.F) {
+	var v ratchetVector
+	loadJSON(f, "testdata/core-ratchet.json", &v)
+	for _, st := range v.Steps {
+		if st.Op == "encrypt" {
+			f.Add([]byte(st.Bytes), st.Party == "alice")
+		}
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, toBob bool) {
+		var s Session
+		state := v.AliceState
+		if toBob {
+			state = v.BobState
+		}
+		if err := s.UnmarshalBinary(state); err != nil {
+			t.Fatal(err)
+		}
+		s.Rand = newTestRand("fuzz decrypt")
+		if _, err := s.Decrypt(msg, nil); err != nil {
+			if !bytes.Equal(stateBytes(t, &s), state) {
+				t.Fatal("failed decryption changed the state")
+			}
+		}
+	})
+}
+
+// TestForwardSecrecy: once a message key is used and the chain has moved
+// on, no later state holds the keys that decrypted it (chain key, message
+// key seed, cipher key, previous root and ratchet keys), and no later state
+// can decrypt the message.
+func TestForwardSecrecy(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("forward secrecy"))
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	m1 := mustEncrypt(t, alice, "first") // new chain at bob
+	m2 := mustEncrypt(t, alice, "second")
+	m3 := mustEncrypt(t, alice, "third")
+	oldRoot, oldDH := bob.st.rk, bob.st.dhs.Bytes()
+	mustDecrypt(t, bob, m1, "first")
+	// The keys of m2, from bob's chain key before he receives it.
+	ck := bob.st.ckr
+	seed, _ := kdfCK(&ck)
+	mk := deriveMessageKeys(&seed)
+	mustDecrypt(t, bob, m3, "third") // m2's key is now a stored skipped key
+	if !bytes.Contains(stateBytes(t, bob), seed[:]) {
+		t.Fatal("test setup: the skipped key of m2 is not in the state")
+	}
+	mustDecrypt(t, bob, m2, "second")
+	secrets := map[string][]byte{"chain key": ck[:], "seed": seed[:], "cipher key": mk.cipherKey[:], "old root": oldRoot[:], "old ratchet key": oldDH}
+	later := [][]byte{stateBytes(t, bob)}
+	for range 3 {
+		mustDecrypt(t, bob, mustEncrypt(t, alice, "x"), "x")
+		mustDecrypt(t, alice, mustEncrypt(t, bob, "y"), "y")
+		later = append(later, stateBytes(t, bob))
+	}
+	for i, st := range later {
+		for name, sec := range secrets {
+			if bytes.Contains(st, sec) {
+				t.Fatalf("later state %d still holds the %s", i, name)
+			}
+		}
+		for _, m := range [][]byte{m1, m2, m3} {
+			var s Session
+			if err := s.UnmarshalBinary(st); err != nil {
+				t.Fatal(err)
+			}
+			s.Rand = newTestRand("attacker")
+			if _, err := s.Decrypt(m, nil); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("later state %d decrypts an old message: got %v, want ErrDecrypt", i, err)
+			}
+		}
+	}
+}
+
+// TestPostCompromiseSecurity: an attacker who copies a party's whole state
+// (just after that party sent) keeps reading the peer's messages, following
+// the protocol with the copy, only until one ratchet round trip: the peer's
+// message with a new ratchet key makes the victim draw a fresh one, the
+// victim sends with it, and from the peer's reply on the copy decrypts
+// nothing. Run with each party as the victim.
+func TestPostCompromiseSecurity(t *testing.T) {
+	t.Parallel()
+	for seed := range 4 {
+		for _, victimIsAlice := range []bool{true, false} {
+			alice, bob := newPair(t, newTestRand(fmt.Sprint("pcs ", seed)))
+			mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+			mustDecrypt(t, bob, mustEncrypt(t, alice, "s"), "s")
+			victim, peer := alice, bob
+			if !victimIsAlice {
+				victim, peer = bob, alice
+			}
+			// The victim sent last, so the peer's next message carries a
+			// new ratchet key.
+			mustDecrypt(t, peer, mustEncrypt(t, victim, "last"), "last")
+			stolen := cloneSession(t, victim)
+			// Before healing the copy is a real compromise: it reads the
+			// peer's next message, which starts a new chain.
+			p1 := mustEncrypt(t, peer, "p1")
+			mustDecrypt(t, stolen, p1, "p1")
+			mustDecrypt(t, victim, p1, "p1")
+			// The victim answers with a ratchet key the copy never saw
+			// (drawn from the victim's randomness); the peer's reply is
+			// lost to the attacker, and so is everything after it.
+			mustDecrypt(t, peer, mustEncrypt(t, victim, "v1"), "v1")
+			p2 := mustEncrypt(t, peer, "p2")
+			if _, err := stolen.Decrypt(p2, nil); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("seed %d: the stolen copy decrypts after a round trip: got %v", seed, err)
+			}
+			mustDecrypt(t, victim, p2, "p2")
+			p3 := mustEncrypt(t, peer, "p3")
+			if _, err := stolen.Decrypt(p3, nil); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("seed %d: the stolen copy decrypts later messages: got %v", seed, err)
+			}
+		}
+	}
+}
+
+func cloneSession(t testing.TB, s *Session) *Session {
+	t.Helper()
+	c := &Session{Rand: newTestRand("clone")}
+	if err := c.UnmarshalBinary(stateBytes(t, s)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
