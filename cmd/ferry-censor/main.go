@@ -1,0 +1,140 @@
+// Command ferry-censor is Ferry's censor testbed: a TCP middlebox that
+// plays a censor policy (the scenarios of docs/censor.md) on the
+// connections it forwards, and logs one JSON line per flow and verdict.
+//
+//	ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]
+//	ferry-censor policies
+//
+// It is a thin layer over package censor.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ferry-im/ferry/censor"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// subcommands are run by name as the first argument.
+var subcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
+	"policies": policiesMain,
+}
+
+// run runs the command line args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if sub, ok := subcommands[args[0]]; ok {
+			return sub(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return serveMain(ctx, args, stdout, stderr)
+}
+
+func policiesMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: ferry-censor policies")
+		return 2
+	}
+	for _, name := range censor.PolicyNames() {
+		p, err := censor.LoadPolicy(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+			return 1
+		}
+		desc := p.Description
+		if len(desc) > 100 {
+			desc = desc[:97] + "..."
+		}
+		fmt.Fprintf(stdout, "%-18s %s\n", name, desc)
+	}
+	return 0
+}
+
+func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry-censor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]")
+		fmt.Fprintln(stderr, "       ferry-censor policies")
+		fs.PrintDefaults()
+	}
+	listen := fs.String("listen", "127.0.0.1:8443", "address to accept connections on")
+	upstream := fs.String("upstream", "", "host:port every connection is forwarded to")
+	policy := fs.String("policy", "open", "a shipped policy's name (see 'ferry-censor policies') or a policy file")
+	logPath := fs.String("log", "-", "file the JSON lines of flows and verdicts are appended to; - for standard output")
+	seed := fs.Uint64("seed", 0, "seed of the censor's randomness, for reproducible runs; 0 for crypto/rand")
+	verbose := fs.Bool("v", false, "log every verdict and probe to standard error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 || *upstream == "" {
+		fs.Usage()
+		return 2
+	}
+	p, err := censor.LoadPolicy(*policy)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+		return 1
+	}
+	var log io.Writer = stdout
+	if *logPath != "-" {
+		f, err := os.OpenFile(*logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		log = f
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	m := &censor.Middlebox{
+		Upstream: *upstream,
+		Policy:   p,
+		Log:      log,
+		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}
+	if *seed != 0 {
+		var s [32]byte
+		for i := range 8 {
+			s[i] = byte(*seed >> (8 * i))
+		}
+		m.Rand = rand.NewChaCha8(s)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "ferry-censor: policy %s, listening on %s, forwarding to %s\n", p.Name, ln.Addr(), *upstream)
+	err = m.Serve(ctx, ln)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/censor"
+)
+
+func TestPolicies(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"policies"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, name := range censor.PolicyNames() {
+		if !strings.Contains(out.String(), name+" ") {
+			t.Errorf("policies output lacks %s:\n%s", name, out.String())
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no upstream", []string{"--policy", "open"}, 2, "usage"},
+		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"unknown policy", []string{"--upstream", "127.0.0.1:1", "--policy", "nope"}, 1, "no policy named"},
+		{"extra argument", []string{"--upstream", "127.0.0.1:1", "extra"}, 2, "usage"},
+		{"policies with args", []string{"policies", "x"}, 2, "usage"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), tt.args, &out, &errb)
+		if code != tt.code || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tt.name, code, errb.String(), tt.code, tt.want)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestServe runs the command against an echo server with a policy file
+// and checks the forwarding, a verdict and the log file.
+func TestServe(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "sig.json")
+	if err := os.WriteFile(policy, []byte(`{"name":"sig","rules":[{"name":"wa","signature":{"patterns":["57 41 04 01"],"action":"reset"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "flows.jsonl")
+	// Find a free port for --listen.
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := probe.Addr().String()
+	probe.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", listen, "--upstream", up.Addr().String(), "--policy", policy, "--log", logPath, "--seed", "7"}, io.Discard, &stderr)
+	}()
+	var c net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err = net.Dial("tcp", listen)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dial the censor: %v; stderr: %s", err, stderr.String())
+	}
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "hello\n" {
+		t.Fatalf("echo: %q, %v", line, err)
+	}
+	c.Close()
+	c2, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c2.Write([]byte("WA\x04\x01\x00\x00\x05hello"))
+	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("WhatsApp opening: read %v, want a reset", err)
+	}
+	c2.Close()
+	// Both flows are logged.
+	var lines []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if lines = strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) >= 2 {
+			break
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d after cancel; stderr: %s", code, stderr.String())
+	}
+	if len(lines) != 2 {
+		t.Fatalf("log lines %q, want 2", lines)
+	}
+	var ents []censor.LogEntry
+	for _, l := range lines {
+		var e censor.LogEntry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatal(err)
+		}
+		ents = append(ents, e)
+	}
+	// Flows are logged when they end, in any order.
+	if ents[0].Action != censor.Pass {
+		ents[0], ents[1] = ents[1], ents[0]
+	}
+	if ents[0].Action != censor.Pass || ents[0].BytesUp != 6 || ents[0].BytesDown != 6 {
+		t.Errorf("first flow %+v", ents[0])
+	}
+	if ents[1].Rule != "wa" || ents[1].Action != censor.Reset {
+		t.Errorf("second flow %+v", ents[1])
+	}
+}
