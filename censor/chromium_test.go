@@ -67,8 +67,8 @@ func chromiumWantJA4(t *testing.T) string {
 	return strings.TrimSpace(string(b))
 }
 
-// testCert is a self-signed certificate for example.com names.
-func testCert(t testing.TB) tls.Certificate {
+// exampleComCert is a self-signed certificate for example.com names.
+func exampleComCert(t testing.TB) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -163,8 +163,8 @@ func startPageServer(t *testing.T, subresources int) (addr string, rec *helloRec
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{testCert(t)}},
-		ErrorLog:  nil,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}},
+		ErrorLog:  discardLog(),
 	}
 	done := make(chan struct{})
 	go func() {
@@ -308,4 +308,150 @@ func TestChromiumHelloTestdata(t *testing.T) {
 	if h.SNI != "www.example.com" {
 		t.Errorf("SNI = %q, want www.example.com", h.SNI)
 	}
+}
+
+// flowLog collects the flows a middlebox reports.
+type flowLog struct {
+	mu    sync.Mutex // mu protects flows
+	flows []flowVerdict
+	added chan struct{}
+}
+
+type flowVerdict struct {
+	ja4, host string
+	v         Verdict
+}
+
+func newFlowLog() *flowLog { return &flowLog{added: make(chan struct{}, 1)} }
+
+func (l *flowLog) onFlow(f *Flow, v Verdict) {
+	l.mu.Lock()
+	l.flows = append(l.flows, flowVerdict{ja4: f.JA4(), host: f.Host, v: v})
+	l.mu.Unlock()
+	select {
+	case l.added <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns the flows once there are at least n, or fails the test
+// after 5 s.
+func (l *flowLog) wait(t *testing.T, n int) []flowVerdict {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		l.mu.Lock()
+		flows := slices.Clone(l.flows)
+		l.mu.Unlock()
+		if len(flows) >= n {
+			return flows
+		}
+		select {
+		case <-l.added:
+		case <-deadline:
+			t.Fatalf("middlebox reported %d flows, want %d", len(flows), n)
+		}
+	}
+}
+
+// startChromiumMiddlebox runs a middlebox with the named policy in front of
+// upstream and returns its address.
+func startChromiumMiddlebox(t *testing.T, policy, upstream string, log *flowLog) string {
+	t.Helper()
+	p, err := LoadPolicy(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Middlebox{Upstream: upstream, Policy: p, OnFlow: log.onFlow}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Serve(t.Context(), ln)
+	}()
+	t.Cleanup(func() {
+		m.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// policyJA4s is the tls_gate allow-list of a policy.
+func policyJA4s(t *testing.T, name string) []string {
+	t.Helper()
+	p, err := LoadPolicy(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range p.Rules {
+		if r.TLSGate != nil {
+			out = append(out, r.TLSGate.JA4...)
+		}
+	}
+	return out
+}
+
+// TestChromiumThroughMiddlebox: a real browser gets a page through the
+// middlebox under the tls-gate and whitelist policies, while a Go
+// crypto/tls client is reset by tls-gate; and the JA4 the middlebox
+// computes for the live Chromium is the one in testdata and in the
+// tls-gate allow-list (when Chromium is upgraded, this fails and tells how
+// to refresh them).
+func TestChromiumThroughMiddlebox(t *testing.T) {
+	chromium := chromiumPath(t)
+	upstream, _ := startPageServer(t, 0)
+	wantJA4 := chromiumWantJA4(t)
+	if allow := policyJA4s(t, "tls-gate"); !slices.Contains(allow, wantJA4) {
+		t.Errorf("tls-gate allow-list %q lacks the JA4 of testdata's Chromium %s", allow, wantJA4)
+	}
+	for _, policy := range []string{"tls-gate", "whitelist"} {
+		t.Run(policy+"/chromium", func(t *testing.T) {
+			log := newFlowLog()
+			mb := startChromiumMiddlebox(t, policy, upstream, log)
+			_, port, _ := net.SplitHostPort(mb)
+			dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(dom, chromiumMarker) {
+				t.Fatalf("chromium did not get the page through the middlebox; DOM:\n%s", dom)
+			}
+			for _, f := range log.wait(t, 1) {
+				if f.v.Action != Pass {
+					t.Errorf("chromium flow to %s: verdict %+v, want pass", f.host, f.v)
+				}
+				if f.ja4 != wantJA4 {
+					t.Errorf("the middlebox computes JA4 %s for live %s, testdata has %s: refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update and update the tls-gate allow-list",
+						f.ja4, chromiumVersion(chromium), wantJA4)
+				}
+			}
+		})
+	}
+	t.Run("tls-gate/crypto-tls", func(t *testing.T) {
+		log := newFlowLog()
+		mb := startChromiumMiddlebox(t, "tls-gate", upstream, log)
+		d := &tls.Dialer{Config: &tls.Config{ServerName: "www.example.com", InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		c, err := d.DialContext(ctx, "tcp", mb)
+		if err == nil {
+			c.Close()
+			t.Fatal("crypto/tls client completed a handshake through tls-gate")
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("handshake timed out instead of being reset: %v", err)
+		}
+		flows := log.wait(t, 1)
+		if v := flows[0].v; v.Action != Reset || v.Rule != "tls-gate" {
+			t.Errorf("crypto/tls flow: verdict %+v, want reset by tls-gate", v)
+		}
+		if flows[0].ja4 == wantJA4 || flows[0].ja4 == "" {
+			t.Errorf("crypto/tls flow has JA4 %q", flows[0].ja4)
+		}
+		t.Logf("crypto/tls: %v; JA4 %s; %s", err, flows[0].ja4, flows[0].v.Evidence)
+	})
 }

@@ -240,7 +240,7 @@ func TestParseCryptoTLSHellos(t *testing.T) {
 		{"ip-no-sni", &tls.Config{ServerName: "127.0.0.1", InsecureSkipVerify: true, NextProtos: []string{"x"}},
 			"", []string{"x"}, []uint16{tls.VersionTLS13, tls.VersionTLS12}, "t13i"},
 	}
-	chromiumJA4 := strings.TrimSpace(string(must(os.ReadFile(chromiumJA4File))))
+	chromiumJA4 := chromiumWantJA4(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -268,13 +268,6 @@ func TestParseCryptoTLSHellos(t *testing.T) {
 			}
 		})
 	}
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }
 
 // TestParseClientHelloAllocations: the memory a parse takes is bounded by

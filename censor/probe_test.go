@@ -17,10 +17,10 @@ import (
 	"time"
 )
 
-// startTCPServer runs handle on every connection to a loopback listener
+// startProbeTarget runs handle on every connection to a loopback listener
 // until the test ends, then closes the listener and every connection and
 // waits for the handlers.
-func startTCPServer(t *testing.T, handle func(net.Conn)) string {
+func startProbeTarget(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,9 +58,9 @@ func startTCPServer(t *testing.T, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// startHTTPServer runs a stock net/http server (over crypto/tls with a
+// startStockServer runs a stock net/http server (over crypto/tls with a
 // certificate of its own when useTLS) serving handler.
-func startHTTPServer(t *testing.T, handler http.Handler, useTLS bool) string {
+func startStockServer(t *testing.T, handler http.Handler, useTLS bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -71,7 +71,7 @@ func startHTTPServer(t *testing.T, handler http.Handler, useTLS bool) string {
 	go func() {
 		defer close(done)
 		if useTLS {
-			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}}
 			srv.ServeTLS(ln, "", "")
 		} else {
 			srv.Serve(ln)
@@ -134,10 +134,10 @@ func reaction(t *testing.T, r *Report, probe string) Reaction {
 // reads whatever comes and never closes.
 func TestProberTellsApartReadLimit(t *testing.T) {
 	t.Parallel()
-	closes50 := startTCPServer(t, func(c net.Conn) {
+	closes50 := startProbeTarget(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 50))
 	})
-	neverCloses := startTCPServer(t, func(c net.Conn) {
+	neverCloses := startProbeTarget(t, func(c net.Conn) {
 		io.Copy(io.Discard, c)
 	})
 	first := make([]byte, 100)
@@ -191,7 +191,7 @@ func TestProberStockWebServers(t *testing.T) {
 	t.Run("http", func(t *testing.T) {
 		t.Parallel()
 		first := []byte("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n")
-		a, b := probeBoth(t, startHTTPServer(t, pageA, false), startHTTPServer(t, pageB, false), first)
+		a, b := probeBoth(t, startStockServer(t, pageA, false), startStockServer(t, pageB, false), first)
 		if diffs := Differ(a, b); len(diffs) != 0 {
 			t.Errorf("stock servers told apart:\n%s", strings.Join(diffs, "\n"))
 		}
@@ -202,7 +202,7 @@ func TestProberStockWebServers(t *testing.T) {
 	})
 	t.Run("https", func(t *testing.T) {
 		t.Parallel()
-		a, b := probeBoth(t, startHTTPServer(t, pageA, true), startHTTPServer(t, pageB, true), chromiumHello(t))
+		a, b := probeBoth(t, startStockServer(t, pageA, true), startStockServer(t, pageB, true), chromiumHello(t))
 		if diffs := Differ(a, b); len(diffs) != 0 {
 			t.Errorf("stock servers told apart:\n%s", strings.Join(diffs, "\n"))
 		}
@@ -216,7 +216,7 @@ func TestProberStockWebServers(t *testing.T) {
 // waited through the injected Sleep.
 func TestProberSchedule(t *testing.T) {
 	t.Parallel()
-	addr := startTCPServer(t, func(c net.Conn) {})
+	addr := startProbeTarget(t, func(c net.Conn) {})
 	var sleeps []time.Duration
 	p := testProber(2, &sleeps)
 	p.Soon, p.Later = 2*time.Second, 3*time.Hour
@@ -279,15 +279,15 @@ func TestChangeBytes(t *testing.T) {
 // TestProberCloseKinds: FIN, RST, open, refused, and what the server sent.
 func TestProberCloseKinds(t *testing.T) {
 	t.Parallel()
-	fin := startTCPServer(t, func(c net.Conn) {
+	fin := startProbeTarget(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 7))
 		c.Write([]byte("bye"))
 	})
-	rst := startTCPServer(t, func(c net.Conn) {
+	rst := startProbeTarget(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 7))
 		c.(*net.TCPConn).SetLinger(0)
 	})
-	open := startTCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	open := startProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +323,7 @@ func TestProberCloseKinds(t *testing.T) {
 // connection closed and every goroutine done.
 func TestProberCancel(t *testing.T) {
 	t.Parallel()
-	addr := startTCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	addr := startProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	p := testProber(4, nil)
 	p.ReadTimeout = time.Minute
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
