@@ -296,9 +296,12 @@ type Profile struct {
 	Token []byte `json:"token"`
 	// Prekeys is the session layer's prekey secrets, opaque here.
 	Prekeys []byte `json:"prekeys"`
-	// Uploaded records whether the current prekeys and token reached the
-	// relay.
+	// Uploaded records whether the token, the signed prekey and the
+	// last-resort prekey reached the relay.
 	Uploaded bool `json:"uploaded"`
+	// UploadedID is the highest one-time prekey id the relay has; prekeys
+	// with higher ids still need uploading.
+	UploadedID uint32 `json:"uploaded_id"`
 }
 
 // Profile returns the profile or ErrNotFound.
@@ -415,12 +418,15 @@ func (t *Tx) PutContact(c *Contact) error {
 // Delivered and become Read once shown.
 type State int
 
-// States, in order: a state never moves backwards.
+// States, in order: a state never moves backwards. Failed is terminal: the
+// relay refused the message for good (unknown mailbox, wrong token, too
+// large).
 const (
 	Queued    State = 0
 	Sent      State = 1
 	Delivered State = 2
 	Read      State = 3
+	Failed    State = 4
 )
 
 func (s State) String() string {
@@ -433,6 +439,8 @@ func (s State) String() string {
 		return "delivered"
 	case Read:
 		return "read"
+	case Failed:
+		return "failed"
 	}
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
@@ -475,10 +483,12 @@ func (t *Tx) InsertMessage(m *Message) (bool, error) {
 	return err == nil, err
 }
 
-// AdvanceState moves the message with the given id to state s if it is in
-// an earlier state, and reports whether it moved. Unknown ids are ignored.
-func (t *Tx) AdvanceState(id [16]byte, s State) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `UPDATE messages SET state = ? WHERE id = ? AND state < ?`, int(s), id[:], int(s))
+// AdvanceState moves the message with the given id in the conversation
+// with contact to state s if it is in an earlier state, and reports whether
+// it moved. Unknown ids are ignored.
+func (t *Tx) AdvanceState(id [16]byte, contact int64, s State) (bool, error) {
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE messages SET state = ? WHERE id = ? AND contact = ? AND state < ?`,
+		int(s), id[:], contact, int(s))
 	if err != nil {
 		return false, fmt.Errorf("update message state: %w", err)
 	}

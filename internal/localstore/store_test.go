@@ -225,13 +225,16 @@ func TestMessagesAndStates(t *testing.T) {
 			s    State
 			want bool
 		}{{Sent, true}, {Delivered, true}, {Sent, false}, {Read, true}, {Read, false}} {
-			moved, err := tx.AdvanceState(m.ID, step.s)
+			moved, err := tx.AdvanceState(m.ID, 3, step.s)
 			if err != nil {
 				return err
 			}
 			if moved != step.want {
 				t.Errorf("advance to %v: got %v, want %v", step.s, moved, step.want)
 			}
+		}
+		if moved, _ := tx.AdvanceState(m.ID, 4, Failed); moved {
+			t.Error("another contact moved the message's state")
 		}
 		got, err := tx.Messages(MessageQuery{Contact: 3})
 		if err != nil {
