@@ -204,10 +204,11 @@ func (w *AttachmentWriter) emit(b []byte) error {
 	return nil
 }
 
-// sealChunk encrypts the buffered plaintext in place and writes it.
-func (w *AttachmentWriter) sealChunk(last bool) error {
+// sealChunk encrypts pt (the buffered plaintext, sealed in place, or a
+// full chunk of the caller's) into buf and writes it.
+func (w *AttachmentWriter) sealChunk(pt []byte, last bool) error {
 	setChunkNonce(&w.nonce, w.chunk, last)
-	ct := w.aead.Seal(w.buf[:0], w.nonce[:], w.buf[:w.n], nil)
+	ct := w.aead.Seal(w.buf[:0], w.nonce[:], pt, nil)
 	if err := w.emit(ct); err != nil {
 		w.err = fmt.Errorf("write attachment chunk %d: %w", w.chunk, err)
 		return w.err
@@ -232,9 +233,19 @@ func (w *AttachmentWriter) Write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		if w.n == AttachmentChunkSize {
-			if err := w.sealChunk(false); err != nil {
+			if err := w.sealChunk(w.buf[:w.n], false); err != nil {
 				return total, err
 			}
+		}
+		if w.n == 0 && len(p) > AttachmentChunkSize {
+			// A full chunk with more data after it: seal it without copying.
+			if err := w.sealChunk(p[:AttachmentChunkSize], false); err != nil {
+				return total, err
+			}
+			p = p[AttachmentChunkSize:]
+			total += AttachmentChunkSize
+			w.size += AttachmentChunkSize
+			continue
 		}
 		c := copy(w.buf[w.n:AttachmentChunkSize], p)
 		w.n += c
@@ -251,7 +262,7 @@ func (w *AttachmentWriter) Close() error {
 	if w.closed || w.err != nil {
 		return w.err
 	}
-	if err := w.sealChunk(true); err != nil {
+	if err := w.sealChunk(w.buf[:w.n], true); err != nil {
 		return err
 	}
 	w.closed = true
