@@ -60,6 +60,9 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	if len(b) > maxPolicy {
 		return nil, fmt.Errorf("parse policy: %d bytes is over the limit of %d", len(b), maxPolicy)
 	}
+	if err := checkKeys(b); err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var p Policy
@@ -73,6 +76,44 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		return nil, fmt.Errorf("parse policy %q: %w", p.Name, err)
 	}
 	return &p, nil
+}
+
+// checkKeys rejects object keys that are not spelled exactly as the
+// format's field names (lower-case ASCII, digits and underscores):
+// encoding/json would otherwise accept "Name" or "nAme" for "name".
+// Syntax errors are left to the decoder.
+func checkKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var stack []bool // for each open container: is it an object?
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				stack = append(stack, d == '{')
+				expectKey = d == '{'
+			default:
+				stack = stack[:len(stack)-1]
+				expectKey = len(stack) > 0 && stack[len(stack)-1]
+			}
+			continue
+		}
+		if expectKey {
+			k, _ := tok.(string)
+			for i := 0; i < len(k); i++ {
+				if c := k[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+					return fmt.Errorf("unknown field %q: field names are lower case", k)
+				}
+			}
+			expectKey = false
+			continue
+		}
+		expectKey = len(stack) > 0 && stack[len(stack)-1]
+	}
 }
 
 // Validate checks the policy's rules and parameters.
