@@ -21,6 +21,7 @@ type Identity struct {
 	priv  ed25519.PrivateKey
 	pub   PublicIdentity
 	xpriv *ecdh.PrivateKey
+	xpub  [32]byte // X25519(xpriv, 9), equal to the mapped public key
 }
 
 // identityVersion is the first byte of a marshalled Identity.
@@ -53,7 +54,16 @@ func identityFromSeed(seed [ed25519.SeedSize]byte) (*Identity, error) {
 		return nil, fmt.Errorf("derive x25519 identity key: %v", err)
 	}
 	id.xpriv = xpriv
+	copy(id.xpub[:], xpriv.PublicKey().Bytes())
 	return id, nil
+}
+
+// signalKey is Public().SignalKey() without the field arithmetic.
+func (id *Identity) signalKey() [33]byte {
+	var k [33]byte
+	k[0] = 0x05
+	copy(k[1:], id.xpub[:])
+	return k
 }
 
 // Public returns the public half of the identity.

@@ -119,12 +119,13 @@ func pqxdhKDF(dhs [][]byte, ss []byte) (sk, hka, nhkb [keyLen]byte) {
 }
 
 // associatedData returns AD = Encode(IK_A) || Encode(IK_B), where Encode is
-// 0x05 || the X25519 form of the identity key.
-func associatedData(a, b PublicIdentity) [adLen]byte {
+// 0x05 || the X25519 form of the identity key, from the X25519 forms.
+func associatedData(a, b *[32]byte) [adLen]byte {
 	var ad [adLen]byte
-	ka, kb := a.SignalKey(), b.SignalKey()
-	copy(ad[:33], ka[:])
-	copy(ad[33:], kb[:])
+	ad[0] = 0x05
+	copy(ad[1:33], a[:])
+	ad[33] = 0x05
+	copy(ad[34:], b[:])
 	return ad
 }
 
@@ -135,12 +136,13 @@ func associatedData(a, b PublicIdentity) [adLen]byte {
 // up the responder. rand supplies the ephemeral key and the session's
 // ratchet keys (the session keeps it as Session.Rand).
 func Initiate(rand io.Reader, self *Identity, b *Bundle) (*Session, error) {
-	if err := b.verify(); err != nil {
-		return nil, fmt.Errorf("initiate: %w", err)
-	}
-	ikB, err := b.Identity.X25519()
+	uB, err := b.verify()
 	if err != nil {
 		return nil, fmt.Errorf("initiate: %w", err)
+	}
+	ikB, err := ecdh.X25519().NewPublicKey(uB[:])
+	if err != nil {
+		return nil, fmt.Errorf("initiate: %w", ErrInvalidKey)
 	}
 	ek, err := mlkem.NewEncapsulationKey768(b.KEMPrekey.Public[:])
 	if err != nil {
@@ -188,7 +190,7 @@ func Initiate(rand io.Reader, self *Identity, b *Bundle) (*Session, error) {
 	st := &s.st
 	st.initiator = true
 	st.local, st.remote = self.Public(), b.Identity
-	st.ad = associatedData(self.Public(), b.Identity)
+	st.ad = associatedData(&self.xpub, &uB)
 	st.baseKey = im.ephemeral
 	if err := st.initAlice(rand, &sk, &hka, &nhkb, b.SignedPrekey.Public[:]); err != nil {
 		return nil, fmt.Errorf("initiate: %w", err)
@@ -232,9 +234,13 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("respond: %w", err)
 	}
-	ikA, err := im.identity.X25519()
+	uA, err := im.identity.montgomery()
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("respond: initiator identity: %w", err)
+	}
+	ikA, err := ecdh.X25519().NewPublicKey(uA[:])
+	if err != nil {
+		return nil, nil, used, fmt.Errorf("respond: initiator identity: %w", ErrInvalidKey)
 	}
 	spk := ps.findSigned(im.signedID)
 	if spk == nil {
@@ -294,7 +300,7 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 	s := &Session{Rand: rand}
 	st := &s.st
 	st.local, st.remote = self.Public(), im.identity
-	st.ad = associatedData(im.identity, self.Public())
+	st.ad = associatedData(&uA, &self.xpub)
 	st.baseKey = im.ephemeral
 	st.initBob(&sk, &hka, &nhkb, spk.priv)
 	if len(im.ratchet) < ratchetOverhead {

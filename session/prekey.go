@@ -148,30 +148,32 @@ func parseX25519Record(b []byte, typ byte, p *Prekey) ([]byte, error) {
 	return b[X25519RecordLen:], nil
 }
 
-// verify checks every signature in b and the identity key.
-func (b *Bundle) verify() error {
-	if err := b.Identity.Check(); err != nil {
-		return fmt.Errorf("verify bundle: %w", err)
+// verify checks the identity key and every signature in b, and returns the
+// identity's X25519 form.
+func (b *Bundle) verify() ([32]byte, error) {
+	u, err := b.Identity.montgomery()
+	if err != nil {
+		return u, fmt.Errorf("verify bundle: %w", err)
 	}
 	check := func(typ byte, id uint32, pub, sig []byte) error {
-		if !b.Identity.Verify(prekeySigMessage(typ, id, pub), sig) {
+		if !ed25519.Verify(b.Identity[:], prekeySigMessage(typ, id, pub), sig) {
 			return fmt.Errorf("verify bundle: prekey %d: %w", id, ErrBadSignature)
 		}
 		return nil
 	}
 	if err := check(RecordSigned, b.SignedPrekey.ID, b.SignedPrekey.Public[:], b.SignedPrekey.Signature[:]); err != nil {
-		return err
+		return u, err
 	}
 	if o := b.OneTimePrekey; o != nil {
 		if err := check(RecordOneTime, o.ID, o.Public[:], o.Signature[:]); err != nil {
-			return err
+			return u, err
 		}
 	}
 	typ := byte(RecordKEM)
 	if b.KEMPrekey.LastResort {
 		typ = RecordKEMLastResort
 	}
-	return check(typ, b.KEMPrekey.ID, b.KEMPrekey.Public[:], b.KEMPrekey.Signature[:])
+	return u, check(typ, b.KEMPrekey.ID, b.KEMPrekey.Public[:], b.KEMPrekey.Signature[:])
 }
 
 // A PrekeySet is the private side of an identity's prekeys: signed

@@ -85,6 +85,7 @@ type state struct {
 
 	rk     [keyLen]byte
 	dhs    *ecdh.PrivateKey
+	dhsPub [keyLen]byte // dhs's public key
 	dhr    [keyLen]byte
 	hasDHr bool
 	cks    [keyLen]byte
@@ -171,7 +172,7 @@ func (st *state) initAlice(r io.Reader, sk, hka, nhkb *[keyLen]byte, bobRatchet 
 	if err != nil {
 		return err
 	}
-	st.dhs = dhs
+	st.setDHs(dhs)
 	copy(st.dhr[:], bobRatchet)
 	st.hasDHr = true
 	st.rk, st.cks, st.nhks = kdfRK(sk, dh)
@@ -184,7 +185,7 @@ func (st *state) initAlice(r io.Reader, sk, hka, nhkb *[keyLen]byte, bobRatchet 
 // initBob is RatchetInitBobHE: the responder's state after PQXDH, with its
 // signed prekey pair as the first ratchet key.
 func (st *state) initBob(sk, hka, nhkb *[keyLen]byte, spk *ecdh.PrivateKey) {
-	st.dhs = spk
+	st.setDHs(spk)
 	st.rk = *sk
 	st.nhks = *nhkb
 	st.nhkr = *hka
@@ -212,13 +213,13 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 
 	// Header.
 	var hdr [headerLen]byte
-	copy(hdr[:keyLen], st.dhs.PublicKey().Bytes())
+	copy(hdr[:keyLen], st.dhsPub[:])
 	binary.BigEndian.PutUint32(hdr[32:36], st.pn)
 	binary.BigEndian.PutUint32(hdr[36:40], st.ns)
 	hAEAD := s.headerAEAD(true, &st.hks)
 	nonce := mk.iv[:headerNonceLen]
 	out = append(out, nonce...)
-	out = hAEAD.Seal(out, nonce, hdr[:], []byte{msgRatchet})
+	out = hAEAD.Seal(out, nonce, hdr[:], headerAD)
 	encHeader := out[len(out)-encHeaderLen-1:]
 
 	// Body.
@@ -264,6 +265,16 @@ func (s *Session) headerAEAD(send bool, key *[keyLen]byte) cipher.AEAD {
 	return *slot
 }
 
+// headerAD is the associated data of every encrypted header: the message
+// type byte.
+var headerAD = []byte{msgRatchet}
+
+// setDHs makes k the sending ratchet key pair.
+func (st *state) setDHs(k *ecdh.PrivateKey) {
+	st.dhs = k
+	copy(st.dhsPub[:], k.PublicKey().Bytes())
+}
+
 // header is a decrypted message header.
 type header struct {
 	dh [keyLen]byte
@@ -275,7 +286,7 @@ type header struct {
 func openHeader(a cipher.AEAD, encHeader []byte) (header, bool) {
 	var buf [headerLen]byte
 	var h header
-	p, err := a.Open(buf[:0], encHeader[:headerNonceLen], encHeader[headerNonceLen:], []byte{msgRatchet})
+	p, err := a.Open(buf[:0], encHeader[:headerNonceLen], encHeader[headerNonceLen:], headerAD)
 	if err != nil {
 		return h, false
 	}
@@ -442,7 +453,7 @@ func (st *state) dhRatchet(r io.Reader, h *header) error {
 	st.dhr, st.hasDHr = h.dh, true
 	st.rk, st.ckr, st.nhkr = kdfRK(&st.rk, dh)
 	st.hasCKr = true
-	st.dhs = dhs
+	st.setDHs(dhs)
 	st.rk, st.cks, st.nhks = kdfRK(&st.rk, dh2)
 	st.hasCKs = true
 	return nil

@@ -162,18 +162,20 @@ func parseState(data []byte) (*state, error) {
 	if r.bad || r.left() != 0 {
 		return nil, ErrMalformed
 	}
-	if st.local.Check() != nil || st.remote.Check() != nil {
+	uLocal, err1 := st.local.montgomery()
+	uRemote, err2 := st.remote.montgomery()
+	if err1 != nil || err2 != nil {
 		return nil, ErrInvalidKey
 	}
 	if st.initiator {
-		st.ad = associatedData(st.local, st.remote)
+		st.ad = associatedData(&uLocal, &uRemote)
 	} else {
-		st.ad = associatedData(st.remote, st.local)
+		st.ad = associatedData(&uRemote, &uLocal)
 	}
 	priv, err := ecdhX25519Private(dhs[:])
 	if err != nil {
 		return nil, err
 	}
-	st.dhs = priv
+	st.setDHs(priv)
 	return st, nil
 }

@@ -338,7 +338,7 @@ func TestVectorsReplay(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := b.verify(); err != nil {
+			if err := b.verifyErr(); err != nil {
 				t.Fatal(err)
 			}
 		}
