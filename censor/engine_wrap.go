@@ -25,7 +25,8 @@ import (
 // still arrive, so the client sees a connection that hangs. Throttle
 // paces reads and writes on the engine's Clock. Outages cut the
 // connection at its next read or write. Reads before the first write
-// (server-first protocols) pass.
+// (server-first protocols) pass. The returned connection also has a
+// method Verdict() Verdict: the verdict it is under.
 func (e *Engine) Wrap(conn net.Conn, client, server netip.AddrPort) net.Conn {
 	w := &censoredConn{Conn: conn, e: e, flow: &Flow{Client: client, Server: server, Start: e.clock().Now()}}
 	w.ctx, w.cancel = context.WithCancel(context.Background())

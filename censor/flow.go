@@ -167,14 +167,17 @@ type Flow struct {
 	// request, lower-cased; empty when there is none.
 	Host string
 
-	// Records are the first MaxRecords reads in each direction, in order.
+	// Records are the first MaxRecords reads in each direction, in order
+	// (filled in by the Middlebox).
 	Records []Record
 	// BytesUp and BytesDown count the bytes forwarded to the server and to
 	// the client.
 	BytesUp, BytesDown int64
 	// ServerClose is how the server side ended: "FIN", "RST", "open" (the
-	// client or the censor ended the flow first) or "" while the flow runs.
-	ServerClose string
+	// client or the censor ended the flow first) or "" while the flow runs,
+	// and ServerCloseAfter when the server's FIN or RST came, from Start.
+	ServerClose      string
+	ServerCloseAfter time.Duration
 	// Duration is the time from Start until the flow ended.
 	Duration time.Duration
 }

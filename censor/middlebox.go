@@ -80,9 +80,12 @@ type LogEntry struct {
 	// the client.
 	BytesUp   int64 `json:"bytes_up"`
 	BytesDown int64 `json:"bytes_down"`
-	// ServerClose is how the server's side ended: FIN, RST or open.
-	ServerClose string  `json:"server_close,omitempty"`
-	DurationMS  float64 `json:"duration_ms"`
+	// ServerClose is how the server's side ended: FIN, RST or open, and
+	// ServerCloseMS when the server's FIN or RST came, from the flow's
+	// start.
+	ServerClose   string  `json:"server_close,omitempty"`
+	ServerCloseMS float64 `json:"server_close_ms,omitempty"`
+	DurationMS    float64 `json:"duration_ms"`
 }
 
 // ErrMiddleboxClosed is returned by Serve after Close.
@@ -307,6 +310,8 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, c net.Conn) {
 	r.flow = &Flow{Client: client, Start: clock.Now()}
 	defer func() { m.finish(r) }()
 	defer c.Close()
+	stopC := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stopC()
 
 	dial := m.Dial
 	if dial == nil {
@@ -339,11 +344,8 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, c net.Conn) {
 	defer m.untrack(s)
 	defer s.Close()
 	r.s = s
-	stop := context.AfterFunc(ctx, func() {
-		_ = c.Close()
-		_ = s.Close()
-	})
-	defer stop()
+	stopS := context.AfterFunc(ctx, func() { _ = s.Close() })
+	defer stopS()
 	if !r.flow.Server.IsValid() {
 		r.flow.Server = addrPort(s.RemoteAddr())
 	}
@@ -544,9 +546,11 @@ func (r *flowRun) serverEnd(err error) {
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
 		r.flow.ServerClose = "FIN"
+		r.flow.ServerCloseAfter = r.m.clock().Now().Sub(r.flow.Start)
 		closeWrite(r.c)
 	case isReset(err):
 		r.flow.ServerClose = "RST"
+		r.flow.ServerCloseAfter = r.m.clock().Now().Sub(r.flow.Start)
 		reset(r.c)
 	default:
 		r.flow.ServerClose = "open"
@@ -579,13 +583,16 @@ func (m *Middlebox) finish(r *flowRun) {
 		Kind: f.Kind, Host: f.Host, JA4: f.JA4(),
 		Rule: v.Rule, Action: v.Action, Evidence: v.Evidence,
 		BytesUp: f.BytesUp, BytesDown: f.BytesDown,
-		ServerClose: f.ServerClose, DurationMS: float64(f.Duration.Microseconds()) / 1000,
+		ServerClose: f.ServerClose, ServerCloseMS: ms(f.ServerCloseAfter), DurationMS: ms(f.Duration),
 	}
 	if r.s == nil {
 		ent.ServerClose = ""
 	}
 	m.writeLog(ent)
 }
+
+// ms returns d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // logBlock logs a server blocked by the engine outside any flow.
 func (m *Middlebox) logBlock(server netip.AddrPort, v Verdict) {

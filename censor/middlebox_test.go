@@ -529,12 +529,19 @@ func TestMiddleboxServeContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Middlebox{Upstream: up.addr}
+	m := &Middlebox{Upstream: up.addr, Policy: mustPolicy(t, `{"name":"fet-p1","rules":[{"name":"fet","fet":{"probability":1}}]}`)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(ctx, ln) }()
 	c := dialFrom(t, "127.0.0.12", ln.Addr().String())
-	echoes(t, c, []byte("hi"))
+	echoes(t, c, []byte("GET hi"))
+	// Two flows that hang: one dropped on its first packet, one blocked
+	// when it opens. Serve must end them too.
+	d1 := dialFrom(t, "127.0.0.13", ln.Addr().String())
+	_, _ = d1.Write(suspicious(seeded(27)))
+	expectHang(t, d1)
+	d2 := dialFrom(t, "127.0.0.13", ln.Addr().String())
+	expectHang(t, d2)
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve after cancel = %v, want nil", err)
