@@ -18,6 +18,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +74,14 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("open relay database: unusable path %q", path)
 	}
+	// The database holds token hashes and sealed envelopes: create it
+	// readable by its owner only (SQLite gives the -wal and -shm files the
+	// same mode).
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open relay database: %w", err)
+	}
+	f.Close()
 	const pragmas = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_txlock=immediate")
 	if err != nil {
