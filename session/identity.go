@@ -58,14 +58,6 @@ func identityFromSeed(seed [ed25519.SeedSize]byte) (*Identity, error) {
 	return id, nil
 }
 
-// signalKey is Public().SignalKey() without the field arithmetic.
-func (id *Identity) signalKey() [33]byte {
-	var k [33]byte
-	k[0] = 0x05
-	copy(k[1:], id.xpub[:])
-	return k
-}
-
 // Public returns the public half of the identity.
 func (id *Identity) Public() PublicIdentity { return id.pub }
 
