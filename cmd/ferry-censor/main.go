@@ -4,6 +4,7 @@
 //
 //	ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]
 //	ferry-censor policies
+//	ferry-censor probe [flags] ADDR   (the active prober on its own; see probe.go)
 //
 // It is a thin layer over package censor.
 package main
@@ -34,6 +35,7 @@ func main() {
 // subcommands are run by name as the first argument.
 var subcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
 	"policies": policiesMain,
+	"probe":    probeMain,
 }
 
 // run runs the command line args and returns the exit code.
@@ -72,6 +74,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]")
 		fmt.Fprintln(stderr, "       ferry-censor policies")
+		fmt.Fprintln(stderr, "       ferry-censor probe [flags] ADDR   (ferry-censor probe -h for its flags)")
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:8443", "address to accept connections on")

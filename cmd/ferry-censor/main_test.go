@@ -41,6 +41,7 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown policy", []string{"--upstream", "127.0.0.1:1", "--policy", "nope"}, 1, "no policy named"},
 		{"extra argument", []string{"--upstream", "127.0.0.1:1", "extra"}, 2, "usage"},
 		{"policies with args", []string{"policies", "x"}, 2, "usage"},
+		{"probe dispatched", []string{"probe"}, 2, "usage: ferry-censor probe"},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer
