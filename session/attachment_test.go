@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
@@ -524,7 +525,7 @@ func FuzzAttachmentBlob(f *testing.F) {
 
 func ExampleNewAttachmentWriter() {
 	var blob bytes.Buffer // the upload to the relay's blob store
-	w, _ := NewAttachmentWriter(extrasDetRand("example"), &blob)
+	w, _ := NewAttachmentWriter(rand.Reader, &blob)
 	io.WriteString(w, "a photo of the harbour")
 	w.Close()
 	ptr, _ := w.Pointer() // goes into the message, inside the session
@@ -533,4 +534,31 @@ func ExampleNewAttachmentWriter() {
 	pt, err := io.ReadAll(r)
 	fmt.Printf("%q %v %d\n", pt, err, ptr.Size)
 	// Output: "a photo of the harbour" <nil> 22
+}
+
+func ExampleResumeAttachmentWriter() {
+	photo := bytes.Repeat([]byte("harbour "), 40000) // 320,000 bytes: 5 chunks
+	upload := &failingWriter{limit: 150000}          // the connection drops
+	w, _ := NewAttachmentWriter(rand.Reader, upload)
+	_, err := w.Write(photo)
+	fmt.Println("upload:", err)
+
+	cp, _ := w.Checkpoint() // kept in the client's store
+	fmt.Println("resume at", cp.PlaintextOffset(), cp.CiphertextOffset())
+
+	// Later: the relay keeps the first CiphertextOffset bytes, the rest follows.
+	blob := bytes.NewBuffer(upload.w.Bytes()[:cp.CiphertextOffset()])
+	rw, _ := ResumeAttachmentWriter(blob, cp)
+	rw.Write(photo[cp.PlaintextOffset():])
+	rw.Close()
+	ptr, _ := rw.Pointer()
+
+	r, _ := NewAttachmentReaderAt(bytes.NewReader(blob.Bytes()), ptr)
+	tail := make([]byte, 8)
+	r.ReadAt(tail, ptr.Size-8)
+	fmt.Printf("%q\n", tail)
+	// Output:
+	// upload: write attachment chunk 2: connection reset
+	// resume at 131072 131120
+	// "harbour "
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -253,8 +254,8 @@ func FuzzParseScannable(f *testing.F) {
 }
 
 func ExampleSafetyNumber() {
-	alice, _ := NewIdentity(extrasDetRand("example alice"))
-	bob, _ := NewIdentity(extrasDetRand("example bob"))
+	alice, _ := NewIdentity(rand.Reader)
+	bob, _ := NewIdentity(rand.Reader)
 
 	// Each side computes the safety number with itself as local.
 	onAlice, _ := SafetyNumber(alice.Public(), bob.Public(), nil, nil)

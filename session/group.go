@@ -313,12 +313,12 @@ func groupAEAD(mk *[32]byte) cipher.AEAD {
 	return a
 }
 
-func (g *Group) appendHeader(b []byte, epoch, keyID, iteration uint32) []byte {
+func (h *groupHeader) append(b []byte) []byte {
 	b = append(b, groupVersion)
-	b = append(b, g.id[:]...)
-	b = binary.BigEndian.AppendUint32(b, epoch)
-	b = binary.BigEndian.AppendUint32(b, keyID)
-	return binary.BigEndian.AppendUint32(b, iteration)
+	b = append(b, h.group[:]...)
+	b = binary.BigEndian.AppendUint32(b, h.epoch)
+	b = binary.BigEndian.AppendUint32(b, h.keyID)
+	return binary.BigEndian.AppendUint32(b, h.iteration)
 }
 
 // Encrypt encrypts and signs plaintext for every member holding our current
@@ -330,7 +330,8 @@ func (g *Group) Encrypt(plaintext []byte) ([]byte, error) {
 	}
 	mk, next := groupStep(&k.chainKey)
 	msg := make([]byte, 0, groupHeaderLen+len(plaintext)+16+ed25519.SignatureSize)
-	msg = g.appendHeader(msg, k.epoch, k.keyID, k.iteration)
+	hdr := groupHeader{group: g.id, epoch: k.epoch, keyID: k.keyID, iteration: k.iteration}
+	msg = hdr.append(msg)
 	msg = groupAEAD(&mk).Seal(msg, make([]byte, 12), plaintext, msg[:groupHeaderLen])
 	msg = append(msg, ed25519.Sign(k.sigPriv, msg)...)
 	clear(mk[:])

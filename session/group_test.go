@@ -3,10 +3,11 @@ package session
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"testing"
 )
 
@@ -100,7 +101,7 @@ func TestGroupOutOfOrderAndReplay(t *testing.T) {
 		m, _ := a.Encrypt([]byte{byte(i)})
 		msgs = append(msgs, m)
 	}
-	order := rand.New(rand.NewPCG(1, 2)).Perm(len(msgs))
+	order := mrand.New(mrand.NewPCG(1, 2)).Perm(len(msgs))
 	for _, i := range order {
 		_, pt, err := b.Decrypt(msgs[i])
 		if err != nil || !bytes.Equal(pt, []byte{byte(i)}) {
@@ -184,7 +185,7 @@ func TestGroupRejects(t *testing.T) {
 		// c holds a's chain key and can encrypt as a, but cannot sign as a.
 		ac := c.members[pubs[0]]
 		mk, _ := groupStep(&ac.chainKey)
-		forged := a.appendHeader(nil, ac.epoch, ac.keyID, ac.iteration)
+		forged := (&groupHeader{group: a.id, epoch: ac.epoch, keyID: ac.keyID, iteration: ac.iteration}).append(nil)
 		forged = groupAEAD(&mk).Seal(forged, make([]byte, 12), []byte("from a, really"), forged[:groupHeaderLen])
 		forged = append(forged, ed25519.Sign(c.own.sigPriv, forged)...)
 		before := mustMarshal(t, b)
@@ -263,7 +264,7 @@ func TestGroupRemovedMemberLockedOut(t *testing.T) {
 	for run := range 8 {
 		t.Run(fmt.Sprint(run), func(t *testing.T) {
 			t.Parallel()
-			rng := rand.New(rand.NewPCG(uint64(run), 99))
+			rng := mrand.New(mrand.NewPCG(uint64(run), 99))
 			seed := fmt.Sprint("lockout ", run)
 			net, active := newGroupNet(t, seed, 5)
 			var removed []PublicIdentity
@@ -505,6 +506,11 @@ func FuzzGroupDecrypt(f *testing.F) {
 	}
 	state := unhex(f, v.BobState)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if h, err := parseGroupMessage(b); err == nil {
+			if got := h.append(nil); !bytes.Equal(got, b[:groupHeaderLen]) {
+				t.Fatalf("header round trip: %x -> %x", b[:groupHeaderLen], got)
+			}
+		}
 		var g Group
 		if err := g.UnmarshalBinary(state); err != nil {
 			t.Fatal(err)
@@ -534,12 +540,13 @@ func FuzzGroupState(f *testing.F) {
 }
 
 func ExampleGroup() {
-	a, _ := NewIdentity(extrasDetRand("example alice"))
-	b, _ := NewIdentity(extrasDetRand("example bob"))
+	a, _ := NewIdentity(rand.Reader)
+	b, _ := NewIdentity(rand.Reader)
 	alice, bob := a.Public(), b.Public()
-	var id GroupID // random in practice
-	ga, _ := NewGroup(extrasDetRand("example alice key"), id, alice, []PublicIdentity{bob})
-	gb, _ := NewGroup(extrasDetRand("example bob key"), id, bob, []PublicIdentity{alice})
+	var id GroupID
+	rand.Read(id[:])
+	ga, _ := NewGroup(rand.Reader, id, alice, []PublicIdentity{bob})
+	gb, _ := NewGroup(rand.Reader, id, bob, []PublicIdentity{alice})
 
 	// Each sends its distribution to the other over their pairwise session.
 	gb.ProcessDistribution(alice, ga.Distribution())

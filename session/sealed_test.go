@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -229,11 +230,11 @@ func FuzzOpen(f *testing.F) {
 }
 
 func ExampleSeal() {
-	alice, _ := NewIdentity(extrasDetRand("example alice"))
-	bob, _ := NewIdentity(extrasDetRand("example bob"))
+	alice, _ := NewIdentity(rand.Reader)
+	bob, _ := NewIdentity(rand.Reader)
 
 	// inner would be a ratchet message from Alice's session with Bob.
-	env, _ := Seal(extrasDetRand("example eph"), alice, bob.Public(), 1, []byte("ratchet message"))
+	env, _ := Seal(rand.Reader, alice, bob.Public(), 1, []byte("ratchet message"))
 
 	from, contentType, inner, err := Open(bob, env)
 	fmt.Println(len(env), from == alice.Public(), contentType, string(inner), err)
