@@ -1,0 +1,221 @@
+package channel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/ferry-im/ferry/wire"
+)
+
+var errClosed = net.ErrClosed
+
+// inFrame is a frame being reassembled from the records of one stream.
+type inFrame struct {
+	stream uint32
+	typ    wire.Type
+	want   int    // payload length from the envelope header
+	buf    []byte // payload received so far
+}
+
+// Recv returns the next complete frame, of any type (callers skip types
+// they do not know, see wire.Decode). It must not be called from more than
+// one goroutine at a time. A clean hang-up by the peer (between records, no
+// frame in transit) returns io.EOF. ctx bounds the wait; after ctx ends
+// Recv returns ctx.Err() and a later Recv continues where it stopped. Any
+// other error is final: the conn is closed and every later Recv returns the
+// same error.
+func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
+	if c.rerr != nil {
+		return wire.Frame{}, c.rerr
+	}
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			return wire.Frame{}, err
+		}
+		done := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(done)
+			c.conn.SetReadDeadline(longAgo)
+		})
+		defer func() {
+			if !stop() {
+				<-done
+				c.conn.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
+	for {
+		plain, err := c.readRecord()
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				return wire.Frame{}, ctx.Err()
+			}
+			return wire.Frame{}, c.fail(err)
+		}
+		f, ok, err := c.handleRecord(plain)
+		c.releaseBody()
+		if err != nil {
+			return wire.Frame{}, c.fail(fmt.Errorf("read record: %w: %v", ErrProtocol, err))
+		}
+		if ok {
+			return f, nil
+		}
+	}
+}
+
+// fail records a final read error and closes the conn.
+func (c *Conn) fail(err error) error {
+	if err != io.EOF {
+		err = c.closedErr(err)
+	}
+	c.rerr = err
+	c.releaseBody()
+	c.partial = nil
+	if err != io.EOF {
+		c.Close()
+	}
+	return err
+}
+
+func (c *Conn) releaseBody() {
+	if c.body != nil {
+		bufPool.Put(c.body)
+		c.body = nil
+	}
+}
+
+// readRecord reads and decrypts one record. It keeps its progress in c, so
+// that a read interrupted by a deadline can be resumed.
+func (c *Conn) readRecord() ([]byte, error) {
+	for c.hdrN < lenPrefix {
+		n, err := c.conn.Read(c.hdr[c.hdrN:])
+		c.hdrN += n
+		if c.hdrN == lenPrefix {
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				if c.hdrN == 0 && len(c.partial) == 0 {
+					return nil, io.EOF
+				}
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read record: %w", err)
+		}
+	}
+	size := int(binary.BigEndian.Uint16(c.hdr[:]))
+	if size < tagLen || size > tagLen+recordHeaderLen+MaxRecordData {
+		return nil, fmt.Errorf("read record: %w: record of %d bytes", ErrProtocol, size)
+	}
+	if c.body == nil {
+		c.body = bufPool.Get().(*[]byte)
+	}
+	body := (*c.body)[:size]
+	for c.bodyN < size {
+		n, err := c.conn.Read(body[c.bodyN:])
+		c.bodyN += n
+		if c.bodyN == size {
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read record: %w", err)
+		}
+	}
+	c.hdrN, c.bodyN = 0, 0
+	plain, err := c.dec.Decrypt(body[:0], nil, body)
+	if err != nil {
+		return nil, fmt.Errorf("read record: %w: decrypt: %v", ErrProtocol, err)
+	}
+	return plain, nil
+}
+
+// handleRecord processes one decrypted record and returns a frame when the
+// record completed one.
+func (c *Conn) handleRecord(p []byte) (wire.Frame, bool, error) {
+	if len(p) == 0 {
+		return wire.Frame{}, false, nil // no-op record
+	}
+	if len(p) < recordHeaderLen {
+		return wire.Frame{}, false, fmt.Errorf("record of %d bytes", len(p))
+	}
+	stream := binary.BigEndian.Uint32(p)
+	flags := p[4]
+	data := p[recordHeaderLen:]
+	if flags&^knownFlags != 0 {
+		return wire.Frame{}, false, fmt.Errorf("unknown record flags 0x%02x", flags)
+	}
+	i := c.findPartial(stream)
+	if flags&flagAbort != 0 {
+		if flags != flagAbort || len(data) != 0 || i < 0 {
+			return wire.Frame{}, false, fmt.Errorf("bad abort record for stream %d", stream)
+		}
+		c.removePartial(i)
+		return wire.Frame{}, false, nil
+	}
+	fin := flags&flagFin != 0
+	if i < 0 {
+		// First record of a frame: the envelope header is here.
+		t, n, err := wire.ParseHeader(data)
+		if err != nil {
+			return wire.Frame{}, false, err
+		}
+		data = data[wire.HeaderLen:]
+		if len(data) > n || fin && len(data) != n {
+			return wire.Frame{}, false, fmt.Errorf("stream %d: %d payload bytes for a frame of %d", stream, len(data), n)
+		}
+		if fin {
+			return wire.Frame{Type: t, Payload: clone(data)}, true, nil
+		}
+		if len(c.partial) >= maxPartial {
+			return wire.Frame{}, false, fmt.Errorf("more than %d frames in transit", maxPartial)
+		}
+		in := &inFrame{stream: stream, typ: t, want: n}
+		in.buf = append(make([]byte, 0, min(n, 4*MaxRecordData)), data...)
+		c.partial = append(c.partial, in)
+		return wire.Frame{}, false, nil
+	}
+	in := c.partial[i]
+	if len(in.buf)+len(data) > in.want || fin && len(in.buf)+len(data) != in.want {
+		return wire.Frame{}, false, fmt.Errorf("stream %d: %d payload bytes for a frame of %d", stream, len(in.buf)+len(data), in.want)
+	}
+	in.buf = append(in.buf, data...)
+	if !fin {
+		return wire.Frame{}, false, nil
+	}
+	c.removePartial(i)
+	return wire.Frame{Type: in.typ, Payload: in.buf}, true, nil
+}
+
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func (c *Conn) findPartial(stream uint32) int {
+	for i, in := range c.partial {
+		if in.stream == stream {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *Conn) removePartial(i int) {
+	copy(c.partial[i:], c.partial[i+1:])
+	c.partial[len(c.partial)-1] = nil
+	c.partial = c.partial[:len(c.partial)-1]
+	if len(c.partial) == 0 {
+		c.partial = nil
+	}
+}

@@ -1,0 +1,316 @@
+package channel
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/ferry-im/ferry/wire"
+)
+
+// outFrame is a frame queued by Send. Fields other than done and lead are
+// protected by Conn.wmu.
+type outFrame struct {
+	stream  uint32
+	hdr     [wire.HeaderLen]byte
+	payload []byte
+	off     int  // stream bytes (header then payload) put into records so far
+	started bool // at least one record queued
+	aborted bool // the owner gave up (ctx); the frame is dropped or aborted
+	abortQ  bool // the abort record has been queued
+	leader  bool // the owner has been handed the writer role
+	done    chan error
+	lead    chan struct{}
+}
+
+func (f *outFrame) total() int      { return wire.HeaderLen + len(f.payload) }
+func (f *outFrame) queuedAll() bool { return f.off == f.total() || f.abortQ }
+
+// Send sends f. It returns once the last record of f has been written to the
+// conn, so frames sent one after another by one goroutine arrive in order;
+// frames sent concurrently are interleaved record by record, frames that fit
+// in one record before the records of larger ones.
+//
+// ctx bounds the wait for a turn to write. If ctx ends before f is fully
+// written, Send returns ctx.Err() and f is dropped (if no record was written)
+// or aborted (the receiver discards it). A write blocked in the conn is
+// unblocked only by Close.
+func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
+	if len(f.Payload) > wire.MaxPayload {
+		return fmt.Errorf("send %v: payload of %d bytes: %w", f.Type, len(f.Payload), wire.ErrTooLarge)
+	}
+	of := &outFrame{payload: f.Payload, done: make(chan error, 1), lead: make(chan struct{}, 1)}
+	of.hdr[0] = byte(f.Type)
+	binary.BigEndian.PutUint32(of.hdr[1:], uint32(len(f.Payload)))
+
+	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	if c.closed.Load() {
+		c.wmu.Unlock()
+		return fmt.Errorf("send %v: %w", f.Type, errClosed)
+	}
+	c.nextStream++
+	if c.nextStream == 0 {
+		c.nextStream = 1
+	}
+	of.stream = c.nextStream
+	c.queue = append(c.queue, of)
+	if !c.writing {
+		c.writing = true
+		c.wmu.Unlock()
+		return c.write(ctx, of, nil)
+	}
+	c.wmu.Unlock()
+	select {
+	case err := <-of.done:
+		return err
+	case <-of.lead:
+		return c.write(ctx, of, nil)
+	case <-ctx.Done():
+	}
+	// Give up, unless the frame was finished or we were made the writer
+	// meanwhile.
+	c.wmu.Lock()
+	select {
+	case err := <-of.done:
+		c.wmu.Unlock()
+		return err
+	default:
+	}
+	if of.queuedAll() {
+		// Its last record is being written: the frame will arrive.
+		c.wmu.Unlock()
+		return <-of.done
+	}
+	of.aborted = true
+	if !of.started {
+		c.remove(of)
+	}
+	if of.leader {
+		c.wmu.Unlock()
+		return c.write(ctx, of, ctx.Err())
+	}
+	c.wmu.Unlock()
+	return ctx.Err()
+}
+
+// remove deletes f from the queue. c.wmu must be held.
+func (c *Conn) remove(f *outFrame) bool {
+	for i, g := range c.queue {
+		if g == f {
+			copy(c.queue[i:], c.queue[i+1:])
+			c.queue[len(c.queue)-1] = nil
+			c.queue = c.queue[:len(c.queue)-1]
+			return true
+		}
+	}
+	return false
+}
+
+// record is one record chosen for the batch being written.
+type record struct {
+	f     *outFrame
+	from  int // stream offset
+	to    int
+	flags byte
+}
+
+// write runs the writer role for own until own is written (or, if own was
+// abandoned, until someone else can take over), then hands the role to the
+// owner of another queued frame. abandoned is non-nil if own's owner gave
+// up; it is what write returns.
+func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error {
+	var bufp *[]byte
+	defer func() {
+		if bufp != nil {
+			bufPool.Put(bufp)
+		}
+	}()
+	var batch []record
+	for {
+		c.wmu.Lock()
+		own.leader = true
+		if abandoned == nil && ctx.Err() != nil && !own.queuedAll() {
+			abandoned = ctx.Err()
+			own.aborted = true
+			if !own.started {
+				c.remove(own)
+			}
+		}
+		ownDone := abandoned != nil || own.aborted && !own.started
+		select {
+		case err := <-own.done:
+			own.done <- err
+			ownDone = true
+		default:
+		}
+		if ownDone || len(c.queue) == 0 {
+			if next := c.nextOwner(own); next != nil {
+				next.leader = true
+				next.lead <- struct{}{}
+				c.wmu.Unlock()
+				return c.result(own, abandoned)
+			}
+			if len(c.queue) == 0 || c.werr != nil {
+				c.writing = false
+				c.wmu.Unlock()
+				return c.result(own, abandoned)
+			}
+			// Only abandoned frames remain: write their abort records.
+		}
+		batch = c.pick(batch[:0])
+		c.wmu.Unlock()
+
+		if bufp == nil {
+			bufp = bufPool.Get().(*[]byte)
+		}
+		err := c.writeBatch(*bufp, batch)
+
+		c.wmu.Lock()
+		if err != nil {
+			err = fmt.Errorf("write record: %w", c.closedErr(err))
+			c.werr = err
+			for _, f := range c.queue {
+				f.done <- err
+			}
+			c.queue = nil
+			c.writing = false
+			c.wmu.Unlock()
+			if abandoned != nil {
+				return abandoned
+			}
+			return err
+		}
+		for _, r := range batch {
+			if r.f.queuedAll() && c.remove(r.f) {
+				r.f.done <- nil
+			}
+		}
+		c.wmu.Unlock()
+	}
+}
+
+func (c *Conn) result(own *outFrame, abandoned error) error {
+	if abandoned != nil {
+		return abandoned
+	}
+	return <-own.done
+}
+
+// nextOwner returns the owner of a queued frame still waiting, other than
+// own, to hand the writer role to. c.wmu must be held.
+func (c *Conn) nextOwner(own *outFrame) *outFrame {
+	for _, f := range c.queue {
+		if f != own && !f.aborted {
+			return f
+		}
+	}
+	return nil
+}
+
+// pick chooses the records of the next batch and advances the frames'
+// offsets: first abort records, then frames that fit in one record (in
+// arrival order), then one record of each larger frame in turn (by stream
+// id, at most maxPartial started at once), until writeBatch bytes.
+// c.wmu must be held.
+func (c *Conn) pick(batch []record) []record {
+	size := 0
+	for size < writeBatch {
+		r, ok := c.pickOne()
+		if !ok {
+			break
+		}
+		batch = append(batch, r)
+		size += recordHeaderLen + r.to - r.from + tagLen + lenPrefix
+	}
+	return batch
+}
+
+func (c *Conn) pickOne() (record, bool) {
+	for _, f := range c.queue {
+		if f.aborted && f.started && !f.queuedAll() {
+			f.abortQ = true
+			return record{f: f, flags: flagAbort}, true
+		}
+	}
+	for _, f := range c.queue {
+		if !f.started && !f.aborted && f.total() <= MaxRecordData {
+			f.started = true
+			f.off = f.total()
+			return record{f: f, from: 0, to: f.total(), flags: flagFin}, true
+		}
+	}
+	active := 0
+	for _, f := range c.queue {
+		if f.started && !f.queuedAll() {
+			active++
+		}
+	}
+	// Round robin by stream id: the eligible frame with the smallest id
+	// after lastLarge, else the smallest id overall. Stream ids wrap only
+	// after 2^32 frames, and the order then merely restarts.
+	var next, first *outFrame
+	for _, f := range c.queue {
+		if f.aborted || f.queuedAll() || (!f.started && active >= maxPartial) {
+			continue
+		}
+		if first == nil || f.stream < first.stream {
+			first = f
+		}
+		if f.stream > c.lastLarge && (next == nil || f.stream < next.stream) {
+			next = f
+		}
+	}
+	if next == nil {
+		next = first
+	}
+	if next == nil {
+		return record{}, false
+	}
+	c.lastLarge = next.stream
+	next.started = true
+	r := record{f: next, from: next.off, to: min(next.off+MaxRecordData, next.total())}
+	next.off = r.to
+	if next.queuedAll() {
+		r.flags = flagFin
+	}
+	return r, true
+}
+
+// writeBatch encrypts the records into buf and writes them in one Write.
+// Only the writer calls it.
+func (c *Conn) writeBatch(buf []byte, batch []record) error {
+	n := 0
+	for _, r := range batch {
+		start := n
+		p := start + lenPrefix
+		binary.BigEndian.PutUint32(buf[p:], r.f.stream)
+		buf[p+4] = r.flags
+		m := p + recordHeaderLen
+		// Stream bytes are the envelope header followed by the payload.
+		for off := r.from; off < r.to; {
+			if off < wire.HeaderLen {
+				k := copy(buf[m:], r.f.hdr[off:min(r.to, wire.HeaderLen)])
+				m += k
+				off += k
+				continue
+			}
+			k := copy(buf[m:], r.f.payload[off-wire.HeaderLen:r.to-wire.HeaderLen])
+			m += k
+			off += k
+		}
+		// Encrypt in place: the ciphertext overwrites the plaintext exactly.
+		out, err := c.enc.Encrypt(buf[:p], nil, buf[p:m])
+		if err != nil {
+			return fmt.Errorf("encrypt: %w", err)
+		}
+		binary.BigEndian.PutUint16(buf[start:], uint16(len(out)-p))
+		n = len(out)
+	}
+	_, err := c.conn.Write(buf[:n])
+	return err
+}
