@@ -1,0 +1,299 @@
+package ferry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/session"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// encryptTo encrypts content m for contact k with its session s, seals the
+// result and queues the envelope in the outbox, all inside tx. The caller
+// saves s (the contact's session state) in the same transaction.
+func (c *Client) encryptTo(tx *localstore.Tx, k *localstore.Contact, s *session.Session, m *content) error {
+	pt, err := m.marshal()
+	if err != nil {
+		return err
+	}
+	inner, err := s.Encrypt(pt, ratchetAD)
+	if err != nil {
+		return fmt.Errorf("encrypt message: %w", err)
+	}
+	env, err := session.Seal(c.rand, c.identity, session.PublicIdentity(k.Identity), contentTypeV1, inner)
+	if err != nil {
+		return fmt.Errorf("seal message: %w", err)
+	}
+	if len(env) > wire.MaxEnvelope {
+		return fmt.Errorf("encrypt message: envelope of %d bytes: %w", len(env), wire.ErrTooLarge)
+	}
+	return tx.Enqueue(&localstore.Outgoing{ID: m.ID, Contact: k.ID, Created: c.now(), Envelope: env})
+}
+
+// loadSession restores a contact's session.
+func (c *Client) loadSession(k *localstore.Contact) (*session.Session, error) {
+	s := &session.Session{Rand: c.rand}
+	if err := s.UnmarshalBinary(k.Session); err != nil {
+		return nil, fmt.Errorf("load session with %s: %w", k.Name, err)
+	}
+	return s, nil
+}
+
+func saveSession(k *localstore.Contact, s *session.Session) error {
+	b, err := s.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	k.Session = b
+	return nil
+}
+
+// flushResult says what a flush achieved.
+type flushResult struct {
+	sent        map[[16]byte]bool // envelopes the relays acknowledged
+	unreachable bool              // some relay could not be reached
+	left        int               // envelopes still queued
+}
+
+// flush delivers the outbox: envelopes go to their contact's relay in the
+// order they were queued, on one connection per relay authenticated with a
+// throwaway key (so the relay cannot link sender and recipient), pipelined
+// up to sendWindow at a time. An envelope leaves the outbox only when the
+// relay has answered SendOK (it is durable there) or refused it for good.
+func (c *Client) flush(ctx context.Context) (flushResult, error) {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	res := flushResult{sent: make(map[[16]byte]bool)}
+	var queue []*localstore.Outgoing
+	contacts := make(map[int64]*localstore.Contact)
+	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		var err error
+		if queue, err = tx.Outbox(0); err != nil {
+			return err
+		}
+		ks, err := tx.Contacts()
+		for _, k := range ks {
+			contacts[k.ID] = k
+		}
+		return err
+	})
+	if err != nil || len(queue) == 0 {
+		return res, err
+	}
+	// Group by relay, keeping queue order within each.
+	var order []string
+	byRelay := make(map[string][]*localstore.Outgoing)
+	for _, o := range queue {
+		k := contacts[o.Contact]
+		if k == nil {
+			// The contact is gone; nothing can deliver this.
+			c.store.Update(ctx, func(tx *localstore.Tx) error { _, err := tx.Dequeue(o.ID); return err })
+			continue
+		}
+		if _, ok := byRelay[k.RelayLink]; !ok {
+			order = append(order, k.RelayLink)
+		}
+		byRelay[k.RelayLink] = append(byRelay[k.RelayLink], o)
+	}
+	for _, rl := range order {
+		if err := c.flushRelay(ctx, rl, byRelay[rl], contacts, res.sent); err != nil {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			if !errors.Is(err, ErrUnreachable) {
+				return res, err
+			}
+			c.log.Info("relay unreachable; outbox kept", "queued", len(byRelay[rl]))
+			res.unreachable = true
+		}
+	}
+	err = c.store.Update(ctx, func(tx *localstore.Tx) (err error) { res.left, err = tx.OutboxLen(); return })
+	return res, err
+}
+
+func (c *Client) flushRelay(ctx context.Context, relayLink string, queue []*localstore.Outgoing, contacts map[int64]*localstore.Contact, sent map[[16]byte]bool) error {
+	r, err := link.ParseRelay(relayLink)
+	if err != nil {
+		return fmt.Errorf("contact's relay link: %w", err)
+	}
+	anon, err := channel.GenerateKeyPair(c.rand)
+	if err != nil {
+		return err
+	}
+	fc, err := c.dial(ctx, r, anon)
+	if err != nil {
+		return err
+	}
+	cn := newConn(fc)
+	defer cn.Close()
+	for len(queue) > 0 {
+		win := queue[:min(len(queue), sendWindow)]
+		queue = queue[len(win):]
+		pending := make(map[[16]byte]*localstore.Outgoing, len(win))
+		for _, o := range win {
+			k := contacts[o.Contact]
+			m := wire.Send{ID: o.ID, To: [16]byte(k.Mailbox), Token: [32]byte(k.Token), Envelope: o.Envelope}
+			if err := cn.send(ctx, m); err != nil {
+				return fmt.Errorf("%w: %v", ErrUnreachable, err)
+			}
+			pending[o.ID] = o
+		}
+		var ok []*localstore.Outgoing
+		var failed []*localstore.Outgoing
+		var werr error
+		for len(pending) > 0 && werr == nil {
+			m, err := cn.next(ctx, responseTimeout)
+			if err != nil {
+				werr = err
+				break
+			}
+			switch m := m.(type) {
+			case wire.SendOK:
+				if o := pending[m.ID]; o != nil {
+					delete(pending, m.ID)
+					ok = append(ok, o)
+				}
+			case wire.SendErr:
+				o := pending[m.ID]
+				if o == nil {
+					continue
+				}
+				if m.Code.Temporary() {
+					werr = fmt.Errorf("%w: relay says %s (%s)", ErrUnreachable, m.Code, m.Msg)
+					break
+				}
+				c.log.Warn("relay refused a message for good", "code", m.Code.String())
+				delete(pending, m.ID)
+				failed = append(failed, o)
+			case wire.Ping:
+				cn.send(ctx, wire.Pong(m))
+			}
+		}
+		if err := c.commitSent(ctx, ok, failed, sent); err != nil {
+			return err
+		}
+		if werr != nil {
+			return werr
+		}
+	}
+	return nil
+}
+
+// commitSent removes acknowledged and refused envelopes from the outbox
+// and advances their messages' states, in one transaction.
+func (c *Client) commitSent(ctx context.Context, ok, failed []*localstore.Outgoing, sent map[[16]byte]bool) error {
+	if len(ok) == 0 && len(failed) == 0 {
+		return nil
+	}
+	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		for _, o := range ok {
+			if _, err := tx.Dequeue(o.ID); err != nil {
+				return err
+			}
+			if _, err := tx.AdvanceState(o.ID, o.Contact, localstore.Sent); err != nil {
+				return err
+			}
+		}
+		for _, o := range failed {
+			if _, err := tx.Dequeue(o.ID); err != nil {
+				return err
+			}
+			if _, err := tx.AdvanceState(o.ID, o.Contact, localstore.Failed); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, o := range ok {
+		sent[o.ID] = true
+	}
+	return nil
+}
+
+// Send queues text for the contact with the given name and delivers the
+// outbox. It returns once the contact's relay has durably accepted the
+// message, or ErrQueued if the relay could not be reached (the message
+// stays queued and a later Send or Sync delivers it).
+func (c *Client) Send(ctx context.Context, contact, text string) (*Message, error) {
+	msgs, err := c.SendMany(ctx, contact, []string{text})
+	if len(msgs) == 1 {
+		return msgs[0], err
+	}
+	return nil, err
+}
+
+// SendMany queues each text as its own message to the contact, in order,
+// in one transaction, then delivers the outbox like Send. It returns ErrQueued
+// unless every one of them was acknowledged by the relay.
+func (c *Client) SendMany(ctx context.Context, contact string, texts []string) ([]*Message, error) {
+	for _, t := range texts {
+		if len(t) > MaxText {
+			return nil, fmt.Errorf("message of %d bytes is longer than the limit of %d", len(t), MaxText)
+		}
+	}
+	var msgs []*Message
+	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		msgs = nil
+		k, err := findContact(tx, contact)
+		if err != nil {
+			return err
+		}
+		s, err := c.loadSession(k)
+		if err != nil {
+			return err
+		}
+		for _, text := range texts {
+			id, err := c.newID()
+			if err != nil {
+				return err
+			}
+			now := c.now()
+			ct := &content{Kind: KindText, ID: id, Sent: now.UnixMilli(), Text: text}
+			if err := c.encryptTo(tx, k, s, ct); err != nil {
+				return err
+			}
+			m := &localstore.Message{ID: id, Contact: k.ID, Outgoing: true, Sent: time.UnixMilli(ct.Sent), State: localstore.Queued, Text: text}
+			if _, err := tx.InsertMessage(m); err != nil {
+				return err
+			}
+			msgs = append(msgs, publicMessage(m, k.Name))
+		}
+		if err := saveSession(k, s); err != nil {
+			return err
+		}
+		return tx.PutContact(k)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.flush(ctx)
+	if err != nil {
+		return msgs, err
+	}
+	for _, m := range msgs {
+		if !res.sent[m.ID] {
+			return msgs, ErrQueued
+		}
+		m.State = StateSent
+	}
+	return msgs, nil
+}
+
+// Flush delivers whatever waits in the outbox and returns how many
+// envelopes are still queued. It returns an error wrapping ErrUnreachable
+// if a relay could not be reached.
+func (c *Client) Flush(ctx context.Context) (int, error) {
+	res, err := c.flush(ctx)
+	if err == nil && res.unreachable {
+		err = ErrUnreachable
+	}
+	return res.left, err
+}

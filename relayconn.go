@@ -1,0 +1,236 @@
+package ferry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/session"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// frameConn is a secure channel to a relay; *channel.Conn implements it.
+// Send is safe for concurrent use, Recv is called by one goroutine, Close
+// is idempotent and unblocks Recv.
+type frameConn interface {
+	Send(ctx context.Context, f wire.Frame) error
+	Recv(ctx context.Context) (wire.Frame, error)
+	Close() error
+}
+
+var _ frameConn = (*channel.Conn)(nil)
+
+// dialFunc opens a channel to relay r authenticated with the static key.
+type dialFunc func(ctx context.Context, r link.Relay, static channel.KeyPair) (frameConn, error)
+
+// dialChannel tries r's endpoints in order over the transports it knows.
+func (c *Client) dialChannel(ctx context.Context, r link.Relay, static channel.KeyPair) (frameConn, error) {
+	var errs []error
+	for _, e := range r.Endpoints {
+		if e.Transport != "tcp" {
+			errs = append(errs, fmt.Errorf("endpoint %s: unsupported transport", e.Transport))
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		nc, err := c.cfg.Dialer.DialContext(dctx, e.Addr)
+		if err != nil {
+			cancel()
+			errs = append(errs, err)
+			continue
+		}
+		cc, err := (&channel.Config{Rand: c.rand, Logger: c.log}).Client(dctx, nc, static, r.Key)
+		cancel()
+		if err != nil {
+			nc.Close()
+			errs = append(errs, err)
+			continue
+		}
+		return cc, nil
+	}
+	return nil, fmt.Errorf("%w: %v", ErrUnreachable, errors.Join(errs...))
+}
+
+// conn is a frameConn with an owned reader goroutine that hands frames to
+// in. Close stops the goroutine and waits for it.
+type conn struct {
+	fc   frameConn
+	in   chan wire.Frame
+	done chan struct{} // closed when the reader exits
+	err  error         // why the reader exited; read after done
+	quit chan struct{} // closed by Close
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func newConn(fc frameConn) *conn {
+	cn := &conn{fc: fc, in: make(chan wire.Frame, 64), done: make(chan struct{}), quit: make(chan struct{})}
+	cn.wg.Add(1)
+	go func() {
+		defer cn.wg.Done()
+		defer close(cn.done)
+		for {
+			f, err := fc.Recv(context.Background())
+			if err != nil {
+				cn.err = err
+				return
+			}
+			select {
+			case cn.in <- f:
+			case <-cn.quit:
+				return
+			}
+		}
+	}()
+	return cn
+}
+
+func (cn *conn) send(ctx context.Context, m wire.Message) error {
+	f, err := wire.NewFrame(m)
+	if err != nil {
+		return err
+	}
+	return cn.fc.Send(ctx, f)
+}
+
+// next returns the next decoded frame, skipping unknown types, or an error
+// if the connection fails or the timeout passes.
+func (cn *conn) next(ctx context.Context, timeout time.Duration) (wire.Message, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case f := <-cn.in:
+			m, err := wire.Decode(f)
+			if errors.Is(err, wire.ErrUnknownType) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("decode %v frame: %w", f.Type, err)
+			}
+			return m, nil
+		case <-cn.done:
+			return nil, fmt.Errorf("%w: connection lost: %v", ErrUnreachable, cn.err)
+		case <-t.C:
+			return nil, fmt.Errorf("%w: no answer from the relay", ErrUnreachable)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close closes the channel and waits for the reader. It is idempotent.
+func (cn *conn) Close() error {
+	var err error
+	cn.once.Do(func() {
+		err = cn.fc.Close()
+		close(cn.quit)
+	})
+	cn.wg.Wait()
+	return err
+}
+
+// request sends m and waits for the OK or Error answering reqID, handing
+// every other frame to other (which may be nil).
+func (cn *conn) request(ctx context.Context, m wire.Message, reqID uint32, other func(wire.Message) error) error {
+	if err := cn.send(ctx, m); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	for {
+		r, err := cn.next(ctx, responseTimeout)
+		if err != nil {
+			return err
+		}
+		switch r := r.(type) {
+		case wire.OK:
+			if r.ReqID == reqID {
+				return nil
+			}
+		case wire.Error:
+			if r.ReqID == reqID {
+				return fmt.Errorf("relay refused %v: %s (%s)", m.Type(), r.Code, r.Msg)
+			}
+		default:
+			if other != nil {
+				if err := other(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// register uploads the delivery token and the prekeys the relay lacks, on
+// its own authenticated connection.
+func (c *Client) register(ctx context.Context) error {
+	fc, err := c.dial(ctx, c.relay, c.device)
+	if err != nil {
+		return err
+	}
+	cn := newConn(fc)
+	defer cn.Close()
+	return c.upload(ctx, cn, nil)
+}
+
+// upload sends SetToken and PutPrekeys as needed on cn, an authenticated
+// connection to the user's own relay.
+func (c *Client) upload(ctx context.Context, cn *conn, other func(wire.Message) error) error {
+	var prof *localstore.Profile
+	if err := c.store.Update(ctx, func(tx *localstore.Tx) (err error) { prof, err = tx.Profile(); return }); err != nil {
+		return err
+	}
+	ps := new(session.PrekeySet)
+	if err := ps.UnmarshalBinary(prof.Prekeys); err != nil {
+		return fmt.Errorf("load prekeys: %w", err)
+	}
+	rec := ps.Records()
+	put := wire.PutPrekeys{ReqID: 2}
+	maxID := prof.UploadedID
+	for _, r := range rec.OneTime {
+		if id := recordID(r); id > prof.UploadedID {
+			put.OneTime = append(put.OneTime, wire.Prekey{ID: id, Data: r})
+			maxID = max(maxID, id)
+		}
+	}
+	for _, r := range rec.KEM {
+		if id := recordID(r); id > prof.UploadedID {
+			put.KEM = append(put.KEM, wire.Prekey{ID: id, Data: r})
+			maxID = max(maxID, id)
+		}
+	}
+	if !prof.Uploaded {
+		if err := cn.request(ctx, wire.SetToken{ReqID: 1, Token: c.token}, 1, other); err != nil {
+			return err
+		}
+		put.Signed, put.LastResort = rec.Signed, rec.LastResort
+	}
+	if put.Signed == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
+		return nil
+	}
+	if err := cn.request(ctx, put, 2, other); err != nil {
+		return err
+	}
+	c.log.Info("uploaded prekeys", "one_time", len(put.OneTime), "kem", len(put.KEM))
+	return c.store.Update(ctx, func(tx *localstore.Tx) error {
+		p, err := tx.Profile()
+		if err != nil {
+			return err
+		}
+		p.Uploaded = true
+		p.UploadedID = max(p.UploadedID, maxID)
+		return tx.PutProfile(p)
+	})
+}
+
+// recordID reads the prekey id of a session prekey record:
+// type(1) || id(4, big endian) || ... (docs/protocol.md section 2.3).
+func recordID(r []byte) uint32 {
+	if len(r) < 5 {
+		return 0
+	}
+	return uint32(r[1])<<24 | uint32(r[2])<<16 | uint32(r[3])<<8 | uint32(r[4])
+}
