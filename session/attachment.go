@@ -478,14 +478,15 @@ func readErr(what string, err error) error {
 // An AttachmentReaderAt decrypts a blob with random access: it implements
 // io.ReaderAt, io.Reader and io.Seeker over the plaintext. Opening it
 // authenticates the last chunk, so truncation is detected before any read;
-// every read authenticates the chunks it touches. It does not check the
-// digest, which needs the whole blob (AttachmentReader does). It is safe for
+// every read authenticates the chunks it touches. Reads do not check the
+// digest, which needs the whole blob; VerifyDigest does. It is safe for
 // concurrent use.
 type AttachmentReaderAt struct {
-	src  io.ReaderAt
-	size int64
-	n    int64
-	aead cipher.AEAD
+	src    io.ReaderAt
+	size   int64
+	n      int64
+	aead   cipher.AEAD
+	digest [sha256.Size]byte
 
 	mu     sync.Mutex // mu protects the fields below
 	pos    int64      // Read/Seek position
@@ -514,7 +515,7 @@ func NewAttachmentReaderAt(src io.ReaderAt, p AttachmentPointer) (*AttachmentRea
 	if err != nil {
 		return nil, fmt.Errorf("open attachment: %v", err)
 	}
-	r := &AttachmentReaderAt{src: src, size: p.Size, n: attachmentChunks(p.Size), aead: a, cached: -1, buf: make([]byte, attachmentSealedLen)}
+	r := &AttachmentReaderAt{src: src, size: p.Size, n: attachmentChunks(p.Size), aead: a, digest: p.Digest, cached: -1, buf: make([]byte, attachmentSealedLen)}
 	var one [1]byte
 	if n, _ := src.ReadAt(one[:], p.CiphertextSize()); n != 0 {
 		return nil, fmt.Errorf("open attachment: %w: trailing data", ErrAttachmentCorrupt)
@@ -553,6 +554,33 @@ func (r *AttachmentReaderAt) load(i int64) error {
 	}
 	r.plain = pt
 	r.cached = i
+	return nil
+}
+
+// VerifyDigest reads the whole blob and checks it against the pointer's
+// digest, for a client that keeps the blob and reads it at random later. It
+// returns an error wrapping ErrAttachmentCorrupt on a mismatch.
+func (r *AttachmentReaderAt) VerifyDigest() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cached = -1 // buf is reused below
+	h := sha256.New()
+	total := attachmentNonceLen + r.size + attachmentTagLen*r.n
+	for off := int64(0); off < total; {
+		l := int(min(int64(len(r.buf)), total-off))
+		if n, err := r.src.ReadAt(r.buf[:l], off); n != l {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return readErr("blob", err)
+		}
+		h.Write(r.buf[:l])
+		off += int64(l)
+	}
+	var sum [sha256.Size]byte
+	if subtle.ConstantTimeCompare(h.Sum(sum[:0]), r.digest[:]) != 1 {
+		return fmt.Errorf("verify attachment: %w: digest mismatch", ErrAttachmentCorrupt)
+	}
 	return nil
 }
 

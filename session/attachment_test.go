@@ -230,6 +230,20 @@ func TestAttachmentTamper(t *testing.T) {
 		t.Parallel()
 		p := ptr
 		p.Digest[31] ^= 1
+		ra, err := NewAttachmentReaderAt(bytes.NewReader(blob), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ra.VerifyDigest(); !errors.Is(err, ErrAttachmentCorrupt) {
+			t.Errorf("VerifyDigest with a wrong digest: got %v, want ErrAttachmentCorrupt", err)
+		}
+		ra, _ = NewAttachmentReaderAt(bytes.NewReader(blob), ptr)
+		if err := ra.VerifyDigest(); err != nil {
+			t.Errorf("VerifyDigest: %v", err)
+		}
+		if err := iotest.TestReader(ra, pt); err != nil {
+			t.Errorf("reads after VerifyDigest: %v", err)
+		}
 		r := mustReader(t, blob, p)
 		got, err := io.ReadAll(r)
 		if !errors.Is(err, ErrAttachmentCorrupt) {
