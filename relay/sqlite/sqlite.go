@@ -61,6 +61,8 @@ type Store struct {
 	done     chan struct{} // closed when the writer goroutine has returned
 	maxBatch int
 
+	tokens tokenCache
+
 	// mu protects closed. Every method holds it for reading for its whole
 	// call, so Close (which takes it for writing) waits for calls in
 	// flight and then stops the writer.
@@ -329,7 +331,7 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
 
 // SetToken implements relay.Store.
 func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
-	return s.write(ctx, func(w *writer) error {
+	err := s.write(ctx, func(w *writer) error {
 		if err := w.ensure(mb); err != nil {
 			return err
 		}
@@ -338,6 +340,10 @@ func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error 
 		}
 		return nil
 	})
+	if err == nil {
+		s.tokens.set(mb, hash)
+	}
+	return err
 }
 
 // PutPrekeys implements relay.Store.
@@ -473,6 +479,10 @@ func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
 		return [32]byte{}, err
 	}
 	defer s.mu.RUnlock()
+	if h, ok := s.tokens.get(mb); ok {
+		return h, nil
+	}
+	gen := s.tokens.generation()
 	var h []byte
 	switch err := s.read.token.QueryRowContext(ctx, mb[:]).Scan(&h); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -483,7 +493,65 @@ func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
 	if len(h) != 32 {
 		return [32]byte{}, relay.ErrNotFound
 	}
+	s.tokens.fill(mb, [32]byte(h), gen)
 	return [32]byte(h), nil
+}
+
+// tokenCache keeps token hashes in memory: every Send checks one, and only
+// this Store writes them, so the cache is exact. It holds at most
+// maxCachedTokens entries.
+type tokenCache struct {
+	// mu protects m and gen.
+	mu  sync.Mutex
+	m   map[[16]byte][32]byte
+	gen uint64 // incremented by every set
+}
+
+const maxCachedTokens = 1 << 16
+
+func (c *tokenCache) get(mb [16]byte) ([32]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[mb]
+	return h, ok
+}
+
+func (c *tokenCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// set records a committed SetToken.
+func (c *tokenCache) set(mb [16]byte, h [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.put(mb, h)
+}
+
+// fill caches a hash read from the database, unless a SetToken committed
+// since the read began (the read may then be stale).
+func (c *tokenCache) fill(mb [16]byte, h [32]byte, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == gen {
+		c.put(mb, h)
+	}
+}
+
+// put stores h, evicting an arbitrary entry when full; mu held.
+func (c *tokenCache) put(mb [16]byte, h [32]byte) {
+	if c.m == nil {
+		c.m = make(map[[16]byte][32]byte)
+	}
+	if _, ok := c.m[mb]; !ok && len(c.m) >= maxCachedTokens {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[mb] = h
 }
 
 // PrekeyCounts implements relay.Store.

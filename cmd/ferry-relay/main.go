@@ -1,0 +1,41 @@
+// Command ferry-relay runs a Ferry relay.
+//
+// With no arguments it starts on its embedded defaults: state in
+// ./ferry-data (the relay's static key, kept with 0600 permissions, and an
+// SQLite database), listening on tcp=127.0.0.1:7443, and prints the relay's
+// link on a line of its own on standard output. Logs go to standard error.
+//
+//	ferry-relay [--data DIR] [--listen tcp=HOST:PORT]... [--public tcp=HOST:PORT]...
+//	            [--log-level debug|info|warn|error] [--metrics ADDR]
+//	ferry-relay link [--data DIR]
+//
+// "ferry-relay link" prints the link again, alone on one line: the key in
+// DIR and the endpoints the relay last served (or the defaults).
+//
+// --listen may be given once per transport (only tcp exists so far).
+// --public sets the endpoints written into the link when clients must use
+// another address than the one listened on (a public IP, a port forward);
+// by default the link carries the listening addresses. --metrics serves
+// Prometheus metrics at http://ADDR/metrics; it is off by default. SIGINT
+// or SIGTERM shuts the relay down gracefully: it stops accepting, finishes
+// the frames in hand, and closes the database.
+//
+// It is a thin layer over package relay, which does the work.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry-relay:", err)
+		os.Exit(1)
+	}
+}

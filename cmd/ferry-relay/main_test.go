@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// buildRelay builds the ferry-relay binary once per test binary run.
+func buildRelay(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "ferry-relay")
+	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// relayProc is a running ferry-relay.
+type relayProc struct {
+	cmd    *exec.Cmd
+	link   link.Relay
+	stderr *lockedWriter
+	exited chan error
+}
+
+// startRelay runs bin with args and waits for the link on stdout.
+func startRelay(t *testing.T, bin string, args ...string) *relayProc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProc{cmd: cmd, stderr: &lockedWriter{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+		p.exited <- nil
+	})
+	line := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		if s.Scan() {
+			line <- s.Text()
+		}
+		close(line)
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case l, ok := <-line:
+		if !ok {
+			t.Fatalf("ferry-relay printed no link; stderr:\n%s", p.stderr)
+		}
+		r, err := link.ParseRelay(l)
+		if err != nil {
+			t.Fatalf("ferry-relay printed %q: %v", l, err)
+		}
+		p.link = r
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ferry-relay printed no link within 30s; stderr:\n%s", p.stderr)
+	}
+	return p
+}
+
+// lockedWriter collects the relay's stderr while the test reads it.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// peer is a device connected to the relay over TCP.
+type peer struct {
+	t  *testing.T
+	ch *channel.Conn
+}
+
+func connect(t *testing.T, r link.Relay, key channel.KeyPair) *peer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", r.Endpoints[0].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := channel.Client(ctx, nc, key, r.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	return &peer{t: t, ch: ch}
+}
+
+func (p *peer) send(m wire.Message) {
+	p.t.Helper()
+	f, err := wire.NewFrame(m)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.ch.Send(ctx, f); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *peer) recv() wire.Message {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, err := p.ch.Recv(ctx)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	m, err := wire.Decode(f)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return m
+}
+
+func expectMsg[T wire.Message](p *peer) T {
+	p.t.Helper()
+	m := p.recv()
+	v, ok := m.(T)
+	if !ok {
+		var want T
+		p.t.Fatalf("got %T %+v, want %T", m, m, want)
+	}
+	return v
+}
+
+func mustKeyPair(t *testing.T) channel.KeyPair {
+	t.Helper()
+	k, err := channel.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestBinaryEndToEnd runs the built relay: link output, delivery over TCP,
+// kill -9 after a SendOK and a restart that still delivers, the link
+// subcommand, metrics and a graceful stop.
+func TestBinaryEndToEnd(t *testing.T) {
+	bin := buildRelay(t)
+	data := filepath.Join(t.TempDir(), "data")
+	args := []string{"--data", data, "--listen", "tcp=127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log-level", "debug"}
+	r := startRelay(t, bin, args...)
+
+	fi, err := os.Stat(filepath.Join(data, "relay.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("relay.key has mode %v, want 0600", fi.Mode().Perm())
+	}
+	out, err := exec.Command(bin, "link", "--data", data).Output()
+	if err != nil {
+		t.Fatalf("ferry-relay link: %v", err)
+	}
+	if got := strings.TrimSuffix(string(out), "\n"); got != r.link.String() || strings.Count(string(out), "\n") != 1 {
+		t.Fatalf("ferry-relay link printed %q, want %q alone on one line", out, r.link.String())
+	}
+
+	bobKey := mustKeyPair(t)
+	tok := sha256.Sum256([]byte("bob's token"))
+	bobMailbox := channel.MailboxID(bobKey.Public)
+	bob := connect(t, r.link, bobKey)
+	bob.send(wire.SetToken{ReqID: 1, Token: tok})
+	expectMsg[wire.OK](bob)
+	bob.send(wire.Subscribe{ReqID: 2})
+	expectMsg[wire.OK](bob)
+
+	anon := connect(t, r.link, mustKeyPair(t))
+	anon.send(wire.Send{ID: [16]byte{1}, To: bobMailbox, Token: tok, Envelope: []byte("first")})
+	expectMsg[wire.SendOK](anon)
+	d := expectMsg[wire.Deliver](bob)
+	if string(d.Envelope) != "first" {
+		t.Fatalf("bob got %q, want %q", d.Envelope, "first")
+	}
+	bob.send(wire.Ack{Seqs: []uint64{d.Seq}})
+	bob.send(wire.Ping{Nonce: 1})
+	expectMsg[wire.Pong](bob)
+	bob.ch.Close()
+
+	// Metrics are served.
+	metricsAddr := ""
+	for _, line := range strings.Split(r.stderr.String(), "\n") {
+		if strings.Contains(line, "serving metrics") {
+			metricsAddr = strings.TrimPrefix(line[strings.Index(line, "addr="):], "addr=")
+		}
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics at %q: %v", metricsAddr, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `ferry_relay_sends_total{result="stored"} 1`) {
+		t.Fatalf("metrics lack the stored send:\n%s", body)
+	}
+
+	// An acknowledged send survives kill -9.
+	anon.send(wire.Send{ID: [16]byte{2}, To: bobMailbox, Token: tok, Envelope: []byte("survivor")})
+	expectMsg[wire.SendOK](anon)
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-r.exited
+	r.exited <- nil
+
+	r2 := startRelay(t, bin, args...)
+	if r2.link.Key != r.link.Key {
+		t.Fatal("the relay key changed across a restart")
+	}
+	bob = connect(t, r2.link, bobKey)
+	bob.send(wire.Subscribe{ReqID: 3})
+	expectMsg[wire.OK](bob)
+	if d := expectMsg[wire.Deliver](bob); string(d.Envelope) != "survivor" || d.ID != ([16]byte{2}) {
+		t.Fatalf("after kill -9 and restart bob got %q (id %x), want the acknowledged %q", d.Envelope, d.ID, "survivor")
+	}
+
+	// SIGTERM stops it cleanly.
+	if err := r2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r2.exited:
+		r2.exited <- nil
+		if err != nil {
+			t.Fatalf("ferry-relay after SIGTERM: %v; stderr:\n%s", err, r2.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ferry-relay did not stop within 20s of SIGTERM")
+	}
+	if !strings.Contains(r2.stderr.String(), "stopped") {
+		t.Fatalf("no graceful stop in the log:\n%s", r2.stderr)
+	}
+}
+
+func TestBadUsage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown transport", []string{"--data", dir, "--listen", "carrier-pigeon=1.2.3.4:5"}, "unknown transport"},
+		{"no port", []string{"--data", dir, "--listen", "tcp=127.0.0.1"}, "missing port"},
+		{"twice", []string{"--data", dir, "--listen", "tcp=127.0.0.1:0", "--listen", "tcp=127.0.0.1:1"}, "given twice"},
+		{"log level", []string{"--data", dir, "--log-level", "loud"}, "--log-level"},
+		{"stray argument", []string{"--data", dir, "serve"}, "unexpected argument"},
+		{"link without key", []string{"link", "--data", filepath.Join(dir, "none")}, "no relay key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			err := run(context.Background(), tt.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
+				t.Fatalf("run(%q) = %v (stderr %q), want an error saying %q", tt.args, err, stderr.String(), tt.want)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("run(%q) printed %q on stdout", tt.args, stdout.String())
+			}
+		})
+	}
+}
+
+func TestKeyReadableByOthersRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := loadOrCreateKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, keyFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadKey(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("loadKey of a world-readable key = %v, want a refusal", err)
+	}
+}

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/sqlite"
+)
+
+// Files in the data directory.
+const (
+	keyFile       = "relay.key"  // base64url private key, one line, mode 0600
+	dbFile        = "relay.db"   // the SQLite store
+	endpointsFile = "endpoints"  // the link's endpoints, "transport=addr" per line
+	defaultData   = "ferry-data" // relative to the working directory
+	defaultListen = "tcp=127.0.0.1:7443"
+	shutdownGrace = 10 * time.Second
+)
+
+// endpointList is a repeatable transport=addr flag.
+type endpointList []link.Endpoint
+
+func (l *endpointList) String() string {
+	var parts []string
+	for _, e := range *l {
+		parts = append(parts, e.Transport+"="+e.Addr)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *endpointList) Set(v string) error {
+	e, err := parseEndpoint(v)
+	if err != nil {
+		return err
+	}
+	for _, old := range *l {
+		if old.Transport == e.Transport {
+			return fmt.Errorf("transport %s given twice (one --listen per transport)", e.Transport)
+		}
+	}
+	*l = append(*l, e)
+	return nil
+}
+
+func parseEndpoint(v string) (link.Endpoint, error) {
+	name, addr, ok := strings.Cut(v, "=")
+	if !ok || name == "" || addr == "" {
+		return link.Endpoint{}, fmt.Errorf("endpoint %q: want TRANSPORT=HOST:PORT, e.g. tcp=127.0.0.1:7443", v)
+	}
+	if name != "tcp" {
+		return link.Endpoint{}, fmt.Errorf("endpoint %q: unknown transport %q (this relay has: tcp)", v, name)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return link.Endpoint{}, fmt.Errorf("endpoint %q: %v", v, err)
+	}
+	return link.Endpoint{Transport: name, Addr: addr}, nil
+}
+
+// run is the whole command, with its environment passed in for tests.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "link" {
+		return runLink(args[1:], stdout, stderr)
+	}
+	return runServe(ctx, args, stdout, stderr)
+}
+
+func runLink(args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("ferry-relay link", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("link: unexpected argument %q", fl.Arg(0))
+	}
+	key, err := loadKey(*data)
+	if err != nil {
+		return err
+	}
+	eps, err := loadEndpoints(*data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: eps})
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("ferry-relay", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database (created if missing)")
+	var listen, public endpointList
+	fl.Var(&listen, "listen", "`TRANSPORT=HOST:PORT` to listen on, once per transport (default "+defaultListen+")")
+	fl.Var(&public, "public", "`TRANSPORT=HOST:PORT` to put in the link instead of the listening address")
+	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (did you mean \"ferry-relay link\"?)", fl.Arg(0))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if len(listen) == 0 {
+		listen.Set(defaultListen)
+	}
+
+	key, err := loadOrCreateKey(*data)
+	if err != nil {
+		return err
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(*data, dbFile), nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: store, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	var eps []link.Endpoint
+	for _, e := range listen {
+		l, err := (&net.ListenConfig{KeepAlive: 30 * time.Second}).Listen(ctx, "tcp", e.Addr)
+		if err != nil {
+			return fmt.Errorf("listen %s=%s: %w", e.Transport, e.Addr, err)
+		}
+		listeners = append(listeners, l)
+		addr := l.Addr().String()
+		if ip := l.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() && len(public) == 0 {
+			log.Warn("listening on all addresses; the link needs a reachable one: pass --public", "transport", e.Transport, "addr", addr)
+		}
+		eps = append(eps, link.Endpoint{Transport: e.Transport, Addr: addr})
+		log.Info("listening", "transport", e.Transport, "addr", addr)
+	}
+	if len(public) > 0 {
+		eps = public
+	}
+	if err := saveEndpoints(*data, eps); err != nil {
+		return err
+	}
+
+	var metricsSrv *http.Server
+	if *metricsAddr != "" {
+		ml, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", *metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(srv.Registry(), promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(ml)
+		log.Info("serving metrics", "addr", ml.Addr().String())
+	}
+
+	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: eps})
+
+	var wg sync.WaitGroup
+	for _, l := range listeners {
+		wg.Go(func() { accept(ctx, l, srv, log) })
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	for _, l := range listeners {
+		l.Close()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(sctx)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	wg.Wait()
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// accept hands every connection of l to srv until l is closed. It returns
+// once the connections it started are done (Server.Shutdown ends them).
+func accept(ctx context.Context, l net.Listener, srv *relay.Server, log *slog.Logger) {
+	var conns sync.WaitGroup
+	defer conns.Wait()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			log.Warn("accept", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		conns.Go(func() { srv.ServeConn(context.Background(), c) })
+	}
+}
+
+// loadOrCreateKey reads the relay key from dir, creating dir and the key
+// on first start.
+func loadOrCreateKey(dir string) (channel.KeyPair, error) {
+	key, err := loadKey(dir)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return channel.KeyPair{}, fmt.Errorf("create data directory: %w", err)
+	}
+	key, err = channel.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		return channel.KeyPair{}, err
+	}
+	text := base64.RawURLEncoding.EncodeToString(key.Private[:]) + "\n"
+	path := filepath.Join(dir, keyFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return channel.KeyPair{}, fmt.Errorf("create relay key: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		os.Remove(path)
+		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+	}
+	return key, nil
+}
+
+// loadKey reads the relay key from dir.
+func loadKey(dir string) (channel.KeyPair, error) {
+	path := filepath.Join(dir, keyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return channel.KeyPair{}, fmt.Errorf("no relay key in %s (start ferry-relay with --data %s first): %w", dir, dir, err)
+	}
+	if err != nil {
+		return channel.KeyPair{}, fmt.Errorf("read relay key: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return channel.KeyPair{}, fmt.Errorf("relay key %s is readable by others (mode %v); run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(raw) != 32 {
+		return channel.KeyPair{}, fmt.Errorf("relay key %s is damaged", path)
+	}
+	return channel.NewKeyPair([32]byte(raw))
+}
+
+func saveEndpoints(dir string, eps []link.Endpoint) error {
+	var b strings.Builder
+	for _, e := range eps {
+		fmt.Fprintf(&b, "%s=%s\n", e.Transport, e.Addr)
+	}
+	tmp := filepath.Join(dir, endpointsFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("save endpoints: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, endpointsFile)); err != nil {
+		return fmt.Errorf("save endpoints: %w", err)
+	}
+	return nil
+}
+
+// loadEndpoints returns the endpoints the relay last served, or the
+// default one if it never served.
+func loadEndpoints(dir string) ([]link.Endpoint, error) {
+	b, err := os.ReadFile(filepath.Join(dir, endpointsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		e, _ := parseEndpoint(defaultListen)
+		return []link.Endpoint{e}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read endpoints: %w", err)
+	}
+	var eps []link.Endpoint
+	for _, line := range strings.Fields(string(b)) {
+		e, err := parseEndpoint(line)
+		if err != nil {
+			return nil, fmt.Errorf("read endpoints: %w", err)
+		}
+		eps = append(eps, e)
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("read endpoints: %s is empty", filepath.Join(dir, endpointsFile))
+	}
+	return eps, nil
+}

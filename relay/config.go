@@ -1,0 +1,133 @@
+package relay
+
+import (
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ferry-im/ferry/channel"
+)
+
+// Config configures a Server. Key and Store are required; every other zero
+// field has the default its comment gives.
+type Config struct {
+	// Key is the relay's static Noise key pair, the one its link carries.
+	Key channel.KeyPair
+	// Store holds mailboxes and prekeys. The Server does not close it.
+	Store Store
+	// Logger receives structured events. It never receives keys, tokens or
+	// envelope bytes. If nil, nothing is logged.
+	Logger *slog.Logger
+	// Now is the clock for TTLs, timestamps and rate limits. If nil,
+	// time.Now is used.
+	Now func() time.Time
+	// Rand is the randomness for handshakes. If nil, crypto/rand is used.
+	Rand io.Reader
+	// Limits bounds what clients may do. The zero value gives the defaults
+	// documented on each field.
+	Limits Limits
+}
+
+// Limits are the relay's quotas and rate limits. A zero field takes its
+// default; a negative one disables that limit (tests use this).
+type Limits struct {
+	// TTL is how long an undelivered envelope is kept. Default 30 days.
+	TTL time.Duration
+	// SweepInterval is how often expired envelopes are deleted. Default
+	// one minute.
+	SweepInterval time.Duration
+	// MailboxCount and MailboxBytes bound what one mailbox may hold
+	// pending. Defaults 10,000 envelopes and 256 MiB.
+	MailboxCount int
+	MailboxBytes int64
+	// Prekeys bounds each one-time prekey pool of a mailbox. Default 2,000.
+	Prekeys int
+	// KeyRate and KeyBurst are the token bucket for requests (Send,
+	// GetBundle, SetToken, PutPrekeys) per connection key: sustained
+	// requests per second and burst. Defaults 200/s and 1,000.
+	KeyRate  float64
+	KeyBurst int
+	// AddrRate and AddrBurst are the same per source address (an IPv4
+	// address or an IPv6 /64). Defaults 2,000/s and 10,000.
+	AddrRate  float64
+	AddrBurst int
+	// HandshakeRate and HandshakeBurst bound new connections per source
+	// address. Defaults 50/s and 200.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// HandshakeTimeout bounds the channel handshake. Default 10 seconds.
+	HandshakeTimeout time.Duration
+	// DeliverQueue is how many envelopes are queued for push to one
+	// connection before the relay stops queueing and re-reads the store
+	// instead. Default 256.
+	DeliverQueue int
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+func (c *Config) now() func() time.Time {
+	if c.Now == nil {
+		return time.Now
+	}
+	return c.Now
+}
+
+func (c *Config) rand() io.Reader {
+	if c.Rand == nil {
+		return rand.Reader
+	}
+	return c.Rand
+}
+
+// limits returns l with defaults applied; disabled limits are 0.
+func (l Limits) withDefaults() Limits {
+	dur := func(v *time.Duration, def time.Duration) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	num := func(v *int, def int) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	rate := func(v *float64, def float64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	dur(&l.TTL, 30*24*time.Hour)
+	dur(&l.SweepInterval, time.Minute)
+	num(&l.MailboxCount, 10000)
+	switch {
+	case l.MailboxBytes == 0:
+		l.MailboxBytes = 256 << 20
+	case l.MailboxBytes < 0:
+		l.MailboxBytes = 0
+	}
+	num(&l.Prekeys, 2000)
+	rate(&l.KeyRate, 200)
+	num(&l.KeyBurst, 1000)
+	rate(&l.AddrRate, 2000)
+	num(&l.AddrBurst, 10000)
+	rate(&l.HandshakeRate, 50)
+	num(&l.HandshakeBurst, 200)
+	dur(&l.HandshakeTimeout, 10*time.Second)
+	num(&l.DeliverQueue, 256)
+	return l
+}

@@ -1,0 +1,174 @@
+package relay
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-im/ferry/wire"
+)
+
+// metrics are the Server's Prometheus collectors, registered on the
+// Server's own registry (never the global one).
+type metrics struct {
+	reg         *prometheus.Registry
+	connsOpen   prometheus.Gauge
+	connsTotal  prometheus.Counter
+	handshakes  *prometheus.CounterVec // result
+	frames      *prometheus.CounterVec // type
+	sends       *prometheus.CounterVec // result
+	deliveries  prometheus.Counter
+	resyncs     prometheus.Counter
+	subscribers prometheus.Gauge
+	bundles     *prometheus.CounterVec // result
+	expired     prometheus.Counter
+	storeTime   *prometheus.HistogramVec // op
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_relay_connections",
+			Help: "Connections being served (handshake done or in progress).",
+		}),
+		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_connections_total",
+			Help: "Connections handed to the server.",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_relay_handshakes_total",
+			Help: "Channel handshakes by result (ok, failed, rate_limited).",
+		}, []string{"result"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_relay_frames_total",
+			Help: "Frames received from clients, by type (unknown types as \"unknown\").",
+		}, []string{"type"}),
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_relay_sends_total",
+			Help: "Send requests by result (stored, duplicate, denied, quota, rate_limited, too_large, error).",
+		}, []string{"result"}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_deliveries_total",
+			Help: "Envelopes pushed to subscribed connections (redeliveries included).",
+		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_delivery_resyncs_total",
+			Help: "Times a subscriber's push queue overflowed and was refilled from the store.",
+		}),
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_relay_subscribers",
+			Help: "Connections subscribed to their mailbox.",
+		}),
+		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_relay_bundles_total",
+			Help: "Prekey bundle requests by result (ok, denied, not_found, rate_limited, error).",
+		}, []string{"result"}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_expired_total",
+			Help: "Undelivered envelopes deleted because their TTL ran out.",
+		}),
+		storeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ferry_relay_store_seconds",
+			Help:    "Latency of store calls by operation.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12),
+		}, []string{"op"}),
+	}
+	m.reg.MustRegister(m.connsOpen, m.connsTotal, m.handshakes, m.frames, m.sends,
+		m.deliveries, m.resyncs, m.subscribers, m.bundles, m.expired, m.storeTime)
+	// Pre-create the label values a dashboard expects to see at zero.
+	for t := wire.Type(0); t < 0xff; t++ {
+		if t.Known() {
+			m.frames.WithLabelValues(t.String())
+		}
+	}
+	return m
+}
+
+func frameLabel(t wire.Type) string {
+	if t.Known() {
+		return t.String()
+	}
+	return "unknown"
+}
+
+// timedStore wraps a Store and records each call's latency.
+type timedStore struct {
+	s Store
+	h *prometheus.HistogramVec
+	// one observer per op, looked up once.
+	put, pending, ack, expire, usage, setToken, token, putPrekeys, popBundle, prekeyCounts prometheus.Observer
+}
+
+var _ Store = (*timedStore)(nil)
+
+func newTimedStore(s Store, h *prometheus.HistogramVec) *timedStore {
+	return &timedStore{
+		s: s, h: h,
+		put:          h.WithLabelValues("put"),
+		pending:      h.WithLabelValues("pending"),
+		ack:          h.WithLabelValues("ack"),
+		expire:       h.WithLabelValues("expire"),
+		usage:        h.WithLabelValues("usage"),
+		setToken:     h.WithLabelValues("set_token"),
+		token:        h.WithLabelValues("token"),
+		putPrekeys:   h.WithLabelValues("put_prekeys"),
+		popBundle:    h.WithLabelValues("pop_bundle"),
+		prekeyCounts: h.WithLabelValues("prekey_counts"),
+	}
+}
+
+func since(o prometheus.Observer, t time.Time) { o.Observe(time.Since(t).Seconds()) }
+
+func (t *timedStore) Put(ctx context.Context, mb [16]byte, env Envelope, q Quota) (uint64, bool, error) {
+	defer since(t.put, time.Now())
+	return t.s.Put(ctx, mb, env, q)
+}
+
+func (t *timedStore) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]Envelope, error) {
+	defer since(t.pending, time.Now())
+	return t.s.Pending(ctx, mb, after, limit)
+}
+
+func (t *timedStore) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
+	defer since(t.ack, time.Now())
+	return t.s.Ack(ctx, mb, seqs)
+}
+
+func (t *timedStore) Expire(ctx context.Context, cutoff time.Time) (int, error) {
+	defer since(t.expire, time.Now())
+	return t.s.Expire(ctx, cutoff)
+}
+
+func (t *timedStore) Usage(ctx context.Context, mb [16]byte) (Usage, error) {
+	defer since(t.usage, time.Now())
+	return t.s.Usage(ctx, mb)
+}
+
+func (t *timedStore) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	defer since(t.setToken, time.Now())
+	return t.s.SetToken(ctx, mb, hash)
+}
+
+func (t *timedStore) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
+	defer since(t.token, time.Now())
+	return t.s.Token(ctx, mb)
+}
+
+func (t *timedStore) PutPrekeys(ctx context.Context, mb [16]byte, up PrekeyUpload, max int) error {
+	defer since(t.putPrekeys, time.Now())
+	return t.s.PutPrekeys(ctx, mb, up, max)
+}
+
+func (t *timedStore) PopBundle(ctx context.Context, mb [16]byte) (Bundle, error) {
+	defer since(t.popBundle, time.Now())
+	return t.s.PopBundle(ctx, mb)
+}
+
+func (t *timedStore) PrekeyCounts(ctx context.Context, mb [16]byte) (int, int, error) {
+	defer since(t.prekeyCounts, time.Now())
+	return t.s.PrekeyCounts(ctx, mb)
+}
+
+func (t *timedStore) Close() error { return t.s.Close() }
