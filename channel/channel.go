@@ -290,14 +290,13 @@ func readHandshake(conn net.Conn, max int) ([]byte, error) {
 // longAgo is a deadline in the past, to wake blocked I/O.
 var longAgo = time.Unix(1, 0)
 
-// deadlineFromContext makes conn's I/O fail when ctx ends, and returns a
+// deadlineFromContext makes conn's I/O fail when ctx ends (by moving the
+// deadline into the past once ctx is done, so ctx.Err() is already set when
+// the I/O fails), and returns a
 // function that undoes it (waiting for a concurrent wake-up to finish).
 func deadlineFromContext(ctx context.Context, conn net.Conn) func() {
 	if ctx.Done() == nil {
 		return func() {}
-	}
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
 	}
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {

@@ -1,0 +1,346 @@
+package channel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/wire"
+)
+
+// throttled slows writes to about rate bytes per second,
+// like a slow link, in 8 KiB steps.
+type throttled struct {
+	net.Conn
+	rate int
+}
+
+func (c throttled) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 8<<10)
+		time.Sleep(time.Duration(k) * time.Second / time.Duration(c.rate))
+		m, err := c.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// TestSmallFrameNotDelayed starts a 1 MiB send over a slow link, then a
+// small one, and checks the small frame arrives before the large one is
+// complete.
+func TestSmallFrameNotDelayed(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	cli, srv, _, _ := pairOver(t, throttled{Conn: a, rate: 4 << 20}, b) // 1 MiB takes ~250 ms
+	ctx := context.Background()
+	large := wire.Frame{Type: 1, Payload: bytes.Repeat([]byte{1}, wire.MaxPayload)}
+	small := wire.Frame{Type: 2, Payload: []byte("hello")}
+
+	got := make(chan wire.Type, 2)
+	go func() {
+		for range 2 {
+			f, err := srv.Recv(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- f.Type
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := cli.Send(ctx, large); err != nil {
+			t.Error(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		time.Sleep(30 * time.Millisecond) // the large frame is under way
+		if err := cli.Send(ctx, small); err != nil {
+			t.Error(err)
+		}
+	}()
+	wg.Wait()
+	first, second := <-got, <-got
+	if first != 2 || second != 1 {
+		t.Fatalf("frames arrived as %v then %v, want the small (2) before the large (1)", first, second)
+	}
+}
+
+// TestConcurrentSends sends frames of mixed sizes from many goroutines and
+// checks each arrives intact, and that each goroutine's frames keep their
+// order.
+func TestConcurrentSends(t *testing.T) {
+	t.Parallel()
+	cli, srv, _, _ := pipePair(t)
+	ctx := context.Background()
+	const senders, each = 8, 20
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				n := (s*7919 + i*104729) % (3 * MaxRecordData)
+				if i%5 == 0 {
+					n = 200 << 10
+				}
+				p := bytes.Repeat([]byte{byte(i)}, n)
+				if n >= 2 {
+					p[0], p[1] = byte(s), byte(i)
+				}
+				if err := cli.Send(ctx, wire.Frame{Type: wire.Type(s + 1), Payload: p}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	next := make([]int, senders)
+	for range senders * each {
+		f, err := srv.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := int(f.Type) - 1
+		i := next[s]
+		next[s]++
+		if len(f.Payload) >= 2 && (f.Payload[0] != byte(s) || f.Payload[1] != byte(i)) {
+			t.Fatalf("sender %d: got frame %d, want %d", s, f.Payload[1], i)
+		}
+		for _, c := range f.Payload[2:] {
+			if c != byte(i) {
+				t.Fatalf("sender %d frame %d: corrupted payload", s, i)
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func TestCloseUnblocks(t *testing.T) {
+	t.Parallel()
+	_, srv, _, _ := pipePair(t)
+	ctx := context.Background()
+	recvErr := make(chan error, 1)
+	go func() {
+		_, err := srv.Recv(ctx)
+		recvErr <- err
+	}()
+	sendErr := make(chan error, 2)
+	for range 2 { // nobody reads on the client side, so these block
+		go func() {
+			sendErr <- srv.Send(ctx, wire.Frame{Type: 1, Payload: make([]byte, 100<<10)})
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	srv.Close()
+	if err := srv.Close(); err != nil {
+		t.Errorf("second Close: got %v, want nil", err)
+	}
+	if err := <-recvErr; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Recv after Close: got %v, want net.ErrClosed", err)
+	}
+	for range 2 {
+		if err := <-sendErr; err == nil {
+			t.Error("Send unblocked by Close: got nil error")
+		}
+	}
+	if err := srv.Send(ctx, wire.Frame{Type: 1}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Send after Close: got %v, want net.ErrClosed", err)
+	}
+}
+
+func TestRecvContext(t *testing.T) {
+	t.Parallel()
+	cli, srv, _, _ := pipePair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := srv.Recv(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Recv with expiring ctx: got %v, want context.DeadlineExceeded", err)
+	}
+	// The channel still works after a cancelled Recv, including when the
+	// cancellation cut a record in half.
+	want := wire.Frame{Type: 9, Payload: bytes.Repeat([]byte{9}, 300<<10)}
+	go cli.Send(context.Background(), want)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		got, err := srv.Recv(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && i < 10000 {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Type != want.Type || !bytes.Equal(got.Payload, want.Payload) {
+			t.Fatalf("got type %v len %d, want type %v len %d", got.Type, len(got.Payload), want.Type, len(want.Payload))
+		}
+		break
+	}
+}
+
+// TestSendContextAbort cancels a large send part-way and checks the receiver
+// drops it and still receives what follows.
+func TestSendContextAbort(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	cli, srv, _, _ := pairOver(t, throttled{Conn: a, rate: 2 << 20}, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Millisecond)
+	defer cancel()
+	got := make(chan wire.Frame, 4)
+	go func() {
+		for {
+			f, err := srv.Recv(context.Background())
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- f
+		}
+	}()
+	err := cli.Send(ctx, wire.Frame{Type: 1, Payload: make([]byte, wire.MaxPayload)})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send with expiring ctx: got %v, want context.DeadlineExceeded", err)
+	}
+	if err := cli.Send(context.Background(), wire.Frame{Type: 2, Payload: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	f := <-got
+	if f.Type != 2 || string(f.Payload) != "after" {
+		t.Fatalf("got frame %v %q, want 2 \"after\" (the aborted frame must be dropped)", f.Type, f.Payload)
+	}
+}
+
+func TestWrongRelayKey(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	relay, other, cliKey := mustKey(t), mustKey(t), mustKey(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	serr := make(chan error, 1)
+	go func() {
+		_, err := Server(ctx, b, relay)
+		serr <- err
+	}()
+	if _, err := Client(ctx, a, cliKey, other.Public); err == nil {
+		t.Error("client handshake with the wrong relay key succeeded")
+	}
+	if err := <-serr; !errors.Is(err, ErrHandshake) {
+		t.Errorf("server: got %v, want ErrHandshake", err)
+	}
+}
+
+// TestServerGarbage checks that a relay given garbage closes the conn
+// without writing a byte.
+func TestServerGarbage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		input []byte
+	}{
+		{"http", []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")},
+		{"zero length", []byte{0, 0}},
+		{"short message 1", append([]byte{0, 96}, make([]byte, 96)...)},
+		{"tls hello", append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, make([]byte, 512)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := net.Pipe()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			serr := make(chan error, 1)
+			go func() {
+				_, err := Server(ctx, b, mustKey(t))
+				serr <- err
+			}()
+			go a.Write(tc.input)
+			n, err := io.Copy(io.Discard, a) // ends when the server closes
+			if n != 0 || err != nil {
+				t.Errorf("server wrote %d bytes (err %v), want 0 and a close", n, err)
+			}
+			if err := <-serr; !errors.Is(err, ErrHandshake) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("Server: got %v, want ErrHandshake", err)
+			}
+		})
+	}
+}
+
+// TestReplayedFirstMessage replays a genuine client's first message to a new
+// server: the server answers but never accepts the connection.
+func TestReplayedFirstMessage(t *testing.T) {
+	t.Parallel()
+	relay, cliKey := mustKey(t), mustKey(t)
+	a, b := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go Client(ctx, a, cliKey, relay.Public)
+	msg1, err := readHandshake(b, maxHandshakeMsg1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	x, y := net.Pipe()
+	serr := make(chan error, 1)
+	go func() {
+		_, err := Server(ctx, y, relay)
+		serr <- err
+	}()
+	replay := append([]byte{0, byte(len(msg1))}, msg1...)
+	if _, err := x.Write(replay); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readHandshake(x, maxHandshakeMsg2); err != nil {
+		t.Fatal(err)
+	}
+	// The attacker cannot make the confirmation record.
+	x.Write(append([]byte{0, tagLen}, make([]byte, tagLen)...))
+	if err := <-serr; !errors.Is(err, ErrHandshake) {
+		t.Fatalf("Server on a replayed message 1: got %v, want ErrHandshake", err)
+	}
+}
+
+func TestHandshakeDeadline(t *testing.T) {
+	t.Parallel()
+	_, b := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := Server(ctx, b, mustKey(t))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Server with silent peer: got %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestSendTooLarge(t *testing.T) {
+	t.Parallel()
+	cli, _, _, _ := pipePair(t)
+	err := cli.Send(context.Background(), wire.Frame{Type: 1, Payload: make([]byte, wire.MaxPayload+1)})
+	if !errors.Is(err, wire.ErrTooLarge) {
+		t.Fatalf("got %v, want wire.ErrTooLarge", err)
+	}
+}
+
+func TestMailboxID(t *testing.T) {
+	t.Parallel()
+	var k [32]byte
+	k[0] = 1
+	if MailboxID(k) != wire.MailboxID(k) {
+		t.Fatal("channel.MailboxID differs from wire.MailboxID")
+	}
+	if got := fmt.Sprintf("%x", MailboxID([32]byte{})); len(got) != 32 {
+		t.Fatalf("mailbox id %s is not 16 bytes", got)
+	}
+}
