@@ -98,6 +98,12 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	if err := c.upload(ctx, cn, nil); err != nil {
 		return err
 	}
+	if err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		_, err := tx.ForgetSeen(c.now().Add(-seenRetention))
+		return err
+	}); err != nil {
+		return err
+	}
 	const subReq = 3
 	if err := cn.send(ctx, wire.Subscribe{ReqID: subReq}); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
