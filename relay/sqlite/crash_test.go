@@ -38,7 +38,7 @@ func TestCrashHelper(t *testing.T) {
 		os.Exit(1)
 	}
 	up := relay.PrekeyUpload{Signed: []byte("signed")}
-	for i := range uint32(1000) {
+	for i := range uint32(300) {
 		up.OneTime = append(up.OneTime, relay.Prekey{ID: i, Data: []byte("k")})
 	}
 	if err := s.SetToken(ctx, crashBox, [32]byte{1}); err != nil {
@@ -110,7 +110,7 @@ func TestKill9(t *testing.T) {
 	puts := map[string]uint64{}
 	pops := map[uint32]bool{}
 	lines := bufio.NewScanner(stdout)
-	for lines.Scan() && len(puts) < 600 {
+	for lines.Scan() && len(puts) < 300 {
 		f := strings.Fields(lines.Text())
 		switch {
 		case len(f) == 3 && f[0] == "put":
@@ -133,7 +133,7 @@ func TestKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	if len(puts) < 600 {
+	if len(puts) < 300 {
 		t.Fatalf("helper acknowledged only %d puts before exiting", len(puts))
 	}
 
