@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -81,8 +82,32 @@ type Invite struct {
 
 var b64 = base64.RawURLEncoding.Strict()
 
-// String formats the relay link. It does not validate r; Parse rejects what
-// String would write for an invalid Relay.
+// Check reports whether r can be written as a link that parses back to r.
+func (r Relay) Check() error {
+	got, err := ParseRelay(r.String())
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(got.Endpoints, r.Endpoints) {
+		return errors.New("relay link: an endpoint address contains link syntax")
+	}
+	return nil
+}
+
+// Check reports whether i can be written as a link that parses back to i.
+func (i Invite) Check() error {
+	got, err := ParseInvite(i.String())
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(got.Relay.Endpoints, i.Relay.Endpoints) {
+		return errors.New("invite link: an endpoint address contains link syntax")
+	}
+	return nil
+}
+
+// String formats the relay link. It does not validate r: call Check first
+// on a Relay that did not come from ParseRelay.
 func (r Relay) String() string {
 	var b strings.Builder
 	b.WriteString(relayPrefix)
