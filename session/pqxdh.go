@@ -189,8 +189,7 @@ func Initiate(rand io.Reader, self *Identity, b *Bundle) (*Session, error) {
 	s := &Session{Rand: rand}
 	st := &s.st
 	st.initiator = true
-	st.local, st.remote = self.Public(), b.Identity
-	st.ad = associatedData(&self.xpub, &uB)
+	st.setIdentities(self.Public(), b.Identity, &self.xpub, &uB)
 	st.baseKey = im.ephemeral
 	if err := st.initAlice(rand, &sk, &hka, &nhkb, b.SignedPrekey.Public[:]); err != nil {
 		return nil, fmt.Errorf("initiate: %w", err)
@@ -258,16 +257,20 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 	kemIndex := findKEM(ps.kem, im.kemID)
 	switch {
 	case kemIndex >= 0:
-		dk = ps.kem[kemIndex].dk
+		dk = ps.kem[kemIndex].decapsulationKey()
 	case ps.lastResort.id == im.kemID:
-		dk = ps.lastResort.dk
+		dk = ps.lastResort.decapsulationKey()
 		used.LastResort = true
 	default:
 		return nil, nil, used, fmt.Errorf("respond: kem prekey %d: %w", im.kemID, ErrUnknownPrekey)
 	}
 	used.KEM = im.kemID
 
-	dh1, err := spk.priv.ECDH(ikA)
+	spkKey, err := spk.privateKey()
+	if err != nil {
+		return nil, nil, used, fmt.Errorf("respond: %w", ErrInvalidKey)
+	}
+	dh1, err := spkKey.ECDH(ikA)
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("respond: %w", ErrInvalidKey)
 	}
@@ -275,13 +278,17 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("respond: ephemeral: %w", err)
 	}
-	dh3, err := x25519(spk.priv, im.ephemeral[:])
+	dh3, err := x25519(spkKey, im.ephemeral[:])
 	if err != nil {
 		return nil, nil, used, fmt.Errorf("respond: ephemeral: %w", err)
 	}
 	dhs := [][]byte{dh1, dh2, dh3}
 	if otIndex >= 0 {
-		dh4, err := x25519(ps.oneTime[otIndex].priv, im.ephemeral[:])
+		otKey, err := ps.oneTime[otIndex].privateKey()
+		if err != nil {
+			return nil, nil, used, fmt.Errorf("respond: %w", ErrInvalidKey)
+		}
+		dh4, err := x25519(otKey, im.ephemeral[:])
 		if err != nil {
 			return nil, nil, used, fmt.Errorf("respond: ephemeral: %w", err)
 		}
@@ -299,10 +306,9 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 
 	s := &Session{Rand: rand}
 	st := &s.st
-	st.local, st.remote = self.Public(), im.identity
-	st.ad = associatedData(&uA, &self.xpub)
+	st.setIdentities(self.Public(), im.identity, &self.xpub, &uA)
 	st.baseKey = im.ephemeral
-	st.initBob(&sk, &hka, &nhkb, spk.priv)
+	st.initBob(&sk, &hka, &nhkb, spkKey)
 	if len(im.ratchet) < ratchetOverhead {
 		return nil, nil, used, fmt.Errorf("respond: %w", ErrDecrypt)
 	}

@@ -193,17 +193,43 @@ type PrekeySet struct {
 // its predecessor, for initial messages still in flight after a rotation.
 const maxSigned = 2
 
+// Private prekeys keep their raw bytes; the crypto/ecdh and crypto/mlkem
+// objects are built on first use, so loading a set does no key arithmetic.
 type x25519Prekey struct {
 	id   uint32
-	priv *ecdh.PrivateKey
+	priv [keyLen]byte
+	pub  [keyLen]byte
 	sig  [sigLen]byte
+	key  *ecdh.PrivateKey // built from priv on first use
 }
 
 type kemPrekey struct {
 	id   uint32
 	seed [kemSeedLen]byte
-	dk   *mlkem.DecapsulationKey768
 	sig  [sigLen]byte
+	dk   *mlkem.DecapsulationKey768 // built from seed on first use
+}
+
+func (k *x25519Prekey) privateKey() (*ecdh.PrivateKey, error) {
+	if k.key == nil {
+		key, err := ecdh.X25519().NewPrivateKey(k.priv[:])
+		if err != nil {
+			return nil, err
+		}
+		k.key = key
+	}
+	return k.key, nil
+}
+
+func (k *kemPrekey) decapsulationKey() *mlkem.DecapsulationKey768 {
+	if k.dk == nil {
+		dk, err := mlkem.NewDecapsulationKey768(k.seed[:])
+		if err != nil {
+			panic("session: ml-kem seed of the wrong length") // seed is a fixed-size array
+		}
+		k.dk = dk
+	}
+	return k.dk
 }
 
 // GeneratePrekeys creates a prekey set for id with one signed prekey, n
@@ -236,8 +262,10 @@ func (ps *PrekeySet) newX25519(rand io.Reader, id *Identity, typ byte) (x25519Pr
 	if err != nil {
 		return x25519Prekey{}, fmt.Errorf("generate prekey: %w", err)
 	}
-	k := x25519Prekey{id: ps.takeID(), priv: priv}
-	copy(k.sig[:], id.Sign(prekeySigMessage(typ, k.id, priv.PublicKey().Bytes())))
+	k := x25519Prekey{id: ps.takeID(), key: priv}
+	copy(k.priv[:], priv.Bytes())
+	copy(k.pub[:], priv.PublicKey().Bytes())
+	copy(k.sig[:], id.Sign(prekeySigMessage(typ, k.id, k.pub[:])))
 	return k, nil
 }
 
@@ -313,7 +341,7 @@ func (ps *PrekeySet) Records() Records {
 
 func (k *x25519Prekey) public() Prekey {
 	p := Prekey{ID: k.id, Signature: k.sig}
-	copy(p.Public[:], k.priv.PublicKey().Bytes())
+	p.Public = k.pub
 	return p
 }
 
@@ -324,7 +352,7 @@ func (k *x25519Prekey) record(typ byte) []byte {
 
 func (k *kemPrekey) public(lastResort bool) KEMPrekey {
 	p := KEMPrekey{ID: k.id, LastResort: lastResort, Signature: k.sig}
-	copy(p.Public[:], k.dk.EncapsulationKey().Bytes())
+	copy(p.Public[:], k.decapsulationKey().EncapsulationKey().Bytes())
 	return p
 }
 
@@ -386,11 +414,11 @@ func findKEM(keys []kemPrekey, id uint32) int {
 //
 //	set     = version(1) = 0x01 || next id(4) || nsigned(1) || signed*
 //	          || nonetime(4) || onetime* || nkem(4) || kem* || last-resort kem
-//	signed, onetime = id(4) || private key(32) || signature(64)
+//	signed, onetime = id(4) || private key(32) || public key(32) || signature(64)
 //	kem     = id(4) || seed(64) || signature(64)
 const (
 	prekeySetVersion = 0x01
-	x25519EntryLen   = 4 + keyLen + sigLen
+	x25519EntryLen   = 4 + 2*keyLen + sigLen
 	kemEntryLen      = 4 + kemSeedLen + sigLen
 )
 
@@ -415,7 +443,8 @@ func (ps *PrekeySet) MarshalBinary() ([]byte, error) {
 
 func (k *x25519Prekey) appendEntry(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, k.id)
-	b = append(b, k.priv.Bytes()...)
+	b = append(b, k.priv[:]...)
+	b = append(b, k.pub[:]...)
 	return append(b, k.sig[:]...)
 }
 
@@ -445,11 +474,8 @@ func (ps *PrekeySet) UnmarshalBinary(data []byte) error {
 		keys := make([]x25519Prekey, count)
 		for i := range keys {
 			keys[i].id = r.uint32()
-			priv, err := ecdh.X25519().NewPrivateKey(r.bytes(keyLen))
-			if err != nil {
-				return nil, false
-			}
-			keys[i].priv = priv
+			keys[i].priv = r.key()
+			keys[i].pub = r.key()
 			copy(keys[i].sig[:], r.bytes(sigLen))
 		}
 		return keys, !r.bad
@@ -463,13 +489,8 @@ func (ps *PrekeySet) UnmarshalBinary(data []byte) error {
 			keys[i].id = r.uint32()
 			copy(keys[i].seed[:], r.bytes(kemSeedLen))
 			copy(keys[i].sig[:], r.bytes(sigLen))
-			dk, err := mlkem.NewDecapsulationKey768(keys[i].seed[:])
-			if err != nil || r.bad {
-				return nil, false
-			}
-			keys[i].dk = dk
 		}
-		return keys, true
+		return keys, !r.bad
 	}
 	var ok bool
 	if n.signed, ok = readX(ns); !ok {

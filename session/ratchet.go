@@ -80,12 +80,17 @@ type state struct {
 	initiator bool
 	local     PublicIdentity
 	remote    PublicIdentity
-	ad        [adLen]byte
+	uLocal    [keyLen]byte // X25519 form of local
+	uRemote   [keyLen]byte // X25519 form of remote
+	ad        [adLen]byte  // from uLocal and uRemote
 	baseKey   [keyLen]byte // the initiator's PQXDH ephemeral public key
 
-	rk     [keyLen]byte
-	dhs    *ecdh.PrivateKey
-	dhsPub [keyLen]byte // dhs's public key
+	rk      [keyLen]byte
+	dhsPriv [keyLen]byte
+	dhsPub  [keyLen]byte
+	// dhs is dhsPriv as a crypto/ecdh key, built on first use: building
+	// one costs a scalar multiplication, which loading a state should not.
+	dhs *ecdh.PrivateKey
 	dhr    [keyLen]byte
 	hasDHr bool
 	cks    [keyLen]byte
@@ -272,7 +277,31 @@ var headerAD = []byte{msgRatchet}
 // setDHs makes k the sending ratchet key pair.
 func (st *state) setDHs(k *ecdh.PrivateKey) {
 	st.dhs = k
+	copy(st.dhsPriv[:], k.Bytes())
 	copy(st.dhsPub[:], k.PublicKey().Bytes())
+}
+
+// dhsKey returns the sending ratchet private key, building it if needed.
+func (st *state) dhsKey() (*ecdh.PrivateKey, error) {
+	if st.dhs == nil {
+		k, err := ecdh.X25519().NewPrivateKey(st.dhsPriv[:])
+		if err != nil {
+			return nil, err
+		}
+		st.dhs = k
+	}
+	return st.dhs, nil
+}
+
+// setIdentities sets the identities, their X25519 forms and AD.
+func (st *state) setIdentities(local, remote PublicIdentity, uLocal, uRemote *[keyLen]byte) {
+	st.local, st.remote = local, remote
+	st.uLocal, st.uRemote = *uLocal, *uRemote
+	if st.initiator {
+		st.ad = associatedData(uLocal, uRemote)
+	} else {
+		st.ad = associatedData(uRemote, uLocal)
+	}
 }
 
 // header is a decrypted message header.
@@ -434,7 +463,11 @@ func mustAEAD(key *[keyLen]byte) cipher.AEAD {
 
 // dhRatchet is DHRatchetHE on a staged state.
 func (st *state) dhRatchet(r io.Reader, h *header) error {
-	dh, err := x25519(st.dhs, h.dh[:])
+	dhs0, err := st.dhsKey()
+	if err != nil {
+		return ErrDecrypt
+	}
+	dh, err := x25519(dhs0, h.dh[:])
 	if err != nil {
 		return ErrDecrypt
 	}
@@ -511,12 +544,4 @@ func (s *Session) openBodyWith(st *state, seed *[keyLen]byte, prefix, msg, body,
 		return nil, false
 	}
 	return pt, true
-}
-
-func ecdhX25519Private(b []byte) (*ecdh.PrivateKey, error) {
-	k, err := ecdh.X25519().NewPrivateKey(b)
-	if err != nil {
-		return nil, ErrMalformed
-	}
-	return k, nil
 }

@@ -8,7 +8,9 @@ import (
 // Session state encoding (docs/protocol.md section 2.8), secret:
 //
 //	state  = version(1) = 0x01 || flags(1) || local identity(32)
-//	         || remote identity(32) || base key(32) || RK(32) || DHs private(32)
+//	         || remote identity(32) || local X25519 form(32)
+//	         || remote X25519 form(32) || base key(32) || RK(32)
+//	         || DHs private(32) || DHs public(32)
 //	         || [DHr(32)] || [CKs(32)] || [CKr(32)] || [HKs(32)] || [HKr(32)]
 //	         || NHKs(32) || NHKr(32) || Ns(4) || Nr(4) || PN(4)
 //	         || nchains(2) || chain* || npending(2) || pending
@@ -18,6 +20,10 @@ import (
 // set: 0x01 initiator, 0x02 DHr, 0x04 CKs, 0x08 CKr, 0x10 HKs, 0x20 HKr;
 // other bits are zero. Chains are oldest first, keys in increasing N, and
 // no chain is empty; pending is empty or an initial-message prefix.
+//
+// The X25519 forms of the identities and the public ratchet key are stored
+// so that loading a state does no curve arithmetic; the store is trusted
+// for integrity (it holds every key of the session anyway).
 const (
 	stateVersion = 0x01
 
@@ -47,9 +53,12 @@ func (s *Session) MarshalBinary() ([]byte, error) {
 	b = append(b, stateVersion, flags)
 	b = append(b, st.local[:]...)
 	b = append(b, st.remote[:]...)
+	b = append(b, st.uLocal[:]...)
+	b = append(b, st.uRemote[:]...)
 	b = append(b, st.baseKey[:]...)
 	b = append(b, st.rk[:]...)
-	b = append(b, st.dhs.Bytes()...)
+	b = append(b, st.dhsPriv[:]...)
+	b = append(b, st.dhsPub[:]...)
 	if st.hasDHr {
 		b = append(b, st.dhr[:]...)
 	}
@@ -107,9 +116,11 @@ func parseState(data []byte) (*state, error) {
 	st.initiator = flags&flagInitiator != 0
 	st.local = PublicIdentity(r.bytes(32))
 	st.remote = PublicIdentity(r.bytes(32))
+	uLocal, uRemote := r.key(), r.key()
 	st.baseKey = r.key()
 	st.rk = r.key()
-	dhs := r.key()
+	st.dhsPriv = r.key()
+	st.dhsPub = r.key()
 	opt := func(bit byte, dst *[keyLen]byte) bool {
 		if flags&bit == 0 {
 			return false
@@ -162,20 +173,6 @@ func parseState(data []byte) (*state, error) {
 	if r.bad || r.left() != 0 {
 		return nil, ErrMalformed
 	}
-	uLocal, err1 := st.local.montgomery()
-	uRemote, err2 := st.remote.montgomery()
-	if err1 != nil || err2 != nil {
-		return nil, ErrInvalidKey
-	}
-	if st.initiator {
-		st.ad = associatedData(&uLocal, &uRemote)
-	} else {
-		st.ad = associatedData(&uRemote, &uLocal)
-	}
-	priv, err := ecdhX25519Private(dhs[:])
-	if err != nil {
-		return nil, err
-	}
-	st.setDHs(priv)
+	st.setIdentities(st.local, st.remote, &uLocal, &uRemote)
 	return st, nil
 }
