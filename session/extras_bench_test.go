@@ -172,7 +172,7 @@ func BenchmarkGroupDecrypt(b *testing.B) {
 			i = 0
 			b.StartTimer()
 		}
-		if _, _, err := r.Decrypt(msgs[i]); err != nil {
+		if _, err := r.Decrypt(pubs[0], msgs[i]); err != nil {
 			b.Fatal(err)
 		}
 		i++

@@ -250,7 +250,8 @@ func (d *distribution) marshal() []byte {
 // ProcessDistribution installs the sender key in dist, received from member
 // from over the pairwise session (which authenticates from). A key of a
 // later epoch replaces the member's previous one; the same key again is
-// ignored; an older epoch is rejected.
+// ignored; an older epoch is rejected. Key ids need not be unique across
+// members: messages are looked up by their authenticated sender.
 func (g *Group) ProcessDistribution(from PublicIdentity, dist []byte) error {
 	d, err := parseDistribution(dist)
 	if err != nil {
@@ -262,11 +263,6 @@ func (g *Group) ProcessDistribution(from PublicIdentity, dist []byte) error {
 	cur, ok := g.members[from]
 	if !ok {
 		return errors.New("process sender key distribution: sender is not a member")
-	}
-	for m, c := range g.members {
-		if m != from && c != nil && c.keyID == d.keyID {
-			return errors.New("process sender key distribution: key id in use by another member")
-		}
 	}
 	if cur != nil {
 		switch {
@@ -359,31 +355,30 @@ func parseGroupMessage(b []byte) (*groupHeader, error) {
 	return h, nil
 }
 
-// Decrypt checks the signature on a group message, decrypts it and returns
-// its sender and plaintext. Messages may arrive out of order within
-// MaxGroupSkip; a replayed or too old message is rejected. On any error the
-// group state is unchanged.
-func (g *Group) Decrypt(msg []byte) (PublicIdentity, []byte, error) {
+// Decrypt checks the signature on a group message from member from,
+// decrypts it and returns the plaintext. from is the sender's identity as
+// authenticated by the channel the message came in (Open for a
+// sealed-sender envelope, or the pairwise session), so that no member can
+// have another member's messages attributed to it. Messages may arrive out
+// of order within MaxGroupSkip; a replayed or too old message is rejected.
+// On any error the group state is unchanged.
+func (g *Group) Decrypt(from PublicIdentity, msg []byte) ([]byte, error) {
 	h, err := parseGroupMessage(msg)
 	if err != nil {
-		return PublicIdentity{}, nil, err
+		return nil, err
 	}
 	if h.group != g.id {
-		return PublicIdentity{}, nil, errors.New("decrypt group message: another group")
+		return nil, errors.New("decrypt group message: another group")
 	}
-	var sender PublicIdentity
-	var c *senderChain
-	for m, mc := range g.members {
-		if mc != nil && mc.keyID == h.keyID && mc.epoch == h.epoch {
-			sender, c = m, mc
-			break
-		}
+	c, ok := g.members[from]
+	if !ok {
+		return nil, errors.New("decrypt group message: sender is not a member")
 	}
-	if c == nil {
-		return PublicIdentity{}, nil, fmt.Errorf("decrypt group message: key %08x epoch %d: %w", h.keyID, h.epoch, ErrNoSenderKey)
+	if c == nil || c.keyID != h.keyID || c.epoch != h.epoch {
+		return nil, fmt.Errorf("decrypt group message: key %08x epoch %d: %w", h.keyID, h.epoch, ErrNoSenderKey)
 	}
-	fail := func(why string) (PublicIdentity, []byte, error) {
-		return PublicIdentity{}, nil, fmt.Errorf("decrypt group message: %s: %w", why, ErrDecrypt)
+	fail := func(why string) ([]byte, error) {
+		return nil, fmt.Errorf("decrypt group message: %s: %w", why, ErrDecrypt)
 	}
 	body := msg[:len(msg)-ed25519.SignatureSize]
 	if !ed25519.Verify(c.sigPub[:], body, msg[len(body):]) {
@@ -421,7 +416,7 @@ func (g *Group) Decrypt(msg []byte) (PublicIdentity, []byte, error) {
 	// Commit.
 	if fromSkipped {
 		delete(c.skipped, h.iteration)
-		return sender, pt, nil
+		return pt, nil
 	}
 	for i, k := range newSkipped {
 		c.skipped[c.iteration+uint32(i)] = k
@@ -438,7 +433,7 @@ func (g *Group) Decrypt(msg []byte) (PublicIdentity, []byte, error) {
 			delete(c.skipped, it)
 		}
 	}
-	return sender, pt, nil
+	return pt, nil
 }
 
 // Group state encoding, version 1 (for the client's store; secret):
@@ -520,7 +515,6 @@ func (g *Group) UnmarshalBinary(b []byte) error {
 	n.members = make(map[PublicIdentity]*senderChain, count)
 	rest := b[groupStateFixedLen:]
 	var prev []byte
-	keyIDs := map[uint32]bool{}
 	for range count {
 		if len(rest) < 33 {
 			return bad("truncated member")
@@ -549,10 +543,6 @@ func (g *Group) UnmarshalBinary(b []byte) error {
 		}
 		copy(c.chainKey[:], rest[12:44])
 		copy(c.sigPub[:], rest[44:76])
-		if keyIDs[c.keyID] {
-			return bad("duplicate key id")
-		}
-		keyIDs[c.keyID] = true
 		ns := int(binary.BigEndian.Uint16(rest[76:78]))
 		rest = rest[groupMemberKeyLen:]
 		if ns > MaxGroupSkipped || len(rest) < ns*groupSkippedLen {

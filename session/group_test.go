@@ -83,9 +83,9 @@ func TestGroupSendReceive(t *testing.T) {
 				if to == from {
 					continue
 				}
-				s, got, err := net.groups[to].Decrypt(msg)
-				if err != nil || s != from || !bytes.Equal(got, pt) {
-					t.Fatalf("decrypt: %x, %q, %v", s[:4], got, err)
+				got, err := net.groups[to].Decrypt(from, msg)
+				if err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("decrypt: %q, %v", got, err)
 				}
 			}
 		}
@@ -103,14 +103,14 @@ func TestGroupOutOfOrderAndReplay(t *testing.T) {
 	}
 	order := mrand.New(mrand.NewPCG(1, 2)).Perm(len(msgs))
 	for _, i := range order {
-		_, pt, err := b.Decrypt(msgs[i])
+		pt, err := b.Decrypt(pubs[0], msgs[i])
 		if err != nil || !bytes.Equal(pt, []byte{byte(i)}) {
 			t.Fatalf("message %d: %x, %v", i, pt, err)
 		}
 	}
 	for i, m := range msgs {
 		before := mustMarshal(t, b)
-		if _, _, err := b.Decrypt(m); !errors.Is(err, ErrDecrypt) {
+		if _, err := b.Decrypt(pubs[0], m); !errors.Is(err, ErrDecrypt) {
 			t.Errorf("replay of %d: got %v, want ErrDecrypt", i, err)
 		}
 		if !bytes.Equal(before, mustMarshal(t, b)) {
@@ -132,32 +132,32 @@ func TestGroupSkipBounds(t *testing.T) {
 		msgs = append(msgs, m)
 	}
 	before := mustMarshal(t, b)
-	if _, _, err := b.Decrypt(msgs[MaxGroupSkip+1]); !errors.Is(err, ErrDecrypt) {
+	if _, err := b.Decrypt(pubs[0], msgs[MaxGroupSkip+1]); !errors.Is(err, ErrDecrypt) {
 		t.Errorf("%d ahead: got %v, want ErrDecrypt", MaxGroupSkip+1, err)
 	}
 	if !bytes.Equal(before, mustMarshal(t, b)) {
 		t.Fatal("rejected message changed the state")
 	}
-	if _, _, err := b.Decrypt(msgs[MaxGroupSkip]); err != nil {
+	if _, err := b.Decrypt(pubs[0], msgs[MaxGroupSkip]); err != nil {
 		t.Fatalf("%d ahead: %v", MaxGroupSkip, err)
 	}
 	if n := len(b.members[pubs[0]].skipped); n != MaxGroupSkip {
 		t.Fatalf("%d skipped keys, want %d", n, MaxGroupSkip)
 	}
 	// Five more skipped keys push the five oldest out.
-	if _, _, err := b.Decrypt(msgs[MaxGroupSkip+6]); err != nil {
+	if _, err := b.Decrypt(pubs[0], msgs[MaxGroupSkip+6]); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(b.members[pubs[0]].skipped); n != MaxGroupSkipped {
 		t.Errorf("%d skipped keys, want %d", n, MaxGroupSkipped)
 	}
 	for i := range 5 {
-		if _, _, err := b.Decrypt(msgs[i]); !errors.Is(err, ErrDecrypt) {
+		if _, err := b.Decrypt(pubs[0], msgs[i]); !errors.Is(err, ErrDecrypt) {
 			t.Errorf("evicted message %d: got %v, want ErrDecrypt", i, err)
 		}
 	}
 	for _, i := range []int{5, 100, MaxGroupSkip + 5} {
-		if _, _, err := b.Decrypt(msgs[i]); err != nil {
+		if _, err := b.Decrypt(pubs[0], msgs[i]); err != nil {
 			t.Errorf("kept message %d: %v", i, err)
 		}
 	}
@@ -173,7 +173,7 @@ func TestGroupRejects(t *testing.T) {
 		for i := range msg {
 			m := append([]byte(nil), msg...)
 			m[i] ^= 0x10
-			if _, _, err := b.Decrypt(m); err == nil {
+			if _, err := b.Decrypt(pubs[0], m); err == nil {
 				t.Fatalf("flip at %d accepted", i)
 			}
 		}
@@ -189,19 +189,28 @@ func TestGroupRejects(t *testing.T) {
 		forged = groupAEAD(&mk).Seal(forged, make([]byte, 12), []byte("from a, really"), forged[:groupHeaderLen])
 		forged = append(forged, ed25519.Sign(c.own.sigPriv, forged)...)
 		before := mustMarshal(t, b)
-		if _, _, err := b.Decrypt(forged); !errors.Is(err, ErrDecrypt) {
+		if _, err := b.Decrypt(pubs[0], forged); !errors.Is(err, ErrDecrypt) {
 			t.Errorf("forged message: got %v, want ErrDecrypt", err)
 		}
 		if !bytes.Equal(before, mustMarshal(t, b)) {
 			t.Fatal("forged message changed the state")
 		}
 	})
+	t.Run("attributed to another member", func(t *testing.T) {
+		if _, err := b.Decrypt(pubs[2], msg); !errors.Is(err, ErrNoSenderKey) {
+			t.Errorf("a's message as c's: got %v, want ErrNoSenderKey", err)
+		}
+		outsider := mustIdentity(t, "rejects outsider").Public()
+		if _, err := b.Decrypt(outsider, msg); err == nil {
+			t.Error("message from a non-member accepted")
+		}
+	})
 	t.Run("truncated", func(t *testing.T) {
-		if _, _, err := b.Decrypt(msg[:groupMinMsgLen-1]); !errors.Is(err, ErrMalformed) {
+		if _, err := b.Decrypt(pubs[0], msg[:groupMinMsgLen-1]); !errors.Is(err, ErrMalformed) {
 			t.Errorf("got %v, want ErrMalformed", err)
 		}
 	})
-	if _, pt, err := b.Decrypt(msg); err != nil || string(pt) != "from a" {
+	if pt, err := b.Decrypt(pubs[0], msg); err != nil || string(pt) != "from a" {
 		t.Errorf("genuine message after rejects: %q, %v", pt, err)
 	}
 }
@@ -232,12 +241,6 @@ func TestGroupDistributionRules(t *testing.T) {
 		{"older epoch", pubs[0], old},
 		{"not a member", outsider.Public(), newer},
 		{"another group", pubs[0], other.Distribution()},
-		{"key id of another member", pubs[0], func() []byte {
-			d, _ := parseDistribution(newer)
-			d.epoch++
-			d.keyID = b.members[pubs[2]].keyID
-			return d.marshal()
-		}()},
 		{"malformed", pubs[0], newer[:50]},
 	} {
 		before := mustMarshal(t, b)
@@ -251,8 +254,32 @@ func TestGroupDistributionRules(t *testing.T) {
 	// A message of the replaced epoch has no key any more.
 	a2, _ := NewGroup(extrasDetRand("dist sender key 0"), net.id, pubs[0], pubs[1:])
 	stale, _ := a2.Encrypt([]byte("old epoch"))
-	if _, _, err := b.Decrypt(stale); !errors.Is(err, ErrNoSenderKey) {
+	if _, err := b.Decrypt(pubs[0], stale); !errors.Is(err, ErrNoSenderKey) {
 		t.Errorf("old-epoch message: got %v, want ErrNoSenderKey", err)
+	}
+}
+
+// TestGroupForwardedDistribution: a member who passes another member's
+// distribution off as its own cannot get that member's messages attributed
+// to it, nor block them.
+func TestGroupForwardedDistribution(t *testing.T) {
+	t.Parallel()
+	id, _ := NewIdentity(extrasDetRand("forward a"))
+	m, _ := NewIdentity(extrasDetRand("forward m"))
+	bID, _ := NewIdentity(extrasDetRand("forward b"))
+	a, mal, b := id.Public(), m.Public(), bID.Public()
+	var gid GroupID
+	ga, _ := NewGroup(extrasDetRand("forward a key"), gid, a, []PublicIdentity{mal, b})
+	gb, _ := NewGroup(extrasDetRand("forward b key"), gid, b, []PublicIdentity{a, mal})
+	if err := gb.ProcessDistribution(mal, ga.Distribution()); err != nil {
+		t.Fatal(err)
+	}
+	if err := gb.ProcessDistribution(a, ga.Distribution()); err != nil {
+		t.Fatalf("a's own distribution after the forgery: %v", err)
+	}
+	msg, _ := ga.Encrypt([]byte("from a"))
+	if pt, err := gb.Decrypt(a, msg); err != nil || string(pt) != "from a" {
+		t.Errorf("a's message: %q, %v", pt, err)
 	}
 }
 
@@ -313,12 +340,12 @@ func TestGroupRemovedMemberLockedOut(t *testing.T) {
 						if to == from {
 							continue
 						}
-						if s, got, err := net.groups[to].Decrypt(msg); err != nil || s != from || !bytes.Equal(got, pt) {
+						if got, err := net.groups[to].Decrypt(from, msg); err != nil || !bytes.Equal(got, pt) {
 							t.Fatalf("step %d: remaining member failed: %v", step, err)
 						}
 					}
 					for _, to := range removed {
-						if _, got, err := net.groups[to].Decrypt(msg); err == nil {
+						if got, err := net.groups[to].Decrypt(from, msg); err == nil {
 							t.Fatalf("step %d: removed member read %q", step, got)
 						}
 					}
@@ -340,7 +367,7 @@ func TestGroupStateRoundTrip(t *testing.T) {
 		m, _ := a.Encrypt([]byte{byte(i)})
 		msgs = append(msgs, m)
 	}
-	b.Decrypt(msgs[4]) // leaves 4 skipped keys
+	b.Decrypt(pubs[0], msgs[4]) // leaves 4 skipped keys
 	if _, err := b.AddMember(mustIdentity(t, "state joiner").Public()); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +380,7 @@ func TestGroupStateRoundTrip(t *testing.T) {
 		t.Fatal("marshal(unmarshal(x)) != x")
 	}
 	for _, i := range []int{0, 3, 5} {
-		_, pt, err := b2.Decrypt(msgs[i])
+		pt, err := b2.Decrypt(pubs[0], msgs[i])
 		if err != nil || pt[0] != byte(i) {
 			t.Errorf("restored state, message %d: %v", i, err)
 		}
@@ -438,7 +465,7 @@ func genGroupVectors(t *testing.T) groupVectors {
 		v.Plaintexts = append(v.Plaintexts, hex.EncodeToString([]byte(p)))
 		v.Messages = append(v.Messages, hex.EncodeToString(m))
 	}
-	if _, _, err := gb.Decrypt(unhex(t, v.Messages[2])); err != nil {
+	if _, err := gb.Decrypt(alice, unhex(t, v.Messages[2])); err != nil {
 		t.Fatal(err)
 	}
 	v.BobStateAfter = hex.EncodeToString(mustMarshal(t, gb))
@@ -458,8 +485,8 @@ func verifyGroupVectors(t *testing.T, v groupVectors) {
 	}
 	alice := mustIdentity(t, v.AliceSeed).Public()
 	for _, i := range []int{2, 0, 1} {
-		s, pt, err := b.Decrypt(unhex(t, v.Messages[i]))
-		if err != nil || s != alice || hex.EncodeToString(pt) != v.Plaintexts[i] {
+		pt, err := b.Decrypt(alice, unhex(t, v.Messages[i]))
+		if err != nil || hex.EncodeToString(pt) != v.Plaintexts[i] {
 			t.Errorf("message %d: %x, %v", i, pt, err)
 		}
 	}
@@ -505,6 +532,7 @@ func FuzzGroupDecrypt(f *testing.F) {
 		f.Add(unhex(f, m))
 	}
 	state := unhex(f, v.BobState)
+	alice := mustIdentity(f, v.AliceSeed).Public()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if h, err := parseGroupMessage(b); err == nil {
 			if got := h.append(nil); !bytes.Equal(got, b[:groupHeaderLen]) {
@@ -515,7 +543,7 @@ func FuzzGroupDecrypt(f *testing.F) {
 		if err := g.UnmarshalBinary(state); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := g.Decrypt(b); err != nil {
+		if _, err := g.Decrypt(alice, b); err != nil {
 			if !bytes.Equal(mustMarshal(t, &g), state) {
 				t.Fatal("failed decrypt changed the state")
 			}
@@ -553,7 +581,8 @@ func ExampleGroup() {
 	ga.ProcessDistribution(bob, gb.Distribution())
 
 	msg, _ := ga.Encrypt([]byte("hello, group"))
-	from, pt, err := gb.Decrypt(msg)
-	fmt.Println(from == alice, string(pt), err)
-	// Output: true hello, group <nil>
+	// The sender comes from the envelope or session the message arrived in.
+	pt, err := gb.Decrypt(alice, msg)
+	fmt.Println(string(pt), err)
+	// Output: hello, group <nil>
 }
