@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -199,24 +200,39 @@ func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q rela
 		if !box.exists {
 			return relay.ErrNotFound
 		}
-		var old int64
-		switch err := w.envFind.QueryRow(mb[:], env.ID[:]).Scan(&old); {
-		case err == nil:
-			seq, dup = uint64(old), true
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("find envelope: %w", err)
-		}
 		size := int64(len(env.Data))
-		if q.MaxCount > 0 && box.count+1 > q.MaxCount || q.MaxBytes > 0 && box.bytes+size > q.MaxBytes {
-			return relay.ErrQuota
+		full := q.MaxCount > 0 && box.count+1 > q.MaxCount || q.MaxBytes > 0 && box.bytes+size > q.MaxBytes
+		inserted := false
+		if !full {
+			data := env.Data
+			if data == nil {
+				data = []byte{} // NULL marks an acknowledged envelope
+			}
+			res, err := w.envInsert.Exec(mb[:], int64(box.nextSeq), env.ID[:], env.Received.UnixMilli(), size, data)
+			if err != nil {
+				return fmt.Errorf("insert envelope: %w", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("insert envelope: %w", err)
+			}
+			inserted = n == 1
 		}
-		data := env.Data
-		if data == nil {
-			data = []byte{} // NULL marks an acknowledged envelope
-		}
-		if _, err := w.envInsert.Exec(mb[:], int64(box.nextSeq), env.ID[:], env.Received.UnixMilli(), size, data); err != nil {
-			return fmt.Errorf("insert envelope: %w", err)
+		if !inserted {
+			// Either a retry of a stored id (the insert was ignored) or a
+			// full mailbox, where a retry still succeeds.
+			var old int64
+			switch err := w.envFind.QueryRow(mb[:], env.ID[:]).Scan(&old); {
+			case err == nil:
+				seq, dup = uint64(old), true
+				return nil
+			case !errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("find envelope: %w", err)
+			case full:
+				return relay.ErrQuota
+			default:
+				return fmt.Errorf("insert envelope: ignored but not found")
+			}
 		}
 		seq = box.nextSeq
 		box.nextSeq++
@@ -231,7 +247,8 @@ func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q rela
 	return seq, dup, nil
 }
 
-// Ack implements relay.Store.
+// Ack implements relay.Store. All seqs go to the database in one
+// statement, as a JSON array.
 func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
 	if len(seqs) == 0 {
 		if err := s.begin(ctx); err != nil {
@@ -247,18 +264,35 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 		if err != nil || !box.exists {
 			return err
 		}
-		for _, seq := range seqs {
+		list := make([]byte, 0, 1+21*len(seqs))
+		list = append(list, '[')
+		for i, seq := range seqs {
+			if i > 0 {
+				list = append(list, ',')
+			}
+			list = strconv.AppendUint(list, seq, 10)
+		}
+		list = append(list, ']')
+		rows, err := w.envAck.Query(mb[:], string(list))
+		if err != nil {
+			return fmt.Errorf("acknowledge envelopes: %w", err)
+		}
+		for rows.Next() {
 			var size int64
-			switch err := w.envAck.QueryRow(mb[:], int64(seq)).Scan(&size); {
-			case errors.Is(err, sql.ErrNoRows):
-				continue
-			case err != nil:
-				return fmt.Errorf("acknowledge envelope: %w", err)
+			if err := rows.Scan(&size); err != nil {
+				rows.Close()
+				return fmt.Errorf("acknowledge envelopes: %w", err)
 			}
 			n++
 			box.count--
 			box.bytes -= size
 			box.dirty = true
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("acknowledge envelopes: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("acknowledge envelopes: %w", err)
 		}
 		return nil
 	})

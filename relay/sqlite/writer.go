@@ -66,9 +66,11 @@ func (w *writer) prepare(ctx context.Context) error {
 		{&w.boxInsert, `INSERT INTO mailboxes (id) VALUES (?)`},
 		{&w.boxUpdate, `UPDATE mailboxes SET next_seq = ?, count = ?, bytes = ? WHERE id = ?`},
 		{&w.envFind, `SELECT seq FROM envelopes WHERE mailbox = ? AND id = ?`},
-		{&w.envInsert, `INSERT INTO envelopes (mailbox, seq, id, received, size, data) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&w.envInsert, `INSERT INTO envelopes (mailbox, seq, id, received, size, data) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (mailbox, id) DO NOTHING`},
 		{&w.envAck, `UPDATE envelopes SET data = NULL
-			WHERE mailbox = ? AND seq = ? AND data IS NOT NULL RETURNING size`},
+			WHERE mailbox = ? AND seq IN (SELECT value FROM json_each(?)) AND data IS NOT NULL
+			RETURNING size`},
 		{&w.envExpire, `DELETE FROM envelopes WHERE rowid IN
 			(SELECT rowid FROM envelopes WHERE received < ? LIMIT ?)
 			RETURNING mailbox, size, data IS NOT NULL`},
