@@ -22,7 +22,7 @@ func ExampleDecode() {
 		}
 		switch m := m.(type) {
 		case wire.Ping:
-			reply, _ := wire.NewFrame(wire.Pong{Nonce: m.Nonce})
+			reply, _ := wire.NewFrame(wire.Pong(m))
 			fmt.Println("ping", m.Nonce, "-> reply", reply.Type)
 		}
 	}
