@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests build ferry and ferry-relay and run them as a user
+// and an operator would: separate processes, a real relay on loopback with
+// its embedded SQLite store, profiles in temporary directories.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds ferry and ferry-relay once per test run.
+func binaries(t *testing.T) (ferryBin, relayBin string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "ferry-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{"github.com/ferry-im/ferry/cmd/ferry", "github.com/ferry-im/ferry/cmd/ferry-relay"} {
+			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "ferry"), filepath.Join(binDir, "ferry-relay")
+}
+
+// relayProc is a ferry-relay process that can be killed and restarted on
+// the same data directory and port.
+type relayProc struct {
+	t    *testing.T
+	bin  string
+	data string
+	addr string
+	link string
+	cmd  *exec.Cmd
+	logs bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startRelay(t *testing.T) *relayProc {
+	t.Helper()
+	_, relayBin := binaries(t)
+	r := &relayProc{t: t, bin: relayBin, data: filepath.Join(t.TempDir(), "relay"), addr: freeAddr(t)}
+	r.start()
+	out, err := exec.Command(relayBin, "link", "--data", r.data).Output()
+	if err != nil {
+		t.Fatalf("ferry-relay link: %v", err)
+	}
+	r.link = strings.TrimSpace(string(out))
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *relayProc) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--data", r.data, "--listen", "tcp="+r.addr, "--log-level", "warn")
+	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start relay: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("relay did not start listening: %v\n%s", err, r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the relay with SIGKILL, as a crash would.
+func (r *relayProc) kill() {
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *relayProc) stop() { r.kill() }
+
+// user runs ferry commands against one profile.
+type user struct {
+	t    *testing.T
+	bin  string
+	home string
+	name string
+}
+
+func newUser(t *testing.T, r *relayProc, name string) *user {
+	t.Helper()
+	bin, _ := binaries(t)
+	u := &user{t: t, bin: bin, home: filepath.Join(t.TempDir(), name), name: name}
+	u.must("init", "--relay", r.link, "--name", name)
+	return u
+}
+
+// run runs ferry with args and returns stdout, stderr and the exit status.
+func (u *user) run(stdin string, args ...string) (string, string, int) {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, u.bin, append([]string{"--home", u.home}, args...)...)
+	cmd.Env = filterEnv(os.Environ(), "FERRY_PASSPHRASE")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		u.t.Fatalf("ferry %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func filterEnv(env []string, name string) []string {
+	out := env[:0]
+	for _, e := range env {
+		if !strings.HasPrefix(e, name+"=") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (u *user) must(args ...string) string {
+	u.t.Helper()
+	out, errs, code := u.run("", args...)
+	if code != 0 {
+		u.t.Fatalf("%s: ferry %s: exit %d: %s", u.name, strings.Join(args, " "), code, errs)
+	}
+	return out
+}
+
+// readJSON runs ferry read --json (plus extra flags) and parses the lines.
+func (u *user) readJSON(extra ...string) ([]jsonMessage, int) {
+	u.t.Helper()
+	out, errs, code := u.run("", append([]string{"read", "--json"}, extra...)...)
+	if code != 0 && code != exitUnreachable {
+		u.t.Fatalf("%s: ferry read: exit %d: %s", u.name, code, errs)
+	}
+	var ms []jsonMessage
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var m jsonMessage
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			u.t.Fatalf("%s: ferry read --json printed %q: %v", u.name, sc.Text(), err)
+		}
+		ms = append(ms, m)
+	}
+	return ms, code
+}
+
+// connect makes a and b contacts: a invites, b adds, a learns of b.
+func connect(t *testing.T, a, b *user) {
+	t.Helper()
+	inv := strings.TrimSpace(a.must("invite"))
+	if got := strings.TrimSpace(b.must("add", inv)); got != a.name {
+		t.Fatalf("ferry add printed %q, want %q", got, a.name)
+	}
+	a.must("read")
+	if got := strings.TrimSpace(a.must("contacts")); got != b.name {
+		t.Fatalf("%s's contacts: got %q, want %q", a.name, got, b.name)
+	}
+}
+
+func TestE2EConversation(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+
+	bob.must("send", "alice", "hello alice")
+	if _, _, code := bob.run("a message\nfrom stdin\n", "send", "alice", "-"); code != 0 {
+		t.Fatalf("send from stdin: exit %d", code)
+	}
+	alice.must("send", "bob", "hello bob")
+	got, _ := alice.readJSON()
+	if len(got) != 2 || got[0].Text != "hello alice" || got[1].Text != "a message\nfrom stdin" {
+		t.Fatalf("alice read %+v", got)
+	}
+	for _, m := range got {
+		if m.From != "bob" || m.To != "alice" || len(m.ID) != 32 || m.Sent == "" {
+			t.Fatalf("bad message fields: %+v", m)
+		}
+	}
+	if again, _ := alice.readJSON(); len(again) != 0 {
+		t.Fatalf("second read printed %d messages, want 0", len(again))
+	}
+	got, _ = bob.readJSON()
+	if len(got) != 1 || got[0].Text != "hello bob" || got[0].From != "alice" {
+		t.Fatalf("bob read %+v", got)
+	}
+	// bob's history shows his messages read by alice (read receipts).
+	all, _ := bob.readJSON("--all")
+	if len(all) != 3 {
+		t.Fatalf("bob --all: got %d messages, want 3", len(all))
+	}
+	for _, m := range all {
+		if m.Outgoing && m.State != "read" {
+			t.Fatalf("bob's message %q is %s, want read", m.Text, m.State)
+		}
+	}
+	// Plain output: one line per message.
+	alice.must("send", "bob", "plain")
+	if out := bob.must("read"); !strings.HasSuffix(strings.TrimSpace(out), "alice: plain") {
+		t.Fatalf("plain read printed %q", out)
+	}
+}
+
+func TestE2EBadInput(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	bob.must("send", "alice", "before")
+	snapshot := func() string { return bob.must("read", "--all", "--json") }
+	before := snapshot()
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown contact", []string{"send", "carol", "hi"}, exitFail, "no contact named"},
+		{"malformed invite", []string{"add", "ferry://invite?v=1&k=nope"}, exitFail, "invite link"},
+		{"not a link", []string{"add", "hello"}, exitFail, "invite link"},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"missing text", []string{"send", "alice"}, exitUsage, "usage"},
+		{"init again", []string{"init", "--relay", r.link, "--name", "x"}, exitFail, "already exists"},
+		{"bad wait", []string{"read", "--wait", "soon"}, exitUsage, "invalid value"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := bob.run("", tt.args...)
+			if code != tt.code || !strings.Contains(errs, tt.want) || strings.Count(strings.TrimSpace(errs), "\n") > 2 {
+				t.Fatalf("exit %d, stderr %q; want exit %d mentioning %q", code, errs, tt.code, tt.want)
+			}
+		})
+	}
+	if after := snapshot(); after != before {
+		t.Fatalf("history changed after bad input:\n%s\nwant\n%s", after, before)
+	}
+	// A profile with a passphrase refuses a wrong one and stays usable.
+	bin, _ := binaries(t)
+	home := filepath.Join(t.TempDir(), "pat")
+	pass := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(pass, []byte("right horse\n"), 0o600)
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrong, []byte("wrong horse\n"), 0o600)
+	pat := &user{t: t, bin: bin, home: home, name: "pat"}
+	pat.must("--passphrase-file", pass, "init", "--relay", r.link, "--name", "pat")
+	if _, errs, code := pat.run("", "--passphrase-file", wrong, "contacts"); code != exitFail || !strings.Contains(errs, "wrong passphrase") {
+		t.Fatalf("wrong passphrase: exit %d, %q", code, errs)
+	}
+	if _, errs, code := pat.run("", "contacts"); code != exitFail || !strings.Contains(errs, "passphrase") {
+		t.Fatalf("missing passphrase: exit %d, %q", code, errs)
+	}
+	pat.must("--passphrase-file", pass, "contacts")
+}
+
+func TestE2EOfflineRecipientAndOutbox(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	// alice is offline for the whole send.
+	for i := range 5 {
+		bob.must("send", "alice", fmt.Sprint("offline ", i))
+	}
+	// The relay goes down: bob's message stays in his outbox, exit 3.
+	r.kill()
+	_, errs, code := bob.run("", "send", "alice", "queued while down")
+	if code != exitUnreachable || !strings.Contains(errs, "outbox") {
+		t.Fatalf("send with the relay down: exit %d, %q; want 3 and a word about the outbox", code, errs)
+	}
+	r.start()
+	// alice comes online: she gets the five, not yet the queued one.
+	got, _ := alice.readJSON()
+	if len(got) != 5 {
+		t.Fatalf("alice got %d messages, want 5: %+v", len(got), got)
+	}
+	for i, m := range got {
+		if m.Text != fmt.Sprint("offline ", i) {
+			t.Fatalf("message %d: got %q", i, m.Text)
+		}
+	}
+	// Any later command of bob's that connects delivers the outbox.
+	bob.must("read")
+	got, _ = alice.readJSON()
+	if len(got) != 1 || got[0].Text != "queued while down" {
+		t.Fatalf("after bob reconnected alice got %+v", got)
+	}
+}
+
+// TestE2EChaos is the big test: two users exchange messages in both
+// directions while the relay is killed with SIGKILL and restarted several
+// times; every message must arrive exactly once and in per-sender order.
+// FERRY_SOAK=N raises the count from 1000 per direction to N.
+func TestE2EChaos(t *testing.T) {
+	n := 1000
+	if s := os.Getenv("FERRY_SOAK"); s != "" {
+		fmt.Sscan(s, &n)
+	}
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+
+	const batch = 50
+	type result struct {
+		got []jsonMessage
+		err error
+	}
+	// Each user alternates: send a batch (as lines), read what arrived.
+	// Exit status 3 (relay down) is expected; the outbox keeps the rest.
+	exchange := func(u *user, peer, prefix string) result {
+		var res result
+		for i := 0; i < n; i += batch {
+			var lines strings.Builder
+			for j := i; j < min(i+batch, n); j++ {
+				fmt.Fprintf(&lines, "%s-%05d\n", prefix, j)
+			}
+			_, errs, code := u.run(lines.String(), "send", "--lines", peer, "-")
+			if code != 0 && code != exitUnreachable {
+				res.err = fmt.Errorf("%s send: exit %d: %s", u.name, code, errs)
+				return res
+			}
+			ms, _ := u.readJSON()
+			res.got = append(res.got, ms...)
+		}
+		// Drain: keep reading (which also flushes the outbox) until the
+		// peer's messages are all here.
+		deadline := time.Now().Add(90 * time.Second)
+		for count(res.got, peer) < n && time.Now().Before(deadline) {
+			ms, _ := u.readJSON()
+			res.got = append(res.got, ms...)
+			if len(ms) == 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		return res
+	}
+	stop := make(chan struct{})
+	var killer sync.WaitGroup
+	killer.Add(1)
+	kills := 0
+	go func() {
+		defer killer.Done()
+		for kills < 5 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(1200 * time.Millisecond):
+			}
+			r.kill()
+			kills++
+			time.Sleep(300 * time.Millisecond)
+			r.start()
+		}
+	}()
+	var wg sync.WaitGroup
+	var ra, rb result
+	wg.Add(2)
+	go func() { defer wg.Done(); ra = exchange(alice, "bob", "a") }()
+	go func() { defer wg.Done(); rb = exchange(bob, "alice", "b") }()
+	wg.Wait()
+	close(stop)
+	killer.Wait()
+	for _, res := range []result{ra, rb} {
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+	}
+	t.Logf("relay killed %d times", kills)
+	if kills < 2 {
+		t.Errorf("relay was killed only %d times; the exchange finished too fast to test much", kills)
+	}
+	check := func(who string, got []jsonMessage, from, prefix string) {
+		t.Helper()
+		next := 0
+		for _, m := range got {
+			if m.From != from {
+				continue
+			}
+			want := fmt.Sprintf("%s-%05d", prefix, next)
+			if m.Text != want {
+				t.Fatalf("%s: message %d from %s is %q, want %q (duplicate, loss or reorder)", who, next, from, m.Text, want)
+			}
+			next++
+		}
+		if next != n {
+			t.Fatalf("%s got %d messages from %s, want %d", who, next, from, n)
+		}
+	}
+	check("alice", ra.got, "bob", "b")
+	check("bob", rb.got, "alice", "a")
+}
+
+func count(ms []jsonMessage, from string) int {
+	n := 0
+	for _, m := range ms {
+		if m.From == from {
+			n++
+		}
+	}
+	return n
+}
+
+// TestE2EChatTmux drives ferry chat in a real terminal (tmux): the user
+// types a message and sees the reply arrive.
+func TestE2EChatTmux(t *testing.T) {
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Skip("tmux is not installed (.ci/run installs it)")
+	}
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	tm := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	tm("new-session", "-d", "-x", "100", "-y", "20", "-s", "chat",
+		fmt.Sprintf("env -u FERRY_PASSPHRASE TERM=xterm-256color %s --home %s chat", alice.bin, alice.home))
+	t.Cleanup(func() { exec.Command(tmux, "-S", sock, "kill-server").Run() })
+	waitScreen := func(want string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			screen := tm("capture-pane", "-p", "-t", "chat")
+			if strings.Contains(screen, want) {
+				t.Logf("%v: screen shows %q", time.Now().Format("15:04:05.000"), want)
+				return screen
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("screen never showed %q:\n%s", want, screen)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitScreen("> bob")
+	tm("send-keys", "-t", "chat", "-l", "hello from the tui")
+	tm("send-keys", "-t", "chat", "Enter")
+	waitScreen("me: hello from the tui")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, _ := bob.readJSON()
+		if len(got) == 1 && got[0].Text == "hello from the tui" {
+			break
+		}
+		if len(got) > 0 || time.Now().After(deadline) {
+			t.Fatalf("bob read %+v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	bob.must("send", "alice", "reply from bob")
+	waitScreen("bob: reply from bob")
+	// The read receipt for bob's message reaches bob once alice's screen
+	// showed it; and alice's message shows as read by bob.
+	waitScreen("hello from the tui (read)")
+	tm("send-keys", "-t", "chat", "Escape")
+}
