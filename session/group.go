@@ -67,7 +67,7 @@ const (
 var ErrNoSenderKey = errors.New("session: unknown group sender key")
 
 // A GroupID names a group: 16 random bytes chosen by its creator.
-type GroupID [groupIDLen]byte
+type GroupID [16]byte
 
 // senderChain is a member's sender key as a receiver keeps it.
 type senderChain struct {

@@ -38,8 +38,13 @@ const (
 	sealedMinLen = sealedHeaderLen + minPadBucket + sealedTagLen
 )
 
-// SealedOverhead is the length an envelope adds to its padded content.
-const SealedOverhead = sealedHeaderLen + sealedTagLen
+// SealedOverhead is the length an envelope adds to its padded content:
+// version (1), E (32), S (48) and C's tag (16).
+const SealedOverhead = 97
+
+// The overhead is sealedHeaderLen + sealedTagLen (checked at compile time).
+var _ [SealedOverhead - (sealedHeaderLen + sealedTagLen)]struct{}
+var _ [(sealedHeaderLen + sealedTagLen) - SealedOverhead]struct{}
 
 // Seal wraps inner, an opaque message (usually a ratchet message), for
 // recipient so that only recipient can read it and learn that sender sent
