@@ -259,6 +259,31 @@ func TestGroupDistributionRules(t *testing.T) {
 	}
 }
 
+// TestGroupJoinerNoHistory: a member added later cannot read what was sent
+// before it received the distribution.
+func TestGroupJoinerNoHistory(t *testing.T) {
+	t.Parallel()
+	net, pubs := newGroupNet(t, "joiner", 2)
+	a := net.groups[pubs[0]]
+	before, _ := a.Encrypt([]byte("before"))
+	d := mustIdentity(t, "joiner d").Public()
+	gd, _ := NewGroup(extrasDetRand("joiner d key"), net.id, d, pubs)
+	dist, err := a.AddMember(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gd.ProcessDistribution(pubs[0], dist); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := a.Encrypt([]byte("after"))
+	if _, err := gd.Decrypt(pubs[0], before); !errors.Is(err, ErrDecrypt) {
+		t.Errorf("joiner read history: %v", err)
+	}
+	if pt, err := gd.Decrypt(pubs[0], after); err != nil || string(pt) != "after" {
+		t.Errorf("joiner: %q, %v", pt, err)
+	}
+}
+
 // TestGroupForwardedDistribution: a member who passes another member's
 // distribution off as its own cannot get that member's messages attributed
 // to it, nor block them.
