@@ -71,6 +71,7 @@ type Session struct {
 	recvHdr    cipher.AEAD
 	recvHdrKey [keyLen]byte
 	scratch    []byte
+	hdrBuf     [headerLen]byte
 }
 
 // state is everything that MarshalBinary saves (docs/protocol.md section
@@ -216,15 +217,15 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 	copy(out, st.pending)
 	out = append(out, msgRatchet)
 
-	// Header.
-	var hdr [headerLen]byte
-	copy(hdr[:keyLen], st.dhsPub[:])
-	binary.BigEndian.PutUint32(hdr[32:36], st.pn)
-	binary.BigEndian.PutUint32(hdr[36:40], st.ns)
-	hAEAD := s.headerAEAD(true, &st.hks)
-	nonce := mk.iv[:headerNonceLen]
-	out = append(out, nonce...)
-	out = hAEAD.Seal(out, nonce, hdr[:], headerAD)
+	// Header, sealed in place in out (nonce and header are written there
+	// first, so nothing escapes to the heap through the AEAD interface).
+	out = append(out, mk.iv[:headerNonceLen]...)
+	p := len(out)
+	nonce := out[p-headerNonceLen : p]
+	out = append(out, st.dhsPub[:]...)
+	out = binary.BigEndian.AppendUint32(out, st.pn)
+	out = binary.BigEndian.AppendUint32(out, st.ns)
+	out = s.headerAEAD(true, &st.hks).Seal(out[:p], nonce, out[p:p+headerLen], headerAD)
 	encHeader := out[len(out)-encHeaderLen-1:]
 
 	// Body.
@@ -232,8 +233,7 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var zero [chacha20poly1305.NonceSize]byte
-	out = body.Seal(out, zero[:], plaintext, s.bodyAD(st.pending, encHeader, ad))
+	out = body.Seal(out, zeroNonce[:], plaintext, s.bodyAD(st.pending, encHeader, ad))
 	clear(mk.cipherKey[:])
 
 	st.cks = next
@@ -271,8 +271,11 @@ func (s *Session) headerAEAD(send bool, key *[keyLen]byte) cipher.AEAD {
 }
 
 // headerAD is the associated data of every encrypted header: the message
-// type byte.
-var headerAD = []byte{msgRatchet}
+// type byte. zeroNonce is the body's nonce (each body key is used once).
+var (
+	headerAD  = []byte{msgRatchet}
+	zeroNonce [chacha20poly1305.NonceSize]byte
+)
 
 // setDHs makes k the sending ratchet key pair.
 func (st *state) setDHs(k *ecdh.PrivateKey) {
@@ -311,9 +314,9 @@ type header struct {
 	n  uint32
 }
 
-// openHeader decrypts encHeader (nonce || sealed header) with a.
-func openHeader(a cipher.AEAD, encHeader []byte) (header, bool) {
-	var buf [headerLen]byte
+// openHeader decrypts encHeader (nonce || sealed header) with a, using
+// buf for the plaintext.
+func openHeader(a cipher.AEAD, encHeader []byte, buf *[headerLen]byte) (header, bool) {
 	var h header
 	p, err := a.Open(buf[:0], encHeader[:headerNonceLen], encHeader[headerNonceLen:], headerAD)
 	if err != nil {
@@ -364,7 +367,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	for ci := range st.skipped {
 		ch := &st.skipped[ci]
 		a, _ := chacha20poly1305.New(ch.hk[:])
-		h, ok := openHeader(a, encHeader)
+		h, ok := openHeader(a, encHeader, &s.hdrBuf)
 		if !ok {
 			continue
 		}
@@ -391,7 +394,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 
 	// 2. The current receiving chain?
 	if st.hasHKr {
-		if h, ok := openHeader(s.headerAEAD(false, &st.hkr), encHeader); ok {
+		if h, ok := openHeader(s.headerAEAD(false, &st.hkr), encHeader, &s.hdrBuf); ok {
 			if subtle.ConstantTimeCompare(h.dh[:], st.dhr[:]) != 1 || !st.hasCKr {
 				return nil, ErrDecrypt
 			}
@@ -417,7 +420,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	}
 
 	// 3. The next receiving chain: a DH ratchet step.
-	h, ok := openHeader(mustAEAD(&st.nhkr), encHeader)
+	h, ok := openHeader(mustAEAD(&st.nhkr), encHeader, &s.hdrBuf)
 	if !ok {
 		return nil, ErrDecrypt
 	}
@@ -538,8 +541,7 @@ func (s *Session) openBodyWith(st *state, seed *[keyLen]byte, prefix, msg, body,
 		return nil, false
 	}
 	a, _ := chacha20poly1305.New(mk.cipherKey[:])
-	var zero [chacha20poly1305.NonceSize]byte
-	pt, err := a.Open(nil, zero[:], body, s.bodyADWith(st, prefix, msg, ad))
+	pt, err := a.Open(nil, zeroNonce[:], body, s.bodyADWith(st, prefix, msg, ad))
 	if err != nil {
 		return nil, false
 	}
