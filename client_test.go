@@ -298,3 +298,27 @@ func TestClientPrekeysReplenish(t *testing.T) {
 		t.Fatalf("got %d contacts", len(ks))
 	}
 }
+
+func TestClientRetriesBusyRelay(t *testing.T) {
+	ctx := context.Background()
+	r := newFakeRelay()
+	defer r.close()
+	alice, bob := pair(t, r)
+	r.mu.Lock()
+	r.busy = 3
+	r.mu.Unlock()
+	if _, err := bob.SendMany(ctx, "alice", []string{"1", "2", "3", "4", "5"}); err != nil {
+		t.Fatalf("SendMany through a busy relay: %v", err)
+	}
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := alice.Messages(ctx, Query{})
+	seen := map[string]int{}
+	for _, m := range got {
+		seen[m.Text]++
+	}
+	if len(got) != 5 || len(seen) != 5 {
+		t.Fatalf("alice got %q, want each of 1..5 once", texts(got))
+	}
+}

@@ -28,6 +28,7 @@ type fakeRelay struct {
 	boxes   map[[16]byte]*fakeBox
 	conns   map[*fakeConn]bool
 	sends   int // Send frames seen
+	busy    int // answer this many more Sends with CodeRateLimited
 	wg      sync.WaitGroup
 }
 
@@ -198,6 +199,11 @@ func (c *fakeConn) serve() {
 			c.push(b)
 		case wire.Send:
 			r.sends++
+			if r.busy > 0 {
+				r.busy--
+				c.push(wire.SendErr{ID: m.ID, Code: wire.CodeRateLimited})
+				break
+			}
 			if tok, ok := r.tokens[m.To]; !ok || tok != m.Token {
 				c.push(wire.SendErr{ID: m.ID, Code: wire.CodeDenied})
 				break

@@ -101,7 +101,24 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 		byRelay[k.RelayLink] = append(byRelay[k.RelayLink], o)
 	}
 	for _, rl := range order {
-		if err := c.flushRelay(ctx, rl, byRelay[rl], contacts, res.sent); err != nil {
+		err := c.flushRelay(ctx, rl, byRelay[rl], contacts, res.sent)
+		// A busy relay (rate limit, quota, storage trouble) is retried a
+		// few times with backoff before the envelopes are left queued.
+		for i := 0; errors.Is(err, errBusy) && i < busyRetries; i++ {
+			select {
+			case <-time.After(busyBackoff << i):
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+			var rest []*localstore.Outgoing
+			for _, o := range byRelay[rl] {
+				if !res.sent[o.ID] {
+					rest = append(rest, o)
+				}
+			}
+			err = c.flushRelay(ctx, rl, rest, contacts, res.sent)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
@@ -121,6 +138,31 @@ func (c *Client) flushRelay(ctx context.Context, relayLink string, queue []*loca
 	if err != nil {
 		return fmt.Errorf("contact's relay link: %w", err)
 	}
+	// Each connection carries at most perConnection envelopes and then
+	// is replaced by one with a new throwaway key: the relay rate-limits
+	// per key, and a limit hit in the middle of a pipelined window could
+	// let a later envelope in before an earlier one.
+	for len(queue) > 0 {
+		n := min(len(queue), perConnection)
+		if err := c.flushConn(ctx, r, queue[:n], contacts, sent); err != nil {
+			return err
+		}
+		queue = queue[n:]
+	}
+	return nil
+}
+
+// errBusy is wrapped by flushConn when the relay answered a temporary
+// SendErr (rate limited, over quota, unavailable).
+var errBusy = errors.New("relay busy")
+
+const (
+	perConnection = 768
+	busyRetries   = 4
+	busyBackoff   = 250 * time.Millisecond
+)
+
+func (c *Client) flushConn(ctx context.Context, r link.Relay, queue []*localstore.Outgoing, contacts map[int64]*localstore.Contact, sent map[[16]byte]bool) error {
 	anon, err := channel.GenerateKeyPair(c.rand)
 	if err != nil {
 		return err
@@ -164,7 +206,7 @@ func (c *Client) flushRelay(ctx context.Context, relayLink string, queue []*loca
 					continue
 				}
 				if m.Code.Temporary() {
-					werr = fmt.Errorf("%w: relay says %s (%s)", ErrUnreachable, m.Code, m.Msg)
+					werr = fmt.Errorf("%w: %w: relay says %s (%s)", ErrUnreachable, errBusy, m.Code, m.Msg)
 					break
 				}
 				c.log.Warn("relay refused a message for good", "code", m.Code.String())
