@@ -180,6 +180,8 @@ type Flow struct {
 	ServerCloseAfter time.Duration
 	// Duration is the time from Start until the flow ended.
 	Duration time.Duration
+
+	ja4 string // Hello's JA4, computed once
 }
 
 // NewFlow returns the flow of a connection from client to server whose
@@ -199,7 +201,7 @@ func (f *Flow) setFirst(first []byte) {
 	}
 	f.First = bytes.Clone(first)
 	f.Kind = Classify(f.First)
-	f.Hello, f.HelloErr, f.Host = nil, nil, ""
+	f.Hello, f.HelloErr, f.Host, f.ja4 = nil, nil, "", ""
 	switch f.Kind {
 	case KindTLS:
 		f.Hello, f.HelloErr = ParseClientHello(f.First)
@@ -207,6 +209,7 @@ func (f *Flow) setFirst(first []byte) {
 			if h, ok := normalizeHost(f.Hello.SNI); ok {
 				f.Host = h
 			}
+			f.ja4 = f.Hello.JA4()
 		}
 	case KindHTTP:
 		f.Host, _ = HTTPHost(f.First)
@@ -215,8 +218,8 @@ func (f *Flow) setFirst(first []byte) {
 
 // JA4 returns the JA4 fingerprint of the flow's ClientHello, or "".
 func (f *Flow) JA4() string {
-	if f.Hello == nil {
-		return ""
+	if f.ja4 == "" && f.Hello != nil {
+		f.ja4 = f.Hello.JA4()
 	}
-	return f.Hello.JA4()
+	return f.ja4
 }

@@ -62,7 +62,7 @@ func (ev *gateEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	if f.Hello == nil {
 		return Verdict{Rule: ev.id, Action: action, Evidence: fmt.Sprintf("no ClientHello: %v", f.HelloErr)}, true
 	}
-	ja4 := f.Hello.JA4()
+	ja4 := f.JA4()
 	if slices.Contains(r.JA4, ja4) {
 		return Verdict{}, false
 	}
