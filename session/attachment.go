@@ -144,7 +144,8 @@ func setChunkNonce(n *[12]byte, i uint64, last bool) {
 // blob to an underlying writer. Close writes the last chunk; Pointer then
 // returns the pointer to send. After a failed write to the underlying
 // writer, Checkpoint records how far the upload got, and
-// ResumeAttachmentWriter continues it with identical bytes.
+// ResumeAttachmentWriter continues it with identical bytes. It is not safe
+// for concurrent use.
 type AttachmentWriter struct {
 	dst    io.Writer
 	aead   cipher.AEAD
@@ -384,7 +385,7 @@ func ResumeAttachmentWriter(dst io.Writer, c *AttachmentCheckpoint) (*Attachment
 // An AttachmentReader decrypts a blob read as a stream. It authenticates
 // every chunk before returning its plaintext, and at the end checks that the
 // blob has exactly the pointer's length and digest; only then does Read
-// return io.EOF.
+// return io.EOF. It is not safe for concurrent use.
 type AttachmentReader struct {
 	src    io.Reader
 	ptr    AttachmentPointer
