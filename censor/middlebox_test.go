@@ -561,3 +561,41 @@ func TestMiddleboxServeContext(t *testing.T) {
 	}
 	_ = m.Close()
 }
+
+// TestMiddleboxSplitHello checks that a ClientHello split over several
+// writes is reassembled before the verdict: the captured Chromium hello
+// passes the tls-gate, a Go crypto/tls hello does not.
+func TestMiddleboxSplitHello(t *testing.T) {
+	up := startUpstream(t, "", false)
+	addr, log := startMiddlebox(t, &Middlebox{Upstream: up.addr, Policy: mustLoad(t, "tls-gate")})
+	for i, tt := range []struct {
+		name  string
+		hello []byte
+		want  Action
+	}{
+		{"chromium", capturedHello(t), Pass},
+		{"go", goClientHello(t, "example.com"), Reset},
+	} {
+		ip := []string{"127.0.0.30", "127.0.0.31"}[i]
+		c := dialFrom(t, ip, addr)
+		for _, part := range [][]byte{tt.hello[:3], tt.hello[3:200], tt.hello[200:]} {
+			if _, err := c.Write(part); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(30 * time.Millisecond) // separate reads at the middlebox
+		}
+		if tt.want == Pass {
+			expectHang(t, c) // the upstream discards: no reset, no answer
+		} else {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !isReset(err) {
+				t.Errorf("%s: read %v, want ECONNRESET", tt.name, err)
+			}
+		}
+		c.Close()
+		e := entryFor(t, waitLog(t, log, i+1), ip)
+		if e.Action != tt.want || e.Kind != KindTLS || e.JA4 == "" {
+			t.Errorf("%s: log entry %+v, want %s with a JA4", tt.name, e, tt.want)
+		}
+	}
+}
