@@ -2,6 +2,9 @@ package censor
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -73,6 +76,21 @@ func FuzzFirstBytes(f *testing.F) {
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
 	f.Add([]byte("WA\x04\x01\x00\x00\x22"))
 	f.Add(bytes.Repeat([]byte{0xaa}, 100))
+	b, err := os.ReadFile(fetVectorsFile)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var v fetVectors
+	if err := json.Unmarshal(b, &v); err != nil {
+		f.Fatal(err)
+	}
+	for _, vec := range v.Vectors {
+		p, err := hex.DecodeString(vec.Hex)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		k := Classify(b)
 		if (len(b) == 0) != (k == KindNone) {

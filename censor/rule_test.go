@@ -124,7 +124,16 @@ func suspicious(r *rand.ChaCha8) []byte {
 	}
 }
 
-func TestFETExemptions(t *testing.T) {
+// fetCase is a first payload and the exemption that lets it through
+// ("" when none does), as a prefix of FETExemption's answer.
+type fetCase struct {
+	name string
+	b    []byte
+	want string
+}
+
+// fetCases builds payloads at and around each exemption's boundary.
+func fetCases() []fetCase {
 	r := seeded(1)
 	nonPrintable := func(n int) []byte { // non-printable bytes with popcount 4
 		var pool []byte
@@ -154,11 +163,7 @@ func TestFETExemptions(t *testing.T) {
 		b[0] = 0x8b // not a printable prefix
 		return b
 	}
-	tests := []struct {
-		name string
-		b    []byte
-		want string // prefix of the exemption; "" = suspicious
-	}{
+	tests := []fetCase{
 		{"random", suspicious(r), ""},
 		{"non-printable popcount 4", nonPrintable(1000), ""},
 		{"popcount 3 per byte", withPopcount(r, 1000, 3), "ex1: popcount 3.000"},
@@ -181,7 +186,11 @@ func TestFETExemptions(t *testing.T) {
 		{"DELETE prefix", cat([]byte("DEL"), nonPrintable(997)), ""},
 		{"empty", nil, "empty"},
 	}
-	for _, tt := range tests {
+	return tests
+}
+
+func TestFETExemptions(t *testing.T) {
+	for _, tt := range fetCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := FETExemption(tt.b)
