@@ -1,0 +1,76 @@
+package ferry_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry"
+)
+
+// BenchmarkSendReceive measures the client end to end through a relay on
+// loopback with its durable SQLite store: bob encrypts, stores and sends
+// b.N messages (SendMany, 100 per call, each returning after the relay's
+// durable SendOK); alice receives, decrypts, de-duplicates, stores and
+// acknowledges them, and queues delivery receipts. msgs/s counts messages
+// through both clients.
+func BenchmarkSendReceive(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	relayLink, stop, err := localRelay(filepath.Join(dir, "relay.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	alice, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bob.Close()
+	inv, _ := alice.Invite(ctx)
+	if _, err := bob.Accept(ctx, inv); err != nil {
+		b.Fatal(err)
+	}
+	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	texts := make([]string, 100)
+	for i := range texts {
+		texts[i] = fmt.Sprintf("benchmark message %03d with some text in it", i)
+	}
+	// alice stays connected and counts what she stores.
+	sctx, cancel := context.WithCancel(ctx)
+	all := make(chan struct{})
+	received := 0
+	syncDone := make(chan error, 1)
+	go func() {
+		syncDone <- alice.Sync(sctx, ferry.SyncOptions{Wait: time.Hour, OnMessages: func(ms []*ferry.Message) {
+			received += len(ms)
+			if received == b.N {
+				close(all)
+			}
+		}})
+	}()
+	b.ResetTimer()
+	for sent := 0; sent < b.N; sent += len(texts) {
+		if _, err := bob.SendMany(ctx, "alice", texts[:min(len(texts), b.N-sent)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("alice received %d of %d", received, b.N)
+	}
+	b.StopTimer()
+	cancel()
+	<-syncDone
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}

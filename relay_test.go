@@ -1,0 +1,70 @@
+package ferry_test
+
+import (
+	"context"
+	"net"
+	"sync"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/memstore"
+	"github.com/ferry-im/ferry/relay/sqlite"
+)
+
+// localRelay runs a relay.Server on a loopback listener, as ferry-relay
+// does, and returns its link and a function that stops it. dbPath selects
+// the durable SQLite store; "" uses the in-memory one.
+func localRelay(dbPath string) (string, func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var store relay.Store = memstore.New()
+	closeStore := func() error { return nil }
+	fail := func(err error) (string, func(), error) {
+		cancel()
+		closeStore()
+		return "", nil, err
+	}
+	if dbPath != "" {
+		st, err := sqlite.Open(ctx, dbPath, nil)
+		if err != nil {
+			return fail(err)
+		}
+		store, closeStore = st, st.Close
+	}
+	key, err := channel.GenerateKeyPair(nil)
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: store})
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv.ServeConn(ctx, nc)
+			}()
+		}
+	}()
+	l := link.Relay{Key: key.Public, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: ln.Addr().String()}}}
+	return l.String(), func() {
+		ln.Close()
+		srv.Close()
+		cancel()
+		wg.Wait()
+		closeStore()
+	}, nil
+}
