@@ -117,17 +117,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
 		senders int
+		window  int     // Sends in flight per sender connection
 		rate    float64 // messages per second in total, 0 = as fast as possible
 	}{
-		{"senders=64", 64, 0},
-		{"senders=256", 256, 0},
-		{"senders=64/paced=5000", 64, 5000},
+		{"senders=64/window=1", 64, 1, 0},
+		{"senders=256/window=1", 256, 1, 0},
+		{"senders=16/window=32", 16, 32, 0},
+		{"senders=64/window=1/paced=5000", 64, 1, 5000},
 	} {
-		b.Run(bc.name, func(b *testing.B) { benchEndToEnd(b, bc.senders, bc.rate) })
+		b.Run(bc.name, func(b *testing.B) { benchEndToEnd(b, bc.senders, bc.window, bc.rate) })
 	}
 }
 
-func benchEndToEnd(b *testing.B, senders int, rate float64) {
+func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 	r := startBenchRelay(b)
 	ctx := context.Background()
 	recvKey := mustKey(b)
@@ -205,7 +207,28 @@ func benchEndToEnd(b *testing.B, senders int, rate float64) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w, ch := range conns {
+		// A sender keeps up to window Sends in flight; its reader
+		// collects the answers.
+		slots := make(chan struct{}, window)
 		wg.Go(func() {
+			for {
+				if _, ok := <-slots; !ok {
+					return
+				}
+				f, err := ch.Recv(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if f.Type != wire.TypeSendOK {
+					m, _ := wire.Decode(f)
+					b.Errorf("got %+v, want SendOK", m)
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			defer close(slots)
 			env := slices.Clone(envelope)
 			tick := start.Add(time.Duration(w) * interval / time.Duration(senders))
 			for {
@@ -217,21 +240,12 @@ func benchEndToEnd(b *testing.B, senders int, rate float64) {
 					time.Sleep(time.Until(tick))
 					tick = tick.Add(interval)
 				}
+				slots <- struct{}{}
 				var id [16]byte
 				binary.BigEndian.PutUint64(id[:8], uint64(n))
 				binary.BigEndian.PutUint64(env[:8], uint64(time.Now().UnixNano()))
 				if err := ch.Send(ctx, mustFrame(wire.Send{ID: id, To: mb, Token: tok, Envelope: env})); err != nil {
 					b.Error(err)
-					return
-				}
-				f, err := ch.Recv(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if f.Type != wire.TypeSendOK {
-					m, _ := wire.Decode(f)
-					b.Errorf("send %d: got %+v", n, m)
 					return
 				}
 			}

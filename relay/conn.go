@@ -26,6 +26,8 @@ type conn struct {
 
 	sub        *subscriber    // set by the first Subscribe; read loop only
 	deliveries sync.WaitGroup // the subscriber's push goroutine
+	pipe       sendPipe       // Sends in flight
+	work       context.Context
 }
 
 // errViolation marks a frame that ends the connection.
@@ -34,6 +36,8 @@ var errViolation = errors.New("protocol violation")
 // serve reads and handles frames until the connection ends.
 func (c *conn) serve(ctx context.Context) error {
 	defer func() {
+		// Sends in flight are answered before the channel closes.
+		c.pipe.wait()
 		if c.sub != nil {
 			c.s.hub.remove(c.sub)
 			c.sub.stop()
@@ -47,6 +51,7 @@ func (c *conn) serve(ctx context.Context) error {
 	work, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.s.workCtx, cancel)()
+	c.work = work
 	read, cancelRead := context.WithCancel(work)
 	defer cancelRead()
 	defer context.AfterFunc(c.s.readCtx, cancelRead)()
@@ -155,13 +160,18 @@ func (c *conn) handlePing(ctx context.Context, m wire.Ping) error {
 	return c.reply(ctx, wire.Pong(m))
 }
 
-// handleSend stores an envelope for a mailbox whose token the sender holds,
-// answers SendOK once it is durable, and pushes it to the mailbox's
-// subscribed connections.
+// handleSend checks a Send and starts storing its envelope; the
+// connection's send pipeline (sendpipe.go) answers it, in order, once the
+// envelope is durable, and pushes it to the mailbox's subscribers.
 func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
+	if err := c.pipe.acquire(ctx); err != nil {
+		return err
+	}
+	p := pendingSend{id: m.ID, to: m.To}
 	fail := func(result string, code wire.Code, msg string) error {
-		c.s.metrics.sends.WithLabelValues(result).Inc()
-		return c.reply(ctx, wire.SendErr{ID: m.ID, Code: code, Msg: msg})
+		p.result, p.code, p.msg = result, code, msg
+		c.pipe.push(c, p)
+		return nil
 	}
 	if len(m.Envelope) > wire.MaxEnvelope {
 		return fail("too_large", wire.CodeTooLarge, "envelope over the size limit")
@@ -171,34 +181,21 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	}
 	ok, err := c.checkToken(ctx, m.To, m.Token)
 	if err != nil {
-		return c.storeFailed(ctx, "check token", err, func() error {
-			return fail("error", wire.CodeUnavailable, "storage unavailable")
-		})
+		if ctx.Err() != nil {
+			c.pipe.release()
+			return ctx.Err()
+		}
+		c.log.Error("check token", "err", err)
+		return fail("error", wire.CodeUnavailable, "storage unavailable")
 	}
 	if !ok {
 		return fail("denied", wire.CodeDenied, "unknown mailbox or wrong delivery token")
 	}
-	env := Envelope{ID: m.ID, Received: c.s.now(), Data: m.Envelope}
+	p.env = Envelope{ID: m.ID, Received: c.s.now(), Data: m.Envelope}
 	q := Quota{MaxCount: c.s.limits.MailboxCount, MaxBytes: c.s.limits.MailboxBytes}
-	seq, dup, err := c.s.store.Put(ctx, m.To, env, q)
-	switch {
-	case errors.Is(err, ErrQuota):
-		return fail("quota", wire.CodeQuota, "recipient mailbox is full")
-	case errors.Is(err, ErrNotFound):
-		return fail("denied", wire.CodeDenied, "unknown mailbox or wrong delivery token")
-	case err != nil:
-		return c.storeFailed(ctx, "store envelope", err, func() error {
-			return fail("error", wire.CodeUnavailable, "storage unavailable")
-		})
-	}
-	if dup {
-		c.s.metrics.sends.WithLabelValues("duplicate").Inc()
-	} else {
-		c.s.metrics.sends.WithLabelValues("stored").Inc()
-		env.Seq = seq
-		c.s.hub.publish(m.To, env)
-	}
-	return c.reply(ctx, wire.SendOK{ID: m.ID})
+	p.wait = c.s.store.PutAsync(ctx, m.To, p.env, q)
+	c.pipe.push(c, p)
+	return nil
 }
 
 // storeFailed logs a store failure and answers with answer, unless the

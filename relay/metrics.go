@@ -101,7 +101,10 @@ type timedStore struct {
 	put, pending, ack, expire, usage, setToken, token, putPrekeys, popBundle, prekeyCounts prometheus.Observer
 }
 
-var _ Store = (*timedStore)(nil)
+var (
+	_ Store       = (*timedStore)(nil)
+	_ AsyncPutter = (*timedStore)(nil)
+)
 
 func newTimedStore(s Store, h *prometheus.HistogramVec) *timedStore {
 	return &timedStore{
@@ -124,6 +127,22 @@ func since(o prometheus.Observer, t time.Time) { o.Observe(time.Since(t).Seconds
 func (t *timedStore) Put(ctx context.Context, mb [16]byte, env Envelope, q Quota) (uint64, bool, error) {
 	defer since(t.put, time.Now())
 	return t.s.Put(ctx, mb, env, q)
+}
+
+// PutAsync uses the store's own PutAsync if it has one; otherwise the Put
+// runs now and the returned function reports it.
+func (t *timedStore) PutAsync(ctx context.Context, mb [16]byte, env Envelope, q Quota) func() (uint64, bool, error) {
+	start := time.Now()
+	if a, ok := t.s.(AsyncPutter); ok {
+		wait := a.PutAsync(ctx, mb, env, q)
+		return func() (uint64, bool, error) {
+			defer since(t.put, start)
+			return wait()
+		}
+	}
+	seq, dup, err := t.s.Put(ctx, mb, env, q)
+	since(t.put, start)
+	return func() (uint64, bool, error) { return seq, dup, err }
 }
 
 func (t *timedStore) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]Envelope, error) {

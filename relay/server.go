@@ -20,7 +20,7 @@ import (
 // background goroutine, the TTL sweeper. Create it with NewServer.
 type Server struct {
 	key     channel.KeyPair
-	store   Store // timed wrapper around Config.Store
+	store   *timedStore // wraps Config.Store
 	log     *slog.Logger
 	now     func() time.Time
 	rand    io.Reader

@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/memstore"
+	"github.com/ferry-im/ferry/relay/sqlite"
 	"github.com/ferry-im/ferry/wire"
 )
 
@@ -515,5 +518,57 @@ func TestNewServerNeedsKeyAndStore(t *testing.T) {
 	}
 	if _, err := relay.NewServer(relay.Config{Store: newEnv(t, nil).store}); err == nil {
 		t.Error("NewServer without a Key succeeded")
+	}
+}
+
+// syncStore hides a store's AsyncPutter, so the server falls back to one
+// Put at a time.
+type syncStore struct{ relay.Store }
+
+func TestPipelinedSendsKeepOrder(t *testing.T) {
+	t.Parallel()
+	stores := map[string]func(t *testing.T) relay.Store{
+		"memstore":  func(t *testing.T) relay.Store { return memstore.New() },
+		"sync-only": func(t *testing.T) relay.Store { return syncStore{memstore.New()} },
+		"sqlite": func(t *testing.T) relay.Store {
+			s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "relay.db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(c *relay.Config) { c.Store = open(t) })
+			bob := e.dial(mustKey(t), nil)
+			bob.register(token(40))
+			bob.subscribe()
+			anon := e.dial(mustKey(t), nil)
+			const n = 300
+			go func() {
+				for i := range n {
+					f := mustFrame(wire.Send{ID: id(i), To: bob.mailbox, Token: token(40), Envelope: []byte{byte(i)}})
+					if err := anon.ch.Send(context.Background(), f); err != nil {
+						return
+					}
+				}
+			}()
+			for i := range n {
+				if ok := expect[wire.SendOK](anon); ok.ID != id(i) {
+					t.Fatalf("answer %d is for %x, want %x: answers out of order", i, ok.ID, id(i))
+				}
+			}
+			bob.ch.Close()
+			bob.closed()
+			bob = e.dial(bob.key, nil)
+			bob.subscribe()
+			for i := range n {
+				if d := expect[wire.Deliver](bob); d.ID != id(i) {
+					t.Fatalf("stored envelope %d is %x, want %x: pipelined sends were reordered", i, d.ID, id(i))
+				}
+			}
+		})
 	}
 }

@@ -141,3 +141,17 @@ type Store interface {
 	// Close releases the store. See the contracts above.
 	Close() error
 }
+
+// AsyncPutter is an optional Store capability: a Put whose result is
+// collected later. Puts started one after another by one goroutine take
+// effect in that order (their seqs increase in start order), so the relay
+// keeps many Sends of one connection in flight, group-committed together,
+// without reordering them. Stores without it get one Put at a time per
+// connection.
+type AsyncPutter interface {
+	// PutAsync starts Put(ctx, mb, env, q) and returns a function that
+	// waits for its result. The caller must call that function exactly
+	// once; Close waits for it. env.Data is not retained after PutAsync
+	// returns.
+	PutAsync(ctx context.Context, mb [16]byte, env Envelope, q Quota) (wait func() (seq uint64, dup bool, err error))
+}

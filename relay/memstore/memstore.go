@@ -16,7 +16,10 @@ import (
 	"github.com/ferry-im/ferry/relay"
 )
 
-var _ relay.Store = (*Store)(nil)
+var (
+	_ relay.Store       = (*Store)(nil)
+	_ relay.AsyncPutter = (*Store)(nil)
+)
 
 // Store is an in-memory relay.Store. Its zero value is not usable; call New.
 type Store struct {
@@ -104,6 +107,13 @@ func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q rela
 	m.count++
 	m.bytes += size
 	return seq, false, nil
+}
+
+// PutAsync implements relay.AsyncPutter: the Put happens at once, and the
+// returned function reports it.
+func (s *Store) PutAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+	seq, dup, err := s.Put(ctx, mb, env, q)
+	return func() (uint64, bool, error) { return seq, dup, err }
 }
 
 // Pending implements relay.Store.

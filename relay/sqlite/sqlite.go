@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,10 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
-var _ relay.Store = (*Store)(nil)
+var (
+	_ relay.Store       = (*Store)(nil)
+	_ relay.AsyncPutter = (*Store)(nil)
+)
 
 // Options tunes a Store. The zero value is what the relay uses.
 type Options struct {
@@ -176,22 +180,48 @@ func (s *Store) begin(ctx context.Context) error {
 // is done before the writer starts fn, fn is not run and ctx's error is
 // returned; otherwise the call waits, so an error always means no effect.
 func (s *Store) write(ctx context.Context, fn func(b *writer) error) error {
+	return s.submit(ctx, fn)()
+}
+
+// submit queues fn for the writer and returns the wait for its outcome.
+// Writes submitted one after another run in that order. The store stays
+// open (mu held for reading) until wait is called.
+func (s *Store) submit(ctx context.Context, fn func(b *writer) error) (wait func() error) {
 	if err := s.begin(ctx); err != nil {
-		return err
+		return func() error { return err }
 	}
-	defer s.mu.RUnlock()
 	o := &op{ctx: ctx, run: fn, err: make(chan error, 1)}
 	select {
 	case s.ops <- o:
 	case <-ctx.Done():
-		return ctx.Err()
+		s.mu.RUnlock()
+		return func() error { return ctx.Err() }
 	}
-	return <-o.err
+	return func() error {
+		defer s.mu.RUnlock()
+		return <-o.err
+	}
 }
 
 // Put implements relay.Store.
 func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (seq uint64, dup bool, err error) {
-	err = s.write(ctx, func(w *writer) error {
+	return s.putAsync(ctx, mb, env, q)()
+}
+
+// PutAsync implements relay.AsyncPutter.
+func (s *Store) PutAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+	env.Data = slices.Clone(env.Data)
+	return s.putAsync(ctx, mb, env, q)
+}
+
+// putAsync is PutAsync without the copy: env.Data must stay unchanged
+// until the wait returns.
+func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+	var (
+		seq uint64
+		dup bool
+	)
+	wait := s.submit(ctx, func(w *writer) error {
 		seq, dup = 0, false
 		box, err := w.box(mb)
 		if err != nil {
@@ -241,10 +271,12 @@ func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q rela
 		box.dirty = true
 		return nil
 	})
-	if err != nil {
-		return 0, false, err
+	return func() (uint64, bool, error) {
+		if err := wait(); err != nil {
+			return 0, false, err
+		}
+		return seq, dup, nil
 	}
-	return seq, dup, nil
 }
 
 // Ack implements relay.Store. All seqs go to the database in one

@@ -55,6 +55,12 @@ func Run(t *testing.T, c Config) {
 		{"ConcurrentDuplicates", testConcurrentDuplicates},
 		{"AfterClose", testAfterClose},
 	}
+	if _, ok := open(t, c).(relay.AsyncPutter); ok {
+		tests = append(tests, struct {
+			name string
+			fn   func(t *testing.T, c Config)
+		}{"AsyncPutOrder", testAsyncPutOrder})
+	}
 	if c.Reopen != nil {
 		tests = append(tests, struct {
 			name string
@@ -716,6 +722,51 @@ func testAfterClose(t *testing.T, c Config) {
 	for name, err := range calls {
 		if !errors.Is(err, relay.ErrClosed) {
 			t.Errorf("%s after Close: got %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// testAsyncPutOrder checks the AsyncPutter contract: Puts started one after
+// another take effect in that order, whatever order they are waited in,
+// and a duplicate in flight resolves to the first.
+func testAsyncPutOrder(t *testing.T, c Config) {
+	s := open(t, c)
+	a := s.(relay.AsyncPutter)
+	ctx := context.Background()
+	mb := mailbox(23)
+	makeMailbox(t, s, mb)
+	const n = 100
+	data := make([]byte, 7)
+	var waits []func() (uint64, bool, error)
+	for i := range n {
+		copy(data, fmt.Sprintf("msg %03d", i))
+		waits = append(waits, a.PutAsync(ctx, mb, relay.Envelope{ID: msgID(i % 90), Received: t0, Data: data}, relay.Quota{}))
+		copy(data, "XXXXXXX") // the store must have copied what it needs
+	}
+	seqs := make([]uint64, n)
+	for i := n - 1; i >= 0; i-- {
+		seq, dup, err := waits[i]()
+		if err != nil {
+			t.Fatalf("PutAsync %d: %v", i, err)
+		}
+		if dup != (i >= 90) {
+			t.Fatalf("PutAsync %d: dup = %v", i, dup)
+		}
+		seqs[i] = seq
+	}
+	for i := 1; i < 90; i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("PutAsync seqs out of start order: %d then %d", seqs[i-1], seqs[i])
+		}
+	}
+	for i := 90; i < n; i++ {
+		if seqs[i] != seqs[i-90] {
+			t.Fatalf("duplicate PutAsync %d got seq %d, the first got %d", i, seqs[i], seqs[i-90])
+		}
+	}
+	for i, e := range pending(t, s, mb, 0) {
+		if want := fmt.Sprintf("msg %03d", i); string(e.Data) != want {
+			t.Fatalf("envelope %d holds %q, want %q", i, e.Data, want)
 		}
 	}
 }

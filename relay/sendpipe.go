@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/ferry-im/ferry/wire"
+)
+
+// maxSendsInFlight bounds the Sends of one connection that are being
+// stored at once. Past it the connection's reader waits, which pushes back
+// on the client through the transport.
+const maxSendsInFlight = 64
+
+// pendingSend is one Send between its checks and its answer.
+type pendingSend struct {
+	id, to [16]byte
+	env    Envelope
+	// wait collects the store's result; nil when a check already failed.
+	wait func() (uint64, bool, error)
+	// result, code and msg describe a failed check.
+	result string
+	code   wire.Code
+	msg    string
+}
+
+// sendPipe answers a connection's Sends in the order they arrived. The
+// reader starts each Put (with AsyncPutter, without waiting for it, so
+// the writes of one connection share group commits) and queues it here; a
+// goroutine, running only while Sends are in flight, waits for each in
+// turn, answers it and publishes the stored envelope.
+type sendPipe struct {
+	slots chan struct{} // one token per Send in flight; made on first use
+	wg    sync.WaitGroup
+
+	// mu protects queue and running.
+	mu      sync.Mutex
+	queue   []pendingSend
+	running bool
+}
+
+// acquire takes a slot for a new Send, waiting while maxSendsInFlight are
+// in flight. Only the reader calls it.
+func (p *sendPipe) acquire(ctx context.Context) error {
+	if p.slots == nil {
+		p.slots = make(chan struct{}, maxSendsInFlight)
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *sendPipe) release() { <-p.slots }
+
+// push queues s (its slot acquired) and makes sure a goroutine answers it.
+func (p *sendPipe) push(c *conn, s pendingSend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queue = append(p.queue, s)
+	if !p.running {
+		p.running = true
+		p.wg.Add(1)
+		go p.run(c)
+	}
+}
+
+// wait returns once every queued Send is answered. Only the reader calls
+// it, after it has stopped reading.
+func (p *sendPipe) wait() { p.wg.Wait() }
+
+func (p *sendPipe) run(c *conn) {
+	defer p.wg.Done()
+	broken := false // the channel failed: keep collecting results, stop answering
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		s := p.queue[0]
+		p.queue[0] = pendingSend{}
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+
+		answer := c.finishSend(s)
+		p.release()
+		if !broken {
+			if err := c.reply(c.work, answer); err != nil {
+				broken = true
+			}
+		}
+	}
+}
+
+// finishSend waits for s's store result, counts it, publishes a newly
+// stored envelope and returns the answer for the client.
+func (c *conn) finishSend(s pendingSend) wire.Message {
+	fail := func(result string, code wire.Code, msg string) wire.Message {
+		c.s.metrics.sends.WithLabelValues(result).Inc()
+		return wire.SendErr{ID: s.id, Code: code, Msg: msg}
+	}
+	if s.wait == nil {
+		return fail(s.result, s.code, s.msg)
+	}
+	seq, dup, err := s.wait()
+	switch {
+	case errors.Is(err, ErrQuota):
+		return fail("quota", wire.CodeQuota, "recipient mailbox is full")
+	case errors.Is(err, ErrNotFound):
+		return fail("denied", wire.CodeDenied, "unknown mailbox or wrong delivery token")
+	case err != nil:
+		if c.work.Err() == nil {
+			c.log.Error("store envelope", "err", err)
+		}
+		return fail("error", wire.CodeUnavailable, "storage unavailable")
+	}
+	if dup {
+		c.s.metrics.sends.WithLabelValues("duplicate").Inc()
+	} else {
+		c.s.metrics.sends.WithLabelValues("stored").Inc()
+		env := s.env
+		env.Seq = seq
+		c.s.hub.publish(s.to, env)
+	}
+	return wire.SendOK{ID: s.id}
+}
