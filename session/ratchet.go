@@ -48,6 +48,10 @@ const (
 	// MaxSkippedKeys is the most skipped message keys a session stores;
 	// beyond it the oldest are deleted.
 	MaxSkippedKeys = 2000
+	// MaxSkippedChains is the most receiving chains whose skipped keys a
+	// session keeps; beyond it the oldest chain's keys are deleted. Each
+	// kept chain costs one trial header decryption per received message.
+	MaxSkippedChains = 50
 )
 
 // errTooFar is wrapped in ErrDecrypt when a message skips more than MaxSkip keys.
@@ -518,6 +522,13 @@ func (st *state) storeSkipped(hk [keyLen]byte, keys []skippedKey) {
 		st.skipped = append(st.skipped, skippedChain{hk: hk, keys: keys})
 	}
 	st.nSkipped += len(keys)
+	for len(st.skipped) > MaxSkippedChains {
+		for i := range st.skipped[0].keys {
+			clear(st.skipped[0].keys[i].seed[:])
+		}
+		st.nSkipped -= len(st.skipped[0].keys)
+		st.skipped = st.skipped[1:]
+	}
 	for st.nSkipped > MaxSkippedKeys {
 		ch := &st.skipped[0]
 		drop := min(st.nSkipped-MaxSkippedKeys, len(ch.keys))

@@ -211,6 +211,28 @@ func TestRatchetSkippedEviction(t *testing.T) {
 	}
 }
 
+// TestRatchetSkippedChainBound: keys of at most MaxSkippedChains receiving
+// chains are kept; the oldest chain's go first.
+func TestRatchetSkippedChainBound(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("chain bound"))
+	var lost [][]byte
+	for range MaxSkippedChains + 2 {
+		lost = append(lost, mustEncrypt(t, alice, "lost"))
+		mustDecrypt(t, bob, mustEncrypt(t, alice, "x"), "x")
+		mustDecrypt(t, alice, mustEncrypt(t, bob, "y"), "y")
+	}
+	if len(bob.st.skipped) != MaxSkippedChains || bob.st.nSkipped != MaxSkippedChains {
+		t.Fatalf("%d chains, %d keys kept, want %d and %d", len(bob.st.skipped), bob.st.nSkipped, MaxSkippedChains, MaxSkippedChains)
+	}
+	for i, m := range lost {
+		_, err := bob.Decrypt(m, nil)
+		if evicted := i < 2; evicted != (err != nil) {
+			t.Fatalf("lost message %d: got %v, evicted %v", i, err, evicted)
+		}
+	}
+}
+
 // TestFailedDecryptChangesNothing flips every bit position class, truncates
 // and extends messages of each kind (in-chain, skipped, ratchet step,
 // initial) and checks that the serialised state is byte-for-byte unchanged.

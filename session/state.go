@@ -139,7 +139,7 @@ func parseState(data []byte) (*state, error) {
 	st.nr = r.uint32()
 	st.pn = r.uint32()
 	nchains := int(binary.BigEndian.Uint16(r.bytes(2)))
-	if nchains > MaxSkippedKeys || nchains*(keyLen+2) > r.left() {
+	if nchains > MaxSkippedChains || nchains*(keyLen+2) > r.left() {
 		return nil, ErrMalformed
 	}
 	for range nchains {
