@@ -21,13 +21,14 @@ import (
 // modelled on age's payload (C2SP agead), with AES-256-GCM in place of
 // ChaCha20-Poly1305 (docs/protocol.md section 3.3):
 //
-//	blob        = nonce(16) || chunk_0 || ... || chunk_{n-1}
-//	payload key = HKDF-SHA-256(ikm = attachment key, salt = nonce, info = "Ferry attachment v1 payload", 32)
+//	blob        = nonce(16) || commitment(32) || chunk_0 || ... || chunk_{n-1}
+//	payload key || commitment = HKDF-SHA-256(ikm = attachment key, salt = nonce, info = "Ferry attachment v1 payload", 64)
 //	chunk_i     = AES-256-GCM(payload key, counter_i, plaintext_i, no AD)   (plaintext_i: 64 KiB, the last 1..64 KiB)
 //	counter_i   = i as an 11-byte big-endian integer || last flag (0x01 for chunk n-1, else 0x00)
 //
 // An empty attachment is one empty final chunk. A non-empty attachment has
-// no empty chunk.
+// no empty chunk. The commitment makes the blob key-committing: no blob
+// opens under two keys (AES-GCM alone would allow it).
 const (
 	// AttachmentChunkSize is the plaintext size of every chunk but the last.
 	AttachmentChunkSize = 64 << 10
@@ -36,6 +37,8 @@ const (
 
 	attachmentKeyLen    = 32
 	attachmentNonceLen  = 16
+	attachmentCommitLen = 32
+	attachmentHeaderLen = attachmentNonceLen + attachmentCommitLen
 	attachmentTagLen    = 16
 	attachmentSealedLen = AttachmentChunkSize + attachmentTagLen
 	attachmentInfo      = "Ferry attachment v1 payload"
@@ -79,7 +82,7 @@ func attachmentChunks(size int64) int64 {
 
 // CiphertextSize returns the length of the blob for p.Size plaintext bytes.
 func (p *AttachmentPointer) CiphertextSize() int64 {
-	return attachmentNonceLen + p.Size + attachmentTagLen*attachmentChunks(p.Size)
+	return attachmentHeaderLen + p.Size + attachmentTagLen*attachmentChunks(p.Size)
 }
 
 // MarshalBinary encodes p (version 1, 77 bytes).
@@ -116,18 +119,35 @@ func (p *AttachmentPointer) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// newAttachmentAEAD derives the payload key and returns its AEAD.
-func newAttachmentAEAD(key *[attachmentKeyLen]byte, nonce []byte) (cipher.AEAD, error) {
-	pk, err := hkdf.Key(sha256.New, key[:], nonce, attachmentInfo, 32)
+// newAttachmentAEAD derives the payload key and the key commitment, and
+// returns the payload key's AEAD and the commitment.
+func newAttachmentAEAD(key *[attachmentKeyLen]byte, nonce []byte) (cipher.AEAD, [attachmentCommitLen]byte, error) {
+	var commit [attachmentCommitLen]byte
+	okm, err := hkdf.Key(sha256.New, key[:], nonce, attachmentInfo, 32+attachmentCommitLen)
 	if err != nil {
-		return nil, err
+		return nil, commit, err
 	}
-	defer clear(pk)
-	block, err := aes.NewCipher(pk)
+	defer clear(okm)
+	copy(commit[:], okm[32:])
+	block, err := aes.NewCipher(okm[:32])
 	if err != nil {
-		return nil, err
+		return nil, commit, err
 	}
-	return cipher.NewGCM(block)
+	a, err := cipher.NewGCM(block)
+	return a, commit, err
+}
+
+// openAttachmentHeader checks a blob's header against key and returns the
+// payload key's AEAD.
+func openAttachmentHeader(key *[attachmentKeyLen]byte, hdr *[attachmentHeaderLen]byte) (cipher.AEAD, error) {
+	a, commit, err := newAttachmentAEAD(key, hdr[:attachmentNonceLen])
+	if err != nil {
+		return nil, fmt.Errorf("open attachment: %v", err)
+	}
+	if subtle.ConstantTimeCompare(commit[:], hdr[attachmentNonceLen:]) != 1 {
+		return nil, fmt.Errorf("open attachment: %w: key commitment mismatch", ErrAttachmentCorrupt)
+	}
+	return a, nil
 }
 
 // setChunkNonce writes counter i and the last flag into n.
@@ -150,8 +170,9 @@ type AttachmentWriter struct {
 	dst    io.Writer
 	aead   cipher.AEAD
 	key    [attachmentKeyLen]byte
-	header [attachmentNonceLen]byte
-	nonce  [12]byte
+	header [attachmentNonceLen]byte // the blob's nonce
+	commit [attachmentCommitLen]byte
+	nonce  [12]byte // the chunk nonce
 	digest hash.Hash
 	buf    []byte // one sealed chunk; plaintext in buf[:n]
 	n      int
@@ -176,18 +197,18 @@ func NewAttachmentWriter(rand io.Reader, dst io.Writer) (*AttachmentWriter, erro
 	if err := w.init(); err != nil {
 		return nil, err
 	}
-	if err := w.emit(w.header[:]); err != nil {
+	if err := w.emit(append(w.header[:], w.commit[:]...)); err != nil {
 		return nil, fmt.Errorf("write attachment header: %w", err)
 	}
 	return w, nil
 }
 
 func (w *AttachmentWriter) init() error {
-	a, err := newAttachmentAEAD(&w.key, w.header[:])
+	a, commit, err := newAttachmentAEAD(&w.key, w.header[:])
 	if err != nil {
 		return fmt.Errorf("derive attachment payload key: %v", err)
 	}
-	w.aead = a
+	w.aead, w.commit = a, commit
 	w.buf = make([]byte, attachmentSealedLen)
 	return nil
 }
@@ -314,7 +335,7 @@ func (c *AttachmentCheckpoint) PlaintextOffset() int64 {
 
 // CiphertextOffset is where the resumed blob continues.
 func (c *AttachmentCheckpoint) CiphertextOffset() int64 {
-	return attachmentNonceLen + int64(c.Chunks)*attachmentSealedLen
+	return attachmentHeaderLen + int64(c.Chunks)*attachmentSealedLen
 }
 
 // Attachment checkpoint encoding, version 1 (local store only):
@@ -426,14 +447,14 @@ func (r *AttachmentReader) Read(p []byte) (int, error) {
 // next reads the header or the next chunk, or checks the end of the blob.
 func (r *AttachmentReader) next() error {
 	if r.aead == nil {
-		var hdr [attachmentNonceLen]byte
+		var hdr [attachmentHeaderLen]byte
 		if _, err := io.ReadFull(r.src, hdr[:]); err != nil {
 			return readErr("header", err)
 		}
 		r.digest.Write(hdr[:])
-		a, err := newAttachmentAEAD(&r.ptr.Key, hdr[:])
+		a, err := openAttachmentHeader(&r.ptr.Key, &hdr)
 		if err != nil {
-			return fmt.Errorf("read attachment: %v", err)
+			return err
 		}
 		r.aead = a
 		r.buf = make([]byte, attachmentSealedLen)
@@ -508,13 +529,16 @@ func NewAttachmentReaderAt(src io.ReaderAt, p AttachmentPointer) (*AttachmentRea
 	if p.Size < 0 || p.Size > MaxAttachmentSize {
 		return nil, fmt.Errorf("open attachment: size %d out of range", p.Size)
 	}
-	var hdr [attachmentNonceLen]byte
-	if _, err := src.ReadAt(hdr[:], 0); err != nil {
+	var hdr [attachmentHeaderLen]byte
+	if n, err := src.ReadAt(hdr[:], 0); n != len(hdr) {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, readErr("header", err)
 	}
-	a, err := newAttachmentAEAD(&p.Key, hdr[:])
+	a, err := openAttachmentHeader(&p.Key, &hdr)
 	if err != nil {
-		return nil, fmt.Errorf("open attachment: %v", err)
+		return nil, err
 	}
 	r := &AttachmentReaderAt{src: src, size: p.Size, n: attachmentChunks(p.Size), aead: a, digest: p.Digest, cached: -1, buf: make([]byte, attachmentSealedLen)}
 	var one [1]byte
@@ -541,7 +565,7 @@ func (r *AttachmentReaderAt) load(i int64) error {
 	if last {
 		l = int(r.size-i*AttachmentChunkSize) + attachmentTagLen
 	}
-	off := attachmentNonceLen + i*attachmentSealedLen
+	off := attachmentHeaderLen + i*attachmentSealedLen
 	if n, err := r.src.ReadAt(r.buf[:l], off); n != l {
 		if err == nil {
 			err = io.ErrUnexpectedEOF
@@ -566,7 +590,7 @@ func (r *AttachmentReaderAt) VerifyDigest() error {
 	defer r.mu.Unlock()
 	r.cached = -1 // buf is reused below
 	h := sha256.New()
-	total := attachmentNonceLen + r.size + attachmentTagLen*r.n
+	total := attachmentHeaderLen + r.size + attachmentTagLen*r.n
 	for off := int64(0); off < total; {
 		l := int(min(int64(len(r.buf)), total-off))
 		if n, err := r.src.ReadAt(r.buf[:l], off); n != l {

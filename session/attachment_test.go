@@ -154,7 +154,7 @@ func TestAttachmentSeek(t *testing.T) {
 
 // chunkAt returns the bounds of sealed chunk i in a blob.
 func chunkAt(blob []byte, i int) (int, int) {
-	start := attachmentNonceLen + i*attachmentSealedLen
+	start := attachmentHeaderLen + i*attachmentSealedLen
 	return start, min(start+attachmentSealedLen, len(blob))
 }
 
@@ -185,13 +185,15 @@ func TestAttachmentTamper(t *testing.T) {
 	}{
 		{"last chunk missing", blob[:e2], ptr, ErrAttachmentTruncated},
 		{"cut mid-chunk", blob[:s1+100], ptr, ErrAttachmentTruncated},
-		{"header only", blob[:attachmentNonceLen], ptr, ErrAttachmentTruncated},
+		{"header only", blob[:attachmentHeaderLen], ptr, ErrAttachmentTruncated},
+		{"nonce only", blob[:attachmentNonceLen], ptr, ErrAttachmentTruncated},
 		{"empty", nil, ptr, ErrAttachmentTruncated},
 		{"last chunk missing, size forged", blob[:e2], cutPtr, ErrAttachmentCorrupt},
 		{"chunks swapped", swapped, ptr, ErrAttachmentCorrupt},
 		{"chunk duplicated", dup, ptr, ErrAttachmentCorrupt},
 		{"trailing byte", append(cp(), 0), ptr, ErrAttachmentCorrupt},
 		{"wrong key", blob, wrongKey, ErrAttachmentCorrupt},
+		{"commitment changed", func() []byte { b := cp(); b[attachmentNonceLen+5] ^= 1; return b }(), ptr, ErrAttachmentCorrupt},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -274,7 +276,7 @@ func TestAttachmentResume(t *testing.T) {
 	t.Parallel()
 	pt := detBytes("resume", 4*AttachmentChunkSize+999)
 	full, fullPtr := encryptAttachment(t, extrasDetRand("resume"), pt, 1<<20)
-	for _, cut := range []int{attachmentNonceLen, attachmentNonceLen + attachmentSealedLen, attachmentNonceLen + 2*attachmentSealedLen + 5000, len(full) - 1} {
+	for _, cut := range []int{attachmentHeaderLen, attachmentHeaderLen + attachmentSealedLen, attachmentHeaderLen + 2*attachmentSealedLen + 5000, len(full) - 1} {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			t.Parallel()
 			fw := &failingWriter{limit: cut}
@@ -411,6 +413,7 @@ type attachmentVector struct {
 	Key           string `json:"key"`
 	Nonce         string `json:"nonce"`
 	PayloadKey    string `json:"payload_key"`
+	Commitment    string `json:"commitment"`
 	Pointer       string `json:"pointer"`
 	BlobLen       int64  `json:"blob_len"`
 	BlobSHA256    string `json:"blob_sha256"`
@@ -430,11 +433,12 @@ func genAttachmentVectors(t *testing.T) attachmentVectors {
 		blob, ptr := encryptAttachment(t, extrasDetRand("attachment "+name), pt, 1<<20)
 		pb, _ := ptr.MarshalBinary()
 		nonce := blob[:attachmentNonceLen]
-		pk, _ := hkdf.Key(sha256.New, ptr.Key[:], nonce, attachmentInfo, 32)
+		okm, _ := hkdf.Key(sha256.New, ptr.Key[:], nonce, attachmentInfo, 64)
 		c := attachmentVector{
 			Name: name, RandSeed: "attachment " + name, PlaintextSeed: "attachment plaintext", PlaintextLen: size,
-			Key: hex.EncodeToString(ptr.Key[:]), Nonce: hex.EncodeToString(nonce), PayloadKey: hex.EncodeToString(pk),
-			Pointer: hex.EncodeToString(pb), BlobLen: int64(len(blob)), BlobSHA256: hex.EncodeToString(ptr.Digest[:]),
+			Key: hex.EncodeToString(ptr.Key[:]), Nonce: hex.EncodeToString(nonce), PayloadKey: hex.EncodeToString(okm[:32]),
+			Commitment: hex.EncodeToString(okm[32:]),
+			Pointer:    hex.EncodeToString(pb), BlobLen: int64(len(blob)), BlobSHA256: hex.EncodeToString(ptr.Digest[:]),
 		}
 		if len(blob) <= 2048 {
 			c.Blob = hex.EncodeToString(blob)
@@ -457,13 +461,14 @@ func verifyAttachmentVectors(t *testing.T, v attachmentVectors) {
 		if c.Blob != "" {
 			blob = unhex(t, c.Blob)
 		} else {
-			// Rebuild the blob from the vector's key and nonce alone.
+			// Rebuild the blob from the vector's key, nonce and commitment.
 			cp := &AttachmentCheckpoint{Key: ptr.Key, Nonce: [16]byte(unhex(t, c.Nonce))}
+			hdr := append(unhex(t, c.Nonce), unhex(t, c.Commitment)...)
 			h := sha256.New()
-			h.Write(cp.Nonce[:])
+			h.Write(hdr)
 			cp.digestState, _ = h.(encoding.BinaryMarshaler).MarshalBinary()
 			var buf bytes.Buffer
-			buf.Write(cp.Nonce[:])
+			buf.Write(hdr)
 			w, err := ResumeAttachmentWriter(&buf, cp)
 			if err != nil {
 				t.Fatal(err)
@@ -573,6 +578,6 @@ func ExampleResumeAttachmentWriter() {
 	fmt.Printf("%q\n", tail)
 	// Output:
 	// upload: write attachment chunk 2: connection reset
-	// resume at 131072 131120
+	// resume at 131072 131152
 	// "harbour "
 }

@@ -25,10 +25,11 @@ a=json.load(open(T+'extras-attachment.json'))
 for c in a['cases']:
     key=bytes.fromhex(c['key']); nonce=bytes.fromhex(c['nonce'])
     assert det(c['rand_seed'],48)==key+nonce
-    pk=hkdf(key,nonce,'Ferry attachment v1 payload',32); assert pk.hex()==c['payload_key']
+    okm=hkdf(key,nonce,'Ferry attachment v1 payload',64); pk,commit=okm[:32],okm[32:]
+    assert pk.hex()==c['payload_key'] and commit.hex()==c['commitment']
     pt=det(c['plaintext_seed'],c['plaintext_len'])
     chunks=[pt[i:i+65536] for i in range(0,len(pt),65536)] or [b'']
-    blob=nonce
+    blob=nonce+commit
     for i,ch in enumerate(chunks):
         n=b'\0\0\0'+struct.pack('>Q',i)+(b'\x01' if i==len(chunks)-1 else b'\x00')
         blob+=AESGCM(pk).encrypt(n,ch,None)
