@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -580,4 +581,32 @@ func ExampleResumeAttachmentWriter() {
 	// upload: write attachment chunk 2: connection reset
 	// resume at 131072 131152
 	// "harbour "
+}
+
+// TestAttachmentRandom: random sizes, write pieces and reads, against the
+// plaintext.
+func TestAttachmentRandom(t *testing.T) {
+	t.Parallel()
+	rng := mrand.New(mrand.NewPCG(7, 11))
+	for i := range 25 {
+		size := rng.IntN(5 * AttachmentChunkSize)
+		pt := detBytes(fmt.Sprint("random ", i), size)
+		blob, ptr := encryptAttachment(t, extrasDetRand(fmt.Sprint("random ", i)), pt, 1+rng.IntN(3*AttachmentChunkSize))
+		r, err := NewAttachmentReaderAt(bytes.NewReader(blob), ptr)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		for range 20 {
+			off := rng.Int64N(int64(size) + 1)
+			buf := make([]byte, rng.IntN(2*AttachmentChunkSize))
+			n, err := r.ReadAt(buf, off)
+			want := pt[off:min(off+int64(len(buf)), int64(size))]
+			if !bytes.Equal(buf[:n], want) || (n < len(buf) && err != io.EOF) {
+				t.Fatalf("size %d: ReadAt(%d bytes, %d) = %d, %v", size, len(buf), off, n, err)
+			}
+		}
+		if got, err := decryptStream(blob, ptr); err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("size %d: stream: %v", size, err)
+		}
+	}
 }
