@@ -37,6 +37,9 @@ var chromiumUpdate = flag.Bool("chromium-update", false, "capture a live Chromiu
 const (
 	chromiumHelloFile = "testdata/chromium-hello.bin"
 	chromiumJA4File   = "testdata/chromium-ja4.txt"
+	// The resumed hello: a session resumption adds pre_shared_key.
+	chromiumResumedHelloFile = "testdata/chromium-hello-resumed.bin"
+	chromiumResumedJA4File   = "testdata/chromium-ja4-resumed.txt"
 	// chromiumMarker is in the page the tests make Chromium fetch.
 	chromiumMarker = "ferry-censor-chromium-marker"
 )
@@ -60,7 +63,13 @@ func chromiumPath(t *testing.T) string {
 // chromiumWantJA4 is the JA4 in testdata/chromium-ja4.txt.
 func chromiumWantJA4(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(chromiumJA4File)
+	return readJA4File(t, chromiumJA4File)
+}
+
+// readJA4File reads a JA4 kept in testdata.
+func readJA4File(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatalf("%v (capture it: go test ./censor -run 'TestChromiumHello$' -chromium-update)", err)
 	}
@@ -138,10 +147,26 @@ func (c *teeConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// startPageServer serves an HTTPS page containing chromiumMarker, with
-// images on other example.com names so that Chromium opens several
-// connections (each with a freshly shuffled ClientHello).
-func startPageServer(t *testing.T, subresources int) (addr string, rec *helloRecorder) {
+// pageServer describes the HTTPS server the Chromium tests fetch from.
+type pageServer struct {
+	// otherHosts is the number of images on other example.com names on
+	// the page, each fetched over a connection of its own with a freshly
+	// shuffled, full ClientHello.
+	otherHosts int
+	// sameHost is the number of images on the page's own host. The server
+	// then speaks HTTP/1.1 and closes every connection after one
+	// response, so Chromium fetches each image over a new connection
+	// that resumes the first one's TLS session (a ClientHello with a
+	// pre_shared_key extension).
+	sameHost int
+	// noTickets keeps the server from issuing session tickets, so that
+	// every connection is a full handshake.
+	noTickets bool
+}
+
+// start serves a page containing chromiumMarker on 127.0.0.1 and records
+// the ClientHellos that arrive.
+func (ps pageServer) start(t *testing.T) (addr string, rec *helloRecorder) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -153,8 +178,11 @@ func startPageServer(t *testing.T, subresources int) (addr string, rec *helloRec
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><title>ferry</title><p id=m>%s</p>\n", chromiumMarker)
-		for i := range subresources {
+		for i := range ps.otherHosts {
 			fmt.Fprintf(w, "<img src=\"https://img%d.example.com:%s/pixel.gif\">\n", i, port)
+		}
+		for i := range ps.sameHost {
+			fmt.Fprintf(w, "<img src=\"/pixel.gif?%d\">\n", i)
 		}
 	})
 	mux.HandleFunc("/pixel.gif", func(w http.ResponseWriter, r *http.Request) {
@@ -163,8 +191,13 @@ func startPageServer(t *testing.T, subresources int) (addr string, rec *helloRec
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}, SessionTicketsDisabled: ps.noTickets},
 		ErrorLog:  discardLog(),
+	}
+	if ps.sameHost > 0 {
+		srv.TLSConfig.NextProtos = []string{"http/1.1"}
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no HTTP/2
+		srv.SetKeepAlivesEnabled(false)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -205,13 +238,19 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// extPreSharedKey is the pre_shared_key extension (RFC 8446 4.2.11) a
+// client adds when it resumes a session.
+const extPreSharedKey = 0x0029
+
 // TestChromiumHello captures live Chromium ClientHellos and checks that
-// their JA4 is the one in testdata (refreshed by -chromium-update), stays
-// the same although Chromium shuffles its extensions on every connection,
-// and that the captured hello in testdata parses to that JA4.
+// their JA4 is the one in testdata (refreshed by -chromium-update) and
+// stays the same although Chromium shuffles its extensions on every
+// connection. A hello that resumes a session carries pre_shared_key as
+// well, so it has a JA4 of its own, also kept in testdata; it differs from
+// the full hello's by exactly that extension.
 func TestChromiumHello(t *testing.T) {
 	chromium := chromiumPath(t)
-	addr, rec := startPageServer(t, 3)
+	addr, rec := pageServer{otherHosts: 3, sameHost: 3}.start(t)
 	_, port, _ := net.SplitHostPort(addr)
 	dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
 	if err != nil {
@@ -220,13 +259,19 @@ func TestChromiumHello(t *testing.T) {
 	if !strings.Contains(dom, chromiumMarker) {
 		t.Fatalf("chromium's DOM lacks the marker:\n%s", dom)
 	}
-	hellos := rec.recorded()
-	if len(hellos) < 3 {
-		t.Fatalf("captured %d ClientHellos, want at least 3 (one per host)", len(hellos))
+	type kind struct {
+		name        string
+		ja4s        []string
+		orders      []string
+		main        []byte // a hello for www.example.com, kept in testdata
+		hello       *ClientHello
+		helloFile   string
+		ja4File     string
+		minCaptures int
 	}
-	var ja4s, orders []string
-	var main []byte // the hello for www.example.com, kept in testdata
-	for _, b := range hellos {
+	full := &kind{name: "full", helloFile: chromiumHelloFile, ja4File: chromiumJA4File, minCaptures: 4}
+	resumed := &kind{name: "resumed", helloFile: chromiumResumedHelloFile, ja4File: chromiumResumedJA4File, minCaptures: 1}
+	for _, b := range rec.recorded() {
 		h, err := ParseClientHello(b)
 		if err != nil {
 			t.Fatal(err)
@@ -234,39 +279,48 @@ func TestChromiumHello(t *testing.T) {
 		if !strings.HasSuffix(h.SNI, ".example.com") {
 			t.Errorf("SNI = %q, want a name under example.com", h.SNI)
 		}
+		k := full
+		if slices.Contains(h.Extensions, extPreSharedKey) {
+			k = resumed
+		}
 		if h.SNI == "www.example.com" {
-			main = b
+			k.main, k.hello = b, h
 		}
-		ja4s = append(ja4s, h.JA4())
-		orders = append(orders, h.JA4RO())
+		k.ja4s = append(k.ja4s, h.JA4())
+		k.orders = append(k.orders, h.JA4RO())
 	}
-	for _, j := range ja4s[1:] {
-		if j != ja4s[0] {
-			t.Errorf("JA4 differs between connections of one Chromium: %q", ja4s)
-			break
+	for _, k := range []*kind{full, resumed} {
+		if len(k.ja4s) < k.minCaptures || k.main == nil {
+			t.Fatalf("captured %d %s ClientHellos (one for www.example.com: %v), want at least %d", len(k.ja4s), k.name, k.main != nil, k.minCaptures)
+		}
+		if len(slices.Compact(slices.Clone(k.ja4s))) != 1 {
+			t.Errorf("%s hellos: JA4 differs between connections of one Chromium: %q", k.name, k.ja4s)
+		}
+		distinct := len(slices.Compact(slices.Sorted(slices.Values(k.orders))))
+		t.Logf("%s: %s hellos: JA4 %s over %d connections with %d extension orders", chromiumVersion(chromium), k.name, k.ja4s[0], len(k.ja4s), distinct)
+		if *chromiumUpdate {
+			if err := os.WriteFile(k.helloFile, k.main, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(k.ja4File, []byte(k.ja4s[0]+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %s and %s", k.helloFile, k.ja4File)
+		}
+		if want := readJA4File(t, k.ja4File); k.ja4s[0] != want {
+			t.Errorf("live Chromium's %s hello has JA4 %s, testdata has %s: Chromium changed its ClientHello; refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update, and update the tls-gate allow-list", k.name, k.ja4s[0], want)
 		}
 	}
-	distinct := len(slices.Compact(slices.Sorted(slices.Values(orders))))
-	if distinct < 2 {
-		t.Errorf("all %d hellos have the same extension order; Chromium shuffles them, so JA4's sorting was not exercised", len(orders))
+	if distinct := len(slices.Compact(slices.Sorted(slices.Values(full.orders)))); distinct < 2 {
+		t.Errorf("all %d full hellos have the same extension order; Chromium shuffles them, so JA4's sorting was not exercised", len(full.orders))
 	}
-	t.Logf("%s: JA4 %s over %d connections with %d extension orders", chromiumVersion(chromium), ja4s[0], len(ja4s), distinct)
+	if got, want := withoutGREASE(resumed.hello.Extensions), append(withoutGREASE(full.hello.Extensions), extPreSharedKey); !sameSet(got, want) {
+		t.Errorf("resumed hello's extensions %04x, want the full hello's plus pre_shared_key: %04x", got, want)
+	}
+}
 
-	if *chromiumUpdate {
-		if main == nil {
-			t.Fatal("no hello for www.example.com")
-		}
-		if err := os.WriteFile(chromiumHelloFile, main, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(chromiumJA4File, []byte(ja4s[0]+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s and %s", chromiumHelloFile, chromiumJA4File)
-	}
-	if want := chromiumWantJA4(t); ja4s[0] != want {
-		t.Errorf("live Chromium's JA4 is %s, testdata has %s: Chromium changed its ClientHello; refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update, and update the tls-gate allow-list", ja4s[0], want)
-	}
+func sameSet(a, b []uint16) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // chromiumVersion is Chromium's --version, for logs.
@@ -278,35 +332,46 @@ func chromiumVersion(chromium string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// TestChromiumHelloTestdata checks the captured hello in testdata without
-// a browser: it parses, has the properties of a current Chromium hello,
-// and gives the JA4 in testdata.
+// TestChromiumHelloTestdata checks the captured hellos in testdata without
+// a browser: they parse, have the properties of a current Chromium hello,
+// and give the JA4s in testdata.
 func TestChromiumHelloTestdata(t *testing.T) {
-	b, err := os.ReadFile(chromiumHelloFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := ParseClientHello(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.Len != len(b) {
-		t.Errorf("hello took %d of the %d bytes", h.Len, len(b))
-	}
-	if got, want := h.JA4(), chromiumWantJA4(t); got != want {
-		t.Errorf("JA4 = %s, want %s", got, want)
-	}
-	if !strings.HasPrefix(h.JA4(), "t13d") {
-		t.Errorf("JA4 %s is not TLS 1.3 with SNI", h.JA4())
-	}
-	if !slices.Equal(h.ALPN, []string{"h2", "http/1.1"}) {
-		t.Errorf("ALPN = %q, want h2, http/1.1", h.ALPN)
-	}
-	if !isGREASE(h.CipherSuites[0]) {
-		t.Errorf("first cipher suite %#04x is not GREASE", h.CipherSuites[0])
-	}
-	if h.SNI != "www.example.com" {
-		t.Errorf("SNI = %q, want www.example.com", h.SNI)
+	for _, c := range []struct{ helloFile, ja4File string }{
+		{chromiumHelloFile, chromiumJA4File},
+		{chromiumResumedHelloFile, chromiumResumedJA4File},
+	} {
+		t.Run(c.helloFile, func(t *testing.T) {
+			b, err := os.ReadFile(c.helloFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := ParseClientHello(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Len != len(b) {
+				t.Errorf("hello took %d of the %d bytes", h.Len, len(b))
+			}
+			if got, want := h.JA4(), readJA4File(t, c.ja4File); got != want {
+				t.Errorf("JA4 = %s, want %s", got, want)
+			}
+			if !strings.HasPrefix(h.JA4(), "t13d") {
+				t.Errorf("JA4 %s is not TLS 1.3 with SNI", h.JA4())
+			}
+			if !slices.Equal(h.ALPN, []string{"h2", "http/1.1"}) {
+				t.Errorf("ALPN = %q, want h2, http/1.1", h.ALPN)
+			}
+			if !isGREASE(h.CipherSuites[0]) {
+				t.Errorf("first cipher suite %#04x is not GREASE", h.CipherSuites[0])
+			}
+			if h.SNI != "www.example.com" {
+				t.Errorf("SNI = %q, want www.example.com", h.SNI)
+			}
+			resumed := c.helloFile == chromiumResumedHelloFile
+			if got := slices.Contains(h.Extensions, extPreSharedKey); got != resumed {
+				t.Errorf("pre_shared_key present: %v, want %v", got, resumed)
+			}
+		})
 	}
 }
 
@@ -400,10 +465,11 @@ func policyJA4s(t *testing.T, name string) []string {
 // crypto/tls client is reset by tls-gate; and the JA4 the middlebox
 // computes for the live Chromium is the one in testdata and in the
 // tls-gate allow-list (when Chromium is upgraded, this fails and tells how
-// to refresh them).
+// to refresh them). The server issues no session tickets, so every
+// connection is a full handshake with the JA4 of testdata/chromium-ja4.txt.
 func TestChromiumThroughMiddlebox(t *testing.T) {
 	chromium := chromiumPath(t)
-	upstream, _ := startPageServer(t, 0)
+	upstream, _ := pageServer{noTickets: true}.start(t)
 	wantJA4 := chromiumWantJA4(t)
 	if allow := policyJA4s(t, "tls-gate"); !slices.Contains(allow, wantJA4) {
 		t.Errorf("tls-gate allow-list %q lacks the JA4 of testdata's Chromium %s", allow, wantJA4)

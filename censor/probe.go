@@ -384,8 +384,10 @@ func classifyDial(err error) string {
 // probe that tells them apart: by how the connection ended; by the bytes
 // the server sent back (none against some, or sizes more than 4 times
 // apart: two web servers answer with pages of different sizes); by the
-// bytes it accepted; or by the time to close (times within 250 ms or 50%
-// of each other are the same). Empty means the prober could not tell the
+// bytes it accepted; or by the time to close (times within 1 s or 50% of
+// each other are the same: a loaded machine delays a close by hundreds of
+// milliseconds, and the reactions that gave servers away differ by
+// seconds). Empty means the prober could not tell the
 // servers apart. Probes in one report only are listed too.
 //
 // Compare reports made with the same probes: give both Probers the same
@@ -435,8 +437,8 @@ func sameSize(a, b int) bool {
 }
 
 // sameTime reports whether two times to close are within Differ's
-// tolerance: 250 ms apart, or the longer at most 1.5 times the shorter.
+// tolerance: 1 s apart, or the longer at most 1.5 times the shorter.
 func sameTime(a, b time.Duration) bool {
 	lo, hi := min(a, b), max(a, b)
-	return hi-lo <= 250*time.Millisecond || hi <= lo+lo/2
+	return hi-lo <= time.Second || hi <= lo+lo/2
 }

@@ -91,7 +91,7 @@ func testProber(seed byte, sleeps *[]time.Duration) *Prober {
 	var mu sync.Mutex
 	return &Prober{
 		Rand:        rand.NewChaCha8([32]byte{seed}),
-		ReadTimeout: time.Second,
+		ReadTimeout: 3 * time.Second, // generous: under -race on a loaded machine a TLS handshake took over 1 s
 		Concurrency: 32,
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			if sleeps != nil {
@@ -304,7 +304,7 @@ func TestProberCloseKinds(t *testing.T) {
 		{refused, CloseRefused, 0},
 	} {
 		p := testProber(3, nil)
-		p.ReadTimeout = 300 * time.Millisecond
+		p.ReadTimeout = time.Second
 		rep, err := p.Probe(t.Context(), c.addr, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -357,8 +357,10 @@ func TestDiffer(t *testing.T) {
 		{"other-page-size", with(func(r *Reaction) { r.Received = 350 }), ""},
 		{"much-larger", with(func(r *Reaction) { r.Received = 401 }), "random-7: received 100 vs 401 bytes"},
 		{"sent", with(func(r *Reaction) { r.Sent = 3 }), "random-7: accepted 7 vs 3 bytes"},
-		{"time-close", with(func(r *Reaction) { r.After = 1400 * time.Millisecond }), ""},
-		{"time-far", with(func(r *Reaction) { r.After = 2 * time.Second }), "random-7: FIN after 1s vs 2s"},
+		{"time-close", with(func(r *Reaction) { r.After = 1900 * time.Millisecond }), ""},
+		{"time-ratio", with(func(r *Reaction) { r.After = 3 * time.Millisecond }), ""},
+		{"time-far", with(func(r *Reaction) { r.After = 2500 * time.Millisecond }), "random-7: FIN after 1s vs 2.5s"},
+		{"time-far-long", with(func(r *Reaction) { r.After = time.Minute }), "random-7: FIN after 1s vs 1m0s"},
 		{"time-open", with(func(r *Reaction) { r.Close, r.After = CloseOpen, time.Hour }), "random-7: ended FIN vs open"},
 		{"missing", &Report{Addr: "b"}, "random-7: only in the report on a"},
 	}
