@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,7 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		done <- nil
 	}()
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range n {
 		if err := cli.Send(ctx, wire.Frame{Type: 1, Payload: payload}); err != nil {
@@ -67,6 +69,14 @@ func BenchmarkThroughput(b *testing.B) {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+	// CPU seconds (both ends, user+system) per GiB: robust on a busy machine.
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(n)*float64(len(payload))/(1<<30)), "CPU-s/GiB")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkRoundTrip measures a small request and its answer over loopback

@@ -70,6 +70,7 @@ const (
 	writeBatch       = 32 << 10 // plaintext bytes gathered into one Write
 	writeBufLen      = writeBatch + MaxRecordData + 8*(lenPrefix+recordHeaderLen+tagLen)
 	readBufLen       = MaxNoiseMessage
+	preallocLimit    = wire.MaxEnvelope + 1024 // reassembly buffer allocated up front
 )
 
 // Prologue is bound into the handshake hash: both sides must agree on the
@@ -347,8 +348,8 @@ type Conn struct {
 	rerr    error           // sticky read error
 	hdr     [lenPrefix]byte // length prefix of the record being read
 	hdrN    int             // bytes of hdr read so far
-	body    *[]byte         // pooled buffer for the record being read, nil when idle
-	bodyN   int             // bytes of body read so far
+	rbuf    *[]byte         // pooled read buffer, nil when no bytes are buffered
+	rs, re  int             // unread bytes are (*rbuf)[rs:re]
 	partial []*inFrame      // frames in transit, at most maxPartial
 }
 

@@ -59,7 +59,7 @@ func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
 			return wire.Frame{}, c.fail(err)
 		}
 		f, ok, err := c.handleRecord(plain)
-		c.releaseBody()
+		c.releaseBuf(false)
 		if err != nil {
 			return wire.Frame{}, c.fail(fmt.Errorf("read record: %w: %v", ErrProtocol, err))
 		}
@@ -75,7 +75,7 @@ func (c *Conn) fail(err error) error {
 		err = c.closedErr(err)
 	}
 	c.rerr = err
-	c.releaseBody()
+	c.releaseBuf(true)
 	c.partial = nil
 	if err != io.EOF {
 		c.Close()
@@ -83,17 +83,29 @@ func (c *Conn) fail(err error) error {
 	return err
 }
 
-func (c *Conn) releaseBody() {
-	if c.body != nil {
-		bufPool.Put(c.body)
-		c.body = nil
+// releaseBuf returns the read buffer to the pool if it holds no unread
+// bytes (always, if force), so an idle channel holds no buffer.
+func (c *Conn) releaseBuf(force bool) {
+	if c.rbuf != nil && (force || c.rs == c.re) {
+		bufPool.Put(c.rbuf)
+		c.rbuf, c.rs, c.re = nil, 0, 0
 	}
 }
 
 // readRecord reads and decrypts one record. It keeps its progress in c, so
-// that a read interrupted by a deadline can be resumed.
+// that a read interrupted by a deadline can be resumed. While no bytes are
+// buffered it waits for the 2-byte length in a small array; only then does
+// it take a pooled buffer, into which it reads the record and whatever
+// follows it (read-ahead, consumed by the next calls).
 func (c *Conn) readRecord() ([]byte, error) {
 	for c.hdrN < lenPrefix {
+		if c.rs < c.re {
+			c.hdr[c.hdrN] = (*c.rbuf)[c.rs]
+			c.rs++
+			c.hdrN++
+			continue
+		}
+		c.releaseBuf(false)
 		n, err := c.conn.Read(c.hdr[c.hdrN:])
 		c.hdrN += n
 		if c.hdrN == lenPrefix {
@@ -113,14 +125,18 @@ func (c *Conn) readRecord() ([]byte, error) {
 	if size < tagLen || size > tagLen+recordHeaderLen+MaxRecordData {
 		return nil, fmt.Errorf("read record: %w: record of %d bytes", ErrProtocol, size)
 	}
-	if c.body == nil {
-		c.body = bufPool.Get().(*[]byte)
+	if c.rbuf == nil {
+		c.rbuf = bufPool.Get().(*[]byte)
 	}
-	body := (*c.body)[:size]
-	for c.bodyN < size {
-		n, err := c.conn.Read(body[c.bodyN:])
-		c.bodyN += n
-		if c.bodyN == size {
+	buf := *c.rbuf
+	if c.re-c.rs < size && c.rs+size > len(buf) {
+		c.re = copy(buf, buf[c.rs:c.re])
+		c.rs = 0
+	}
+	for c.re-c.rs < size {
+		n, err := c.conn.Read(buf[c.re:])
+		c.re += n
+		if c.re-c.rs >= size {
 			break
 		}
 		if err != nil {
@@ -130,7 +146,9 @@ func (c *Conn) readRecord() ([]byte, error) {
 			return nil, fmt.Errorf("read record: %w", err)
 		}
 	}
-	c.hdrN, c.bodyN = 0, 0
+	body := buf[c.rs : c.rs+size]
+	c.rs += size
+	c.hdrN = 0
 	plain, err := c.dec.Decrypt(body[:0], nil, body)
 	if err != nil {
 		return nil, fmt.Errorf("read record: %w: decrypt: %v", ErrProtocol, err)
@@ -179,13 +197,22 @@ func (c *Conn) handleRecord(p []byte) (wire.Frame, bool, error) {
 			return wire.Frame{}, false, fmt.Errorf("more than %d frames in transit", maxPartial)
 		}
 		in := &inFrame{stream: stream, typ: t, want: n}
-		in.buf = append(make([]byte, 0, min(n, 4*MaxRecordData)), data...)
+		// Allocate what the header declares up to preallocLimit (every
+		// envelope fits), and grow past it only as data arrives, so a peer
+		// cannot make us hold more than it sends beyond that.
+		in.buf = append(make([]byte, 0, min(n, preallocLimit)), data...)
 		c.partial = append(c.partial, in)
 		return wire.Frame{}, false, nil
 	}
 	in := c.partial[i]
 	if len(in.buf)+len(data) > in.want || fin && len(in.buf)+len(data) != in.want {
 		return wire.Frame{}, false, fmt.Errorf("stream %d: %d payload bytes for a frame of %d", stream, len(in.buf)+len(data), in.want)
+	}
+	if len(in.buf)+len(data) > cap(in.buf) {
+		// Past preallocLimit bytes received: allocate the declared size once.
+		nb := make([]byte, len(in.buf), in.want)
+		copy(nb, in.buf)
+		in.buf = nb
 	}
 	in.buf = append(in.buf, data...)
 	if !fin {
