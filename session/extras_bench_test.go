@@ -36,6 +36,11 @@ func reportPerCPU(b *testing.B, start float64, bytesPerOp int) {
 	}
 }
 
+// reportCPUPerOp reports process CPU time per operation.
+func reportCPUPerOp(b *testing.B, start float64) {
+	b.ReportMetric((cpuSeconds(b)-start)*1e9/float64(b.N), "cpu-ns/op")
+}
+
 // BenchmarkAttachmentCipher compares the two candidate AEADs on one 64 KiB
 // chunk sealed in place, the attachment inner loop.
 func BenchmarkAttachmentCipher(b *testing.B) {
@@ -110,11 +115,13 @@ func BenchmarkAttachmentReadAt(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, 4096)
 	b.ReportAllocs()
+	start := cpuSeconds(b)
 	for b.Loop() {
 		if _, err := r.ReadAt(buf, rng.Int64N(benchAttachmentSize-4096)); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPUPerOp(b, start)
 }
 
 func BenchmarkSeal(b *testing.B) {
@@ -122,11 +129,13 @@ func BenchmarkSeal(b *testing.B) {
 	inner := make([]byte, 1024)
 	rnd := extrasDetRand("bench seal")
 	b.ReportAllocs()
+	start := cpuSeconds(b)
 	for b.Loop() {
 		if _, err := Seal(rnd, alice, bob.Public(), 1, inner); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPUPerOp(b, start)
 }
 
 func BenchmarkOpen(b *testing.B) {
@@ -136,11 +145,13 @@ func BenchmarkOpen(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	start := cpuSeconds(b)
 	for b.Loop() {
 		if _, _, _, err := Open(bob, env); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPUPerOp(b, start)
 }
 
 func BenchmarkGroupEncrypt(b *testing.B) {
@@ -148,43 +159,42 @@ func BenchmarkGroupEncrypt(b *testing.B) {
 	g := net.groups[pubs[0]]
 	pt := make([]byte, 1024)
 	b.ReportAllocs()
+	start := cpuSeconds(b)
 	for b.Loop() {
 		if _, err := g.Encrypt(pt); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPUPerOp(b, start)
 }
 
 func BenchmarkGroupDecrypt(b *testing.B) {
 	net, pubs := newGroupNet(b, "bench", 2)
 	a, r := net.groups[pubs[0]], net.groups[pubs[1]]
 	pt := make([]byte, 1024)
-	const batch = 1000
-	msgs := make([][]byte, batch)
+	msgs := make([][]byte, b.N)
+	for i := range msgs {
+		msgs[i], _ = a.Encrypt(pt)
+	}
 	b.ReportAllocs()
-	i := batch
-	for b.Loop() {
-		if i == batch {
-			b.StopTimer()
-			for j := range msgs {
-				msgs[j], _ = a.Encrypt(pt)
-			}
-			i = 0
-			b.StartTimer()
-		}
+	b.ResetTimer()
+	start := cpuSeconds(b)
+	for i := range b.N {
 		if _, err := r.Decrypt(pubs[0], msgs[i]); err != nil {
 			b.Fatal(err)
 		}
-		i++
 	}
+	reportCPUPerOp(b, start)
 }
 
 func BenchmarkSafetyNumber(b *testing.B) {
 	l, r := mustIdentity(b, "bench l").Public(), mustIdentity(b, "bench r").Public()
 	b.ReportAllocs()
+	start := cpuSeconds(b)
 	for b.Loop() {
 		if _, err := SafetyNumber(l, r, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPUPerOp(b, start)
 }
