@@ -99,12 +99,46 @@ func (id *Identity) UnmarshalBinary(b []byte) error {
 type PublicIdentity [ed25519.PublicKeySize]byte
 
 // Verify reports whether sig is a valid Ed25519 signature of msg by p. It
-// rejects non-canonical and small-order keys.
+// rejects non-canonical and small-order keys (without the field arithmetic
+// of Check: crypto/ed25519 rejects points off the curve itself).
 func (p PublicIdentity) Verify(msg, sig []byte) bool {
-	if len(sig) != ed25519.SignatureSize || p.Check() != nil {
+	if len(sig) != ed25519.SignatureSize || !p.canonicalLargeOrder() {
 		return false
 	}
 	return ed25519.Verify(p[:], msg, sig)
+}
+
+// smallOrderY are the little-endian y-coordinates of the Edwards25519
+// points of order 1, 2, 4 and 8: 1, p-1, 0 and the two order-8 values.
+var smallOrderY = [][32]byte{
+	{1},
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+	{},
+	{0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},
+	{0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},
+}
+
+// canonicalLargeOrder reports whether y < p and y is not the y-coordinate
+// of a small-order point (which also excludes x = 0 with the sign bit set,
+// since x = 0 only for y = 1 and y = p-1). It does not check that the point
+// is on the curve.
+func (p PublicIdentity) canonicalLargeOrder() bool {
+	y := [32]byte(p)
+	y[31] &= 0x7f
+	// y >= p = 2^255-19 only if y[1:31] are all 0xff, y[31] = 0x7f and y[0] >= 0xed.
+	high := y[31] == 0x7f
+	for _, b := range y[1:31] {
+		high = high && b == 0xff
+	}
+	if high && y[0] >= 0xed {
+		return false
+	}
+	for _, s := range smallOrderY {
+		if y == s {
+			return false
+		}
+	}
+	return true
 }
 
 // SignalKey returns 0x05 || the X25519 u-coordinate of p, the 33-byte

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -184,6 +185,9 @@ func TestPublicIdentityRejects(t *testing.T) {
 			if tt.key.Verify([]byte("m"), make([]byte, 64)) {
 				t.Error("Verify accepted a signature under an invalid key")
 			}
+			if tt.name != "not on curve y=2" && tt.key.canonicalLargeOrder() {
+				t.Error("canonicalLargeOrder accepted the key")
+			}
 		})
 	}
 }
@@ -237,5 +241,32 @@ func TestNewIdentityShortRand(t *testing.T) {
 	t.Parallel()
 	if _, err := NewIdentity(bytes.NewReader(make([]byte, 31))); err == nil {
 		t.Fatal("NewIdentity succeeded with 31 bytes of randomness")
+	}
+}
+
+// TestCanonicalLargeOrderAgreesWithCheck: on keys that are on the curve,
+// the cheap test of Verify and the full Check agree.
+func TestCanonicalLargeOrderAgreesWithCheck(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("canonical agrees")
+	for range 200 {
+		var p PublicIdentity
+		r.Read(p[:])
+		// Keep only points on the curve, as crypto/ed25519 would.
+		if err := p.Check(); err != nil && !strings.Contains(err.Error(), "small order") && !strings.Contains(err.Error(), "non-canonical") {
+			continue
+		}
+		if (p.Check() == nil) != p.canonicalLargeOrder() {
+			t.Fatalf("%x: Check %v, canonicalLargeOrder %v", p, p.Check(), p.canonicalLargeOrder())
+		}
+	}
+	for _, y := range smallOrderY {
+		for _, sign := range []byte{0, 0x80} {
+			p := PublicIdentity(y)
+			p[31] |= sign
+			if p.Check() == nil || p.canonicalLargeOrder() {
+				t.Fatalf("small-order %x accepted", p)
+			}
+		}
 	}
 }
