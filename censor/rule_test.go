@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -405,28 +406,37 @@ func TestTLSGate(t *testing.T) {
 }
 
 // TestTLSGateAllowsCapturedChromium keeps the tls-gate allow-list in step
-// with the captured Chromium (see docs/censor.md for the refresh command).
+// with the captured Chromium, full and resumed ClientHellos (see
+// docs/censor.md for the refresh command).
 func TestTLSGateAllowsCapturedChromium(t *testing.T) {
-	b, err := os.ReadFile("testdata/chromium-ja4.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := strings.TrimSpace(string(b))
-	p := mustLoad(t, "tls-gate")
-	list := p.Rules[0].TLSGate.JA4
-	found := false
-	for _, j := range list {
-		found = found || j == want
-	}
-	if !found {
-		t.Errorf("tls-gate allow-list %v lacks the captured Chromium's JA4 %s", list, want)
-	}
-	h, err := ParseClientHello(capturedHello(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := h.JA4(); got != want {
-		t.Errorf("JA4 of testdata/chromium-hello.bin = %s, want %s", got, want)
+	list := mustLoad(t, "tls-gate").Rules[0].TLSGate.JA4
+	e := &Engine{Policy: mustLoad(t, "tls-gate"), Rand: seeded(19), Clock: &FakeClock{}}
+	for _, c := range []struct{ hello, ja4 string }{
+		{"testdata/chromium-hello.bin", "testdata/chromium-ja4.txt"},
+		{"testdata/chromium-hello-resumed.bin", "testdata/chromium-ja4-resumed.txt"},
+	} {
+		b, err := os.ReadFile(c.ja4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := strings.TrimSpace(string(b))
+		if !slices.Contains(list, want) {
+			t.Errorf("tls-gate allow-list %v lacks the captured Chromium's JA4 %s (%s)", list, want, c.ja4)
+		}
+		hello, err := os.ReadFile(c.hello)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := ParseClientHello(hello)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.JA4(); got != want {
+			t.Errorf("JA4 of %s = %s, want %s", c.hello, got, want)
+		}
+		if v := inspect(e, clientN(1), testServer, hello); v.Action != Pass {
+			t.Errorf("%s through tls-gate: %+v, want pass", c.hello, v)
+		}
 	}
 }
 
