@@ -18,14 +18,14 @@ import (
 //	             extensions<0..2^16-1>        2-byte length, may be absent (TLS 1.2 and older)
 //	extension:   type(2)  length(2)  data(length)
 const (
-	recordTypeHandshake  = 0x16
-	recordHeaderLen      = 5
-	maxRecordPayload     = 1 << 14 // RFC 8446 5.1: TLSPlaintext.length <= 2^14
-	handshakeTypeHello   = 0x01
-	handshakeHeaderLen   = 4
-	randomLen            = 32
-	maxSessionIDLen      = 32
-	maxClientHelloBodyLn = 2 + randomLen + 1 + maxSessionIDLen + 2 + 0xfffe + 1 + 0xff + 2 + 0xffff
+	recordTypeHandshake = 0x16
+	recordHeaderLen     = 5
+	maxRecordPayload    = 1 << 14 // RFC 8446 5.1: TLSPlaintext.length <= 2^14
+	handshakeTypeHello  = 0x01
+	handshakeHeaderLen  = 4
+	randomLen           = 32
+	maxSessionIDLen     = 32
+	maxHelloBodyLen     = 2 + randomLen + 1 + maxSessionIDLen + 2 + 0xfffe + 1 + 0xff + 2 + 0xffff
 )
 
 // TLS extension types the parser reads (IANA "TLS ExtensionType Values").
@@ -168,8 +168,8 @@ func readHandshake(b []byte) (body []byte, recVersion uint16, n int, err error) 
 		}
 		if want < 0 && len(msg) >= handshakeHeaderLen {
 			want = int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3])
-			if want > maxClientHelloBodyLn {
-				return nil, 0, 0, fmt.Errorf("parse handshake: client hello length %d exceeds %d", want, maxClientHelloBodyLn)
+			if want > maxHelloBodyLen {
+				return nil, 0, 0, fmt.Errorf("parse handshake: client hello length %d exceeds %d", want, maxHelloBodyLen)
 			}
 		}
 		if !complete {

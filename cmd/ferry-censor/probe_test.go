@@ -111,7 +111,8 @@ func TestProbeCommand(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out, errb bytes.Buffer
-			code := probeMain(t.Context(), append(append([]string{}, fastProbe...), tt.args...), &out, &errb)
+			args := append(append([]string{"probe"}, fastProbe...), tt.args...)
+			code := run(t.Context(), args, &out, &errb)
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d; stderr:\n%s\nstdout:\n%s", code, tt.code, errb.String(), out.String())
 			}
