@@ -344,3 +344,77 @@ func TestMailboxID(t *testing.T) {
 		t.Fatalf("mailbox id %s is not 16 bytes", got)
 	}
 }
+
+// TestSendCancelStress runs many senders whose contexts end at random times
+// over a slow link: every frame whose Send returned nil must arrive intact
+// and exactly once, every frame that arrives must be intact, and nothing
+// hangs.
+func TestSendCancelStress(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	cli, srv, _, _ := pairOver(t, throttled{Conn: a, rate: 16 << 20}, b)
+	const senders, each = 6, 15
+	type key struct{ s, i byte }
+	var mu sync.Mutex
+	sent := map[key]bool{}
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				n := []int{10, 5000, 40000, 200000}[(s+i)%4]
+				p := bytes.Repeat([]byte{byte(s) ^ byte(i)}, n)
+				p[0], p[1] = byte(s), byte(i)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration((s*7+i*3)%10)*time.Millisecond)
+				err := cli.Send(ctx, wire.Frame{Type: 1, Payload: p})
+				cancel()
+				if err == nil {
+					mu.Lock()
+					sent[key{byte(s), byte(i)}] = true
+					mu.Unlock()
+				} else if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Send: %v", err)
+				}
+			}
+		}()
+	}
+	got := map[key]bool{}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for {
+			f, err := srv.Recv(context.Background())
+			if err != nil {
+				return
+			}
+			k := key{f.Payload[0], f.Payload[1]}
+			if got[k] {
+				t.Errorf("frame %v arrived twice", k)
+			}
+			got[k] = true
+			for _, c := range f.Payload[2:] {
+				if c != k.s^k.i {
+					t.Errorf("frame %v corrupted", k)
+					break
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	// Flush: one last frame on a fresh context, then hang up.
+	if err := cli.Send(context.Background(), wire.Frame{Type: 2, Payload: []byte{0xff, 0xff}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	cli.Close()
+	<-recvDone
+	for k := range sent {
+		if !got[k] {
+			t.Errorf("frame %v: Send returned nil but it never arrived", k)
+		}
+	}
+	if testing.Verbose() || len(sent) == 0 || len(sent) == senders*each {
+		t.Logf("%d of %d sends completed (the test is weaker when none or all are cancelled)", len(sent), senders*each)
+	}
+}

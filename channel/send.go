@@ -163,6 +163,13 @@ func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error 
 			// Only abandoned frames remain: write their abort records.
 		}
 		batch = c.pick(batch[:0])
+		if len(batch) == 0 {
+			// Nothing can be written (cannot happen while the queue holds a
+			// frame; kept so a bug stalls nobody): give the role up.
+			c.writing = false
+			c.wmu.Unlock()
+			return c.result(own, abandoned)
+		}
 		c.wmu.Unlock()
 
 		if bufp == nil {
