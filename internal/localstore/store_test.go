@@ -325,3 +325,33 @@ func TestUnwrapKeyRejects(t *testing.T) {
 		})
 	}
 }
+
+// FuzzUnwrapKey checks that no key file makes the parser panic or accept
+// a key under the wrong passphrase, and that a plain key file round-trips.
+func FuzzUnwrapKey(f *testing.F) {
+	_, plain, _ := newKeyFile(bytes.NewReader(bytes.Repeat([]byte{1}, 64)), nil)
+	f.Add(plain)
+	f.Add([]byte{1, 1})
+	f.Add(append([]byte{1, 1, 0, 0, 0, 1, 0, 0, 0, 8, 1}, make([]byte, argonFileSize-11)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Keep Argon2id cheap: cap memory and time as a real file could
+		// not be trusted to do.
+		if len(b) >= 11 && b[1] == kindArgon2id {
+			b = bytes.Clone(b)
+			b[2], b[3], b[4], b[5] = 0, 0, 0, 1
+			b[6], b[7], b[8], b[9] = 0, 0, 0, 64
+			b[10] = 1
+		}
+		key, err := unwrapKey(b, nil)
+		if err != nil {
+			if key != nil {
+				t.Fatal("key with an error")
+			}
+		} else if len(key) != keySize || !bytes.Equal(append([]byte{keyFileVersion, kindPlain}, key...), b) {
+			t.Fatalf("plain key file %x gave key %x", b, key)
+		}
+		if key, err := unwrapKey(b, []byte("p")); err == nil && len(key) != keySize {
+			t.Fatalf("key of %d bytes", len(key))
+		}
+	})
+}
