@@ -240,3 +240,25 @@ func ExampleSeal() {
 	fmt.Println(len(env), from == alice.Public(), contentType, string(inner), err)
 	// Output: 353 true 1 ratchet message <nil>
 }
+
+// FuzzSealRoundTrip: whatever the content, Open(Seal(x)) = x and the
+// envelope is a bucket long.
+func FuzzSealRoundTrip(f *testing.F) {
+	f.Add(byte(1), []byte("hello"))
+	f.Add(byte(0), []byte{})
+	f.Add(byte(0xff), bytes.Repeat([]byte{0x80, 0}, 300))
+	alice, bob, _ := sealedParties(f)
+	f.Fuzz(func(t *testing.T, ct byte, inner []byte) {
+		env, err := Seal(extrasDetRand("fuzz seal"), alice, bob.Public(), ct, inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !isBucket(len(env) - SealedOverhead) {
+			t.Fatalf("envelope of %d bytes is not a bucket plus overhead", len(env))
+		}
+		from, gotCT, got, err := Open(bob, env)
+		if err != nil || from != alice.Public() || gotCT != ct || !bytes.Equal(got, inner) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
