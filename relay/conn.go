@@ -33,48 +33,59 @@ type conn struct {
 // errViolation marks a frame that ends the connection.
 var errViolation = errors.New("protocol violation")
 
-// serve reads and handles frames until the connection ends.
+// serve reads and handles frames until the connection ends, then cleans
+// up: on Shutdown the Sends in flight are answered before the channel
+// closes; otherwise the channel closes first (the peer hung up or
+// misbehaved) and they are only collected.
 func (c *conn) serve(ctx context.Context) error {
-	defer func() {
-		// Sends in flight are answered before the channel closes.
-		c.pipe.wait()
-		if c.sub != nil {
-			c.s.hub.remove(c.sub)
-			c.sub.stop()
-			c.s.metrics.subscribers.Dec()
-		}
-		c.ch.Close()
-		c.deliveries.Wait()
-	}()
-	// Handlers run on workCtx (and the caller's ctx) so Shutdown lets the
-	// frame in hand finish; reads stop on readCtx.
-	work, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(c.s.workCtx, cancel)()
-	c.work = work
+	// Handlers run on work (ended by the caller's ctx or Close) so that
+	// Shutdown lets the frames in hand finish; reads stop on read (also
+	// ended by Shutdown).
+	work, cancelWork := context.WithCancel(ctx)
+	defer cancelWork()
+	defer context.AfterFunc(c.s.workCtx, cancelWork)()
 	read, cancelRead := context.WithCancel(work)
 	defer cancelRead()
 	defer context.AfterFunc(c.s.readCtx, cancelRead)()
+	c.work = work
 
+	graceful, err := c.readLoop(read, work)
+	if !graceful {
+		c.ch.Close()
+	}
+	c.pipe.wait()
+	if c.sub != nil {
+		c.s.hub.remove(c.sub)
+		c.sub.stop()
+		c.s.metrics.subscribers.Dec()
+	}
+	c.ch.Close()
+	c.deliveries.Wait()
+	return err
+}
+
+// readLoop handles frames until the connection ends. graceful reports a
+// Shutdown (or a clean hang-up, which returns a nil error too).
+func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
 	for {
 		f, err := c.ch.Recv(read)
 		if err != nil {
 			switch {
 			case errors.Is(err, io.EOF):
-				return nil
+				return false, nil
 			case read.Err() != nil && c.s.readCtx.Err() != nil:
-				return nil // shutdown
+				return true, nil // shutdown
 			case read.Err() != nil:
-				return read.Err()
+				return false, read.Err()
 			}
-			return fmt.Errorf("read frame: %w", err)
+			return false, fmt.Errorf("read frame: %w", err)
 		}
 		c.s.metrics.frames.WithLabelValues(frameLabel(f.Type)).Inc()
 		if err := c.handle(work, f); err != nil {
 			if errors.Is(err, errViolation) {
 				c.log.Debug("closing connection", "reason", err)
 			}
-			return err
+			return false, err
 		}
 	}
 }

@@ -211,6 +211,24 @@ func (c *client) quiet() {
 	}
 }
 
+// drain sends a Ping and discards pushed envelopes until its Pong: the
+// relay has handled every frame sent before.
+func (c *client) drain() {
+	c.t.Helper()
+	c.send(wire.Ping{Nonce: 4343})
+	for {
+		switch m := c.next().(type) {
+		case wire.Deliver:
+		case wire.Pong:
+			if m.Nonce == 4343 {
+				return
+			}
+		default:
+			c.t.Fatalf("got %T %+v while draining, want Deliver or Pong", m, m)
+		}
+	}
+}
+
 // closed waits for the relay to end the connection and returns ServeConn's
 // result.
 func (c *client) closed() error {

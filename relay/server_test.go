@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -415,7 +416,7 @@ func TestPushOverflowResyncs(t *testing.T) {
 	}
 	wg.Wait()
 	bob.send(wire.Ack{Seqs: acks[:min(len(acks), wire.MaxAcks)]})
-	bob.quiet()
+	bob.drain() // redeliveries after a resync are allowed (at least once)
 	if u, _ := e.store.Usage(context.Background(), bob.mailbox); u.Count != 0 {
 		t.Fatalf("%d envelopes left after acknowledging every delivery", u.Count)
 	}
@@ -568,6 +569,62 @@ func TestPipelinedSendsKeepOrder(t *testing.T) {
 				if d := expect[wire.Deliver](bob); d.ID != id(i) {
 					t.Fatalf("stored envelope %d is %x, want %x: pipelined sends were reordered", i, d.ID, id(i))
 				}
+			}
+		})
+	}
+}
+
+// gateStore holds every Put until gate is closed.
+type gateStore struct {
+	relay.Store
+	gate chan struct{}
+}
+
+func (g gateStore) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (uint64, bool, error) {
+	<-g.gate
+	return g.Store.Put(ctx, mb, env, q)
+}
+
+// gateAsyncStore is gateStore with PutAsync: the Put is started at once
+// and its result held.
+type gateAsyncStore struct{ gateStore }
+
+func (g gateAsyncStore) PutAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+	return func() (uint64, bool, error) { return g.Put(ctx, mb, env, q) }
+}
+
+func TestShutdownAnswersSendsInFlight(t *testing.T) {
+	t.Parallel()
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			t.Parallel()
+			gs := gateStore{Store: memstore.New(), gate: make(chan struct{})}
+			var store relay.Store = gs
+			if async {
+				store = gateAsyncStore{gs}
+			}
+			e := newEnv(t, func(c *relay.Config) { c.Store = store })
+			bob := e.dial(mustKey(t), nil)
+			bob.register(token(50))
+			anon := e.dial(mustKey(t), nil)
+			anon.send(wire.Send{ID: id(1), To: bob.mailbox, Token: token(50), Envelope: []byte("x")})
+			done := make(chan error, 1)
+			go func() { done <- e.srv.Shutdown(context.Background()) }()
+			time.Sleep(20 * time.Millisecond) // let Shutdown stop the readers
+			select {
+			case err := <-done:
+				t.Fatalf("Shutdown returned (%v) with a Send in flight", err)
+			default:
+			}
+			close(gs.gate)
+			if ok := expect[wire.SendOK](anon); ok.ID != id(1) {
+				t.Fatalf("SendOK for %x", ok.ID)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if err := anon.closed(); err != nil {
+				t.Fatalf("ServeConn after Shutdown = %v, want nil", err)
 			}
 		})
 	}
