@@ -515,3 +515,73 @@ func TestE2EChatTmux(t *testing.T) {
 	waitScreen("hello from the tui (read)")
 	tm("send-keys", "-t", "chat", "Escape")
 }
+
+// TestE2EReadWait checks that ferry read --wait prints messages as they
+// arrive, each once, and that invite --qr draws a code without changing
+// stdout.
+func TestE2EReadWait(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	out, errs, code := alice.run("", "invite", "--qr")
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "ferry://invite?") || !strings.Contains(errs, "█") {
+		t.Fatalf("invite --qr: exit %d, stdout %q, stderr %d bytes", code, out, len(errs))
+	}
+	if got := strings.TrimSpace(bob.must("add", strings.TrimSpace(out))); got != "alice" {
+		t.Fatalf("add printed %q", got)
+	}
+	cmd := exec.Command(alice.bin, "--home", alice.home, "read", "--wait", "20s", "--json")
+	cmd.Env = filterEnv(os.Environ(), "FERRY_PASSPHRASE")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	lines := make(chan jsonMessage, 10)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var m jsonMessage
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				lines <- m
+			}
+		}
+		close(lines)
+	}()
+	for i := range 3 {
+		want := fmt.Sprint("live ", i)
+		bob.must("send", "alice", want)
+		select {
+		case m := <-lines:
+			if m.Text != want || m.From != "bob" {
+				t.Fatalf("read --wait printed %+v, want %q from bob", m, want)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("read --wait did not print %q", want)
+		}
+	}
+	// The messages were shown: bob's history says read.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		all, _ := bob.readJSON("--all")
+		read := 0
+		for _, m := range all {
+			if m.Outgoing && m.State == "read" {
+				read++
+			}
+		}
+		if read == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's messages: %+v, want 3 read", all)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
