@@ -179,6 +179,7 @@ func noiseConfig(initiator bool, static KeyPair, peer []byte, random io.Reader, 
 func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, relayKey [32]byte) (_ *Conn, err error) {
 	defer func() {
 		if err != nil {
+			cfg.logger().Debug("channel handshake failed", "side", "client", "remote", conn.RemoteAddr().String(), "err", err)
 			conn.Close()
 		}
 	}()
@@ -227,6 +228,7 @@ func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, re
 func (cfg *Config) Server(ctx context.Context, conn net.Conn, static KeyPair) (_ *Conn, err error) {
 	defer func() {
 		if err != nil {
+			cfg.logger().Debug("channel handshake failed", "side", "server", "remote", conn.RemoteAddr().String(), "err", err)
 			conn.Close()
 		}
 	}()

@@ -3,10 +3,14 @@ package channel
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -417,4 +421,48 @@ func TestSendCancelStress(t *testing.T) {
 	if testing.Verbose() || len(sent) == 0 || len(sent) == senders*each {
 		t.Logf("%d of %d sends completed (the test is weaker when none or all are cancelled)", len(sent), senders*each)
 	}
+}
+
+// TestLogsNoKeys checks that a failed handshake is logged at debug level
+// and that no key appears in the log in any common encoding.
+func TestLogsNoKeys(t *testing.T) {
+	t.Parallel()
+	var logBuf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logBuf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, b := net.Pipe()
+	relay, other, cliKey := mustKey(t), mustKey(t), mustKey(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Config{Logger: log}).Server(ctx, b, relay)
+	}()
+	(&Config{Logger: log}).Client(ctx, a, cliKey, other.Public)
+	<-done
+	mu.Lock()
+	out := logBuf.String()
+	mu.Unlock()
+	if !strings.Contains(out, "channel handshake failed") {
+		t.Fatalf("log %q has no handshake failure", out)
+	}
+	for _, k := range [][32]byte{relay.Private, relay.Public, other.Public, cliKey.Private, cliKey.Public} {
+		for _, enc := range []string{hex.EncodeToString(k[:]), base64.RawURLEncoding.EncodeToString(k[:]), base64.StdEncoding.EncodeToString(k[:]), fmt.Sprint(k[:])} {
+			if strings.Contains(out, enc) {
+				t.Fatalf("log contains a key: %q", out)
+			}
+		}
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

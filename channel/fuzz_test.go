@@ -35,6 +35,7 @@ func (c *byteConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 func (c *byteConn) Close() error                     { c.closed = true; return nil }
+func (c *byteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *byteConn) SetDeadline(time.Time) error      { return nil }
 func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }

@@ -78,6 +78,9 @@ func (c *Conn) fail(err error) error {
 	c.releaseBuf(true)
 	c.partial = nil
 	if err != io.EOF {
+		if errors.Is(err, ErrProtocol) {
+			c.log.Debug("channel closed on a protocol violation", "remote", c.conn.RemoteAddr().String(), "err", err)
+		}
 		c.Close()
 	}
 	return err
