@@ -258,3 +258,88 @@ func FuzzInitialMessage(f *testing.F) {
 		}
 	})
 }
+
+func TestRespondAfterRotation(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("rotation")
+	a := newParty(t, r, 0)
+	b := newParty(t, r, 0)
+	old := b.ps.Bundle(b.id.Public(), false)
+	s, err := Initiate(r, a.id, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := s.Encrypt([]byte("in flight"), nil)
+	// One rotation: the previous signed prekey still answers.
+	if err := b.ps.RotateSigned(r, b.id); err != nil {
+		t.Fatal(err)
+	}
+	if b.ps.Bundle(b.id.Public(), false).SignedPrekey.ID == old.SignedPrekey.ID {
+		t.Fatal("rotation did not change the current signed prekey")
+	}
+	if _, pt, _, err := Respond(r, b.id, b.ps, msg, nil); err != nil || string(pt) != "in flight" {
+		t.Fatalf("after one rotation: %q, %v", pt, err)
+	}
+	// A second rotation retires it.
+	if err := b.ps.RotateSigned(r, b.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := Respond(r, b.id, b.ps, msg, nil); !errors.Is(err, ErrUnknownPrekey) {
+		t.Fatalf("after two rotations: got %v, want ErrUnknownPrekey", err)
+	}
+}
+
+func TestPQXDHRejectsLowOrderKeys(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("low order")
+	a := newParty(t, r, 1)
+	b := newParty(t, r, 1)
+	// A bundle whose (validly signed) signed prekey is a low-order point.
+	bad := b.ps.Bundle(b.id.Public(), true)
+	bad.SignedPrekey.Public = [32]byte{}
+	copy(bad.SignedPrekey.Signature[:], b.id.Sign(prekeySigMessage(RecordSigned, bad.SignedPrekey.ID, bad.SignedPrekey.Public[:])))
+	if _, err := Initiate(r, a.id, bad); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("low-order signed prekey: got %v, want ErrInvalidKey", err)
+	}
+	// An initial message whose ephemeral key is a low-order point.
+	s, _ := Initiate(r, a.id, b.ps.Bundle(b.id.Public(), true))
+	msg, _ := s.Encrypt([]byte("x"), nil)
+	msg = bytes.Clone(msg)
+	clear(msg[33:65])
+	before, _ := b.ps.MarshalBinary()
+	if _, _, _, err := Respond(r, b.id, b.ps, msg, nil); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("low-order ephemeral key: got %v, want ErrInvalidKey", err)
+	}
+	if after, _ := b.ps.MarshalBinary(); !bytes.Equal(before, after) {
+		t.Fatal("failed Respond changed the prekey set")
+	}
+}
+
+func TestPrekeyIDsUnique(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("prekey ids")
+	p := newParty(t, r, 3)
+	if err := p.ps.AddOneTime(r, p.id, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ps.RotateSigned(r, p.id); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]bool{}
+	ids := []uint32{p.ps.lastResort.id}
+	for _, k := range append(append([]x25519Prekey(nil), p.ps.signed...), p.ps.oneTime...) {
+		ids = append(ids, k.id)
+	}
+	for _, k := range p.ps.kem {
+		ids = append(ids, k.id)
+	}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("prekey id %d used twice", id)
+		}
+		seen[id] = true
+	}
+	if x, k := p.ps.OneTimeCount(); x != 6 || k != 6 || len(ids) != 1+2+6+6 {
+		t.Fatalf("counts: %d one-time X25519, %d ML-KEM, %d ids", x, k, len(ids))
+	}
+}
