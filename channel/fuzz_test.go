@@ -111,25 +111,28 @@ func env(t wire.Type, n int) []byte {
 	return b
 }
 
-// FuzzRecords feeds authenticated but arbitrary record plaintexts to a
-// relay-side channel: it must never panic, never keep more than maxPartial
+// FuzzRecords feeds authenticated but arbitrary record plaintexts, then
+// arbitrary unauthenticated bytes, to a relay-side channel: it must never panic, never keep more than maxPartial
 // frames in transit, and return only frames within the limits.
 func FuzzRecords(f *testing.F) {
 	big := env(1, 40000)
-	f.Add(joinRecords(rec(1, flagFin, env(1, 5))))
-	f.Add(joinRecords(nil, rec(1, flagFin, env(wire.TypePing, 8))))
-	f.Add(joinRecords(rec(1, 0, big[:MaxRecordData]), rec(2, flagFin, env(2, 1)), rec(1, 0, big[MaxRecordData:2*MaxRecordData]), rec(1, flagFin, big[2*MaxRecordData:])))
-	f.Add(joinRecords(rec(1, 0, big[:100]), rec(1, flagAbort)))
-	f.Add(joinRecords(rec(1, 0, big[:10]), rec(2, 0, big[:10]), rec(3, 0, big[:10]), rec(4, 0, big[:10]), rec(5, 0, big[:10])))
-	f.Add(joinRecords(rec(7, flagFin|flagAbort)))
-	f.Add(joinRecords(rec(1, flagFin, []byte{1, 0, 0x10, 0, 1})))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Add(joinRecords(rec(1, flagFin, env(1, 5))), []byte(nil))
+	f.Add(joinRecords(nil, rec(1, flagFin, env(wire.TypePing, 8))), []byte(nil))
+	f.Add(joinRecords(rec(1, 0, big[:MaxRecordData]), rec(2, flagFin, env(2, 1)), rec(1, 0, big[MaxRecordData:2*MaxRecordData]), rec(1, flagFin, big[2*MaxRecordData:])), []byte(nil))
+	f.Add(joinRecords(rec(1, 0, big[:100]), rec(1, flagAbort)), []byte(nil))
+	f.Add(joinRecords(rec(1, 0, big[:10]), rec(2, 0, big[:10]), rec(3, 0, big[:10]), rec(4, 0, big[:10]), rec(5, 0, big[:10])), []byte(nil))
+	f.Add(joinRecords(rec(7, flagFin|flagAbort)), []byte(nil))
+	f.Add(joinRecords(rec(1, flagFin, []byte{1, 0, 0x10, 0, 1})), []byte(nil))
+	f.Add(joinRecords(rec(1, flagFin, env(1, 5))), []byte{0, 17, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte, raw []byte) {
 		enc, dec, renc := cipherPair(t)
 		var stream []byte
 		for _, p := range splitRecords(b) {
 			stream = binary.BigEndian.AppendUint16(stream, uint16(len(p)+tagLen))
 			stream, _ = enc.Encrypt(stream, nil, p)
 		}
+		// Then unauthenticated bytes, as an attacker on the path would send.
+		stream = append(stream, raw...)
 		conn := &byteConn{r: bytes.NewReader(stream)}
 		var peer [32]byte
 		c := newConn(conn, peer, renc, dec, (*Config)(nil).logger())
