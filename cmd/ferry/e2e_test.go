@@ -585,3 +585,73 @@ func TestE2EReadWait(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestE2EClientKills kills the clients, not the relay: the sender's ferry
+// send and the recipient's ferry read --wait get SIGKILL at arbitrary
+// moments while messages flow. Envelopes the relay did not acknowledge are
+// resent by a later command (same id, de-duplicated by the relay);
+// envelopes the recipient stored but did not acknowledge are redelivered
+// (de-duplicated by its seen ids). At the end the recipient's history holds
+// exactly the messages the sender's history holds, once each, in order.
+func TestE2EClientKills(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	start := func(u *user, stdin string, args ...string) *exec.Cmd {
+		cmd := exec.Command(u.bin, append([]string{"--home", u.home}, args...)...)
+		cmd.Env = filterEnv(os.Environ(), "FERRY_PASSPHRASE")
+		cmd.Stdin = strings.NewReader(stdin)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	for i := 0; i < 800; i += 100 {
+		var lines strings.Builder
+		for j := i; j < i+100; j++ {
+			fmt.Fprintf(&lines, "k-%05d\n", j)
+		}
+		send := start(bob, lines.String(), "send", "--lines", "alice", "-")
+		read := start(alice, "", "read", "--wait", "10s", "--json")
+		time.Sleep(time.Duration(40+(i*37)%250) * time.Millisecond)
+		send.Process.Kill()
+		read.Process.Kill()
+		send.Wait()
+		read.Wait()
+	}
+	// What bob's profile says he sent (a send killed before its
+	// transaction committed queued nothing).
+	var want []string
+	sent, _ := bob.readJSON("--all")
+	for _, m := range sent {
+		if m.Outgoing {
+			want = append(want, m.Text)
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no send survived; the kills came too early to test anything")
+	}
+	// Later commands deliver what is left.
+	bob.must("read")
+	var got []string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got = got[:0]
+		ms, _ := alice.readJSON("--all")
+		for _, m := range ms {
+			if m.From == "bob" {
+				got = append(got, m.Text)
+			}
+		}
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		bob.run("", "read")
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("alice has %d messages from bob, bob sent %d:\ngot  %v\nwant %v", len(got), len(want), got, want)
+	}
+	t.Logf("%d of 800 messages were queued before the kills and arrived exactly once", len(want))
+}
