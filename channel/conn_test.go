@@ -23,6 +23,9 @@ import (
 type throttled struct {
 	net.Conn
 	rate int
+	// If progress is not nil, it is closed once after 64 KiB were written.
+	progress chan struct{}
+	written  *int
 }
 
 func (c throttled) Write(p []byte) (int, error) {
@@ -32,6 +35,12 @@ func (c throttled) Write(p []byte) (int, error) {
 		time.Sleep(time.Duration(k) * time.Second / time.Duration(c.rate))
 		m, err := c.Conn.Write(p[:k])
 		n += m
+		if c.progress != nil {
+			*c.written += m
+			if *c.written >= 64<<10 && *c.written-m < 64<<10 {
+				close(c.progress)
+			}
+		}
 		if err != nil {
 			return n, err
 		}
@@ -46,7 +55,10 @@ func (c throttled) Write(p []byte) (int, error) {
 func TestSmallFrameNotDelayed(t *testing.T) {
 	t.Parallel()
 	a, b := net.Pipe()
-	cli, srv, _, _ := pairOver(t, throttled{Conn: a, rate: 4 << 20}, b) // 1 MiB takes ~250 ms
+	progress := make(chan struct{})
+	// 1 MiB takes about 500 ms; writes are serialised by the channel, so
+	// the written counter needs no lock.
+	cli, srv, _, _ := pairOver(t, throttled{Conn: a, rate: 2 << 20, progress: progress, written: new(int)}, b)
 	ctx := context.Background()
 	large := wire.Frame{Type: 1, Payload: bytes.Repeat([]byte{1}, wire.MaxPayload)}
 	small := wire.Frame{Type: 2, Payload: []byte("hello")}
@@ -72,7 +84,7 @@ func TestSmallFrameNotDelayed(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		time.Sleep(30 * time.Millisecond) // the large frame is under way
+		<-progress // the large frame is under way
 		if err := cli.Send(ctx, small); err != nil {
 			t.Error(err)
 		}
