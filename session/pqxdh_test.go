@@ -201,7 +201,17 @@ func TestRespondFailureKeepsPrekeys(t *testing.T) {
 	alice, _ := Initiate(r, a.id, b.ps.Bundle(b.id.Public(), true))
 	msg, _ := alice.Encrypt([]byte("hi"), nil)
 	before, _ := b.ps.MarshalBinary()
-	for i := range msg {
+	for _, bad := range mutations(msg) {
+		if _, _, _, err := Respond(r, b.id, b.ps, bad, nil); err == nil {
+			t.Fatalf("mutated message (%d bytes): Respond succeeded", len(bad))
+		}
+	}
+	// Every byte of the prefix matters (the middle of the KEM ciphertext is
+	// sampled by mutations above).
+	for i := 0; i < initialFixedLen+4; i++ {
+		if i == 80 {
+			i = initialFixedLen - 8
+		}
 		bad := bytes.Clone(msg)
 		bad[i] ^= 0x10
 		if _, _, _, err := Respond(r, b.id, b.ps, bad, nil); err == nil {
