@@ -159,9 +159,6 @@ type pageServer struct {
 	// that resumes the first one's TLS session (a ClientHello with a
 	// pre_shared_key extension).
 	sameHost int
-	// noTickets keeps the server from issuing session tickets, so that
-	// every connection is a full handshake.
-	noTickets bool
 }
 
 // start serves a page containing chromiumMarker on 127.0.0.1 and records
@@ -191,7 +188,7 @@ func (ps pageServer) start(t *testing.T) (addr string, rec *helloRecorder) {
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}, SessionTicketsDisabled: ps.noTickets},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}},
 		ErrorLog:  discardLog(),
 	}
 	if ps.sameHost > 0 {
@@ -465,20 +462,26 @@ func policyJA4s(t *testing.T, name string) []string {
 // crypto/tls client is reset by tls-gate; and the JA4 the middlebox
 // computes for the live Chromium is the one in testdata and in the
 // tls-gate allow-list (when Chromium is upgraded, this fails and tells how
-// to refresh them). The server issues no session tickets, so every
-// connection is a full handshake with the JA4 of testdata/chromium-ja4.txt.
+// to refresh them), for full and for resumed connections.
 func TestChromiumThroughMiddlebox(t *testing.T) {
 	chromium := chromiumPath(t)
-	upstream, _ := pageServer{noTickets: true}.start(t)
-	wantJA4 := chromiumWantJA4(t)
-	if allow := policyJA4s(t, "tls-gate"); !slices.Contains(allow, wantJA4) {
-		t.Errorf("tls-gate allow-list %q lacks the JA4 of testdata's Chromium %s", allow, wantJA4)
+	// Images on the page's own host, each over a new connection that
+	// resumes the first one's session: a real browser's full and resumed
+	// hellos both go through the gate.
+	upstream, rec := pageServer{sameHost: 2}.start(t)
+	fullJA4, resumedJA4 := chromiumWantJA4(t), readJA4File(t, chromiumResumedJA4File)
+	allow := policyJA4s(t, "tls-gate")
+	for _, j := range []string{fullJA4, resumedJA4} {
+		if !slices.Contains(allow, j) {
+			t.Errorf("tls-gate allow-list %q lacks %s, a JA4 of testdata's Chromium", allow, j)
+		}
 	}
 	for _, policy := range []string{"tls-gate", "whitelist"} {
 		t.Run(policy+"/chromium", func(t *testing.T) {
 			log := newFlowLog()
 			mb := startChromiumMiddlebox(t, policy, upstream, log)
 			_, port, _ := net.SplitHostPort(mb)
+			before := len(rec.recorded())
 			dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
 			if err != nil {
 				t.Fatal(err)
@@ -486,14 +489,25 @@ func TestChromiumThroughMiddlebox(t *testing.T) {
 			if !strings.Contains(dom, chromiumMarker) {
 				t.Fatalf("chromium did not get the page through the middlebox; DOM:\n%s", dom)
 			}
-			for _, f := range log.wait(t, 1) {
+			// Every connection that reached the server is a flow the
+			// middlebox reports once it ends.
+			var full, resumed int
+			for _, f := range log.wait(t, max(1, len(rec.recorded())-before)) {
 				if f.v.Action != Pass {
 					t.Errorf("chromium flow to %s: verdict %+v, want pass", f.host, f.v)
 				}
-				if f.ja4 != wantJA4 {
-					t.Errorf("the middlebox computes JA4 %s for live %s, testdata has %s: refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update and update the tls-gate allow-list",
-						f.ja4, chromiumVersion(chromium), wantJA4)
+				switch f.ja4 {
+				case fullJA4:
+					full++
+				case resumedJA4:
+					resumed++
+				default:
+					t.Errorf("the middlebox computes JA4 %s for live %s, testdata has %s (full) and %s (resumed): refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update and update the tls-gate allow-list",
+						f.ja4, chromiumVersion(chromium), fullJA4, resumedJA4)
 				}
+			}
+			if full == 0 || resumed == 0 {
+				t.Errorf("%d full and %d resumed Chromium connections, want some of each", full, resumed)
 			}
 		})
 	}
@@ -515,7 +529,7 @@ func TestChromiumThroughMiddlebox(t *testing.T) {
 		if v := flows[0].v; v.Action != Reset || v.Rule != "tls-gate" {
 			t.Errorf("crypto/tls flow: verdict %+v, want reset by tls-gate", v)
 		}
-		if flows[0].ja4 == wantJA4 || flows[0].ja4 == "" {
+		if slices.Contains(allow, flows[0].ja4) || flows[0].ja4 == "" {
 			t.Errorf("crypto/tls flow has JA4 %q", flows[0].ja4)
 		}
 		t.Logf("crypto/tls: %v; JA4 %s; %s", err, flows[0].ja4, flows[0].v.Evidence)

@@ -308,7 +308,11 @@ func TestParseClientHelloAllocations(t *testing.T) {
 
 // fuzzSeeds are the vectors' hellos, Chromium's and crypto/tls's.
 func fuzzSeeds(f *testing.F) [][]byte {
-	seeds := [][]byte{mustHex(f, handBuiltHello), chromiumHello(f), splitRecords(f, chromiumHello(f), 300)}
+	resumed, err := os.ReadFile(chromiumResumedHelloFile)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seeds := [][]byte{mustHex(f, handBuiltHello), chromiumHello(f), resumed, splitRecords(f, chromiumHello(f), 300)}
 	for _, v := range loadJA4Vectors(f).Vectors {
 		hb := helloBuilder{legacy: 0x0303, versions: hexU16s(f, v.SupportedVersions), sni: v.SNI, alpn: v.ALPN,
 			ciphers: hexU16s(f, v.Ciphers), exts: hexU16s(f, v.Extensions), sigs: hexU16s(f, v.SignatureAlgorithms)}
