@@ -35,6 +35,7 @@ func ExamplePolicyNames() {
 		fmt.Println(name)
 	}
 	// Output:
+	// esni-2020
 	// fet-2021
 	// intermittent
 	// open

@@ -28,7 +28,7 @@ import (
 //
 // Each rule object has an optional name and exactly one rule key: one of
 // "signature", "fet", "host", "tls_gate", "whitelist", "throttle",
-// "outage", "probe". docs/censor.md lists every field.
+// "outage", "probe", "ech". docs/censor.md lists every field.
 type Policy struct {
 	Name        string     `json:"name"`
 	Description string     `json:"description,omitempty"`
@@ -48,6 +48,7 @@ type RuleSpec struct {
 	Throttle  *ThrottleRule    `json:"throttle,omitempty"`
 	Outage    *OutageRule      `json:"outage,omitempty"`
 	Probe     *ProbeRule       `json:"probe,omitempty"`
+	ECH       *ECHRule         `json:"ech,omitempty"`
 }
 
 // maxPolicy bounds a policy file.
@@ -142,9 +143,10 @@ func (s *RuleSpec) rule() (key string, r interface{ validate() error }, err erro
 	add("throttle", s.Throttle != nil, s.Throttle)
 	add("outage", s.Outage != nil, s.Outage)
 	add("probe", s.Probe != nil, s.Probe)
+	add("ech", s.ECH != nil, s.ECH)
 	switch len(found) {
 	case 0:
-		return "", nil, errors.New("no rule key (signature, fet, host, tls_gate, whitelist, throttle, outage or probe)")
+		return "", nil, errors.New("no rule key (signature, fet, host, tls_gate, whitelist, throttle, outage, probe or ech)")
 	case 1:
 		return key, r, nil
 	}
@@ -190,6 +192,8 @@ func (p *Policy) compile() ([]evaluator, error) {
 			ev = &outageEval{rule: s.Outage, id: name}
 		case s.Probe != nil:
 			ev = &probeEval{rule: s.Probe, id: name}
+		case s.ECH != nil:
+			ev = &echEval{rule: s.ECH, id: name}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("rule %d (%s): %w", i, name, err)

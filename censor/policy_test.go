@@ -72,6 +72,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"unknown rule field", `{"name":"x","rules":[{"fet":{"probabilty":0.5}}]}`, "unknown field"},
 		{"no rule key", `{"name":"x","rules":[{"name":"a"}]}`, "no rule key"},
 		{"two rule keys", `{"name":"x","rules":[{"fet":{},"whitelist":{}}]}`, "several rule keys"},
+		{"ech action", `{"name":"x","rules":[{"ech":{"action":"throttle"}}]}`, "action"},
 		{"no name", `{"rules":[]}`, "no name"},
 		{"trailing data", `{"name":"x","rules":[]} {}`, "after the policy"},
 		{"bad duration", `{"name":"x","rules":[{"fet":{"residual":"3 minutes"}}]}`, "duration"},
