@@ -4,9 +4,15 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/sha512"
+	"encoding"
 	"fmt"
 	"io"
 	"math/big"
+)
+
+var (
+	_ encoding.BinaryMarshaler   = (*Identity)(nil)
+	_ encoding.BinaryUnmarshaler = (*Identity)(nil)
 )
 
 // An Identity is a long-term identity key pair: an Ed25519 key for
@@ -15,7 +21,8 @@ import (
 // SHA-512(seed)[:32]; the X25519 public key is the birational image
 // u = (1+y)/(1-y) of the Ed25519 public key.
 //
-// An Identity is immutable and safe for concurrent use.
+// An Identity is immutable and safe for concurrent use. The zero Identity
+// is not usable: make one with NewIdentity or UnmarshalBinary.
 type Identity struct {
 	seed  [ed25519.SeedSize]byte
 	priv  ed25519.PrivateKey

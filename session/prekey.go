@@ -180,7 +180,9 @@ func (b *Bundle) verify() ([32]byte, error) {
 // prekeys (the current one and the one it replaced), one-time X25519 and
 // ML-KEM prekeys, and the last-resort ML-KEM prekey. Its owner publishes
 // Records to the relay and passes the set to Respond, which deletes the
-// one-time prekeys a session used. It is not safe for concurrent use.
+// one-time prekeys a session used. It is not safe for concurrent use. The
+// zero PrekeySet is not usable: make one with GeneratePrekeys or
+// UnmarshalBinary.
 type PrekeySet struct {
 	nextID     uint32
 	signed     []x25519Prekey // newest last; at most maxSigned

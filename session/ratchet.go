@@ -61,7 +61,8 @@ var errTooFar = errors.New("message too far ahead")
 // set up by Initiate or Respond, or restored with UnmarshalBinary.
 //
 // A Session is not safe for concurrent use. A failed Decrypt leaves it
-// exactly as it was.
+// exactly as it was. The zero Session is not usable until UnmarshalBinary
+// restores a saved one (Encrypt and Decrypt then fail).
 type Session struct {
 	// Rand is the source of randomness for new ratchet key pairs. If nil,
 	// crypto/rand.Reader is used.
@@ -95,7 +96,7 @@ type state struct {
 	dhsPub  [keyLen]byte
 	// dhs is dhsPriv as a crypto/ecdh key, built on first use: building
 	// one costs a scalar multiplication, which loading a state should not.
-	dhs *ecdh.PrivateKey
+	dhs    *ecdh.PrivateKey
 	dhr    [keyLen]byte
 	hasDHr bool
 	cks    [keyLen]byte

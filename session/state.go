@@ -1,8 +1,17 @@
 package session
 
 import (
+	"encoding"
 	"encoding/binary"
 	"fmt"
+)
+
+var (
+	_ encoding.BinaryMarshaler   = (*Session)(nil)
+	_ encoding.BinaryUnmarshaler = (*Session)(nil)
+	_ encoding.BinaryMarshaler   = (*PrekeySet)(nil)
+	_ encoding.BinaryUnmarshaler = (*PrekeySet)(nil)
+	_ encoding.BinaryMarshaler   = (*Bundle)(nil)
 )
 
 // Session state encoding (docs/protocol.md section 2.8), secret:
