@@ -3,6 +3,7 @@ package channel
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -179,5 +180,51 @@ func BenchmarkIdleMemory(b *testing.B) {
 			srvs[i].Close()
 		}
 		wg.Wait()
+	}
+}
+
+// BenchmarkSmallFrames sends 256-byte frames one way over loopback TCP from
+// one goroutine and from 8 concurrent goroutines (one op = one frame), with
+// the receiver's Recv using a cancellable context as a relay's does.
+func BenchmarkSmallFrames(b *testing.B) {
+	for _, senders := range []int{1, 8} {
+		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) {
+			cli, srv := tcpPair(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			f := wire.Frame{Type: wire.TypeSend, Payload: make([]byte, 256)}
+			n := b.N
+			done := make(chan error, 1)
+			go func() {
+				for range n {
+					if _, err := srv.Recv(ctx); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for s := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := s; i < n; i += senders {
+						if err := cli.Send(ctx, f); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "CPU-µs/frame")
+		})
 	}
 }

@@ -68,6 +68,7 @@ const (
 	maxHandshakeMsg1 = 96 + 256 // IK message 1 with up to 256 payload bytes
 	maxHandshakeMsg2 = 48 + 256 // IK message 2 with up to 256 payload bytes
 	writeBatch       = 32 << 10 // plaintext bytes gathered into one Write
+	handOffAfter     = 64 << 10 // bytes a writer writes for others before handing off
 	writeBufLen      = writeBatch + MaxRecordData + 8*(lenPrefix+recordHeaderLen+tagLen)
 	readBufLen       = MaxNoiseMessage
 	preallocLimit    = wire.MaxEnvelope + 1024 // reassembly buffer allocated up front

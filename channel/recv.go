@@ -34,23 +34,29 @@ func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
 	if c.rerr != nil {
 		return wire.Frame{}, c.rerr
 	}
-	if ctx.Done() != nil {
-		if err := ctx.Err(); err != nil {
-			return wire.Frame{}, err
-		}
-		done := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			defer close(done)
-			c.conn.SetReadDeadline(longAgo)
-		})
-		defer func() {
-			if !stop() {
-				<-done
-				c.conn.SetReadDeadline(time.Time{})
-			}
-		}()
+	if err := ctx.Err(); err != nil {
+		return wire.Frame{}, err
 	}
+	// Make a blocked read fail when ctx ends, but only once we are about to
+	// block: records already read ahead are handled without the cost.
+	armed := false
+	var done chan struct{}
+	var stop func() bool
+	defer func() {
+		if armed && !stop() {
+			<-done
+			c.conn.SetReadDeadline(time.Time{})
+		}
+	}()
 	for {
+		if !armed && ctx.Done() != nil && !c.recordBuffered() {
+			armed = true
+			done = make(chan struct{})
+			stop = context.AfterFunc(ctx, func() {
+				defer close(done)
+				c.conn.SetReadDeadline(longAgo)
+			})
+		}
 		plain, err := c.readRecord()
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -93,6 +99,15 @@ func (c *Conn) releaseBuf(force bool) {
 		bufPool.Put(c.rbuf)
 		c.rbuf, c.rs, c.re = nil, 0, 0
 	}
+}
+
+// recordBuffered reports whether a whole record is already read ahead.
+func (c *Conn) recordBuffered() bool {
+	if c.hdrN != 0 || c.re-c.rs < lenPrefix {
+		return false
+	}
+	size := int(binary.BigEndian.Uint16((*c.rbuf)[c.rs:]))
+	return c.re-c.rs >= lenPrefix+size
 }
 
 // readRecord reads and decrypts one record. It keeps its progress in c, so

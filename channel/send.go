@@ -11,16 +11,17 @@ import (
 // outFrame is a frame queued by Send. Fields other than done and lead are
 // protected by Conn.wmu.
 type outFrame struct {
-	stream  uint32
-	hdr     [wire.HeaderLen]byte
-	payload []byte
-	off     int  // stream bytes (header then payload) put into records so far
-	started bool // at least one record queued
-	aborted bool // the owner gave up (ctx); the frame is dropped or aborted
-	abortQ  bool // the abort record has been queued
-	leader  bool // the owner has been handed the writer role
-	done    chan error
-	lead    chan struct{}
+	stream   uint32
+	hdr      [wire.HeaderLen]byte
+	payload  []byte
+	off      int  // stream bytes (header then payload) put into records so far
+	started  bool // at least one record queued
+	aborted  bool // the owner gave up (ctx); the frame is dropped or aborted
+	abortQ   bool // the abort record has been queued
+	leader   bool // the owner has been handed the writer role
+	finished bool // done has been sent
+	done     chan error
+	lead     chan struct{}
 }
 
 func (f *outFrame) total() int      { return wire.HeaderLen + len(f.payload) }
@@ -39,7 +40,7 @@ func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
 	if len(f.Payload) > wire.MaxPayload {
 		return fmt.Errorf("send %v: payload of %d bytes: %w", f.Type, len(f.Payload), wire.ErrTooLarge)
 	}
-	of := &outFrame{payload: f.Payload, done: make(chan error, 1), lead: make(chan struct{}, 1)}
+	of := &outFrame{payload: f.Payload, done: make(chan error, 1)}
 	of.hdr[0] = byte(f.Type)
 	binary.BigEndian.PutUint32(of.hdr[1:], uint32(len(f.Payload)))
 
@@ -64,6 +65,7 @@ func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
 		c.wmu.Unlock()
 		return c.write(ctx, of, nil)
 	}
+	of.lead = make(chan struct{}, 1) // only a waiting sender can be handed the role
 	c.wmu.Unlock()
 	select {
 	case err := <-of.done:
@@ -75,11 +77,9 @@ func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
 	// Give up, unless the frame was finished or we were made the writer
 	// meanwhile.
 	c.wmu.Lock()
-	select {
-	case err := <-of.done:
+	if of.finished {
 		c.wmu.Unlock()
-		return err
-	default:
+		return <-of.done
 	}
 	if of.queuedAll() {
 		// Its last record is being written: the frame will arrive.
@@ -122,7 +122,9 @@ type record struct {
 // write runs the writer role for own until own is written (or, if own was
 // abandoned, until someone else can take over), then hands the role to the
 // owner of another queued frame. abandoned is non-nil if own's owner gave
-// up; it is what write returns.
+// up; it is what write returns. Once own is written the writer goes on
+// writing what others queued for up to handOffAfter bytes, so that one
+// Write serves many waiting senders, before it hands the role over.
 func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error {
 	var bufp *[]byte
 	defer func() {
@@ -130,26 +132,22 @@ func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error 
 			bufPool.Put(bufp)
 		}
 	}()
-	var batch []record
+	var batchArr [16]record // enough for a batch of small records, on the stack
+	batch := batchArr[:0]
+	extra := 0 // bytes written for others since own was finished
 	for {
 		c.wmu.Lock()
 		own.leader = true
-		if abandoned == nil && ctx.Err() != nil && !own.queuedAll() {
+		if abandoned == nil && !own.finished && ctx.Err() != nil && !own.queuedAll() {
 			abandoned = ctx.Err()
 			own.aborted = true
 			if !own.started {
 				c.remove(own)
 			}
 		}
-		ownDone := abandoned != nil || own.aborted && !own.started
-		select {
-		case err := <-own.done:
-			own.done <- err
-			ownDone = true
-		default:
-		}
-		if ownDone || len(c.queue) == 0 {
-			if next := c.nextOwner(own); next != nil {
+		ownDone := abandoned != nil || own.finished
+		if c.werr != nil || len(c.queue) == 0 || ownDone && extra >= handOffAfter {
+			if next := c.nextOwner(own); next != nil && c.werr == nil {
 				next.leader = true
 				next.lead <- struct{}{}
 				c.wmu.Unlock()
@@ -175,30 +173,36 @@ func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error 
 		if bufp == nil {
 			bufp = bufPool.Get().(*[]byte)
 		}
-		err := c.writeBatch(*bufp, batch)
+		n, err := c.writeBatch(*bufp, batch)
+		if ownDone {
+			extra += n
+		}
 
 		c.wmu.Lock()
 		if err != nil {
 			err = fmt.Errorf("write record: %w", c.closedErr(err))
 			c.werr = err
 			for _, f := range c.queue {
-				f.done <- err
+				f.finish(err)
 			}
 			c.queue = nil
 			c.writing = false
 			c.wmu.Unlock()
-			if abandoned != nil {
-				return abandoned
-			}
-			return err
+			return c.result(own, abandoned)
 		}
 		for _, r := range batch {
 			if r.f.queuedAll() && c.remove(r.f) {
-				r.f.done <- nil
+				r.f.finish(nil)
 			}
 		}
 		c.wmu.Unlock()
 	}
+}
+
+// finish completes f with err. c.wmu must be held.
+func (f *outFrame) finish(err error) {
+	f.finished = true
+	f.done <- err
 }
 
 func (c *Conn) result(own *outFrame, abandoned error) error {
@@ -290,7 +294,7 @@ func (c *Conn) pickOne() (record, bool) {
 
 // writeBatch encrypts the records into buf and writes them in one Write.
 // Only the writer calls it.
-func (c *Conn) writeBatch(buf []byte, batch []record) error {
+func (c *Conn) writeBatch(buf []byte, batch []record) (int, error) {
 	n := 0
 	for _, r := range batch {
 		start := n
@@ -313,11 +317,10 @@ func (c *Conn) writeBatch(buf []byte, batch []record) error {
 		// Encrypt in place: the ciphertext overwrites the plaintext exactly.
 		out, err := c.enc.Encrypt(buf[:p], nil, buf[p:m])
 		if err != nil {
-			return fmt.Errorf("encrypt: %w", err)
+			return 0, fmt.Errorf("encrypt: %w", err)
 		}
 		binary.BigEndian.PutUint16(buf[start:], uint16(len(out)-p))
 		n = len(out)
 	}
-	_, err := c.conn.Write(buf[:n])
-	return err
+	return c.conn.Write(buf[:n])
 }
