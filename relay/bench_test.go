@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -131,30 +132,55 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 	r := startBenchRelay(b)
+	b.ReportAllocs()
+	elapsed, lat := runLoad(b, r.addr, r.key.Public, load{n: b.N, senders: senders, window: window, rate: rate}, b.ResetTimer)
+	if b.Failed() {
+		return
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+}
+
+// load describes the traffic runLoad generates.
+type load struct {
+	n       int     // messages in all
+	senders int     // sender connections
+	window  int     // Sends in flight per sender connection
+	rate    float64 // messages per second in total, 0 = as fast as possible
+}
+
+// runLoad connects a receiver (token set, subscribed, acknowledging in
+// batches of 256) and l.senders sender connections to the relay at addr,
+// calls started, sends l.n 512-byte envelopes and waits until the receiver
+// has every one. It returns the time from started to the last delivery and
+// the sorted Send-to-Deliver latencies.
+func runLoad(tb testing.TB, addr string, rk [32]byte, l load, started func()) (time.Duration, []time.Duration) {
 	ctx := context.Background()
-	recvKey := mustKey(b)
+	recvKey := mustKey(tb)
 	tok := token(1)
 	mb := channel.MailboxID(recvKey.Public)
-	recv := dialTCP(b, r.addr, r.key.Public, recvKey)
+	recv := dialTCP(tb, addr, rk, recvKey)
 	defer recv.Close()
-	if _, ok := roundTrip(b, recv, wire.SetToken{ReqID: 1, Token: tok}).(wire.OK); !ok {
-		b.Fatal("SetToken failed")
+	if _, ok := roundTrip(tb, recv, wire.SetToken{ReqID: 1, Token: tok}).(wire.OK); !ok {
+		tb.Fatal("SetToken failed")
 	}
-	if _, ok := roundTrip(b, recv, wire.Subscribe{ReqID: 2}).(wire.OK); !ok {
-		b.Fatal("Subscribe failed")
+	if _, ok := roundTrip(tb, recv, wire.Subscribe{ReqID: 2}).(wire.OK); !ok {
+		tb.Fatal("Subscribe failed")
 	}
-	conns := make([]*channel.Conn, senders)
+	conns := make([]*channel.Conn, l.senders)
 	for i := range conns {
-		conns[i] = dialTCP(b, r.addr, r.key.Public, mustKey(b))
+		conns[i] = dialTCP(tb, addr, rk, mustKey(tb))
 		defer conns[i].Close()
 	}
 	envelope := make([]byte, 512)
 
 	// The receiver records latencies and acknowledges in batches.
-	lat := make([]time.Duration, 0, b.N)
+	lat := make([]time.Duration, 0, l.n)
 	recvDone := make(chan error, 1)
 	go func() {
-		seen := make(map[uint64]bool, b.N)
+		seen := make(map[uint64]bool, l.n)
 		var acks []uint64
 		flush := func() error {
 			if len(acks) == 0 {
@@ -164,7 +190,7 @@ func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 			acks = acks[:0]
 			return err
 		}
-		for len(seen) < b.N {
+		for len(seen) < l.n {
 			f, err := recv.Recv(ctx)
 			if err != nil {
 				recvDone <- err
@@ -199,17 +225,16 @@ func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 
 	var next atomic.Int64
 	var interval time.Duration
-	if rate > 0 {
-		interval = time.Duration(float64(senders) / rate * float64(time.Second))
+	if l.rate > 0 {
+		interval = time.Duration(float64(l.senders) / l.rate * float64(time.Second))
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
+	started()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w, ch := range conns {
 		// A sender keeps up to window Sends in flight; its reader
 		// collects the answers.
-		slots := make(chan struct{}, window)
+		slots := make(chan struct{}, l.window)
 		wg.Go(func() {
 			for {
 				if _, ok := <-slots; !ok {
@@ -217,12 +242,12 @@ func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 				}
 				f, err := ch.Recv(ctx)
 				if err != nil {
-					b.Error(err)
+					tb.Error(err)
 					return
 				}
 				if f.Type != wire.TypeSendOK {
 					m, _ := wire.Decode(f)
-					b.Errorf("got %+v, want SendOK", m)
+					tb.Errorf("got %+v, want SendOK", m)
 					return
 				}
 			}
@@ -230,10 +255,10 @@ func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 		wg.Go(func() {
 			defer close(slots)
 			env := slices.Clone(envelope)
-			tick := start.Add(time.Duration(w) * interval / time.Duration(senders))
+			tick := start.Add(time.Duration(w) * interval / time.Duration(l.senders))
 			for {
 				n := next.Add(1)
-				if n > int64(b.N) {
+				if n > int64(l.n) {
 					return
 				}
 				if interval > 0 {
@@ -245,30 +270,103 @@ func benchEndToEnd(b *testing.B, senders, window int, rate float64) {
 				binary.BigEndian.PutUint64(id[:8], uint64(n))
 				binary.BigEndian.PutUint64(env[:8], uint64(time.Now().UnixNano()))
 				if err := ch.Send(ctx, mustFrame(wire.Send{ID: id, To: mb, Token: tok, Envelope: env})); err != nil {
-					b.Error(err)
+					tb.Error(err)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if b.Failed() {
-		return
+	if tb.Failed() {
+		return 0, nil
 	}
 	select {
 	case err := <-recvDone:
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	case <-time.After(60 * time.Second):
-		b.Fatal("the receiver did not get every message within 60s")
+		tb.Fatal("the receiver did not get every message within 60s")
 	}
 	elapsed := time.Since(start)
-	b.StopTimer()
 	slices.Sort(lat)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+	return elapsed, lat
+}
+
+// loadHelperEnv carries the relay address, key and load to the load helper.
+const loadHelperEnv = "FERRY_RELAY_LOAD_HELPER"
+
+// TestLoadHelper is not a test on its own: BenchmarkRelayCPU runs the test
+// binary with loadHelperEnv set, and this generates the load from a
+// separate process and prints "result ELAPSED P50 P99" in nanoseconds.
+func TestLoadHelper(t *testing.T) {
+	spec := os.Getenv(loadHelperEnv)
+	if spec == "" {
+		return
+	}
+	var addr, keyText string
+	var l load
+	if _, err := fmt.Sscan(spec, &addr, &keyText, &l.n, &l.senders, &l.window, &l.rate); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(keyText)
+	if err != nil || len(raw) != 32 {
+		t.Fatalf("bad key %q", keyText)
+	}
+	elapsed, lat := runLoad(t, addr, [32]byte(raw), l, func() {})
+	if t.Failed() {
+		return
+	}
+	fmt.Printf("result %d %d %d\n", elapsed, lat[len(lat)/2], lat[len(lat)*99/100])
+}
+
+// BenchmarkRelayCPU runs the load of BenchmarkEndToEnd from a helper
+// process, so the relay's own CPU time can be told apart from its
+// clients': it reports relay-cpu-us/msg (user+system CPU of the relay
+// process per message, from getrusage) and the ceiling that implies on
+// 2 cores with the clients elsewhere, besides msgs/s and latency (which
+// still share the machine with the clients). b.N is the number of
+// messages.
+func BenchmarkRelayCPU(b *testing.B) {
+	for _, bc := range []struct {
+		name            string
+		senders, window int
+	}{
+		{"senders=64/window=1", 64, 1},
+		{"senders=16/window=32", 16, 32},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := startBenchRelay(b)
+			spec := fmt.Sprintf("%s %s %d %d %d 0", r.addr, base64.RawURLEncoding.EncodeToString(r.key.Public[:]), b.N, bc.senders, bc.window)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestLoadHelper$")
+			cmd.Env = append(os.Environ(), loadHelperEnv+"="+spec)
+			cmd.Stderr = os.Stderr
+			var ru0, ru1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			b.ResetTimer()
+			out, err := cmd.Output()
+			b.StopTimer()
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			if err != nil {
+				b.Fatalf("load helper: %v\n%s", err, out)
+			}
+			var elapsed, p50, p99 int64
+			i := bytes.Index(out, []byte("result "))
+			if i < 0 {
+				b.Fatalf("load helper said %q", out)
+			}
+			if _, err := fmt.Sscan(string(out[i+len("result "):]), &elapsed, &p50, &p99); err != nil {
+				b.Fatalf("load helper said %q: %v", out, err)
+			}
+			cpu := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
+			perMsg := float64(cpu.Microseconds()) / float64(b.N)
+			b.ReportMetric(float64(b.N)/time.Duration(elapsed).Seconds(), "msgs/s")
+			b.ReportMetric(float64(p50)/1e6, "p50-ms")
+			b.ReportMetric(float64(p99)/1e6, "p99-ms")
+			b.ReportMetric(perMsg, "relay-cpu-us/msg")
+			b.ReportMetric(2e6/perMsg, "relay-ceiling-msgs/s")
+		})
+	}
 }
 
 // idleHelperEnv carries the relay address to the idle-client helper.
