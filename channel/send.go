@@ -105,6 +105,9 @@ func (c *Conn) remove(f *outFrame) bool {
 			copy(c.queue[i:], c.queue[i+1:])
 			c.queue[len(c.queue)-1] = nil
 			c.queue = c.queue[:len(c.queue)-1]
+			if len(c.queue) == 0 && cap(c.queue) > 8 {
+				c.queue = nil // do not keep a burst's array on an idle channel
+			}
 			return true
 		}
 	}
