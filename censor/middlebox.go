@@ -146,6 +146,21 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
+	// The engine keys its state by the server's address: resolve a host
+	// name once, so that every flow has the same key. With a custom Dial,
+	// a name that does not resolve keeps the zero address as its key.
+	server, err := netip.ParseAddrPort(m.Upstream)
+	if err != nil {
+		ta, rerr := net.ResolveTCPAddr("tcp", m.Upstream)
+		switch {
+		case rerr == nil:
+			server = addrPort(ta)
+		case m.Dial == nil:
+			_ = ln.Close()
+			return fmt.Errorf("serve: resolve upstream: %w", rerr)
+		}
+	}
+	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
 
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
@@ -173,7 +188,7 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		conns.Go(func() {
 			defer m.untrack(c)
-			m.handle(ctx, e, c)
+			m.handle(ctx, e, server, c)
 		})
 	}
 }
@@ -303,7 +318,7 @@ func (r *flowRun) setVerdict(v Verdict) {
 }
 
 // handle runs one flow.
-func (m *Middlebox) handle(ctx context.Context, e *Engine, c net.Conn) {
+func (m *Middlebox) handle(ctx context.Context, e *Engine, server netip.AddrPort, c net.Conn) {
 	clock := m.clock()
 	client := addrPort(c.RemoteAddr())
 	r := &flowRun{m: m, e: e, ctx: ctx, c: c}
@@ -318,10 +333,7 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, c net.Conn) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
-	upstream, err := netip.ParseAddrPort(m.Upstream)
-	if err == nil {
-		r.flow.Server = netip.AddrPortFrom(upstream.Addr().Unmap(), upstream.Port())
-	}
+	r.flow.Server = server
 	if v := e.Admit(client.Addr(), r.flow.Server); v.Action != Pass {
 		r.setVerdict(v)
 		if v.Action == Reset {
@@ -346,9 +358,6 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, c net.Conn) {
 	r.s = s
 	stopS := context.AfterFunc(ctx, func() { _ = s.Close() })
 	defer stopS()
-	if !r.flow.Server.IsValid() {
-		r.flow.Server = addrPort(s.RemoteAddr())
-	}
 
 	var down sync.WaitGroup
 	down.Go(r.copyDown)

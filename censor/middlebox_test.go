@@ -599,3 +599,30 @@ func TestMiddleboxSplitHello(t *testing.T) {
 		}
 	}
 }
+
+// TestMiddleboxUpstreamName checks that an upstream given by name keys
+// the censor's state like its address: a residual block holds.
+func TestMiddleboxUpstreamName(t *testing.T) {
+	up := startUpstream(t, "", true)
+	_, port, _ := net.SplitHostPort(up.addr)
+	addr, log := startMiddlebox(t, &Middlebox{
+		Upstream: net.JoinHostPort("localhost", port), Rand: seeded(28),
+		Policy: mustPolicy(t, `{"name":"fet-p1","rules":[{"name":"fet","fet":{"probability":1}}]}`),
+		// localhost may resolve to ::1 first; the upstream listens on IPv4.
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, up.addr)
+		},
+	})
+	c := dialFrom(t, "127.0.0.40", addr)
+	_, _ = c.Write(suspicious(seeded(29)))
+	expectHang(t, c)
+	c.Close()
+	c = dialFrom(t, "127.0.0.40", addr)
+	expectHang(t, c)
+	c.Close()
+	es := waitLog(t, log, 2)
+	if es[1].Rule != "fet" || !strings.Contains(es[1].Evidence, "3-tuple") {
+		t.Errorf("second flow %+v, want the residual block", es[1])
+	}
+}
