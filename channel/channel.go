@@ -199,6 +199,10 @@ func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, re
 		return nil, ctxErr(ctx, fmt.Errorf("client handshake: write message 1: %w", err))
 	}
 	msg2, err := readHandshake(conn, maxHandshakeMsg2)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// A relay closes without a word on a message 1 it cannot read.
+		return nil, ctxErr(ctx, fmt.Errorf("client handshake: relay closed the connection without answering (wrong relay key, another Ferry version, or a middlebox): %w", err))
+	}
 	if err != nil {
 		return nil, ctxErr(ctx, fmt.Errorf("client handshake: read message 2: %w", err))
 	}

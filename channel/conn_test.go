@@ -251,8 +251,8 @@ func TestWrongRelayKey(t *testing.T) {
 		_, err := Server(ctx, b, relay)
 		serr <- err
 	}()
-	if _, err := Client(ctx, a, cliKey, other.Public); err == nil {
-		t.Error("client handshake with the wrong relay key succeeded")
+	if _, err := Client(ctx, a, cliKey, other.Public); err == nil || !strings.Contains(err.Error(), "wrong relay key") {
+		t.Errorf("client handshake with the wrong relay key: got %v, want an error that suggests a wrong relay key", err)
 	}
 	if err := <-serr; !errors.Is(err, ErrHandshake) {
 		t.Errorf("server: got %v, want ErrHandshake", err)
