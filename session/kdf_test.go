@@ -7,7 +7,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -301,5 +306,43 @@ func TestLibsignalX3DHPlumbing(t *testing.T) {
 	}
 	if !bytes.Equal(out[:32], unhex(t, v.X3DH.Local.RootKey)) {
 		t.Fatalf("root key: got %x, want %s", out[:32], v.X3DH.Local.RootKey)
+	}
+}
+
+// TestImports enforces the package's import rules (house style 3): the
+// session package imports nothing else of Ferry's and, outside tests, not
+// package testing; its primitives come from the standard library and
+// golang.org/x/crypto only.
+func TestImports(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	checked := 0
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			std := !strings.Contains(strings.SplitN(path, "/", 2)[0], ".")
+			switch {
+			case path == "testing" || strings.HasPrefix(path, "testing/") || path == "crypto/mlkem/mlkemtest":
+				t.Errorf("%s imports %s", name, path)
+			case std, strings.HasPrefix(path, "golang.org/x/crypto/"):
+			default:
+				t.Errorf("%s imports %s: only the standard library and golang.org/x/crypto are allowed", name, path)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no source files found")
 	}
 }
