@@ -69,9 +69,14 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 	res := flushResult{sent: make(map[[16]byte]bool)}
+	unlock, err := lockFlush(c.cfg.Home)
+	if err != nil {
+		return res, fmt.Errorf("lock outbox: %w", err)
+	}
+	defer unlock()
 	var queue []*localstore.Outgoing
 	contacts := make(map[int64]*localstore.Contact)
-	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+	err = c.store.Update(ctx, func(tx *localstore.Tx) error {
 		var err error
 		if queue, err = tx.Outbox(0); err != nil {
 			return err

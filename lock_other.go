@@ -1,0 +1,7 @@
+//go:build !unix
+
+package ferry
+
+// lockFlush is a no-op where flock is missing: flushes are serialised
+// within one process only.
+func lockFlush(string) (func(), error) { return func() {}, nil }
