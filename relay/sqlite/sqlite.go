@@ -60,6 +60,7 @@ func (o *Options) readers() int {
 // Store is a relay.Store in one SQLite database file.
 type Store struct {
 	path     string
+	w        *writer
 	wdb, rdb *sql.DB
 	read     readStmts
 	ops      chan *op
@@ -136,11 +137,26 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("open relay database: %w", err)
 	}
+	s.w = w
 	go func() {
 		defer close(s.done)
 		w.run(s.ops, s.maxBatch)
 	}()
 	return s, nil
+}
+
+// Stats counts the writer's work since Open.
+type Stats struct {
+	// Writes is the number of writes committed or refused.
+	Writes uint64
+	// Batches is the number of transactions (and fsyncs) they took.
+	Batches uint64
+}
+
+// Stats reports the writer's counters: Writes/Batches is the average
+// group-commit size.
+func (s *Store) Stats() Stats {
+	return Stats{Writes: s.w.writes.Load(), Batches: s.w.batches.Load()}
 }
 
 // Path is the database file the Store was opened on.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ferry-im/ferry/relay"
 )
@@ -41,6 +42,8 @@ type writer struct {
 	conn *sql.Conn
 	// boxes caches the mailboxes the current batch touched.
 	boxes map[[16]byte]*boxState
+	// writes and batches count for Stats.
+	writes, batches atomic.Uint64
 
 	begin, commit, rollback               *sql.Stmt
 	savepointSet, savepointUndo, release  *sql.Stmt
@@ -130,6 +133,8 @@ func (w *writer) commitBatch(batch []*op) {
 	if len(live) == 0 {
 		return
 	}
+	w.writes.Add(uint64(len(live)))
+	w.batches.Add(1)
 	results := make([]error, len(live))
 	err := w.transaction(func() error {
 		for i, o := range live {
