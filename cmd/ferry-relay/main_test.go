@@ -48,7 +48,14 @@ type relayProc struct {
 // startRelay runs bin with args and waits for the link on stdout.
 func startRelay(t *testing.T, bin string, args ...string) *relayProc {
 	t.Helper()
+	return startRelayIn(t, "", bin, args...)
+}
+
+// startRelayIn is startRelay in working directory dir.
+func startRelayIn(t *testing.T, dir, bin string, args ...string) *relayProc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +243,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), `ferry_relay_sends_total{result="stored"} 1`) {
+	if !strings.Contains(string(body), `ferry_relay_sends_total{result="stored"} 1`) || !strings.Contains(string(body), "ferry_relay_store_batches_total") {
 		t.Fatalf("metrics lack the stored send:\n%s", body)
 	}
 
@@ -275,6 +282,32 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(r2.stderr.String(), "stopped") {
 		t.Fatalf("no graceful stop in the log:\n%s", r2.stderr)
+	}
+}
+
+// TestDefaultDataDir runs the relay without --data: its state goes to
+// ./ferry-data, and "ferry-relay link" run there finds it.
+func TestDefaultDataDir(t *testing.T) {
+	bin := buildRelay(t)
+	dir := t.TempDir()
+	r := startRelayIn(t, dir, bin, "--listen", "tcp=127.0.0.1:0")
+	for _, f := range []string{"relay.key", "relay.db", "endpoints"} {
+		if _, err := os.Stat(filepath.Join(dir, "ferry-data", f)); err != nil {
+			t.Fatalf("no %s in ./ferry-data: %v", f, err)
+		}
+	}
+	cmd := exec.Command(bin, "link")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ferry-relay link: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != r.link.String() {
+		t.Fatalf("ferry-relay link printed %q, want %q", got, r.link.String())
+	}
+	// The default listening address is the documented one.
+	if defaultListen != "tcp=127.0.0.1:7443" {
+		t.Fatalf("default listen address %q, want tcp=127.0.0.1:7443", defaultListen)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferry-im/ferry/channel"
@@ -143,6 +144,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
+	srv.Registry().MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ferry_relay_store_writes_total",
+			Help: "Writes the SQLite store committed or refused.",
+		}, func() float64 { return float64(store.Stats().Writes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ferry_relay_store_batches_total",
+			Help: "Transactions (and fsyncs) those writes took: writes/batches is the group-commit size.",
+		}, func() float64 { return float64(store.Stats().Batches) }),
+	)
 
 	var listeners []net.Listener
 	defer func() {
