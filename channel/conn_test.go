@@ -478,3 +478,43 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// recordingConn records the size and first bytes of each Write.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// TestHandshakeSizes pins what docs/transports.md says a censor sees of
+// the handshake: 98 bytes starting 00 60, 50 bytes starting 00 30, then 18
+// bytes starting 00 10.
+func TestHandshakeSizes(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	ra, rb := &recordingConn{Conn: a}, &recordingConn{Conn: b}
+	pairOver(t, ra, rb)
+	ra.mu.Lock()
+	rb.mu.Lock()
+	defer ra.mu.Unlock()
+	defer rb.mu.Unlock()
+	check := func(who string, w []byte, n int, prefix []byte) {
+		t.Helper()
+		if len(w) != n || !bytes.HasPrefix(w, prefix) {
+			t.Errorf("%s wrote %d bytes starting %x, want %d starting %x", who, len(w), w[:min(2, len(w))], n, prefix)
+		}
+	}
+	if len(ra.writes) != 2 || len(rb.writes) != 1 {
+		t.Fatalf("client made %d writes and relay %d, want 2 and 1", len(ra.writes), len(rb.writes))
+	}
+	check("client", ra.writes[0], 98, []byte{0x00, 0x60})
+	check("relay", rb.writes[0], 50, []byte{0x00, 0x30})
+	check("client", ra.writes[1], 18, []byte{0x00, 0x10})
+}
