@@ -58,6 +58,13 @@ type Limits struct {
 	HandshakeBurst int
 	// HandshakeTimeout bounds the channel handshake. Default 10 seconds.
 	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection that has sent no frame for that
+	// long, on the real clock (clients ping well within it). Default 5
+	// minutes.
+	IdleTimeout time.Duration
+	// ConnsPerAddr bounds the connections open at once from one source
+	// address (as for AddrRate). Default 1,000.
+	ConnsPerAddr int
 	// DeliverQueue is how many envelopes are queued for push to one
 	// connection before the relay stops queueing and re-reads the store
 	// instead. Default 256.
@@ -128,6 +135,9 @@ func (l Limits) withDefaults() Limits {
 	rate(&l.HandshakeRate, 50)
 	num(&l.HandshakeBurst, 200)
 	dur(&l.HandshakeTimeout, 10*time.Second)
+	dur(&l.IdleTimeout, 5*time.Minute)
+	num(&l.ConnsPerAddr, 1000)
 	num(&l.DeliverQueue, 256)
+	l.DeliverQueue = max(l.DeliverQueue, 1)
 	return l
 }

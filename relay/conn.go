@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/wire"
@@ -32,6 +34,9 @@ type conn struct {
 
 // errViolation marks a frame that ends the connection.
 var errViolation = errors.New("protocol violation")
+
+// errIdle ends a connection that has been silent for Limits.IdleTimeout.
+var errIdle = errors.New("connection idle")
 
 // serve reads and handles frames until the connection ends, then cleans
 // up: on Shutdown the Sends in flight are answered before the channel
@@ -65,8 +70,20 @@ func (c *conn) serve(ctx context.Context) error {
 }
 
 // readLoop handles frames until the connection ends. graceful reports a
-// Shutdown (or a clean hang-up, which returns a nil error too).
+// Shutdown (a clean hang-up returns a nil error too, not graceful).
 func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
+	read, cancelRead := context.WithCancel(read)
+	defer cancelRead()
+	var idle atomic.Bool
+	timeout := c.s.limits.IdleTimeout
+	var timer *time.Timer
+	if timeout > 0 {
+		timer = time.AfterFunc(timeout, func() {
+			idle.Store(true)
+			cancelRead()
+		})
+		defer timer.Stop()
+	}
 	for {
 		f, err := c.ch.Recv(read)
 		if err != nil {
@@ -75,10 +92,15 @@ func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
 				return false, nil
 			case read.Err() != nil && c.s.readCtx.Err() != nil:
 				return true, nil // shutdown
+			case idle.Load():
+				return false, fmt.Errorf("no frame for %v: %w", timeout, errIdle)
 			case read.Err() != nil:
 				return false, read.Err()
 			}
 			return false, fmt.Errorf("read frame: %w", err)
+		}
+		if timer != nil {
+			timer.Reset(timeout)
 		}
 		c.s.metrics.frames.WithLabelValues(frameLabel(f.Type)).Inc()
 		if err := c.handle(work, f); err != nil {

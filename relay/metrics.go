@@ -39,7 +39,7 @@ func newMetrics() *metrics {
 		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_handshakes_total",
-			Help: "Channel handshakes by result (ok, failed, rate_limited).",
+			Help: "Channel handshakes by result (ok, failed, rate_limited, too_many_conns).",
 		}, []string{"result"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_frames_total",

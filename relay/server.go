@@ -40,10 +40,11 @@ type Server struct {
 	shutdownOnce       sync.Once
 	closeOnce          sync.Once
 
-	// mu protects closing and open.
+	// mu protects closing, open and perAddr.
 	mu      sync.Mutex
 	closing bool
 	open    map[*conn]struct{}
+	perAddr map[string]int // connections being served, by addrKey
 }
 
 // NewServer returns a server for cfg and starts its sweeper. Call Close (or
@@ -72,6 +73,7 @@ func NewServer(cfg Config) (*Server, error) {
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),
 		sweeperDone:    make(chan struct{}),
 		open:           make(map[*conn]struct{}),
+		perAddr:        make(map[string]int),
 	}
 	s.readCtx, s.stopRead = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
@@ -106,6 +108,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	id := s.nextConnID.Add(1)
 	log := s.log.With("conn", id)
 	addr := addrKey(nc.RemoteAddr())
+	if !s.countAddr(addr) {
+		s.metrics.handshakes.WithLabelValues("too_many_conns").Inc()
+		log.Debug("too many connections from one address")
+		nc.Close()
+		return errors.New("serve conn: too many connections from this address")
+	}
+	defer s.uncountAddr(addr)
 	if !s.handshakeLimit.allow(addr) {
 		s.metrics.handshakes.WithLabelValues("rate_limited").Inc()
 		log.Debug("handshake rate limited")
@@ -153,6 +162,26 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		log.Debug("connection closed")
 	}
 	return err
+}
+
+// countAddr counts a connection from addr, or reports false if addr has
+// ConnsPerAddr already.
+func (s *Server) countAddr(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.limits.ConnsPerAddr; n > 0 && s.perAddr[addr] >= n {
+		return false
+	}
+	s.perAddr[addr]++
+	return true
+}
+
+func (s *Server) uncountAddr(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
+		delete(s.perAddr, addr)
+	}
 }
 
 // track registers c so Close can reach it; false once the server is closing.

@@ -629,3 +629,37 @@ func TestShutdownAnswersSendsInFlight(t *testing.T) {
 		})
 	}
 }
+
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) { c.Limits.IdleTimeout = 150 * time.Millisecond })
+	silent := e.dial(mustKey(t), nil)
+	chatty := e.dial(mustKey(t), nil)
+	for range 10 {
+		time.Sleep(50 * time.Millisecond)
+		chatty.quiet() // a Ping every 50ms keeps it open
+	}
+	if err := silent.closed(); err == nil || !strings.Contains(err.Error(), "idle") {
+		t.Fatalf("ServeConn of a silent connection = %v, want an idle error", err)
+	}
+	select {
+	case err := <-chatty.served:
+		t.Fatalf("a connection pinging within the timeout was closed: %v", err)
+	default:
+	}
+}
+
+func TestConnsPerAddr(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) { c.Limits.ConnsPerAddr = 2 })
+	addr := &net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 1}
+	first := e.dial(mustKey(t), addr)
+	e.dial(mustKey(t), addr)
+	if _, err := e.tryDial(mustKey(t), addr); err == nil {
+		t.Fatal("a third connection from one address was served")
+	}
+	e.dial(mustKey(t), &net.TCPAddr{IP: net.ParseIP("203.0.113.6"), Port: 1})
+	first.ch.Close()
+	first.closed()
+	e.dial(mustKey(t), addr)
+}
