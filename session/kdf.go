@@ -129,6 +129,13 @@ type messageKeys struct {
 	iv        [16]byte
 }
 
+// erase zeroes the keys (best effort: Go may have copied them).
+func (mk *messageKeys) erase() {
+	clear(mk.cipherKey[:])
+	clear(mk.macKey[:])
+	clear(mk.iv[:])
+}
+
 func deriveMessageKeys(seed *[keyLen]byte) messageKeys {
 	var out [80]byte
 	hkdfSHA256(out[:], nil, seed[:], labelMessageKeys)

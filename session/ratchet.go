@@ -239,7 +239,7 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 		return nil, err
 	}
 	out = body.Seal(out, zeroNonce[:], plaintext, s.bodyAD(st.pending, encHeader, ad))
-	clear(mk.cipherKey[:])
+	mk.erase()
 
 	st.cks = next
 	st.ns++
@@ -548,7 +548,7 @@ func (st *state) storeSkipped(hk [keyLen]byte, keys []skippedKey) {
 // st's associated data.
 func (s *Session) openBodyWith(st *state, seed *[keyLen]byte, prefix, msg, body, ad []byte) ([]byte, bool) {
 	mk := deriveMessageKeys(seed)
-	defer clear(mk.cipherKey[:])
+	defer mk.erase()
 	if !bytes.Equal(mk.iv[:headerNonceLen], msg[1:1+headerNonceLen]) {
 		return nil, false
 	}
