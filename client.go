@@ -72,6 +72,7 @@ const (
 	sendWindow      = 256 // Send frames in flight per relay connection
 	batchSize       = 256 // Deliver frames stored per transaction
 	quietPeriod     = 300 * time.Millisecond
+	maxDrain        = 30 * time.Second // longest Sync without Wait
 	pingInterval    = 25 * time.Second
 	seenRetention   = 60 * 24 * time.Hour // twice the relay's TTL
 )

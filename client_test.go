@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -203,6 +204,10 @@ func TestClientInviteIsOneTime(t *testing.T) {
 	}
 	if _, err := alice.Accept(ctx, inv); !errors.Is(err, ErrOwnInvite) {
 		t.Fatalf("accepting own invite: got %v", err)
+	}
+	inv2, _ := alice.Invite(ctx)
+	if _, err := bob.Accept(ctx, inv2); err == nil || !strings.Contains(err.Error(), "already your contact") {
+		t.Fatalf("accepting a second invite from a contact: got %v", err)
 	}
 }
 

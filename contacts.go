@@ -37,6 +37,20 @@ func findContact(tx *localstore.Tx, name string) (*localstore.Contact, error) {
 	return nil, fmt.Errorf("%w: %q", ErrUnknownContact, name)
 }
 
+// checkNotContact fails if identity belongs to a contact already.
+func checkNotContact(tx *localstore.Tx, identity [32]byte) error {
+	ks, err := tx.Contacts()
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		if [32]byte(k.Identity) == identity {
+			return fmt.Errorf("%s is already your contact", k.Name)
+		}
+	}
+	return nil
+}
+
 // uniqueName returns want, or want-2, want-3... if a contact has it.
 func uniqueName(ks []*localstore.Contact, want string) string {
 	taken := make(map[string]bool, len(ks))
@@ -101,6 +115,11 @@ func (c *Client) Accept(ctx context.Context, invite string) (string, error) {
 	if inv.Identity == c.identity.Public() {
 		return "", ErrOwnInvite
 	}
+	// Check before fetching: a fetch uses up one of the inviter's
+	// one-time prekeys.
+	if err := c.store.Update(ctx, func(tx *localstore.Tx) error { return checkNotContact(tx, inv.Identity) }); err != nil {
+		return "", err
+	}
 	bundle, err := c.fetchBundle(ctx, inv)
 	if err != nil {
 		return "", err
@@ -117,10 +136,8 @@ func (c *Client) Accept(ctx context.Context, invite string) (string, error) {
 		if err != nil {
 			return err
 		}
-		for _, k := range ks {
-			if session.PublicIdentity(k.Identity) == inv.Identity {
-				return fmt.Errorf("%s is already your contact", k.Name)
-			}
+		if err := checkNotContact(tx, inv.Identity); err != nil {
+			return err
 		}
 		name = uniqueName(ks, inv.Name)
 		k := &localstore.Contact{

@@ -111,6 +111,13 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	subscribed := false
 	quiet := time.NewTimer(3 * quietPeriod)
 	defer quiet.Stop()
+	// A drain ends even if envelopes never stop coming.
+	var drainEnd <-chan time.Time
+	if drain {
+		t := time.NewTimer(maxDrain)
+		defer t.Stop()
+		drainEnd = t.C
+	}
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
 	var batch []wire.Deliver
@@ -171,6 +178,8 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 			if drain {
 				return nil
 			}
+		case <-drainEnd:
+			return nil
 		case <-ping.C:
 			if err := cn.send(ctx, wire.Ping{Nonce: uint64(time.Now().UnixNano())}); err != nil {
 				return fmt.Errorf("%w: %v", ErrUnreachable, err)

@@ -219,7 +219,7 @@ func (m *chatModel) View() tea.View {
 			who = "me"
 			mark = " " + stateMark(msg.State)
 		}
-		line := fmt.Sprintf("%s %s: %s%s", msg.Sent.Local().Format("15:04"), who, strings.ReplaceAll(msg.Text, "\n", " "), mark)
+		line := fmt.Sprintf("%s %s: %s%s", msg.Sent.Local().Format("15:04"), who, sanitize(msg.Text), mark)
 		right = append(right, line)
 	}
 	if len(right) > rows {

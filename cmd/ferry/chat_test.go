@@ -158,3 +158,20 @@ func TestChatModelNoContacts(t *testing.T) {
 		t.Fatalf("view:\n%s", v)
 	}
 }
+
+func TestSanitize(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"plain text", "plain text"},
+		{"two\nlines", `two\nlines`},
+		{"tab\there", "tab here"},
+		{"\x1b[2Jclear", `\x1b[2Jclear`},
+		{"bell\a", `bell\x07`},
+		{"rtl\u202eevil", `rtl\u202eevil`},
+		{"c1\u009bcsi", `c1\u009bcsi`},
+		{"你好 🌍", "你好 🌍"},
+	} {
+		if got := sanitize(tt.in); got != tt.want {
+			t.Errorf("sanitize(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

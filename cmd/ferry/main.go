@@ -24,6 +24,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/mdp/qrterminal/v3"
 
@@ -411,7 +412,7 @@ func cmdRead(e *env, args []string) error {
 				b, _ := json.Marshal(j)
 				out.Write(append(b, '\n'))
 			} else {
-				text := strings.ReplaceAll(m.Text, "\n", `\n`)
+				text := sanitize(m.Text)
 				if m.Outgoing {
 					fmt.Fprintf(out, "%s %s -> %s: %s\n", m.Sent.Local().Format("2006-01-02 15:04:05"), from, to, text)
 				} else {
@@ -490,4 +491,27 @@ func cmdContacts(e *env, args []string) error {
 		fmt.Fprintln(e.stdout, k.Name)
 	}
 	return nil
+}
+
+// sanitize makes text safe to print on a terminal: a contact must not be
+// able to send escape sequences that move the cursor, retitle the window
+// or rewrite earlier lines. Newlines become \n, tabs a space, and every
+// other control or format character a \x or \u escape.
+func sanitize(text string) string {
+	var b strings.Builder
+	for _, r := range text {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteByte(' ')
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
