@@ -240,35 +240,37 @@ func TestClientSyncWaitReconnects(t *testing.T) {
 	alice, bob := pair(t, r)
 	got := make(chan string, 10)
 	done := make(chan error, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
-		done <- alice.Sync(ctx, SyncOptions{Wait: 3 * time.Second, OnMessages: func(ms []*Message) {
+		done <- alice.Sync(sctx, SyncOptions{Wait: time.Minute, OnMessages: func(ms []*Message) {
 			for _, m := range ms {
 				got <- m.Text
 			}
 		}})
 	}()
-	if _, err := bob.Send(ctx, "alice", "one"); err != nil {
-		t.Fatal(err)
-	}
-	if s := <-got; s != "one" {
-		t.Fatalf("got %q", s)
-	}
-	r.setDown(true)
-	time.Sleep(200 * time.Millisecond)
-	r.setDown(false)
-	if _, err := bob.Send(ctx, "alice", "two"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case s := <-got:
-		if s != "two" {
-			t.Fatalf("got %q", s)
+	for i, down := range []bool{false, true} {
+		if down {
+			r.setDown(true)
+			time.Sleep(200 * time.Millisecond)
+			r.setDown(false)
 		}
-	case <-time.After(2500 * time.Millisecond):
-		t.Fatal("no message after the relay came back")
+		want := fmt.Sprint("message ", i)
+		if _, err := bob.Send(ctx, "alice", want); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("got %q, want %q", s, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%q never arrived (relay went down: %v)", want, down)
+		}
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sync after cancel: got %v, want context.Canceled", err)
 	}
 }
 
