@@ -197,10 +197,11 @@ func (c *conn) handlePing(ctx context.Context, m wire.Ping) error {
 // connection's send pipeline (sendpipe.go) answers it, in order, once the
 // envelope is durable, and pushes it to the mailbox's subscribers.
 func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
-	if err := c.pipe.acquire(ctx); err != nil {
+	size := len(m.Envelope)
+	if err := c.pipe.acquire(ctx, size); err != nil {
 		return err
 	}
-	p := pendingSend{id: m.ID, to: m.To}
+	p := pendingSend{size: size, id: m.ID, to: m.To}
 	fail := func(result string, code wire.Code, msg string) error {
 		p.result, p.code, p.msg = result, code, msg
 		c.pipe.push(c, p)
@@ -215,7 +216,7 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	ok, err := c.checkToken(ctx, m.To, m.Token)
 	if err != nil {
 		if ctx.Err() != nil {
-			c.pipe.release()
+			c.pipe.release(size)
 			return ctx.Err()
 		}
 		c.log.Error("check token", "err", err)

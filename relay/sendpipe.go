@@ -5,16 +5,24 @@ import (
 	"errors"
 	"sync"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/ferry-im/ferry/wire"
 )
 
-// maxSendsInFlight bounds the Sends of one connection that are being
-// stored at once. Past it the connection's reader waits, which pushes back
-// on the client through the transport.
-const maxSendsInFlight = 64
+// maxSendsInFlight and maxSendBytesInFlight bound the Sends of one
+// connection that are being stored at once, in number and in envelope
+// bytes (one envelope of any allowed size always fits). Past them the
+// connection's reader waits, which pushes back on the client through the
+// transport.
+const (
+	maxSendsInFlight     = 64
+	maxSendBytesInFlight = 1 << 20
+)
 
 // pendingSend is one Send between its checks and its answer.
 type pendingSend struct {
+	size   int // what acquire took
 	id, to [16]byte
 	env    Envelope
 	// wait collects the store's result; nil when a check already failed.
@@ -31,7 +39,8 @@ type pendingSend struct {
 // goroutine, running only while Sends are in flight, waits for each in
 // turn, answers it and publishes the stored envelope.
 type sendPipe struct {
-	slots chan struct{} // one token per Send in flight; made on first use
+	slots chan struct{}        // one token per Send in flight; made on first use
+	bytes *semaphore.Weighted // envelope bytes in flight; made on first use
 	wg    sync.WaitGroup
 
 	// mu protects queue and running.
@@ -40,21 +49,30 @@ type sendPipe struct {
 	running bool
 }
 
-// acquire takes a slot for a new Send, waiting while maxSendsInFlight are
-// in flight. Only the reader calls it.
-func (p *sendPipe) acquire(ctx context.Context) error {
+// acquire takes a slot and size bytes for a new Send, waiting while the
+// pipe is full. Only the reader calls it.
+func (p *sendPipe) acquire(ctx context.Context, size int) error {
 	if p.slots == nil {
 		p.slots = make(chan struct{}, maxSendsInFlight)
+		p.bytes = semaphore.NewWeighted(maxSendBytesInFlight)
 	}
 	select {
 	case p.slots <- struct{}{}:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := p.bytes.Acquire(ctx, int64(min(size, maxSendBytesInFlight))); err != nil {
+		<-p.slots
+		return err
+	}
+	return nil
 }
 
-func (p *sendPipe) release() { <-p.slots }
+// release gives back what acquire took for a Send of size bytes.
+func (p *sendPipe) release(size int) {
+	p.bytes.Release(int64(min(size, maxSendBytesInFlight)))
+	<-p.slots
+}
 
 // push queues s (its slot acquired) and makes sure a goroutine answers it.
 func (p *sendPipe) push(c *conn, s pendingSend) {
@@ -88,7 +106,7 @@ func (p *sendPipe) run(c *conn) {
 		p.mu.Unlock()
 
 		answer := c.finishSend(s)
-		p.release()
+		p.release(s.size)
 		if !broken {
 			if err := c.reply(c.work, answer); err != nil {
 				broken = true

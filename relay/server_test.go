@@ -663,3 +663,47 @@ func TestConnsPerAddr(t *testing.T) {
 	first.closed()
 	e.dial(mustKey(t), addr)
 }
+
+// TestSendsInFlightBounded checks that a connection cannot pin more than
+// 1 MiB of envelopes in the relay while they are being stored: the relay
+// stops reading it until some are answered.
+func TestSendsInFlightBounded(t *testing.T) {
+	t.Parallel()
+	gs := gateStore{Store: memstore.New(), gate: make(chan struct{})}
+	e := newEnv(t, func(c *relay.Config) { c.Store = gateAsyncStore{gs} })
+	bob := e.dial(mustKey(t), nil)
+	bob.register(token(60))
+	anon := e.dial(mustKey(t), nil)
+	big := make([]byte, wire.MaxEnvelope)
+	go func() {
+		for i := range 5 {
+			if err := anon.ch.Send(context.Background(), mustFrame(wire.Send{ID: id(i), To: bob.mailbox, Token: token(60), Envelope: big})); err != nil {
+				return
+			}
+		}
+		anon.ch.Send(context.Background(), mustFrame(wire.Ping{Nonce: 1}))
+	}()
+	select {
+	case m := <-anon.msgs:
+		t.Fatalf("got %T with 4 MiB-sized sends held by the store; the relay read past its in-flight bound", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gs.gate)
+	oks, pongs := 0, 0
+	for range 6 {
+		switch m := anon.next().(type) {
+		case wire.SendOK:
+			if m.ID != id(oks) {
+				t.Fatalf("SendOK %d for %x", oks, m.ID)
+			}
+			oks++
+		case wire.Pong:
+			pongs++ // may overtake the SendOKs
+		default:
+			t.Fatalf("got %T %+v", m, m)
+		}
+	}
+	if oks != 5 || pongs != 1 {
+		t.Fatalf("got %d SendOKs and %d Pongs, want 5 and 1", oks, pongs)
+	}
+}
