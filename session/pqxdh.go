@@ -255,11 +255,12 @@ func Respond(rand io.Reader, self *Identity, ps *PrekeySet, msg, ad []byte) (*Se
 	}
 	var dk *mlkem.DecapsulationKey768
 	kemIndex := findKEM(ps.kem, im.kemID)
+	lrIndex := findKEM(ps.lastResort, im.kemID)
 	switch {
 	case kemIndex >= 0:
 		dk = ps.kem[kemIndex].decapsulationKey()
-	case ps.lastResort.id == im.kemID:
-		dk = ps.lastResort.decapsulationKey()
+	case lrIndex >= 0:
+		dk = ps.lastResort[lrIndex].decapsulationKey()
 		used.LastResort = true
 	default:
 		return nil, nil, used, fmt.Errorf("respond: kem prekey %d: %w", im.kemID, ErrUnknownPrekey)

@@ -297,6 +297,25 @@ func TestRespondAfterRotation(t *testing.T) {
 	if _, _, _, err := Respond(r, b.id, b.ps, msg, nil); !errors.Is(err, ErrUnknownPrekey) {
 		t.Fatalf("after two rotations: got %v, want ErrUnknownPrekey", err)
 	}
+
+	// The same for the last-resort ML-KEM prekey.
+	s, err = Initiate(r, a.id, b.ps.Bundle(b.id.Public(), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ = s.Encrypt([]byte("in flight"), nil)
+	if err := b.ps.RotateLastResort(r, b.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, used, err := Respond(r, b.id, b.ps, msg, nil); err != nil || !used.LastResort {
+		t.Fatalf("after one last-resort rotation: %+v, %v", used, err)
+	}
+	if err := b.ps.RotateLastResort(r, b.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := Respond(r, b.id, b.ps, msg, nil); !errors.Is(err, ErrUnknownPrekey) {
+		t.Fatalf("after two last-resort rotations: got %v, want ErrUnknownPrekey", err)
+	}
 }
 
 func TestPQXDHRejectsLowOrderKeys(t *testing.T) {
@@ -336,7 +355,10 @@ func TestPrekeyIDsUnique(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[uint32]bool{}
-	ids := []uint32{p.ps.lastResort.id}
+	if err := p.ps.RotateLastResort(r, p.id); err != nil {
+		t.Fatal(err)
+	}
+	ids := []uint32{p.ps.lastResort[0].id, p.ps.lastResort[1].id}
 	for _, k := range append(append([]x25519Prekey(nil), p.ps.signed...), p.ps.oneTime...) {
 		ids = append(ids, k.id)
 	}
@@ -349,7 +371,7 @@ func TestPrekeyIDsUnique(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if x, k := p.ps.OneTimeCount(); x != 6 || k != 6 || len(ids) != 1+2+6+6 {
+	if x, k := p.ps.OneTimeCount(); x != 6 || k != 6 || len(ids) != 2+2+6+6 {
 		t.Fatalf("counts: %d one-time X25519, %d ML-KEM, %d ids", x, k, len(ids))
 	}
 }

@@ -188,11 +188,12 @@ type PrekeySet struct {
 	signed     []x25519Prekey // newest last; at most maxSigned
 	oneTime    []x25519Prekey
 	kem        []kemPrekey
-	lastResort kemPrekey
+	lastResort []kemPrekey // newest last; at most maxSigned
 }
 
-// maxSigned is how many signed prekeys a set keeps: the current one and
-// its predecessor, for initial messages still in flight after a rotation.
+// maxSigned is how many signed prekeys (and last-resort ML-KEM prekeys) a
+// set keeps: the current one and its predecessor, for initial messages
+// still in flight after a rotation.
 const maxSigned = 2
 
 // Private prekeys keep their raw bytes; the crypto/ecdh and crypto/mlkem
@@ -242,11 +243,9 @@ func GeneratePrekeys(rand io.Reader, id *Identity, n int) (*PrekeySet, error) {
 	if err := ps.RotateSigned(rand, id); err != nil {
 		return nil, err
 	}
-	lr, err := ps.newKEM(rand, id, RecordKEMLastResort)
-	if err != nil {
+	if err := ps.RotateLastResort(rand, id); err != nil {
 		return nil, err
 	}
-	ps.lastResort = lr
 	if err := ps.AddOneTime(rand, id, n); err != nil {
 		return nil, err
 	}
@@ -300,6 +299,21 @@ func (ps *PrekeySet) RotateSigned(rand io.Reader, id *Identity) error {
 	return nil
 }
 
+// RotateLastResort makes a new last-resort ML-KEM prekey current, keeping
+// the previous one (but no older). Rotating it bounds how many sessions a
+// compromise of one last-resort key exposes to a quantum adversary.
+func (ps *PrekeySet) RotateLastResort(rand io.Reader, id *Identity) error {
+	k, err := ps.newKEM(rand, id, RecordKEMLastResort)
+	if err != nil {
+		return err
+	}
+	ps.lastResort = append(ps.lastResort, k)
+	if len(ps.lastResort) > maxSigned {
+		ps.lastResort = ps.lastResort[len(ps.lastResort)-maxSigned:]
+	}
+	return nil
+}
+
 // AddOneTime adds n one-time X25519 prekeys and n one-time ML-KEM prekeys.
 func (ps *PrekeySet) AddOneTime(rand io.Reader, id *Identity, n int) error {
 	for range n {
@@ -337,7 +351,7 @@ func (ps *PrekeySet) Records() Records {
 	for i := range ps.kem {
 		r.KEM = append(r.KEM, ps.kem[i].record(RecordKEM))
 	}
-	r.LastResort = ps.lastResort.record(RecordKEMLastResort)
+	r.LastResort = ps.lastResort[len(ps.lastResort)-1].record(RecordKEMLastResort)
 	return r
 }
 
@@ -376,7 +390,7 @@ func (ps *PrekeySet) Bundle(identity PublicIdentity, oneTime bool) *Bundle {
 	if oneTime && len(ps.kem) > 0 {
 		b.KEMPrekey = ps.kem[0].public(false)
 	} else {
-		b.KEMPrekey = ps.lastResort.public(true)
+		b.KEMPrekey = ps.lastResort[len(ps.lastResort)-1].public(true)
 	}
 	return b
 }
@@ -415,7 +429,8 @@ func findKEM(keys []kemPrekey, id uint32) int {
 // PrekeySet encoding (section 2.8), secret:
 //
 //	set     = version(1) = 0x01 || next id(4) || nsigned(1) || signed*
-//	          || nonetime(4) || onetime* || nkem(4) || kem* || last-resort kem
+//	          || nonetime(4) || onetime* || nkem(4) || kem*
+//	          || nlastresort(1) || last-resort kem*
 //	signed, onetime = id(4) || private key(32) || public key(32) || signature(64)
 //	kem     = id(4) || seed(64) || signature(64)
 const (
@@ -440,7 +455,11 @@ func (ps *PrekeySet) MarshalBinary() ([]byte, error) {
 	for i := range ps.kem {
 		b = ps.kem[i].appendEntry(b)
 	}
-	return ps.lastResort.appendEntry(b), nil
+	b = append(b, byte(len(ps.lastResort)))
+	for i := range ps.lastResort {
+		b = ps.lastResort[i].appendEntry(b)
+	}
+	return b, nil
 }
 
 func (k *x25519Prekey) appendEntry(b []byte) []byte {
@@ -504,11 +523,13 @@ func (ps *PrekeySet) UnmarshalBinary(data []byte) error {
 	if n.kem, ok = readK(int(r.uint32())); !ok {
 		return errBad
 	}
-	lr, ok := readK(1)
-	if !ok || r.left() != 0 || r.bad {
+	nl := int(r.byte())
+	if nl < 1 || nl > maxSigned {
 		return errBad
 	}
-	n.lastResort = lr[0]
+	if n.lastResort, ok = readK(nl); !ok || r.left() != 0 || r.bad {
+		return errBad
+	}
 	*ps = n
 	return nil
 }
