@@ -39,7 +39,7 @@ type pendingSend struct {
 // goroutine, running only while Sends are in flight, waits for each in
 // turn, answers it and publishes the stored envelope.
 type sendPipe struct {
-	slots chan struct{}        // one token per Send in flight; made on first use
+	slots chan struct{}       // one token per Send in flight; made on first use
 	bytes *semaphore.Weighted // envelope bytes in flight; made on first use
 	wg    sync.WaitGroup
 
