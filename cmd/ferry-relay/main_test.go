@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -265,6 +267,27 @@ func TestBinaryEndToEnd(t *testing.T) {
 	expectMsg[wire.OK](bob)
 	if d := expectMsg[wire.Deliver](bob); string(d.Envelope) != "survivor" || d.ID != ([16]byte{2}) {
 		t.Fatalf("after kill -9 and restart bob got %q (id %x), want the acknowledged %q", d.Envelope, d.ID, "survivor")
+	}
+
+	// The debug log holds no key or token.
+	keyText, err := os.ReadFile(filepath.Join(data, "relay.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := r.stderr.String() + r2.stderr.String()
+	for name, secret := range map[string]string{
+		"relay private key": strings.TrimSpace(string(keyText)),
+		"delivery token":    base64.RawURLEncoding.EncodeToString(tok[:]),
+		"token (hex)":       hex.EncodeToString(tok[:]),
+		"device key":        base64.RawURLEncoding.EncodeToString(bobKey.Public[:]),
+		"device key (hex)":  hex.EncodeToString(bobKey.Public[:]),
+	} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the relay's log contains the %s", name)
+		}
+	}
+	if !strings.Contains(logs, "connection open") {
+		t.Fatalf("the debug log lacks connection events; the check above is vacuous:\n%s", logs)
 	}
 
 	// SIGTERM stops it cleanly.
