@@ -222,7 +222,8 @@ type UsedPrekeys struct {
 // one-time prekeys it used from ps (the caller saves ps and tells the relay)
 // and returns the new session, the plaintext and the prekeys used. The
 // last-resort ML-KEM prekey is accepted any number of times. On failure ps
-// is unchanged.
+// is unchanged. rand supplies the session's ratchet keys (the session keeps
+// it as Session.Rand).
 //
 // A replayed initial message whose one-time prekeys are gone fails; one that
 // used only the signed and last-resort prekeys sets up a duplicate session,
