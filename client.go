@@ -44,6 +44,8 @@ type Config struct {
 	dial dialFunc
 	// prekeys and minPrekeys replace initialPrekeys and minPrekeys in tests.
 	prekeys, minPrekeys int
+	// outboxRetry replaces outboxRetry in tests.
+	outboxRetry time.Duration
 }
 
 // Errors callers branch on.
@@ -73,6 +75,7 @@ const (
 	batchSize       = 256 // Deliver frames stored per transaction
 	quietPeriod     = 300 * time.Millisecond
 	maxDrain        = 30 * time.Second // longest Sync without Wait
+	outboxRetry     = 10 * time.Second // outbox retry period while Sync waits
 	pingInterval    = 25 * time.Second
 	seenRetention   = 60 * 24 * time.Hour // twice the relay's TTL
 )
@@ -130,6 +133,9 @@ func (cfg *Config) fill() {
 	}
 	if cfg.minPrekeys == 0 {
 		cfg.minPrekeys = minPrekeys
+	}
+	if cfg.outboxRetry == 0 {
+		cfg.outboxRetry = outboxRetry
 	}
 }
 

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
 )
 
 func newTestClient(t *testing.T, r *fakeRelay, name string) *Client {
@@ -327,5 +331,67 @@ func TestClientRetriesBusyRelay(t *testing.T) {
 	}
 	if len(got) != 5 || len(seen) != 5 {
 		t.Fatalf("alice got %q, want each of 1..5 once", texts(got))
+	}
+}
+
+// TestClientRetriesOutboxWhileWaiting puts alice and bob on different
+// relays: with bob's relay down, alice's message waits in her outbox, and
+// her waiting Sync (connected to her own relay) delivers it once bob's
+// relay is back, without another Send.
+func TestClientRetriesOutboxWhileWaiting(t *testing.T) {
+	ctx := context.Background()
+	ra, rb := newFakeRelay(), newFakeRelay()
+	rb.link.Key = [32]byte{2}
+	defer ra.close()
+	defer rb.close()
+	dial := func(ctx context.Context, l link.Relay, k channel.KeyPair) (frameConn, error) {
+		if l.Key == rb.link.Key {
+			return rb.dial(ctx, l, k)
+		}
+		return ra.dial(ctx, l, k)
+	}
+	alice, err := Init(ctx, Config{Home: t.TempDir(), dial: dial, outboxRetry: 100 * time.Millisecond}, ra.link.String(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := Init(ctx, Config{Home: t.TempDir(), dial: dial}, rb.link.String(), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	inv, _ := alice.Invite(ctx)
+	if _, err := bob.Accept(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	rb.setDown(true)
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, "bob", "through the outage"); !errors.Is(err, ErrQueued) {
+		t.Fatalf("Send with bob's relay down: got %v, want ErrQueued", err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	delivered := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		var once sync.Once
+		done <- alice.Sync(sctx, SyncOptions{Wait: time.Minute, OnState: func() { once.Do(func() { close(delivered) }) }})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	rb.setDown(false)
+	select {
+	case <-delivered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting Sync never delivered the outbox")
+	}
+	cancel()
+	<-done
+	if err := bob.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := bob.Messages(ctx, Query{Unread: true})
+	if len(got) != 1 || got[0].Text != "through the outage" {
+		t.Fatalf("bob got %q", texts(got))
 	}
 }

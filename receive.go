@@ -120,6 +120,10 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	}
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
+	// While connected, retry the outbox now and then: a contact's relay
+	// may come back while the user's own stays up.
+	retry := time.NewTicker(c.cfg.outboxRetry)
+	defer retry.Stop()
 	var batch []wire.Deliver
 
 	// handle deals with one frame; Delivers are collected into batch.
@@ -180,6 +184,10 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 			}
 		case <-drainEnd:
 			return nil
+		case <-retry.C:
+			if !drain {
+				c.flushBestEffort(ctx, opts)
+			}
 		case <-ping.C:
 			if err := cn.send(ctx, wire.Ping{Nonce: uint64(time.Now().UnixNano())}); err != nil {
 				return fmt.Errorf("%w: %v", ErrUnreachable, err)
