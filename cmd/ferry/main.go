@@ -456,6 +456,10 @@ func cmdRead(e *env, args []string) error {
 				cbErr = err
 			}
 		}})
+		if errors.Is(err, context.Canceled) {
+			// Interrupted (Ctrl-C): the usual way to end a long wait.
+			return cbErr
+		}
 		if err == nil {
 			err = cbErr
 		}
