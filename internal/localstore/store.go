@@ -127,7 +127,9 @@ func Create(ctx context.Context, dir string, opts Options) (*Store, error) {
 	// The database is initialised before the key file is written: a crash
 	// in between leaves no key file, so the directory still counts as
 	// having no profile and Create can run again.
-	os.Remove(filepath.Join(dir, DBFile))
+	for _, f := range []string{DBFile, DBFile + "-wal", DBFile + "-shm"} {
+		os.Remove(filepath.Join(dir, f))
+	}
 	s, err := open(ctx, dir, key, r)
 	if err != nil {
 		return nil, err
