@@ -62,3 +62,20 @@ func ExampleProber() {
 	// random-50 FIN
 	// random-221 RST
 }
+
+func ExampleDiffer() {
+	web := &censor.Report{Addr: "203.0.113.1:443", Reactions: []censor.Reaction{
+		{Probe: "random-50", Sent: 50, Received: 7, Close: censor.CloseFIN, After: 2 * time.Millisecond},
+		{Probe: "random-221", Sent: 221, Received: 7, Close: censor.CloseFIN, After: 3 * time.Millisecond},
+	}}
+	proxy := &censor.Report{Addr: "203.0.113.2:443", Reactions: []censor.Reaction{
+		{Probe: "random-50", Sent: 50, Close: censor.CloseOpen, After: 10 * time.Second},
+		{Probe: "random-221", Sent: 221, Close: censor.CloseRST, After: time.Millisecond},
+	}}
+	for _, d := range censor.Differ(proxy, web) {
+		fmt.Println(d)
+	}
+	// Output:
+	// random-50: ended open vs FIN
+	// random-221: ended RST vs FIN
+}
