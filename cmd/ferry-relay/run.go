@@ -76,6 +76,13 @@ func parseEndpoint(v string) (link.Endpoint, error) {
 	return link.Endpoint{Transport: name, Addr: addr}, nil
 }
 
+const usage = `Usage:
+  ferry-relay [flags]            run the relay; prints its link on stdout
+  ferry-relay link [--data DIR]  print the relay's link again
+
+Flags:
+`
+
 // run is the whole command, with its environment passed in for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "link" {
@@ -115,6 +122,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl.Var(&public, "public", "`TRANSPORT=HOST:PORT` to put in the link instead of the listening address")
 	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
+	fl.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fl.PrintDefaults()
+	}
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
