@@ -71,11 +71,12 @@ const (
 	minPrekeys      = 8  // replenish below this many
 	dialTimeout     = 5 * time.Second
 	responseTimeout = 15 * time.Second
-	sendWindow      = 256 // Send frames in flight per relay connection
-	batchSize       = 256 // Deliver frames stored per transaction
-	quietPeriod     = 300 * time.Millisecond
-	maxDrain        = 30 * time.Second // longest Sync without Wait
-	outboxRetry     = 10 * time.Second // outbox retry period while Sync waits
+	sendWindow      = 256                    // Send frames in flight per relay connection
+	batchSize       = 256                    // Deliver frames stored per transaction
+	quietPeriod     = 300 * time.Millisecond // drain ends after this long without an envelope
+	firstQuiet      = time.Second            // or this long after Subscribe with none at all
+	maxDrain        = 30 * time.Second       // longest Sync without Wait
+	outboxRetry     = 10 * time.Second       // outbox retry period while Sync waits
 	pingInterval    = 25 * time.Second
 	seenRetention   = 60 * 24 * time.Hour // twice the relay's TTL
 )

@@ -108,8 +108,8 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	if err := cn.send(ctx, wire.Subscribe{ReqID: subReq}); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
-	subscribed := false
-	quiet := time.NewTimer(3 * quietPeriod)
+	subscribed, anyDelivered := false, false
+	quiet := time.NewTimer(responseTimeout)
 	defer quiet.Stop()
 	// A drain ends even if envelopes never stop coming.
 	var drainEnd <-chan time.Time
@@ -169,14 +169,22 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 					break more
 				}
 			}
-			if len(batch) > 0 {
+			delivered := len(batch) > 0
+			if delivered {
 				if err := c.receiveBatch(ctx, cn, batch, opts); err != nil {
 					return err
 				}
 				batch = batch[:0]
+				anyDelivered = true
 			}
-			if drain && subscribed {
-				quiet.Reset(quietPeriod)
+			// The relay answers Subscribe before it pushes the backlog,
+			// so wait longer for the first envelope than between two.
+			if drain && subscribed && (delivered || !anyDelivered) {
+				if anyDelivered {
+					quiet.Reset(quietPeriod)
+				} else {
+					quiet.Reset(firstQuiet)
+				}
 			}
 		case <-quiet.C:
 			if drain {
