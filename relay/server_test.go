@@ -632,10 +632,10 @@ func TestShutdownAnswersSendsInFlight(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *relay.Config) { c.Limits.IdleTimeout = 150 * time.Millisecond })
+	e := newEnv(t, func(c *relay.Config) { c.Limits.IdleTimeout = 600 * time.Millisecond })
 	silent := e.dial(mustKey(t), nil)
 	chatty := e.dial(mustKey(t), nil)
-	for range 10 {
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
 		time.Sleep(50 * time.Millisecond)
 		chatty.quiet() // a Ping every 50ms keeps it open
 	}
