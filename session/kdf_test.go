@@ -346,3 +346,32 @@ func TestImports(t *testing.T) {
 		t.Fatal("no source files found")
 	}
 }
+
+// TestMacHasherMatches checks the midstate KDFs of the message path against
+// the plain ones (which the libsignal and RFC vectors check) on many keys.
+func TestMacHasherMatches(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("mac hasher")
+	m := newMACHasher()
+	for range 300 {
+		var ck [32]byte
+		r.Read(ck[:])
+		s1, n1 := kdfCK(&ck)
+		s2, n2 := m.chainStep(&ck)
+		if s1 != s2 || n1 != n2 {
+			t.Fatalf("chain step of %x: got %x %x, want %x %x", ck, s2, n2, s1, n1)
+		}
+		if got, want := m.messageKeys(&s1), deriveMessageKeys(&s1); got != want {
+			t.Fatalf("message keys of %x: got %x, want %x", s1, got, want)
+		}
+	}
+	// And libsignal's chain-key value directly.
+	var v libsignalVectors
+	loadJSON(t, "testdata/core-libsignal.json", &v)
+	ck := [32]byte(unhex(t, v.ChainKey.Inputs.ChainKey))
+	seed, next := m.chainStep(&ck)
+	mk := m.messageKeys(&seed)
+	if !bytes.Equal(mk.cipherKey[:], unhex(t, v.ChainKey.Expected.CipherKey)) || !bytes.Equal(next[:], unhex(t, v.ChainKey.Expected.NextChainKey)) || !bytes.Equal(mk.macKey[:], unhex(t, v.ChainKey.Expected.MacKey)) {
+		t.Fatal("midstate KDFs disagree with libsignal's chain-key value")
+	}
+}

@@ -77,6 +77,7 @@ type Session struct {
 	recvHdrKey [keyLen]byte
 	scratch    []byte
 	hdrBuf     [headerLen]byte
+	kdf        *macHasher
 }
 
 // state is everything that MarshalBinary saves (docs/protocol.md section
@@ -131,6 +132,14 @@ type skippedChain struct {
 type skippedKey struct {
 	n    uint32
 	seed [keyLen]byte // message key seed, HMAC-SHA256(ck, 0x01)
+}
+
+// hasher returns the session's KDF hasher, making it on first use.
+func (s *Session) hasher() *macHasher {
+	if s.kdf == nil {
+		s.kdf = newMACHasher()
+	}
+	return s.kdf
 }
 
 func (s *Session) rand() io.Reader {
@@ -214,8 +223,8 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 	if st.ns == ^uint32(0) {
 		return nil, errors.New("encrypt: sending chain exhausted")
 	}
-	seed, next := kdfCK(&st.cks)
-	mk := deriveMessageKeys(&seed)
+	seed, next := s.hasher().chainStep(&st.cks)
+	mk := s.hasher().messageKeys(&seed)
 	clear(seed[:])
 
 	out := make([]byte, len(st.pending), len(st.pending)+ratchetOverhead+len(plaintext))
@@ -410,8 +419,8 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 				return nil, fmt.Errorf("%w: %w", ErrDecrypt, errTooFar)
 			}
 			ckr := st.ckr
-			skipped := skipKeys(&ckr, st.nr, h.n, nil)
-			seed, next := kdfCK(&ckr)
+			skipped := skipKeys(s.hasher(), &ckr, st.nr, h.n)
+			seed, next := s.hasher().chainStep(&ckr)
 			pt, ok := s.openBodyWith(st, &seed, prefix, msg, body, ad)
 			if !ok {
 				return nil, ErrDecrypt
@@ -438,7 +447,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 		if h.pn-ns.nr > MaxSkip {
 			return nil, fmt.Errorf("%w: %w", ErrDecrypt, errTooFar)
 		}
-		oldSkipped = skipKeys(&ns.ckr, ns.nr, h.pn, nil)
+		oldSkipped = skipKeys(s.hasher(), &ns.ckr, ns.nr, h.pn)
 	}
 	if h.n > MaxSkip {
 		return nil, fmt.Errorf("%w: %w", ErrDecrypt, errTooFar)
@@ -447,8 +456,8 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	if err := ns.dhRatchet(s.rand(), &h); err != nil {
 		return nil, err
 	}
-	newSkipped := skipKeys(&ns.ckr, 0, h.n, nil)
-	seed, next := kdfCK(&ns.ckr)
+	newSkipped := skipKeys(s.hasher(), &ns.ckr, 0, h.n)
+	seed, next := s.hasher().chainStep(&ns.ckr)
 	pt, ok := s.openBodyWith(&ns, &seed, prefix, msg, body, ad)
 	if !ok {
 		return nil, ErrDecrypt
@@ -500,11 +509,12 @@ func (st *state) dhRatchet(r io.Reader, h *header) error {
 	return nil
 }
 
-// skipKeys advances ck from index from to index until, appending the
-// skipped message key seeds to dst.
-func skipKeys(ck *[keyLen]byte, from, until uint32, dst []skippedKey) []skippedKey {
+// skipKeys advances ck from index from to index until and returns the
+// skipped message key seeds.
+func skipKeys(m *macHasher, ck *[keyLen]byte, from, until uint32) []skippedKey {
+	var dst []skippedKey
 	for n := from; n < until; n++ {
-		seed, next := kdfCK(ck)
+		seed, next := m.chainStep(ck)
 		dst = append(dst, skippedKey{n: n, seed: seed})
 		*ck = next
 	}
@@ -547,7 +557,7 @@ func (st *state) storeSkipped(hk [keyLen]byte, keys []skippedKey) {
 // openBodyWith decrypts the body of msg with the message key seed, using
 // st's associated data.
 func (s *Session) openBodyWith(st *state, seed *[keyLen]byte, prefix, msg, body, ad []byte) ([]byte, bool) {
-	mk := deriveMessageKeys(seed)
+	mk := s.hasher().messageKeys(seed)
 	defer mk.erase()
 	if !bytes.Equal(mk.iv[:headerNonceLen], msg[1:1+headerNonceLen]) {
 		return nil, false
