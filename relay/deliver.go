@@ -26,8 +26,12 @@ import (
 // Seqs are assigned in commit order, so once a read of the store has
 // returned envelopes up to seq hi, any envelope with a seq in (from, hi]
 // that is still queued was in that read (or acknowledged since) and is
-// skipped. Publishes may reach a queue out of seq order (two Sends commit
-// in one batch and race to publish); the push goroutine does not rely on
+// skipped. Before a resync reads the store, the queued envelopes with a
+// seq at or below from are sent and the others dropped (the read has
+// them): one sender connection publishes in seq order, so its envelopes
+// reach the subscriber in the order it sent them. Publishes of different
+// senders may reach a queue out of seq order (two Sends commit in one
+// batch and race to publish); the push goroutine does not rely on that
 // order, only on the covered range. Delivery is at least once: a client
 // may see an envelope twice (after a resync, or on another connection) and
 // de-duplicates by message id.
@@ -161,9 +165,27 @@ func (s *subscriber) run() {
 			s.mu.Unlock()
 			return
 		case s.resync:
-			from := s.from
-			s.resync = false
+			// Queued envelopes at or below from come before the store
+			// read, so each sender's envelopes keep their order; those
+			// above it are all in the read.
+			from, lo, hi := s.from, s.coverLo, s.coverHi
+			var before []Envelope
+			for _, env := range s.queue {
+				if env.Seq <= from {
+					before = append(before, env)
+				}
+			}
+			s.queue, s.queued, s.resync = nil, 0, false
 			s.mu.Unlock()
+			for _, env := range before {
+				if lo < env.Seq && env.Seq <= hi {
+					continue
+				}
+				if err := s.deliver(env); err != nil {
+					s.fail(err)
+					return
+				}
+			}
 			hi, err := s.readStore(from)
 			if err != nil {
 				s.fail(err)

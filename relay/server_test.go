@@ -707,3 +707,40 @@ func TestSendsInFlightBounded(t *testing.T) {
 		t.Fatalf("got %d SendOKs and %d Pongs, want 5 and 1", oks, pongs)
 	}
 }
+
+// TestPushKeepsPerSenderOrder checks that envelopes from one sender
+// connection reach a subscriber in the order they were sent, even when the
+// subscriber is slow and its push queue overflows: the first time each id
+// arrives, ids increase.
+func TestPushKeepsPerSenderOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) { c.Limits.DeliverQueue = 3 })
+	bob := e.dial(mustKey(t), nil)
+	bob.register(token(70))
+	bob.subscribe()
+	anon := e.dial(mustKey(t), nil)
+	const n = 400
+	go func() {
+		for i := range n {
+			if err := anon.ch.Send(context.Background(), mustFrame(wire.Send{ID: id(i), To: bob.mailbox, Token: token(70), Envelope: make([]byte, 100)})); err != nil {
+				return
+			}
+		}
+	}()
+	seen := map[[16]byte]bool{}
+	next := 0
+	for next < n {
+		d := expect[wire.Deliver](bob)
+		if seen[d.ID] {
+			continue // a redelivery after a resync
+		}
+		seen[d.ID] = true
+		if d.ID != id(next) {
+			t.Fatalf("first delivery number %d is %x, want %x: per-sender order broken", next, d.ID, id(next))
+		}
+		next++
+		if next%50 == 0 {
+			time.Sleep(10 * time.Millisecond) // be slow now and then
+		}
+	}
+}
