@@ -252,7 +252,18 @@ func (m *macHasher) chainStep(ck *[keyLen]byte) (seed, next [keyLen]byte) {
 	seed = m.mac(m.inner[:m.ni], m.outer[:m.no], 1)
 	m.msg[0] = 0x02
 	next = m.mac(m.inner[:m.ni], m.outer[:m.no], 1)
+	m.erase()
 	return seed, next
+}
+
+// erase forgets the keyed states and the last digest, which are as secret
+// as the key they came from (forward secrecy holds for memory too).
+func (m *macHasher) erase() {
+	clear(m.inner[:])
+	clear(m.outer[:])
+	clear(m.msg[:])
+	clear(m.sum[:])
+	m.h.Reset()
 }
 
 // messageKeys is deriveMessageKeys.
@@ -278,7 +289,6 @@ func (m *macHasher) messageKeys(seed *[keyLen]byte) messageKeys {
 	copy(mk.iv[:], out[64:80])
 	clear(out[:])
 	clear(prk[:])
-	clear(m.msg[:])
-	clear(m.sum[:])
+	m.erase()
 	return mk
 }

@@ -375,3 +375,18 @@ func TestMacHasherMatches(t *testing.T) {
 		t.Fatal("midstate KDFs disagree with libsignal's chain-key value")
 	}
 }
+
+// TestMacHasherErases: after a KDF the hasher holds nothing derived from
+// the key it used.
+func TestMacHasherErases(t *testing.T) {
+	t.Parallel()
+	m := newMACHasher()
+	var ck [32]byte
+	newTestRand("erase").Read(ck[:])
+	seed, _ := m.chainStep(&ck)
+	m.messageKeys(&seed)
+	var zero macHasher
+	if m.inner != zero.inner || m.outer != zero.outer || m.msg != zero.msg || m.sum != zero.sum {
+		t.Fatal("macHasher keeps keyed state after use")
+	}
+}
