@@ -324,13 +324,70 @@ func TestClientRetriesBusyRelay(t *testing.T) {
 	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := alice.Messages(ctx, Query{})
-	seen := map[string]int{}
-	for _, m := range got {
-		seen[m.Text]++
+	// The relay stored 4 and 5 before 1, 2 and 3 (rejected, then
+	// retried): alice holds 4 and 5 back and shows all five in order.
+	got, _ := alice.Messages(ctx, Query{Unread: true})
+	if fmt.Sprint(texts(got)) != "[bob:1 bob:2 bob:3 bob:4 bob:5]" {
+		t.Fatalf("alice got %q, want 1..5 in order", texts(got))
 	}
-	if len(got) != 5 || len(seen) != 5 {
-		t.Fatalf("alice got %q, want each of 1..5 once", texts(got))
+}
+
+// TestClientHoldTimeout loses a message at the relay: the ones after it
+// are held back, then shown once holdTimeout has passed.
+func TestClientHoldTimeout(t *testing.T) {
+	ctx := context.Background()
+	r := newFakeRelay()
+	defer r.close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	alice, err := Init(ctx, Config{Home: t.TempDir(), dial: r.dial, Now: clock}, r.link.String(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob := newTestClient(t, r, "bob")
+	inv, _ := alice.Invite(ctx)
+	if _, err := bob.Accept(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendMany(ctx, "alice", []string{"1", "2", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	// The relay loses message 1 (the ratchet copes with the gap).
+	r.mu.Lock()
+	b := r.box(alice.mailbox)
+	b.queue = b.queue[1:]
+	r.mu.Unlock()
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := alice.Messages(ctx, Query{Unread: true}); len(got) != 0 {
+		t.Fatalf("shown before the timeout: %q", texts(got))
+	}
+	mu.Lock()
+	now = now.Add(holdTimeout + time.Second)
+	mu.Unlock()
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := alice.Messages(ctx, Query{Unread: true})
+	if fmt.Sprint(texts(got)) != "[bob:2 bob:3]" {
+		t.Fatalf("after the timeout: got %q, want 2 and 3", texts(got))
+	}
+	// Later messages flow normally.
+	if _, err := bob.Send(ctx, "alice", "4"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = alice.Messages(ctx, Query{Unread: true})
+	if fmt.Sprint(texts(got)) != "[bob:2 bob:3 bob:4]" {
+		t.Fatalf("got %q", texts(got))
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // ("Content format") specifies the bytes:
 //
 //	content = version(1)=1 || kind(1) || body
-//	text:          id(16) || sent(8, unix ms, big endian) || text (UTF-8, rest)
+//	text:          id(16) || sent(8, unix ms, big endian) || n(8, big endian) || text (UTF-8, rest)
 //	receipt:       id(16) || sent(8) || status(1) || count(2) || count * message id(16)
 //	introduction:  id(16) || sent(8) || secret(16) || mailbox(16) || token(32)
 //	               || nameLen(1) || name || relayLen(2) || relay link
@@ -57,6 +57,7 @@ type content struct {
 	Sent int64 // unix milliseconds, as claimed by the sender
 
 	Text string // KindText
+	N    uint64 // KindText: the sender's counter in this conversation, from 1
 
 	Status byte       // KindReceipt
 	IDs    [][16]byte // KindReceipt
@@ -78,6 +79,7 @@ func (c *content) marshal() ([]byte, error) {
 		if len(c.Text) > MaxText || !utf8.ValidString(c.Text) {
 			return nil, fmt.Errorf("encode text: %w", errContent)
 		}
+		b = binary.BigEndian.AppendUint64(b, c.N)
 		b = append(b, c.Text...)
 	case KindReceipt:
 		if len(c.IDs) == 0 || len(c.IDs) > maxReceiptIDs || (c.Status != ReceiptDelivered && c.Status != ReceiptRead) {
@@ -119,6 +121,11 @@ func parseContent(b []byte) (*content, error) {
 	rest := b[contentHeader:]
 	switch c.Kind {
 	case KindText:
+		if len(rest) < 8 {
+			return nil, errContent
+		}
+		c.N = binary.BigEndian.Uint64(rest[:8])
+		rest = rest[8:]
 		if len(rest) > MaxText || !utf8.Valid(rest) {
 			return nil, errContent
 		}

@@ -24,6 +24,7 @@ type contentVector struct {
 	ID     string      `json:"id,omitempty"`
 	Sent   int64       `json:"sent,omitempty"`
 	Text   string      `json:"text,omitempty"`
+	N      uint64      `json:"n,omitempty"`
 	Status byte        `json:"status,omitempty"`
 	IDs    []string    `json:"ids,omitempty"`
 	Name2  string      `json:"intro_name,omitempty"`
@@ -42,9 +43,9 @@ func vectorContents() []struct {
 		name string
 		c    content
 	}{
-		{"text", content{Kind: KindText, ID: id, Sent: 1795000000000, Text: "hello, world"}},
-		{"text empty", content{Kind: KindText, ID: id, Sent: 0, Text: ""}},
-		{"text unicode", content{Kind: KindText, ID: id, Sent: 1, Text: "你好 🌍"}},
+		{"text", content{Kind: KindText, ID: id, Sent: 1795000000000, N: 1, Text: "hello, world"}},
+		{"text empty", content{Kind: KindText, ID: id, Sent: 0, N: 2, Text: ""}},
+		{"text unicode", content{Kind: KindText, ID: id, Sent: 1, N: 1 << 40, Text: "你好 🌍"}},
 		{"receipt delivered", content{Kind: KindReceipt, ID: id, Sent: 2, Status: ReceiptDelivered, IDs: [][16]byte{{1}, {2}}}},
 		{"receipt read", content{Kind: KindReceipt, ID: id, Sent: 3, Status: ReceiptRead, IDs: [][16]byte{{0xff}}}},
 		{"introduction", content{Kind: KindIntroduction, ID: id, Sent: 4, Secret: [16]byte{9}, Mailbox: [16]byte{8}, Token: [32]byte{7}, Name: "bob", Relay: "ferry://relay?k=x"}},
@@ -57,7 +58,8 @@ func invalidVectors() []contentVector {
 		{Name: "short header", Hex: "0101" + strings.Repeat("00", 10)},
 		{Name: "bad version", Hex: "0201" + strings.Repeat("00", 24)},
 		{Name: "unknown kind", Hex: "0109" + strings.Repeat("00", 24)},
-		{Name: "text not utf8", Hex: "0101" + strings.Repeat("00", 24) + "ff"},
+		{Name: "text not utf8", Hex: "0101" + strings.Repeat("00", 24) + "0000000000000001" + "ff"},
+		{Name: "text without counter", Hex: "0101" + strings.Repeat("00", 24) + "000000"},
 		{Name: "receipt bad status", Hex: "0102" + strings.Repeat("00", 24) + "030001" + strings.Repeat("00", 16)},
 		{Name: "receipt zero ids", Hex: "0102" + strings.Repeat("00", 24) + "010000"},
 		{Name: "receipt count mismatch", Hex: "0102" + strings.Repeat("00", 24) + "010002" + strings.Repeat("00", 16)},
@@ -79,7 +81,7 @@ func toVector(name string, c *content, b []byte) contentVector {
 	v := contentVector{Name: name, Hex: hex.EncodeToString(b), Valid: true, Kind: c.Kind, ID: hex.EncodeToString(c.ID[:]), Sent: c.Sent}
 	switch c.Kind {
 	case KindText:
-		v.Text = c.Text
+		v.Text, v.N = c.Text, c.N
 	case KindReceipt:
 		v.Status, v.IDs = c.Status, hexIDs(c.IDs)
 	case KindIntroduction:

@@ -303,7 +303,8 @@ func (c *Client) SendMany(ctx context.Context, contact string, texts []string) (
 				return err
 			}
 			now := c.now()
-			ct := &content{Kind: KindText, ID: id, Sent: now.UnixMilli(), Text: text}
+			k.SendN++
+			ct := &content{Kind: KindText, ID: id, Sent: now.UnixMilli(), N: k.SendN, Text: text}
 			if err := c.encryptTo(tx, k, s, ct); err != nil {
 				return err
 			}

@@ -98,10 +98,7 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	if err := c.upload(ctx, cn, nil); err != nil {
 		return err
 	}
-	if err := c.store.Update(ctx, func(tx *localstore.Tx) error {
-		_, err := tx.ForgetSeen(c.now().Add(-seenRetention))
-		return err
-	}); err != nil {
+	if err := c.housekeeping(ctx, opts); err != nil {
 		return err
 	}
 	const subReq = 3
@@ -195,6 +192,9 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 		case <-retry.C:
 			if !drain {
 				c.flushBestEffort(ctx, opts)
+				if err := c.housekeeping(ctx, opts); err != nil {
+					return err
+				}
 			}
 		case <-ping.C:
 			if err := cn.send(ctx, wire.Ping{Nonce: uint64(time.Now().UnixNano())}); err != nil {
@@ -352,17 +352,35 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 		}
 		switch m.Kind {
 		case KindText:
-			lm := &localstore.Message{ID: m.ID, Contact: k.ID, Sent: time.UnixMilli(m.Sent), Received: now, State: localstore.Delivered, Text: m.Text}
+			// A message whose predecessors from this sender have not
+			// arrived yet is held back (stored, not shown) until they
+			// do, or until holdTimeout passes.
+			lm := &localstore.Message{
+				ID: m.ID, Contact: k.ID, Sent: time.UnixMilli(m.Sent), Received: now,
+				State: localstore.Delivered, Text: m.Text, N: m.N, Held: m.N > k.RecvN+1,
+			}
 			inserted, err := tx.InsertMessage(lm)
 			if err != nil {
 				return res, err
 			}
-			if inserted {
-				res.messages = append(res.messages, publicMessage(lm, k.Name))
-				if _, ok := delivered[k.ID]; !ok {
-					deliveredOrder = append(deliveredOrder, k.ID)
+			if !inserted {
+				break
+			}
+			if _, ok := delivered[k.ID]; !ok {
+				deliveredOrder = append(deliveredOrder, k.ID)
+			}
+			delivered[k.ID] = append(delivered[k.ID], m.ID)
+			if lm.Held {
+				break
+			}
+			res.messages = append(res.messages, publicMessage(lm, k.Name))
+			if m.N == k.RecvN+1 {
+				k.RecvN = m.N
+				rel, err := releaseInOrder(tx, k)
+				if err != nil {
+					return res, err
 				}
-				delivered[k.ID] = append(delivered[k.ID], m.ID)
+				res.messages = append(res.messages, rel...)
 			}
 		case KindReceipt:
 			st := localstore.Delivered
@@ -472,4 +490,97 @@ func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*local
 	}
 	c.log.Info("new contact", "name", k.Name)
 	return k, s, trial, nil
+}
+
+// holdTimeout bounds how long a message waits for the sender's earlier
+// messages (which may never come: refused by the relay for good, or queued
+// on a device that went away) before it is shown anyway.
+const holdTimeout = 2 * time.Minute
+
+// releaseInOrder shows k's held messages that now follow in order, and
+// moves k.RecvN past them. The caller saves k.
+func releaseInOrder(tx *localstore.Tx, k *localstore.Contact) ([]*Message, error) {
+	held, err := tx.HeldMessages(k.ID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Message
+	for _, h := range held {
+		if h.N > k.RecvN+1 {
+			break
+		}
+		if err := tx.Release(h); err != nil {
+			return nil, err
+		}
+		k.RecvN = max(k.RecvN, h.N)
+		out = append(out, publicMessage(h, k.Name))
+	}
+	return out, nil
+}
+
+// releaseExpired shows messages held for longer than holdTimeout, with
+// everything held before them, giving up on the gap.
+func (c *Client) releaseExpired(tx *localstore.Tx) ([]*Message, error) {
+	held, err := tx.HeldMessages(0)
+	if err != nil || len(held) == 0 {
+		return nil, err
+	}
+	cutoff := c.now().Add(-holdTimeout)
+	upTo := make(map[int64]uint64) // contact -> highest expired counter
+	for _, h := range held {
+		if h.Received.Before(cutoff) {
+			upTo[h.Contact] = max(upTo[h.Contact], h.N)
+		}
+	}
+	var out []*Message
+	for id, n := range upTo {
+		k, err := tx.Contact(id)
+		if err != nil {
+			return nil, err
+		}
+		hs, err := tx.HeldMessages(id)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hs {
+			if h.N > n {
+				break
+			}
+			if err := tx.Release(h); err != nil {
+				return nil, err
+			}
+			out = append(out, publicMessage(h, k.Name))
+		}
+		k.RecvN = max(k.RecvN, n)
+		rel, err := releaseInOrder(tx, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rel...)
+		if err := tx.PutContact(k); err != nil {
+			return nil, err
+		}
+	}
+	if len(out) > 0 {
+		c.log.Warn("showing messages whose predecessors never arrived", "count", len(out))
+	}
+	return out, nil
+}
+
+// housekeeping forgets old seen ids and releases expired held messages,
+// reporting those to opts.OnMessages.
+func (c *Client) housekeeping(ctx context.Context, opts SyncOptions) error {
+	var rel []*Message
+	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		if _, err := tx.ForgetSeen(c.now().Add(-seenRetention)); err != nil {
+			return err
+		}
+		var err error
+		rel, err = c.releaseExpired(tx)
+		return err
+	})
+	if err == nil && len(rel) > 0 && opts.OnMessages != nil {
+		opts.OnMessages(rel)
+	}
+	return err
 }

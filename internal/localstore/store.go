@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	sent INTEGER NOT NULL,
 	received INTEGER NOT NULL,
 	state INTEGER NOT NULL,
+	n INTEGER NOT NULL DEFAULT 0,
+	held INTEGER NOT NULL DEFAULT 0,
 	body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_contact ON messages (contact, seq);
@@ -346,6 +348,11 @@ type Contact struct {
 	// Session is the session layer's serialised state, opaque here.
 	Session []byte `json:"session"`
 	Added   int64  `json:"added"` // unix milliseconds
+	// SendN is the counter of the last text message sent to the contact.
+	SendN uint64 `json:"send_n"`
+	// RecvN is the counter up to which the contact's messages were shown
+	// in order.
+	RecvN uint64 `json:"recv_n"`
 }
 
 func contactAD(id int64) string { return "contacts|data|" + strconv.FormatInt(id, 10) }
@@ -458,6 +465,11 @@ type Message struct {
 	Received time.Time // zero for outgoing messages
 	State    State
 	Text     string
+	// N is the sender's counter for incoming messages (0 if unknown).
+	N uint64
+	// Held marks an incoming message kept back until the ones before it
+	// arrive; Messages does not return held messages.
+	Held bool
 }
 
 func messageAD(id [16]byte) string { return "messages|body|" + hex.EncodeToString(id[:]) }
@@ -473,8 +485,8 @@ func (t *Tx) InsertMessage(m *Message) (bool, error) {
 	if !m.Received.IsZero() {
 		recv = m.Received.UnixMilli()
 	}
-	res, err := t.tx.ExecContext(t.ctx, `INSERT OR IGNORE INTO messages (id, contact, outgoing, sent, received, state, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, m.ID[:], m.Contact, m.Outgoing, m.Sent.UnixMilli(), recv, int(m.State), body)
+	res, err := t.tx.ExecContext(t.ctx, `INSERT OR IGNORE INTO messages (id, contact, outgoing, sent, received, state, n, held, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID[:], m.Contact, m.Outgoing, m.Sent.UnixMilli(), recv, int(m.State), int64(m.N), m.Held, body)
 	if err != nil {
 		return false, fmt.Errorf("insert message: %w", err)
 	}
@@ -507,9 +519,10 @@ type MessageQuery struct {
 	Last     bool  // take the last Limit messages instead of the first
 }
 
-// Messages returns the messages matching q in Seq order.
+// Messages returns the messages matching q in Seq order, leaving out held
+// ones.
 func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
-	query := `SELECT seq, id, contact, outgoing, sent, received, state, body FROM messages WHERE seq > ?`
+	query := `SELECT ` + messageColumns + ` FROM messages WHERE seq > ? AND held = 0`
 	args := []any{q.After}
 	if q.Contact != 0 {
 		query += ` AND contact = ?`
@@ -527,6 +540,44 @@ func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
 		query += ` LIMIT ?`
 		args = append(args, q.Limit)
 	}
+	out, err := t.queryMessages(query, args...)
+	if err != nil {
+		return nil, err
+	}
+	if q.Last {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}
+
+// HeldMessages returns the contact's held messages in counter order; with
+// contact 0, every contact's.
+func (t *Tx) HeldMessages(contact int64) ([]*Message, error) {
+	if contact == 0 {
+		return t.queryMessages(`SELECT ` + messageColumns + ` FROM messages WHERE held = 1 ORDER BY contact, n`)
+	}
+	return t.queryMessages(`SELECT `+messageColumns+` FROM messages WHERE held = 1 AND contact = ? ORDER BY n`, contact)
+}
+
+// Release makes a held message visible as the newest message (a new Seq),
+// so that it is shown after the ones that were missing before it.
+func (t *Tx) Release(m *Message) error {
+	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM messages WHERE id = ?`, m.ID[:]); err != nil {
+		return fmt.Errorf("release message: %w", err)
+	}
+	m.Held = false
+	ok, err := t.InsertMessage(m)
+	if err == nil && !ok {
+		err = fmt.Errorf("release message: %w", ErrCorrupt)
+	}
+	return err
+}
+
+const messageColumns = `seq, id, contact, outgoing, sent, received, state, n, held, body`
+
+func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
 	rows, err := t.tx.QueryContext(t.ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
@@ -536,9 +587,9 @@ func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
 	for rows.Next() {
 		m := new(Message)
 		var id, body []byte
-		var sent, recv int64
+		var sent, recv, n int64
 		var state int
-		if err := rows.Scan(&m.Seq, &id, &m.Contact, &m.Outgoing, &sent, &recv, &state, &body); err != nil {
+		if err := rows.Scan(&m.Seq, &id, &m.Contact, &m.Outgoing, &sent, &recv, &state, &n, &m.Held, &body); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 		if len(id) != 16 {
@@ -550,6 +601,7 @@ func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
 			m.Received = time.UnixMilli(recv)
 		}
 		m.State = State(state)
+		m.N = uint64(n)
 		text, err := t.s.seal.open(messageAD(m.ID), body)
 		if err != nil {
 			return nil, err
@@ -559,11 +611,6 @@ func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
-	}
-	if q.Last {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
 	}
 	return out, nil
 }

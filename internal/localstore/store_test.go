@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -354,4 +355,58 @@ func FuzzUnwrapKey(f *testing.F) {
 			t.Fatalf("key of %d bytes", len(key))
 		}
 	})
+}
+
+func TestHeldMessages(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, m := range []*Message{
+			{ID: [16]byte{3}, Contact: 1, N: 3, Held: true, Text: "three"},
+			{ID: [16]byte{1}, Contact: 1, N: 1, Text: "one"},
+			{ID: [16]byte{2}, Contact: 1, N: 2, Held: true, Text: "two"},
+		} {
+			m.Sent = time.Now()
+			if _, err := tx.InsertMessage(m); err != nil {
+				return err
+			}
+		}
+		visible, err := tx.Messages(MessageQuery{})
+		if err != nil {
+			return err
+		}
+		if len(visible) != 1 || visible[0].Text != "one" {
+			t.Errorf("visible before release: %+v", visible)
+		}
+		held, err := tx.HeldMessages(1)
+		if err != nil {
+			return err
+		}
+		if len(held) != 2 || held[0].N != 2 || held[1].N != 3 || !held[0].Held {
+			t.Fatalf("held: %+v", held)
+		}
+		for _, m := range held {
+			if err := tx.Release(m); err != nil {
+				return err
+			}
+		}
+		visible, err = tx.Messages(MessageQuery{})
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, m := range visible {
+			got = append(got, m.Text)
+		}
+		if strings.Join(got, " ") != "one two three" {
+			t.Errorf("after release: got %q, want one two three in order", got)
+		}
+		if held, _ := tx.HeldMessages(0); len(held) != 0 {
+			t.Errorf("still held: %d", len(held))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
