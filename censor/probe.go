@@ -380,6 +380,60 @@ func classifyDial(err error) string {
 	return CloseError
 }
 
+// ReadLimit measures how many bytes the server at addr reads before it
+// closes a connection on which it got nothing it understands: the
+// smallest n <= limit such that n random bytes make it close (FIN or RST)
+// within ReadTimeout, found by binary search over fresh connections, as
+// Frolov et al. (NDSS 2020) measured proxies' thresholds. It assumes that
+// a server that closes after n bytes also closes after more, which holds
+// for a proxy's read limit but not for a parser that gives up at a chance
+// byte (an HTTP server answers 400 at the first random newline). It returns
+// -1 if limit bytes do not make the server close. It takes about
+// log2(limit) probes, each up to ReadTimeout.
+func (p *Prober) ReadLimit(ctx context.Context, addr string, limit int) (int, error) {
+	closes := func(n int) (bool, error) {
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(p.rand(), payload); err != nil {
+			return false, fmt.Errorf("read random probe: %w", err)
+		}
+		r := p.react(ctx, addr, probe{fmt.Sprintf("random-%d", n), payload})
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		switch r.Close {
+		case CloseFIN, CloseRST:
+			return true, nil
+		case CloseOpen:
+			return false, nil
+		}
+		return false, fmt.Errorf("probe of %d bytes: connection %s", n, r.Close)
+	}
+	if limit < 1 {
+		return 0, fmt.Errorf("measure read limit of %s: limit %d is not positive", addr, limit)
+	}
+	ok, err := closes(limit)
+	if err != nil {
+		return 0, fmt.Errorf("measure read limit of %s: %w", addr, err)
+	}
+	if !ok {
+		return -1, nil
+	}
+	lo, hi := 0, limit // lo bytes keep it open (none, trivially); hi bytes close it
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		ok, err := closes(mid)
+		if err != nil {
+			return 0, fmt.Errorf("measure read limit of %s: %w", addr, err)
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi, nil
+}
+
 // Differ lists the differences between two servers' reports, one line per
 // probe that tells them apart: by how the connection ended; by the bytes
 // the server sent back (none against some, or sizes more than 4 times

@@ -380,3 +380,41 @@ func TestDiffer(t *testing.T) {
 // discardLog keeps the servers' expected complaints about probes out of
 // the test output.
 func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestProberReadLimit: the binary search finds a server's read threshold.
+func TestProberReadLimit(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		limit int // the server's; 0 for none
+		want  int
+	}{
+		{"closes-after-50", 50, 50},
+		{"closes-after-1", 1, 1},
+		{"closes-after-200", 200, 200},
+		{"never-closes", 0, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			addr := startProbeTarget(t, func(conn net.Conn) {
+				if c.limit == 0 {
+					io.Copy(io.Discard, conn)
+					return
+				}
+				io.ReadFull(conn, make([]byte, c.limit))
+			})
+			p := testProber(5, nil)
+			p.ReadTimeout = time.Second
+			got, err := p.ReadLimit(t.Context(), addr, 256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Errorf("ReadLimit = %d, want %d", got, c.want)
+			}
+		})
+	}
+	if _, err := testProber(5, nil).ReadLimit(t.Context(), "127.0.0.1:1", 0); err == nil {
+		t.Error("limit 0: no error")
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"github.com/ferry-im/ferry/censor"
 )
 
-const probeUsage = "usage: ferry-censor probe [--first HEX | --first-file F] [--reference ADDR] [--read-timeout D] [--soon D] [--later D] [--concurrency N] [--seed N] [-v] ADDR"
+const probeUsage = "usage: ferry-censor probe [--first HEX | --first-file F] [--reference ADDR] [--read-timeout D] [--soon D] [--later D] [--concurrency N] [--read-limit N] [--seed N] [-v] ADDR"
 
 // probeExitDiffer is the exit code of a probe whose target the prober
 // told apart from the reference.
@@ -45,6 +45,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	soon := fs.Duration("soon", 280*time.Millisecond, "delay before the first round of probes")
 	later := fs.Duration("later", 0, "delay of the second round of replays (the GFW's come hours later); 0 for none")
 	concurrency := fs.Int("concurrency", 4, "probes in flight at once")
+	readLimit := fs.Int("read-limit", 0, "also measure how many random bytes the server reads before closing, up to this many (binary search, about log2(N) more probes); 0 for no measure")
 	seed := fs.Uint64("seed", 0, "seed of the random probes, for repeatable runs; 0 for crypto/rand")
 	verbose := fs.Bool("v", false, "log every reaction to standard error")
 	if err := fs.Parse(args); err != nil {
@@ -53,7 +54,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return 2
 	}
-	if fs.NArg() != 1 || (*firstHex != "" && *firstFile != "") || *concurrency < 1 || *readTimeout <= 0 || *soon < 0 || *later < 0 {
+	if fs.NArg() != 1 || (*firstHex != "" && *firstFile != "") || *concurrency < 1 || *readLimit < 0 || *readTimeout <= 0 || *soon < 0 || *later < 0 {
 		fs.Usage()
 		return 2
 	}
@@ -109,10 +110,16 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		targets = append(targets, *reference)
 	}
 	reports := make([]*censor.Report, len(targets))
+	limits := make([]int, len(targets))
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, a := range targets {
-		wg.Go(func() { reports[i], errs[i] = newProber().Probe(ctx, a, first) })
+		wg.Go(func() {
+			reports[i], errs[i] = newProber().Probe(ctx, a, first)
+			if errs[i] == nil && *readLimit > 0 {
+				limits[i], errs[i] = newProber().ReadLimit(ctx, a, *readLimit)
+			}
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -124,11 +131,17 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintln(stdout)
 		}
 		printReport(stdout, r, i > 0)
+		if *readLimit > 0 {
+			fmt.Fprintln(stdout, readLimitText(limits[i], *readLimit))
+		}
 	}
 	if *reference == "" {
 		return 0
 	}
 	diffs := censor.Differ(reports[0], reports[1])
+	if *readLimit > 0 && limits[0] != limits[1] {
+		diffs = append(diffs, fmt.Sprintf("read limit: %d vs %d bytes (-1: none up to %d)", limits[0], limits[1], *readLimit))
+	}
 	fmt.Fprintln(stdout)
 	if len(diffs) == 0 {
 		fmt.Fprintf(stdout, "no differences: %s reacts like the reference %s\n", addr, *reference)
@@ -154,6 +167,14 @@ func printReport(w io.Writer, r *censor.Report, reference bool) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%v\t%s\n", x.Probe, x.Sent, x.Received, x.Close, x.After.Round(time.Millisecond), headText(x.Head))
 	}
 	tw.Flush()
+}
+
+// readLimitText describes a measured read limit.
+func readLimitText(n, limit int) string {
+	if n < 0 {
+		return fmt.Sprintf("read limit: still open after %d random bytes", limit)
+	}
+	return fmt.Sprintf("read limit: closes after %d random bytes", n)
 }
 
 // headText shows the first bytes a server sent: as text if printable,

@@ -85,6 +85,7 @@ var fastProbe = []string{"--read-timeout", "500ms", "--soon", "1ms", "--concurre
 func TestProbeCommand(t *testing.T) {
 	t.Parallel()
 	readLimit := serveProbeTarget(t, func(c net.Conn) { io.ReadFull(c, make([]byte, 50)) })
+	readsOn := serveProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	web := serveStockHTTP(t, "<p>the bakery on the corner</p>")
 	otherWeb := serveStockHTTP(t, "<p>timetables of the ferry to the island, and its fares</p>")
 	firstFile := filepath.Join(t.TempDir(), "first.bin")
@@ -104,6 +105,8 @@ func TestProbeCommand(t *testing.T) {
 			[]string{"server " + readLimit + ": 21 probes", "replay-b0-7,62-63", "row:random-50 50 0 FIN", "row:random-221 221 0 RST", "row:random-49 49 0 open"}},
 		{"told-apart", []string{"--first-file", firstFile, "--reference", web, readLimit}, probeExitDiffer,
 			[]string{"reference " + web, "differences from the reference " + web, "random-50: ended FIN vs"}},
+		{"read-limit", []string{"--read-limit", "100", "--reference", readsOn, readLimit}, probeExitDiffer,
+			[]string{"read limit: closes after 50 random bytes", "read limit: still open after 100 random bytes", "read limit: 50 vs -1 bytes"}},
 		{"stock-alike", []string{"--first-file", firstFile, "--reference", web, otherWeb}, 0,
 			[]string{"no differences: " + otherWeb + " reacts like the reference", `"HTTP/1.1 200 OK`}},
 	}
