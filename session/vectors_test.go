@@ -2,6 +2,9 @@ package session
 
 import (
 	"bytes"
+	"crypto/hkdf"
+	"crypto/mlkem"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -127,18 +130,72 @@ type pqxdhVector struct {
 }
 
 type pqxdhCase struct {
-	Name            string   `json:"name"`
-	Seed            string   `json:"seed"`
-	AliceIdentity   hexBytes `json:"alice_identity_private"`
-	BobIdentity     hexBytes `json:"bob_identity_private"`
-	BobPrekeySet    hexBytes `json:"bob_prekey_set"`
-	Bundle          hexBytes `json:"bundle"`
-	Plaintext       string   `json:"plaintext"`
-	AD              string   `json:"ad"`
-	InitialMessage  hexBytes `json:"initial_message"`
-	AliceState      hexBytes `json:"alice_state"`
-	BobState        hexBytes `json:"bob_state"`
-	BobPrekeysAfter hexBytes `json:"bob_prekey_set_after"`
+	Name            string            `json:"name"`
+	Seed            string            `json:"seed"`
+	AliceIdentity   hexBytes          `json:"alice_identity_private"`
+	BobIdentity     hexBytes          `json:"bob_identity_private"`
+	BobPrekeySet    hexBytes          `json:"bob_prekey_set"`
+	Bundle          hexBytes          `json:"bundle"`
+	Plaintext       string            `json:"plaintext"`
+	AD              string            `json:"ad"`
+	InitialMessage  hexBytes          `json:"initial_message"`
+	Intermediate    pqxdhIntermediate `json:"intermediate"`
+	AliceState      hexBytes          `json:"alice_state"`
+	BobState        hexBytes          `json:"bob_state"`
+	BobPrekeysAfter hexBytes          `json:"bob_prekey_set_after"`
+}
+
+// pqxdhIntermediate are the values of docs/protocol.md sections 2.2 and 2.5
+// for one setup, recomputed on Bob's side, for other implementations to
+// debug against.
+type pqxdhIntermediate struct {
+	DH           []hexBytes `json:"dh"` // DH1, DH2, DH3[, DH4]
+	SharedSecret hexBytes   `json:"kem_shared_secret"`
+	SK           hexBytes   `json:"sk"`
+	HKa          hexBytes   `json:"hka"`
+	NHKb         hexBytes   `json:"nhkb"`
+	AD           hexBytes   `json:"ad"`
+}
+
+func pqxdhIntermediates(t *testing.T, bob *Identity, ps *PrekeySet, msg []byte) pqxdhIntermediate {
+	im, err := parseInitialMessage(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uA, err := im.identity.montgomery()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spk, _ := ps.findSigned(im.signedID).privateKey()
+	dh1, _ := x25519(spk, uA[:])
+	dh2, _ := x25519(bob.xpriv, im.ephemeral[:])
+	dh3, _ := x25519(spk, im.ephemeral[:])
+	dhs := [][]byte{dh1, dh2, dh3}
+	if im.hasOneTime {
+		opk, _ := ps.oneTime[findX25519(ps.oneTime, im.oneTimeID)].privateKey()
+		dh4, _ := x25519(opk, im.ephemeral[:])
+		dhs = append(dhs, dh4)
+	}
+	var dk *mlkem.DecapsulationKey768
+	if i := findKEM(ps.kem, im.kemID); i >= 0 {
+		dk = ps.kem[i].decapsulationKey()
+	} else {
+		dk = ps.lastResort[findKEM(ps.lastResort, im.kemID)].decapsulationKey()
+	}
+	ss, err := dk.Decapsulate(im.ciphertext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v pqxdhIntermediate
+	for _, dh := range dhs {
+		v.DH = append(v.DH, bytes.Clone(dh))
+	}
+	v.SharedSecret = ss
+	sk, hka, nhkb := pqxdhKDF(dhs, ss)
+	v.SK, v.HKa, v.NHKb = sk[:], hka[:], nhkb[:]
+	ad := associatedData(&uA, &bob.xpub)
+	v.AD = ad[:]
+	return v
 }
 
 func genPQXDHVector(t *testing.T) pqxdhVector {
@@ -167,6 +224,7 @@ func genPQXDHVector(t *testing.T) pqxdhVector {
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.Intermediate = pqxdhIntermediates(t, b.id, b.ps, c.InitialMessage)
 		bob, pt, _, err := Respond(r, b.id, b.ps, c.InitialMessage, []byte(c.AD))
 		if err != nil || string(pt) != c.Plaintext {
 			t.Fatalf("respond: %q, %v", pt, err)
@@ -348,6 +406,20 @@ func TestVectorsReplay(t *testing.T) {
 		var v pqxdhVector
 		loadJSON(t, "testdata/core-pqxdh.json", &v)
 		for _, c := range v.Cases {
+			// The recorded SK, HKa and NHKb follow from the recorded DH
+			// values and KEM secret by the PQXDH KDF (checked with crypto/hkdf).
+			ikm := bytes.Repeat([]byte{0xff}, 32)
+			for _, dh := range c.Intermediate.DH {
+				ikm = append(ikm, dh...)
+			}
+			ikm = append(ikm, c.Intermediate.SharedSecret...)
+			okm, err := hkdf.Key(sha256.New, ikm, nil, labelPQXDH, 96)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := append(append(bytes.Clone(c.Intermediate.SK), c.Intermediate.HKa...), c.Intermediate.NHKb...); !bytes.Equal(okm, want) {
+				t.Fatalf("%s: PQXDH KDF of the recorded inputs: got %x, want %x", c.Name, okm, want)
+			}
 			var bid Identity
 			var ps PrekeySet
 			if err := bid.UnmarshalBinary(c.BobIdentity); err != nil {
