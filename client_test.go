@@ -116,6 +116,17 @@ func TestClientConversation(t *testing.T) {
 	if n := r.pending(alice.mailbox) + r.pending(bob.mailbox); n != 0 {
 		t.Fatalf("relay still holds %d envelopes after both synced", n)
 	}
+	sa, err := alice.SafetyNumber(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := bob.SafetyNumber(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sa != sb || len(strings.ReplaceAll(sa, " ", "")) != 60 {
+		t.Fatalf("safety numbers: alice sees %q, bob sees %q; want the same 60 digits", sa, sb)
+	}
 }
 
 func TestClientOutboxSurvivesOutage(t *testing.T) {

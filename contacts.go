@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/internal/localstore"
@@ -230,4 +231,35 @@ func assembleBundle(identity [32]byte, m *wire.Bundle) (*session.Bundle, error) 
 		return nil, fmt.Errorf("the inviter's prekeys are malformed: %w", err)
 	}
 	return bundle, nil
+}
+
+// SafetyNumber returns the 60-digit safety number of the user and the
+// named contact, in twelve groups of five: the same on both sides, so two
+// people can compare them (in person or over another channel) to rule out
+// a relay or invite link that swapped keys. Each side's stable identifier
+// is its own identity key.
+func (c *Client) SafetyNumber(ctx context.Context, contact string) (string, error) {
+	var remote session.PublicIdentity
+	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := findContact(tx, contact)
+		if err != nil {
+			return err
+		}
+		remote = session.PublicIdentity(k.Identity)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	local := c.identity.Public()
+	f, err := session.SafetyNumber(local, remote, local[:], remote[:])
+	if err != nil {
+		return "", err
+	}
+	d := f.Displayable()
+	var groups []string
+	for i := 0; i+5 <= len(d); i += 5 {
+		groups = append(groups, d[i:i+5])
+	}
+	return strings.Join(groups, " "), nil
 }

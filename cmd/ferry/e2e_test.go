@@ -251,6 +251,12 @@ func TestE2EConversation(t *testing.T) {
 			t.Fatalf("bob's message %q is %s, want read", m.Text, m.State)
 		}
 	}
+	// Both see the same safety number.
+	sa := strings.Split(strings.TrimSpace(alice.must("contacts", "--safety")), "\t")
+	sb := strings.Split(strings.TrimSpace(bob.must("contacts", "--safety")), "\t")
+	if len(sa) != 2 || len(sb) != 2 || sa[0] != "bob" || sb[0] != "alice" || sa[1] != sb[1] {
+		t.Fatalf("contacts --safety: alice %q, bob %q", sa, sb)
+	}
 	// Plain output: one line per message.
 	alice.must("send", "bob", "plain")
 	if out := bob.must("read"); !strings.HasSuffix(strings.TrimSpace(out), "alice: plain") {

@@ -54,7 +54,7 @@ commands:
   add LINK                        accept an invite; prints the new contact's name
   send [--lines] CONTACT TEXT     send TEXT (- reads stdin; --lines: one message per line)
   read [--wait D] [--json] [--all]  print messages that arrived since the last read
-  contacts                        list contacts
+  contacts [--safety]             list contacts (--safety: with safety numbers)
   chat                            open the terminal chat
 
 The profile directory is --home, else $FERRY_HOME, else ~/.ferry. The profile
@@ -479,7 +479,8 @@ func cmdRead(e *env, args []string) error {
 
 func cmdContacts(e *env, args []string) error {
 	fs := e.flags("contacts")
-	if _, err := parse(fs, args, 0, ""); err != nil {
+	safety := fs.Bool("safety", false, "also print each contact's safety number")
+	if _, err := parse(fs, args, 0, "[--safety]"); err != nil {
 		return err
 	}
 	c, err := e.open()
@@ -492,7 +493,15 @@ func cmdContacts(e *env, args []string) error {
 		return err
 	}
 	for _, k := range ks {
-		fmt.Fprintln(e.stdout, k.Name)
+		if !*safety {
+			fmt.Fprintln(e.stdout, k.Name)
+			continue
+		}
+		sn, err := c.SafetyNumber(e.ctx, k.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s\t%s\n", k.Name, sn)
 	}
 	return nil
 }
