@@ -92,7 +92,7 @@ func (c *Config) rand() io.Reader {
 	return c.Rand
 }
 
-// limits returns l with defaults applied; disabled limits are 0.
+// withDefaults returns l with defaults applied; disabled limits are 0.
 func (l Limits) withDefaults() Limits {
 	dur := func(v *time.Duration, def time.Duration) {
 		switch {

@@ -102,7 +102,7 @@ func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
 		if timer != nil {
 			timer.Reset(timeout)
 		}
-		c.s.metrics.frames.WithLabelValues(frameLabel(f.Type)).Inc()
+		c.s.metrics.frame(f.Type)
 		if err := c.handle(work, f); err != nil {
 			if errors.Is(err, errViolation) {
 				c.log.Debug("closing connection", "reason", err)

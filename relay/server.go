@@ -56,6 +56,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Key.Public == ([32]byte{}) {
 		return nil, errors.New("new relay server: Config.Key is not set")
 	}
+	if k, err := channel.NewKeyPair(cfg.Key.Private); err != nil || k.Public != cfg.Key.Public {
+		return nil, errors.New("new relay server: Config.Key's public key does not belong to its private key")
+	}
 	now := cfg.now()
 	lim := cfg.Limits.withDefaults()
 	m := newMetrics()

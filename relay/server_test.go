@@ -517,8 +517,14 @@ func TestNewServerNeedsKeyAndStore(t *testing.T) {
 	if _, err := relay.NewServer(relay.Config{Key: mustKey(t)}); err == nil {
 		t.Error("NewServer without a Store succeeded")
 	}
-	if _, err := relay.NewServer(relay.Config{Store: newEnv(t, nil).store}); err == nil {
+	store := newEnv(t, nil).store
+	if _, err := relay.NewServer(relay.Config{Store: store}); err == nil {
 		t.Error("NewServer without a Key succeeded")
+	}
+	bad := mustKey(t)
+	bad.Public[0] ^= 1
+	if _, err := relay.NewServer(relay.Config{Store: store, Key: bad}); err == nil {
+		t.Error("NewServer with a mismatched key pair succeeded")
 	}
 }
 
