@@ -220,7 +220,7 @@ func (m *chatModel) View() tea.View {
 			mark = " " + stateMark(msg.State)
 		}
 		line := fmt.Sprintf("%s %s: %s%s", msg.Sent.Local().Format("15:04"), who, sanitize(msg.Text), mark)
-		right = append(right, line)
+		right = append(right, wrap(line, w-listWidth-2)...)
 	}
 	if len(right) > rows {
 		right = right[len(right)-rows:]
@@ -265,6 +265,21 @@ func stateMark(s ferry.State) string {
 		return "(failed)"
 	}
 	return ""
+}
+
+// wrap cuts s into lines of at most n runes, continuation lines indented.
+func wrap(s string, n int) []string {
+	r := []rune(s)
+	if n < 8 || len(r) <= n {
+		return []string{s}
+	}
+	out := []string{string(r[:n])}
+	for r = r[n:]; len(r) > 0; {
+		k := min(len(r), n-2)
+		out = append(out, "  "+string(r[:k]))
+		r = r[k:]
+	}
+	return out
 }
 
 // fit pads or cuts s to exactly n runes.

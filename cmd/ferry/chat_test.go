@@ -144,6 +144,20 @@ func TestChatModel(t *testing.T) {
 	if !strings.Contains(m.View().Content, "bob: new one") {
 		t.Fatalf("refresh did not show the new message:\n%s", m.View().Content)
 	}
+	// A long message wraps instead of being cut.
+	long := strings.Repeat("word ", 30) + "END"
+	f.mu.Lock()
+	f.msgs["bob"] = append(f.msgs["bob"], &ferry.Message{Contact: "bob", Text: long, Sent: time.Now()})
+	f.mu.Unlock()
+	drive(t, m, refreshMsg{})
+	if v := m.View().Content; !strings.Contains(v, "END") {
+		t.Fatalf("long message cut:\n%s", v)
+	}
+	for _, line := range strings.Split(m.View().Content, "\n") {
+		if n := len([]rune(line)); n > 80 {
+			t.Fatalf("line of %d runes wider than the terminal: %q", n, line)
+		}
+	}
 	if !drive(t, m, tea.KeyPressMsg{Code: tea.KeyEscape}) {
 		t.Fatal("Esc did not quit")
 	}
