@@ -296,6 +296,15 @@ func TestE2EBadInput(t *testing.T) {
 	if after := snapshot(); after != before {
 		t.Fatalf("history changed after bad input:\n%s\nwant\n%s", after, before)
 	}
+	// An invite whose relay cannot be reached: exit 3, no contact added.
+	carol := newUser(t, r, "carol")
+	inv := strings.Replace(strings.TrimSpace(alice.must("invite")), r.addr, freeAddr(t), 1)
+	if _, errs, code := carol.run("", "add", inv); code != exitUnreachable || !strings.Contains(errs, "could not be reached") {
+		t.Fatalf("add with the inviter's relay unreachable: exit %d, %q", code, errs)
+	}
+	if got := carol.must("contacts"); got != "" {
+		t.Fatalf("carol has contacts %q after a failed add", got)
+	}
 	// A profile with a passphrase refuses a wrong one and stays usable.
 	bin, _ := binaries(t)
 	home := filepath.Join(t.TempDir(), "pat")
