@@ -338,7 +338,14 @@ func TestE2EOfflineRecipientAndOutbox(t *testing.T) {
 	if code != exitUnreachable || !strings.Contains(errs, "outbox") {
 		t.Fatalf("send with the relay down: exit %d, %q; want 3 and a word about the outbox", code, errs)
 	}
+	// A profile made while the relay is down registers later.
+	bin, _ := binaries(t)
+	dave := &user{t: t, bin: bin, home: filepath.Join(t.TempDir(), "dave"), name: "dave"}
+	if _, errs, code := dave.run("", "init", "--relay", r.link, "--name", "dave"); code != exitUnreachable || !strings.Contains(errs, "profile created") {
+		t.Fatalf("init with the relay down: exit %d, %q", code, errs)
+	}
 	r.start()
+	connect(t, dave, alice)
 	// alice comes online: she gets the five, not yet the queued one.
 	got, _ := alice.readJSON()
 	if len(got) != 5 {
