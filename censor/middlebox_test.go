@@ -634,3 +634,64 @@ func TestMiddleboxUpstreamName(t *testing.T) {
 		t.Errorf("%d flows blocked by the residual block, want 1", residual)
 	}
 }
+
+// TestMiddleboxOutageDrop checks an outage that drops rather than resets,
+// as in whatsapp-2017-09: an existing flow's bytes vanish and the flow
+// stays open; a new flow opened during the outage hangs.
+func TestMiddleboxOutageDrop(t *testing.T) {
+	up := startUpstream(t, "", true)
+	clock := &FakeClock{}
+	addr, log := startMiddlebox(t, &Middlebox{
+		Upstream: up.addr, Clock: clock, Rand: seeded(34),
+		Policy: mustPolicy(t, `{"name":"o","rules":[{"outage":{"kinds":["other"],"up_min":"1m","up_max":"1m","down_min":"30s","down_max":"30s","new":"drop","existing":"drop"}}]}`),
+	})
+	c := dialFrom(t, "127.0.0.41", addr)
+	echoes(t, c, []byte{0x01, 0x02, 0x03}) // "other": watched by the outage rule
+	h := dialFrom(t, "127.0.0.42", addr)
+	echoes(t, h, []byte("GET / HTTP/1.1\r\n\r\n")) // HTTP: not matched
+	clock.Advance(61 * time.Second)
+	if _, err := c.Write([]byte{0x04}); err != nil {
+		t.Fatal(err)
+	}
+	expectHang(t, c)
+	echoes(t, h, []byte("GET /again HTTP/1.1\r\n\r\n"))
+	n := dialFrom(t, "127.0.0.43", addr)
+	if _, err := n.Write([]byte{0x05, 0x06}); err != nil {
+		t.Fatal(err)
+	}
+	expectHang(t, n)
+	c.Close()
+	n.Close()
+	es := waitLog(t, log, 2)
+	if e := entryFor(t, es, "127.0.0.41"); e.Rule != "outage" || e.Action != Drop || e.BytesUp != 3 {
+		t.Errorf("existing flow: %+v, want dropped by the outage after 3 bytes", e)
+	}
+	if e := entryFor(t, es, "127.0.0.43"); e.Action != Drop || e.BytesUp != 0 {
+		t.Errorf("new flow: %+v, want dropped", e)
+	}
+}
+
+func TestWrapResidualBlock(t *testing.T) {
+	e := &Engine{Policy: mustPolicy(t, `{"name":"p1","rules":[{"fet":{"probability":1}}]}`), Rand: seeded(35), Clock: &FakeClock{}}
+	a, b := net.Pipe()
+	defer b.Close()
+	c := e.Wrap(a, clientN(1), testServer)
+	if n, err := c.Write(suspicious(seeded(36))); n != 1000 || err != nil {
+		t.Fatalf("write: %d, %v; want the bytes swallowed", n, err)
+	}
+	c.Close()
+	a2, b2 := net.Pipe()
+	defer b2.Close()
+	c2 := e.Wrap(a2, clientN(1), testServer)
+	defer c2.Close()
+	if v := c2.(interface{ Verdict() Verdict }).Verdict(); v.Action != Drop || v.Rule != "fet" {
+		t.Errorf("second connection: %+v, want the residual drop", v)
+	}
+	if _, err := c2.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = b2.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, _ := b2.Read(make([]byte, 1)); n != 0 {
+		t.Errorf("the server got %d bytes through a residual block", n)
+	}
+}
