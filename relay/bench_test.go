@@ -42,7 +42,7 @@ func startBenchRelay(tb testing.TB) *benchRelay {
 	}
 	key := mustKey(tb)
 	srv, err := relay.NewServer(relay.Config{Key: key, Store: store, Limits: relay.Limits{
-		KeyRate: -1, AddrRate: -1, HandshakeRate: -1, MailboxCount: -1, MailboxBytes: -1,
+		KeyRate: -1, AddrRate: -1, HandshakeRate: -1, ConnsPerAddr: -1, MailboxCount: -1, MailboxBytes: -1,
 	}})
 	if err != nil {
 		tb.Fatal(err)
@@ -369,6 +369,21 @@ func BenchmarkRelayCPU(b *testing.B) {
 	}
 }
 
+// connGauge reads the server's open-connections gauge.
+func connGauge(tb testing.TB, srv *relay.Server) float64 {
+	families, err := srv.Registry().Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "ferry_relay_connections" {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	tb.Fatal("no ferry_relay_connections gauge")
+	return 0
+}
+
 // idleHelperEnv carries the relay address to the idle-client helper.
 const idleHelperEnv = "FERRY_RELAY_IDLE_HELPER"
 
@@ -416,17 +431,54 @@ func TestIdleClientsHelper(t *testing.T) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ch := dialTCP(t, addr, [32]byte(raw), mustKey(t))
-			roundTrip(t, ch, wire.SetToken{ReqID: 1, Token: token(1)})
-			roundTrip(t, ch, wire.Subscribe{ReqID: 2})
+			ch, err := openIdle(addr, [32]byte(raw))
+			if err != nil {
+				t.Errorf("connection %d: %v", i, err)
+				return
+			}
 			conns[i] = ch
 		})
 	}
 	wg.Wait()
+	if t.Failed() {
+		return
+	}
 	fmt.Println("ready")
 	// Hold the connections until the parent closes stdin.
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	os.Exit(0)
+}
+
+// openIdle opens one authenticated, registered, subscribed connection. It
+// reports errors rather than failing, for use off the test goroutine.
+func openIdle(addr string, rk [32]byte) (*channel.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	key, err := channel.GenerateKeyPair(nil)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := channel.Client(ctx, nc, key, rk)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range []wire.Message{wire.SetToken{ReqID: 1, Token: token(1)}, wire.Subscribe{ReqID: 2}} {
+		if err := ch.Send(ctx, mustFrame(m)); err != nil {
+			return nil, err
+		}
+		f, err := ch.Recv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if f.Type != wire.TypeOK {
+			return nil, fmt.Errorf("%v answered with %v", m.Type(), f.Type)
+		}
+	}
+	return ch, nil
 }
 
 // BenchmarkIdleConnMemory measures the relay's memory per idle
@@ -480,6 +532,9 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 	// Let the relay's goroutines settle (stacks shrink at GC).
 	time.Sleep(200 * time.Millisecond)
+	if got := connGauge(b, r.srv); got != n+1 {
+		b.Fatalf("the relay serves %v connections, want %d", got, n+1)
+	}
 	heap1, stack1 := measure()
 	heap, stack := float64(heap1)-float64(heap0), float64(stack1)-float64(stack0)
 	b.ReportMetric((heap+stack)/n, "bytes/conn")
