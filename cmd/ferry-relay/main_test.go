@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -374,5 +375,163 @@ func TestKeyReadableByOthersRefused(t *testing.T) {
 	}
 	if _, err := loadKey(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("loadKey of a world-readable key = %v, want a refusal", err)
+	}
+}
+
+// TestBinaryKill9UnderLoad kills the relay with SIGKILL twice while a
+// sender pipelines messages, restarting it each time. The sender resends
+// whatever has no SendOK yet, with the same ids, on a new connection.
+// Afterwards the receiver gets every message, each id stored once (one
+// seq per id), and the first delivery of each in the order sent.
+func TestBinaryKill9UnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts the relay; skipped with -short")
+	}
+	bin := buildRelay(t)
+	data := filepath.Join(t.TempDir(), "data")
+	args := []string{"--data", data, "--listen", "tcp=127.0.0.1:0"}
+	r := startRelay(t, bin, args...)
+
+	recvKey := mustKeyPair(t)
+	tok := sha256.Sum256([]byte("receiver token"))
+	mb := channel.MailboxID(recvKey.Public)
+	recv := connect(t, r.link, recvKey)
+	recv.send(wire.SetToken{ReqID: 1, Token: tok})
+	expectMsg[wire.OK](recv)
+	recv.ch.Close()
+
+	const n = 600
+	msgID := func(i int) [16]byte { return [16]byte{'k', byte(i >> 8), byte(i)} }
+	var (
+		mu   sync.Mutex
+		cur  = r
+		oks  = make([]bool, n)
+		done int
+	)
+	current := func() *relayProc { mu.Lock(); defer mu.Unlock(); return cur }
+	okCount := func() int { mu.Lock(); defer mu.Unlock(); return done }
+
+	// The sender: one connection at a time, up to 32 Sends in flight,
+	// everything without a SendOK resent after a failure.
+	senderDone := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		for okCount() < n {
+			if time.Now().After(deadline) {
+				senderDone <- fmt.Errorf("only %d of %d messages acknowledged in 2 minutes", okCount(), n)
+				return
+			}
+			trySend(current().link, tok, mb, msgID, &mu, oks, &done)
+		}
+		senderDone <- nil
+	}()
+
+	for kill := 0; kill < 2; kill++ {
+		for okCount() < (kill+1)*n/3 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		p := current()
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+		p.exited <- nil
+		next := startRelay(t, bin, args...)
+		mu.Lock()
+		cur = next
+		mu.Unlock()
+	}
+	if err := <-senderDone; err != nil {
+		t.Fatal(err)
+	}
+
+	recv = connect(t, current().link, recvKey)
+	recv.send(wire.Subscribe{ReqID: 2})
+	expectMsg[wire.OK](recv)
+	seqOf := map[[16]byte]uint64{}
+	next := 0
+	for next < n {
+		d := expectMsg[wire.Deliver](recv)
+		if s, ok := seqOf[d.ID]; ok {
+			if s != d.Seq {
+				t.Fatalf("id %x stored twice, as seq %d and %d", d.ID, s, d.Seq)
+			}
+			continue
+		}
+		seqOf[d.ID] = d.Seq
+		if d.ID != msgID(next) {
+			t.Fatalf("delivery %d is %x, want %x: order broken", next, d.ID, msgID(next))
+		}
+		next++
+	}
+}
+
+// trySend connects to the relay and sends every message without a SendOK,
+// pipelined, until they are all acknowledged or the connection fails.
+func trySend(r link.Relay, tok [32]byte, mb [16]byte, msgID func(int) [16]byte, mu *sync.Mutex, oks []bool, done *int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.Endpoints[0].Addr)
+	if err != nil {
+		time.Sleep(20 * time.Millisecond)
+		return
+	}
+	key, err := channel.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		return
+	}
+	ch, err := channel.Client(ctx, nc, key, r.Key)
+	if err != nil {
+		return
+	}
+	var todo []int
+	mu.Lock()
+	for i, ok := range oks {
+		if !ok {
+			todo = append(todo, i)
+		}
+	}
+	mu.Unlock()
+	index := map[[16]byte]int{}
+	for _, i := range todo {
+		index[msgID(i)] = i
+	}
+	slots := make(chan struct{}, 32)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	defer ch.Close()
+	wg.Go(func() {
+		for _, i := range todo {
+			select {
+			case slots <- struct{}{}:
+			case <-stop:
+				return
+			}
+			f, _ := wire.NewFrame(wire.Send{ID: msgID(i), To: mb, Token: tok, Envelope: []byte(fmt.Sprintf("message %d", i))})
+			if ch.Send(ctx, f) != nil {
+				return
+			}
+		}
+	})
+	for range todo {
+		f, err := ch.Recv(ctx)
+		if err != nil {
+			return
+		}
+		<-slots
+		m, err := wire.Decode(f)
+		if err != nil {
+			return
+		}
+		ok, isOK := m.(wire.SendOK)
+		if !isOK {
+			return
+		}
+		mu.Lock()
+		if i, known := index[ok.ID]; known && !oks[i] {
+			oks[i] = true
+			*done++
+		}
+		mu.Unlock()
 	}
 }
