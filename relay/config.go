@@ -67,7 +67,7 @@ type Limits struct {
 	ConnsPerAddr int
 	// DeliverQueue is how many envelopes are queued for push to one
 	// connection before the relay stops queueing and re-reads the store
-	// instead. Default 256.
+	// instead. Default 256; it cannot be disabled (at least 1).
 	DeliverQueue int
 }
 

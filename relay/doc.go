@@ -8,7 +8,8 @@
 // Server.ServeConn, which runs the channel handshake and then one handler per
 // frame type. Persistent state lives behind the Store interface; relay/sqlite
 // is the default backend, relay/memstore an in-memory fake, and
-// relay/storetest the conformance suite every backend runs.
+// relay/storetest the conformance suite every backend runs; relay/relaytest
+// runs a real relay on loopback for other packages' tests.
 //
 // The relay stores opaque bytes. It never imports the end-to-end crypto
 // (package session; a test enforces it), never sees plaintext, and does not
