@@ -53,7 +53,9 @@ type Limits struct {
 	AddrRate  float64
 	AddrBurst int
 	// HandshakeRate and HandshakeBurst bound new connections per source
-	// address. Defaults 50/s and 200.
+	// address. Defaults 200/s and 1,000 (generous: many users may share
+	// one address behind a carrier-grade NAT, and all reconnect at once
+	// after an outage).
 	HandshakeRate  float64
 	HandshakeBurst int
 	// HandshakeTimeout bounds the channel handshake. Default 10 seconds.
@@ -63,7 +65,8 @@ type Limits struct {
 	// minutes.
 	IdleTimeout time.Duration
 	// ConnsPerAddr bounds the connections open at once from one source
-	// address (as for AddrRate). Default 1,000.
+	// address (as for AddrRate). Default 10,000 (about 130 MiB of relay
+	// memory; carrier-grade NAT puts thousands of users on one address).
 	ConnsPerAddr int
 	// DeliverQueue is how many envelopes are queued for push to one
 	// connection before the relay stops queueing and re-reads the store
@@ -132,11 +135,11 @@ func (l Limits) withDefaults() Limits {
 	num(&l.KeyBurst, 1000)
 	rate(&l.AddrRate, 2000)
 	num(&l.AddrBurst, 10000)
-	rate(&l.HandshakeRate, 50)
-	num(&l.HandshakeBurst, 200)
+	rate(&l.HandshakeRate, 200)
+	num(&l.HandshakeBurst, 1000)
 	dur(&l.HandshakeTimeout, 10*time.Second)
 	dur(&l.IdleTimeout, 5*time.Minute)
-	num(&l.ConnsPerAddr, 1000)
+	num(&l.ConnsPerAddr, 10000)
 	num(&l.DeliverQueue, 256)
 	l.DeliverQueue = max(l.DeliverQueue, 1)
 	return l
