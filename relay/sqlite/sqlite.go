@@ -91,7 +91,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	}
 	f.Close()
 	const pragmas = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
-	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_txlock=immediate")
+	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_pragma=journal_size_limit(67108864)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open relay database: %w", err)
 	}
