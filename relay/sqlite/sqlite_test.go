@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/sqlite"
@@ -125,4 +126,62 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("%d concurrent Puts took %d transactions: no group commit", n, batches)
 	}
 	t.Logf("%d writes in %d transactions", writes, batches)
+}
+
+// TestExpireInChunks expires more rows than one chunk transaction takes.
+func TestExpireInChunks(t *testing.T) {
+	t.Parallel()
+	s := openAt(t, filepath.Join(t.TempDir(), "relay.db"))
+	defer s.Close()
+	ctx := context.Background()
+	mb := [16]byte{'e'}
+	if err := s.SetToken(ctx, mb, [32]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	const n = 4500
+	var wg sync.WaitGroup
+	var acked []uint64
+	var mu sync.Mutex
+	for w := range 10 {
+		wg.Go(func() {
+			for i := w; i < n; i += 10 {
+				seq, _, err := s.Put(ctx, mb, relay.Envelope{ID: [16]byte{byte(i), byte(i >> 8)}, Received: t0, Data: []byte("x")}, relay.Quota{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					mu.Lock()
+					acked = append(acked, seq)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := s.Ack(ctx, mb, acked); err != nil {
+		t.Fatal(err)
+	}
+	keep, _, err := s.Put(ctx, mb, relay.Envelope{ID: [16]byte{'k', 'e', 'e', 'p'}, Received: t0.Add(time.Hour), Data: []byte("keep")}, relay.Quota{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Expire(ctx, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := n - len(acked); got != want {
+		t.Fatalf("Expire removed %d pending envelopes, want %d", got, want)
+	}
+	envs, err := s.Pending(ctx, mb, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(envs) != 1 || envs[0].Seq != keep {
+		t.Fatalf("pending after Expire: %d envelopes, want only seq %d", len(envs), keep)
+	}
+	if u, _ := s.Usage(ctx, mb); u != (relay.Usage{Count: 1, Bytes: 4}) {
+		t.Fatalf("Usage after Expire = %+v, want {1 4}", u)
+	}
 }
