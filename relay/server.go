@@ -129,7 +129,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	hctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.readCtx, cancel)
 	if t := s.limits.HandshakeTimeout; t > 0 {
-		hctx, cancel = context.WithTimeout(hctx, t)
+		var cancelTimeout context.CancelFunc
+		hctx, cancelTimeout = context.WithTimeout(hctx, t)
+		defer cancelTimeout()
 	}
 	ch, err := (&channel.Config{Rand: s.rand, Logger: log}).Server(hctx, nc, s.key)
 	stop()
