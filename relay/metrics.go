@@ -97,7 +97,6 @@ func (m *metrics) frame(t wire.Type) { m.frameByType[t].Inc() }
 // timedStore wraps a Store and records each call's latency.
 type timedStore struct {
 	s Store
-	h *prometheus.HistogramVec
 	// one observer per op, looked up once.
 	put, pending, ack, expire, usage, setToken, token, putPrekeys, popBundle, prekeyCounts prometheus.Observer
 }
@@ -109,7 +108,7 @@ var (
 
 func newTimedStore(s Store, h *prometheus.HistogramVec) *timedStore {
 	return &timedStore{
-		s: s, h: h,
+		s:            s,
 		put:          h.WithLabelValues("put"),
 		pending:      h.WithLabelValues("pending"),
 		ack:          h.WithLabelValues("ack"),
