@@ -79,10 +79,12 @@ func BenchmarkRatchet1KiBPingPong(b *testing.B) {
 	}
 }
 
-// BenchmarkPQXDH is a full session setup, both sides: Initiate (bundle
-// verification, three or four X25519, ML-KEM encapsulation), the first
-// Encrypt, and Respond (ML-KEM decapsulation, three or four X25519, the
-// first DH ratchet step and decryption).
+// BenchmarkPQXDH is a full session setup, both sides: ParseBundle of the
+// bundle's bytes as the relay serves them (so nothing computed from a
+// bundle carries over between rounds), Initiate (bundle verification,
+// seven X25519 with a one-time prekey, six without, ML-KEM encapsulation),
+// the first Encrypt, and Respond (ML-KEM decapsulation, seven or six
+// X25519, including the first DH ratchet step, and decryption).
 func BenchmarkPQXDH(b *testing.B) {
 	for _, oneTime := range []bool{true, false} {
 		name := "one-time"
@@ -93,12 +95,19 @@ func BenchmarkPQXDH(b *testing.B) {
 			r := newTestRand("bench pqxdh")
 			a := newParty(b, r, 1)
 			p := newParty(b, r, 1)
-			bundle := p.ps.Bundle(p.id.Public(), oneTime)
+			bundleBytes, err := p.ps.Bundle(p.id.Public(), oneTime).MarshalBinary()
+			if err != nil {
+				b.Fatal(err)
+			}
 			ot, kem := p.ps.oneTime[0], p.ps.kem[0]
 			pt := []byte("hello")
 			b.ReportAllocs()
 			defer coreReportPerCPU(b, coreCPUTime(b))
 			for b.Loop() {
+				bundle, err := ParseBundle(bundleBytes)
+				if err != nil {
+					b.Fatal(err)
+				}
 				s, err := Initiate(rand.Reader, a.id, bundle)
 				if err != nil {
 					b.Fatal(err)
@@ -114,6 +123,24 @@ func BenchmarkPQXDH(b *testing.B) {
 				p.ps.oneTime, p.ps.kem = append(p.ps.oneTime[:0], ot), append(p.ps.kem[:0], kem)
 			}
 		})
+	}
+}
+
+// BenchmarkX25519 is one X25519 scalar multiplication by crypto/ecdh (key
+// generation and each agreement cost one such ladder), the unit of the
+// PQXDH benchmark's floor: 14 of them per setup with a one-time prekey, 12
+// without (docs/benchmarks.md, Core).
+func BenchmarkX25519(b *testing.B) {
+	priv, err := generateX25519(newTestRand("bench x25519"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer := priv.PublicKey().Bytes()
+	defer coreReportPerCPU(b, coreCPUTime(b))
+	for b.Loop() {
+		if _, err := x25519(priv, peer); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

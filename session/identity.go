@@ -203,7 +203,15 @@ var (
 )
 
 // montgomery maps p to its X25519 u-coordinate, little-endian, checking it.
-func (p PublicIdentity) montgomery() ([32]byte, error) {
+func (p PublicIdentity) montgomery() ([32]byte, error) { return p.toMontgomery(true) }
+
+// montgomeryOnCurve is montgomery for a key already known to decode to a
+// point on the curve (crypto/ed25519 has accepted a signature by it, which
+// it only does after decoding the point): it skips the on-curve test, the
+// costliest part of the map, and keeps the other checks.
+func (p PublicIdentity) montgomeryOnCurve() ([32]byte, error) { return p.toMontgomery(false) }
+
+func (p PublicIdentity) toMontgomery(checkCurve bool) ([32]byte, error) {
 	var u [32]byte
 	var be [32]byte
 	for i := range be {
@@ -215,28 +223,30 @@ func (p PublicIdentity) montgomery() ([32]byte, error) {
 	if y.Cmp(fieldP) >= 0 {
 		return u, fmt.Errorf("identity key: non-canonical: %w", ErrInvalidKey)
 	}
-	// On the curve: x^2 = (y^2-1) / (d*y^2+1) must be a square, and the
-	// sign bit of x = 0 must be clear.
-	y2 := new(big.Int).Mul(y, y)
-	y2.Mod(y2, fieldP)
-	num := new(big.Int).Sub(y2, big.NewInt(1))
-	den := new(big.Int).Mul(edwardsD, y2)
-	den.Add(den, big.NewInt(1))
-	den.ModInverse(den.Mod(den, fieldP), fieldP)
-	x2 := num.Mul(num, den)
-	x2.Mod(x2, fieldP)
-	if x2.Sign() == 0 {
-		if sign == 1 {
-			return u, fmt.Errorf("identity key: non-canonical: %w", ErrInvalidKey)
-		}
-	} else if big.Jacobi(x2, fieldP) != 1 {
-		return u, fmt.Errorf("identity key: not on curve: %w", ErrInvalidKey)
-	}
 	// u = (1+y)/(1-y); y = 1 is the identity point.
 	oneMinus := new(big.Int).Sub(big.NewInt(1), y)
 	oneMinus.Mod(oneMinus, fieldP)
 	if oneMinus.Sign() == 0 {
 		return u, fmt.Errorf("identity key: small order: %w", ErrInvalidKey)
+	}
+	if checkCurve {
+		// On the curve: x^2 = (y^2-1) / (d*y^2+1) must be a square, and
+		// the sign bit of x = 0 must be clear. d*y^2+1 is never 0 (-1/d is
+		// not a square), and num/den is a square exactly when num*den is,
+		// so one Jacobi symbol does without an inversion.
+		y2 := new(big.Int).Mul(y, y)
+		y2.Mod(y2, fieldP)
+		num := new(big.Int).Sub(y2, big.NewInt(1))
+		num.Mod(num, fieldP)
+		den := y2.Mul(edwardsD, y2)
+		den.Add(den, big.NewInt(1))
+		if num.Sign() == 0 {
+			if sign == 1 {
+				return u, fmt.Errorf("identity key: non-canonical: %w", ErrInvalidKey)
+			}
+		} else if big.Jacobi(num.Mod(num.Mul(num, den), fieldP), fieldP) != 1 {
+			return u, fmt.Errorf("identity key: not on curve: %w", ErrInvalidKey)
+		}
 	}
 	uu := new(big.Int).Add(big.NewInt(1), y)
 	uu.Mul(uu, oneMinus.ModInverse(oneMinus, fieldP))

@@ -270,3 +270,39 @@ func TestCanonicalLargeOrderAgreesWithCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestMontgomeryOnCurveAgrees: on keys that decode to a point on the curve
+// (which is all that Bundle.verify gives it), the map without the on-curve
+// test returns what the full map returns, value and error.
+func TestMontgomeryOnCurveAgrees(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("montgomery on curve")
+	onCurve := 0
+	for range 400 {
+		var p PublicIdentity
+		r.Read(p[:])
+		want, wantErr := p.montgomery()
+		if wantErr != nil && strings.Contains(wantErr.Error(), "not on curve") {
+			continue
+		}
+		onCurve++
+		got, err := p.montgomeryOnCurve()
+		if got != want || (err == nil) != (wantErr == nil) {
+			t.Fatalf("%x: montgomeryOnCurve = %x, %v; montgomery = %x, %v", p, got, err, want, wantErr)
+		}
+	}
+	if onCurve < 100 {
+		t.Fatalf("only %d of 400 random keys on the curve, want about half", onCurve)
+	}
+	// Real identities map to the X25519 public key of their private key.
+	for i := range 20 {
+		id, err := NewIdentity(newTestRand("montgomery on curve id " + string(rune('a'+i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := id.Public().montgomeryOnCurve()
+		if err != nil || u != id.xpub {
+			t.Fatalf("identity %d: got %x, %v; want %x", i, u, err, id.xpub)
+		}
+	}
+}

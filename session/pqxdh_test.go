@@ -178,6 +178,9 @@ func TestInitiateRejectsForgedBundle(t *testing.T) {
 		{"signed prekey as one-time", func(x *Bundle) { p := x.SignedPrekey; x.OneTimePrekey = &p }, ErrBadSignature},
 		{"last resort of another identity", func(x *Bundle) { x.KEMPrekey = mlr.KEMPrekey }, ErrBadSignature},
 		{"invalid identity", func(x *Bundle) { x.Identity = PublicIdentity{1} }, ErrInvalidKey},
+		// Canonical and not of small order, but off the curve: only the
+		// full check, run after a signature fails, tells it apart.
+		{"identity off the curve", func(x *Bundle) { x.Identity = PublicIdentity{2} }, ErrInvalidKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -149,14 +149,25 @@ func parseX25519Record(b []byte, typ byte, p *Prekey) ([]byte, error) {
 }
 
 // verify checks the identity key and every signature in b, and returns the
-// identity's X25519 form.
+// identity's X25519 form. The cheap checks of the key (canonical, not of
+// small order) come first; the on-curve test is left to crypto/ed25519,
+// which decodes the point before it accepts a signature, so the map to
+// X25519 after the signatures skips it. Only when a signature fails does
+// verify run the full check, to report an invalid key as such.
 func (b *Bundle) verify() ([32]byte, error) {
-	u, err := b.Identity.montgomery()
-	if err != nil {
+	var u [32]byte
+	if !b.Identity.canonicalLargeOrder() {
+		_, err := b.Identity.montgomery()
+		if err == nil {
+			err = ErrInvalidKey // unreachable: montgomery rejects what canonicalLargeOrder does
+		}
 		return u, fmt.Errorf("verify bundle: %w", err)
 	}
 	check := func(typ byte, id uint32, pub, sig []byte) error {
 		if !ed25519.Verify(b.Identity[:], prekeySigMessage(typ, id, pub), sig) {
+			if _, err := b.Identity.montgomery(); err != nil {
+				return fmt.Errorf("verify bundle: %w", err)
+			}
 			return fmt.Errorf("verify bundle: prekey %d: %w", id, ErrBadSignature)
 		}
 		return nil
@@ -173,7 +184,14 @@ func (b *Bundle) verify() ([32]byte, error) {
 	if b.KEMPrekey.LastResort {
 		typ = RecordKEMLastResort
 	}
-	return u, check(typ, b.KEMPrekey.ID, b.KEMPrekey.Public[:], b.KEMPrekey.Signature[:])
+	if err := check(typ, b.KEMPrekey.ID, b.KEMPrekey.Public[:], b.KEMPrekey.Signature[:]); err != nil {
+		return u, err
+	}
+	u, err := b.Identity.montgomeryOnCurve()
+	if err != nil {
+		return u, fmt.Errorf("verify bundle: %w", err)
+	}
+	return u, nil
 }
 
 // A PrekeySet is the private side of an identity's prekeys: signed
