@@ -136,6 +136,7 @@ func BenchmarkX25519(b *testing.B) {
 		b.Fatal(err)
 	}
 	peer := priv.PublicKey().Bytes()
+	b.ReportAllocs()
 	defer coreReportPerCPU(b, coreCPUTime(b))
 	for b.Loop() {
 		if _, err := x25519(priv, peer); err != nil {
