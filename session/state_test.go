@@ -3,6 +3,8 @@ package session
 import (
 	"bytes"
 	"errors"
+	"math/big"
+	"strings"
 	"testing"
 )
 
@@ -168,6 +170,18 @@ func FuzzPublicIdentity(f *testing.F) {
 			return
 		}
 		p := PublicIdentity(b)
+		u, merr := p.montgomery()
+		if merr != nil && strings.Contains(merr.Error(), "not on curve") && onCurveRef(p) {
+			t.Fatalf("%x: montgomery says off the curve, the reference says on it", p)
+		}
+		if merr == nil {
+			if !onCurveRef(p) {
+				t.Fatalf("%x: montgomery accepts a key the reference puts off the curve", p)
+			}
+			if v, err := p.montgomeryOnCurve(); err != nil || v != u {
+				t.Fatalf("%x: montgomeryOnCurve = %x, %v; montgomery = %x", p, v, err, u)
+			}
+		}
 		x, err := p.X25519()
 		if err != nil {
 			if p.Check() == nil {
@@ -180,4 +194,24 @@ func FuzzPublicIdentity(f *testing.F) {
 			t.Fatal("SignalKey and X25519 disagree")
 		}
 	})
+}
+
+// onCurveRef is the on-curve test written out as in RFC 8032 section
+// 5.1.3: x^2 = (y^2-1) * (d*y^2+1)^-1 must be 0 or a square (the sign bit
+// is not considered). It is a reference for montgomery's shortcut.
+func onCurveRef(p PublicIdentity) bool {
+	var be [32]byte
+	for i := range be {
+		be[i] = p[31-i]
+	}
+	be[0] &= 0x7f
+	y := new(big.Int).SetBytes(be[:])
+	y.Mod(y, fieldP)
+	y2 := new(big.Int).Exp(y, big.NewInt(2), fieldP)
+	num := new(big.Int).Sub(y2, big.NewInt(1))
+	den := new(big.Int).Mul(edwardsD, y2)
+	den.Add(den, big.NewInt(1)).Mod(den, fieldP)
+	x2 := num.Mul(num, new(big.Int).ModInverse(den, fieldP))
+	x2.Mod(x2, fieldP)
+	return x2.Sign() == 0 || big.Jacobi(x2, fieldP) == 1
 }
