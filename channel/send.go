@@ -8,41 +8,89 @@ import (
 	"github.com/ferry-im/ferry/wire"
 )
 
-// outFrame is a frame queued by Send. Fields other than done and lead are
-// protected by Conn.wmu.
+// outFrame is a frame queued by Send or SendBatch. Fields other than done
+// and lead are protected by Conn.wmu.
 type outFrame struct {
-	stream   uint32
-	hdr      [wire.HeaderLen]byte
-	payload  []byte
+	stream  uint32
+	hdr     [wire.HeaderLen]byte
+	payload []byte
+	// prev is the frame before it in its SendBatch call, nil for the first
+	// (and for Send): a frame starts only once prev is fully queued, so a
+	// batch arrives in order.
+	prev     *outFrame
 	off      int  // stream bytes (header then payload) put into records so far
 	started  bool // at least one record queued
 	aborted  bool // the owner gave up (ctx); the frame is dropped or aborted
 	abortQ   bool // the abort record has been queued
 	leader   bool // the owner has been handed the writer role
-	finished bool // done has been sent
-	done     chan error
-	lead     chan struct{}
+	finished bool // done has been sent (or would have been: done may be nil)
+	// done receives the frame's outcome; only the last frame of a call,
+	// the one its owner waits for, has it.
+	done chan error
+	// lead hands the owner the writer role; nil for the other frames of a
+	// batch and for the frame of a sender that took the role at once.
+	lead chan struct{}
 }
 
 func (f *outFrame) total() int      { return wire.HeaderLen + len(f.payload) }
 func (f *outFrame) queuedAll() bool { return f.off == f.total() || f.abortQ }
 
+// ready reports whether f may start: the frame before it in its batch is
+// fully queued.
+func (f *outFrame) ready() bool { return f.prev == nil || f.prev.queuedAll() }
+
 // Send sends f. It returns once the last record of f has been written to the
 // conn, so frames sent one after another by one goroutine arrive in order;
 // frames sent concurrently are interleaved record by record, frames that fit
-// in one record before the records of larger ones.
+// in one record before the records of larger ones. Records queued by
+// concurrent senders while one of them writes are encrypted into that
+// sender's next Write, so concurrent small frames share system calls.
 //
 // ctx bounds the wait for a turn to write. If ctx ends before f is fully
 // written, Send returns ctx.Err() and f is dropped (if no record was written)
 // or aborted (the receiver discards it). A write blocked in the conn is
 // unblocked only by Close.
 func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
-	if len(f.Payload) > wire.MaxPayload {
-		return fmt.Errorf("send %v: payload of %d bytes: %w", f.Type, len(f.Payload), wire.ErrTooLarge)
+	return c.send(ctx, []wire.Frame{f})
+}
+
+// SendBatch sends frames in order, as Send would one after another, but
+// without waiting for each: the frames' records go into as few Writes as
+// fit (up to 32 KiB of records per Write), so a batch of small frames costs
+// one system call. It returns once the last record of the last frame has
+// been written. Frames of concurrent Sends may come between the batch's
+// frames, and a small frame sent concurrently is not delayed behind a large
+// frame of the batch.
+//
+// If ctx ends before the batch is written, SendBatch returns ctx.Err(): a
+// prefix of frames has then been sent, the next one may have been aborted
+// (the receiver discards it) and the rest were dropped. On any other error
+// the channel is broken and the frames after some prefix are lost.
+func (c *Conn) SendBatch(ctx context.Context, frames []wire.Frame) error {
+	if len(frames) == 0 {
+		return nil
 	}
-	of := &outFrame{payload: f.Payload, done: make(chan error, 1)}
-	of.hdr[0] = byte(f.Type)
-	binary.BigEndian.PutUint32(of.hdr[1:], uint32(len(f.Payload)))
+	return c.send(ctx, frames)
+}
+
+func (c *Conn) send(ctx context.Context, frames []wire.Frame) error {
+	for _, f := range frames {
+		if len(f.Payload) > wire.MaxPayload {
+			return fmt.Errorf("send %v: payload of %d bytes: %w", f.Type, len(f.Payload), wire.ErrTooLarge)
+		}
+	}
+	ofs := make([]outFrame, len(frames))
+	for i, f := range frames {
+		of := &ofs[i]
+		of.payload = f.Payload
+		of.hdr[0] = byte(f.Type)
+		binary.BigEndian.PutUint32(of.hdr[1:], uint32(len(f.Payload)))
+		if i > 0 {
+			of.prev = &ofs[i-1]
+		}
+	}
+	own := &ofs[len(ofs)-1]
+	own.done = make(chan error, 1)
 
 	c.wmu.Lock()
 	if c.werr != nil {
@@ -52,50 +100,58 @@ func (c *Conn) Send(ctx context.Context, f wire.Frame) error {
 	}
 	if c.closed.Load() {
 		c.wmu.Unlock()
-		return fmt.Errorf("send %v: %w", f.Type, errClosed)
+		return fmt.Errorf("send %v: %w", frames[0].Type, errClosed)
 	}
-	c.nextStream++
-	if c.nextStream == 0 {
-		c.nextStream = 1
+	for i := range ofs {
+		c.nextStream++
+		if c.nextStream == 0 {
+			c.nextStream = 1
+		}
+		ofs[i].stream = c.nextStream
+		c.queue = append(c.queue, &ofs[i])
 	}
-	of.stream = c.nextStream
-	c.queue = append(c.queue, of)
 	if !c.writing {
 		c.writing = true
 		c.wmu.Unlock()
-		return c.write(ctx, of, nil)
+		return c.write(ctx, own, nil)
 	}
-	of.lead = make(chan struct{}, 1) // only a waiting sender can be handed the role
+	own.lead = make(chan struct{}, 1) // only a waiting sender can be handed the role
 	c.wmu.Unlock()
 	select {
-	case err := <-of.done:
+	case err := <-own.done:
 		return err
-	case <-of.lead:
-		return c.write(ctx, of, nil)
+	case <-own.lead:
+		return c.write(ctx, own, nil)
 	case <-ctx.Done():
 	}
-	// Give up, unless the frame was finished or we were made the writer
+	// Give up, unless the frames were finished or we were made the writer
 	// meanwhile.
 	c.wmu.Lock()
-	if of.finished {
+	if own.finished || own.queuedAll() {
+		// Its last record is being written: the frames will arrive.
 		c.wmu.Unlock()
-		return <-of.done
+		return <-own.done
 	}
-	if of.queuedAll() {
-		// Its last record is being written: the frame will arrive.
+	c.abandon(own)
+	if own.leader {
 		c.wmu.Unlock()
-		return <-of.done
-	}
-	of.aborted = true
-	if !of.started {
-		c.remove(of)
-	}
-	if of.leader {
-		c.wmu.Unlock()
-		return c.write(ctx, of, ctx.Err())
+		return c.write(ctx, own, ctx.Err())
 	}
 	c.wmu.Unlock()
 	return ctx.Err()
+}
+
+// abandon gives up own and the frames of its batch not fully queued: those
+// not started are dropped, a started one is marked for an abort record.
+// Frames of a batch start in order, so the walk stops at the first fully
+// queued one. c.wmu must be held.
+func (c *Conn) abandon(own *outFrame) {
+	for f := own; f != nil && !f.queuedAll(); f = f.prev {
+		f.aborted = true
+		if !f.started {
+			c.remove(f)
+		}
+	}
 }
 
 // remove deletes f from the queue. c.wmu must be held.
@@ -143,10 +199,7 @@ func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error 
 		own.leader = true
 		if abandoned == nil && !own.finished && ctx.Err() != nil && !own.queuedAll() {
 			abandoned = ctx.Err()
-			own.aborted = true
-			if !own.started {
-				c.remove(own)
-			}
+			c.abandon(own)
 		}
 		ownDone := abandoned != nil || own.finished
 		if c.werr != nil || len(c.queue) == 0 || ownDone && extra >= handOffAfter {
@@ -205,7 +258,9 @@ func (c *Conn) write(ctx context.Context, own *outFrame, abandoned error) error 
 // finish completes f with err. c.wmu must be held.
 func (f *outFrame) finish(err error) {
 	f.finished = true
-	f.done <- err
+	if f.done != nil {
+		f.done <- err
+	}
 }
 
 func (c *Conn) result(own *outFrame, abandoned error) error {
@@ -219,7 +274,7 @@ func (c *Conn) result(own *outFrame, abandoned error) error {
 // own, to hand the writer role to. c.wmu must be held.
 func (c *Conn) nextOwner(own *outFrame) *outFrame {
 	for _, f := range c.queue {
-		if f != own && !f.aborted {
+		if f != own && !f.aborted && f.lead != nil {
 			return f
 		}
 	}
@@ -252,7 +307,7 @@ func (c *Conn) pickOne() (record, bool) {
 		}
 	}
 	for _, f := range c.queue {
-		if !f.started && !f.aborted && f.total() <= MaxRecordData {
+		if !f.started && !f.aborted && f.total() <= MaxRecordData && f.ready() {
 			f.started = true
 			f.off = f.total()
 			return record{f: f, from: 0, to: f.total(), flags: flagFin}, true
@@ -269,7 +324,7 @@ func (c *Conn) pickOne() (record, bool) {
 	// after 2^32 frames, and the order then merely restarts.
 	var next, first *outFrame
 	for _, f := range c.queue {
-		if f.aborted || f.queuedAll() || (!f.started && active >= maxPartial) {
+		if f.aborted || f.queuedAll() || (!f.started && (active >= maxPartial || !f.ready())) {
 			continue
 		}
 		if first == nil || f.stream < first.stream {
