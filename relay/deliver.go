@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -177,14 +178,9 @@ func (s *subscriber) run() {
 			}
 			s.queue, s.queued, s.resync = nil, 0, false
 			s.mu.Unlock()
-			for _, env := range before {
-				if lo < env.Seq && env.Seq <= hi {
-					continue
-				}
-				if err := s.deliver(env); err != nil {
-					s.fail(err)
-					return
-				}
+			if err := s.deliverAll(uncovered(before, lo, hi)); err != nil {
+				s.fail(err)
+				return
 			}
 			hi, err := s.readStore(from)
 			if err != nil {
@@ -198,14 +194,9 @@ func (s *subscriber) run() {
 			batch, lo, hi := s.queue, s.coverLo, s.coverHi
 			s.queue, s.queued = nil, 0
 			s.mu.Unlock()
-			for _, env := range batch {
-				if lo < env.Seq && env.Seq <= hi {
-					continue
-				}
-				if err := s.deliver(env); err != nil {
-					s.fail(err)
-					return
-				}
+			if err := s.deliverAll(uncovered(batch, lo, hi)); err != nil {
+				s.fail(err)
+				return
 			}
 		default:
 			s.running = false
@@ -224,11 +215,11 @@ func (s *subscriber) readStore(from uint64) (uint64, error) {
 		if err != nil {
 			return after, err
 		}
-		for _, env := range envs {
-			if err := s.deliver(env); err != nil {
-				return after, err
-			}
-			after = env.Seq
+		if err := s.deliverAll(envs); err != nil {
+			return after, err
+		}
+		if len(envs) > 0 {
+			after = envs[len(envs)-1].Seq
 		}
 		if len(envs) < pendingPage {
 			return after, nil
@@ -236,9 +227,56 @@ func (s *subscriber) readStore(from uint64) (uint64, error) {
 	}
 }
 
-func (s *subscriber) deliver(env Envelope) error {
-	s.c.s.metrics.deliveries.Inc()
-	return s.c.reply(s.ctx, wire.Deliver{Seq: env.Seq, ID: env.ID, Received: env.Received.UnixMilli(), Envelope: env.Data})
+// uncovered filters out, in place, the envelopes with lo < seq <= hi
+// (already sent by a store read).
+func uncovered(envs []Envelope, lo, hi uint64) []Envelope {
+	return slices.DeleteFunc(envs, func(env Envelope) bool { return lo < env.Seq && env.Seq <= hi })
+}
+
+// deliverChunk bounds the Deliver frames (count and envelope bytes) built
+// before they are handed to the channel in one SendBatch: enough to fill
+// the channel's 32 KiB writes, little enough that a burst's copies stay
+// small.
+const (
+	deliverChunk      = 64
+	deliverChunkBytes = 64 << 10
+)
+
+// deliverAll pushes envs in order as Deliver frames, many per write of the
+// connection (channel.Conn.SendBatch) rather than one write each.
+func (s *subscriber) deliverAll(envs []Envelope) error {
+	var frames []wire.Frame
+	bytes := 0
+	flush := func() error {
+		if len(frames) == 0 {
+			return nil
+		}
+		s.c.s.metrics.deliveries.Add(float64(len(frames)))
+		err := s.c.ch.SendBatch(s.ctx, frames)
+		clear(frames)
+		frames, bytes = frames[:0], 0
+		if err != nil {
+			return fmt.Errorf("send %v: %w", wire.TypeDeliver, err)
+		}
+		return nil
+	}
+	for _, env := range envs {
+		f, err := wire.NewFrame(wire.Deliver{Seq: env.Seq, ID: env.ID, Received: env.Received.UnixMilli(), Envelope: env.Data})
+		if err != nil {
+			return fmt.Errorf("marshal %v: %w", wire.TypeDeliver, err)
+		}
+		if frames == nil {
+			frames = make([]wire.Frame, 0, min(len(envs), deliverChunk))
+		}
+		frames = append(frames, f)
+		bytes += len(f.Payload)
+		if len(frames) == deliverChunk || bytes >= deliverChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // fail ends pushing after an error and closes the connection: the client
