@@ -227,7 +227,7 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	}
 	p.env = Envelope{ID: m.ID, Received: c.s.now(), Data: m.Envelope}
 	q := Quota{MaxCount: c.s.limits.MailboxCount, MaxBytes: c.s.limits.MailboxBytes}
-	p.wait = c.s.store.PutAsync(ctx, m.To, p.env, q)
+	p.wait, p.ready = c.s.store.PutAsyncPoll(ctx, m.To, p.env, q)
 	c.pipe.push(c, p)
 	return nil
 }

@@ -114,10 +114,19 @@ func (e *env) dial(key channel.KeyPair, addr net.Addr) *client {
 }
 
 func (e *env) tryDial(key channel.KeyPair, addr net.Addr) (*client, error) {
+	return e.dialVia(key, addr, nil)
+}
+
+// dialVia is tryDial with the relay's end of the pipe wrapped by wrap (if
+// not nil).
+func (e *env) dialVia(key channel.KeyPair, addr net.Addr, wrap func(net.Conn) net.Conn) (*client, error) {
 	a, b := net.Pipe()
 	var srvSide net.Conn = b
 	if addr != nil {
 		srvSide = addrConn{Conn: b, remote: addr}
+	}
+	if wrap != nil {
+		srvSide = wrap(srvSide)
 	}
 	served := make(chan error, 1)
 	go func() { served <- e.srv.ServeConn(context.Background(), srvSide) }()

@@ -102,8 +102,9 @@ type timedStore struct {
 }
 
 var (
-	_ Store       = (*timedStore)(nil)
-	_ AsyncPutter = (*timedStore)(nil)
+	_ Store         = (*timedStore)(nil)
+	_ AsyncPutter   = (*timedStore)(nil)
+	_ PollingPutter = (*timedStore)(nil)
 )
 
 func newTimedStore(s Store, h *prometheus.HistogramVec) *timedStore {
@@ -132,18 +133,36 @@ func (t *timedStore) Put(ctx context.Context, mb [16]byte, env Envelope, q Quota
 // PutAsync uses the store's own PutAsync if it has one; otherwise the Put
 // runs now and the returned function reports it.
 func (t *timedStore) PutAsync(ctx context.Context, mb [16]byte, env Envelope, q Quota) func() (uint64, bool, error) {
-	start := time.Now()
-	if a, ok := t.s.(AsyncPutter); ok {
-		wait := a.PutAsync(ctx, mb, env, q)
-		return func() (uint64, bool, error) {
-			defer since(t.put, start)
-			return wait()
-		}
-	}
-	seq, dup, err := t.s.Put(ctx, mb, env, q)
-	since(t.put, start)
-	return func() (uint64, bool, error) { return seq, dup, err }
+	wait, _ := t.PutAsyncPoll(ctx, mb, env, q)
+	return wait
 }
+
+// PutAsyncPoll uses the store's own PutAsyncPoll or PutAsync if it has
+// one; otherwise the Put runs now and the returned functions report it.
+// Without PutAsyncPoll, ready reports false until wait is called, so the
+// caller waits for each result in turn.
+func (t *timedStore) PutAsyncPoll(ctx context.Context, mb [16]byte, env Envelope, q Quota) (func() (uint64, bool, error), func() bool) {
+	start := time.Now()
+	var wait func() (uint64, bool, error)
+	ready := notReady
+	switch s := t.s.(type) {
+	case PollingPutter:
+		wait, ready = s.PutAsyncPoll(ctx, mb, env, q)
+	case AsyncPutter:
+		wait = s.PutAsync(ctx, mb, env, q)
+	default:
+		seq, dup, err := t.s.Put(ctx, mb, env, q)
+		since(t.put, start)
+		return func() (uint64, bool, error) { return seq, dup, err }, isReady
+	}
+	return func() (uint64, bool, error) {
+		defer since(t.put, start)
+		return wait()
+	}, ready
+}
+
+func notReady() bool { return false }
+func isReady() bool  { return true }
 
 func (t *timedStore) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]Envelope, error) {
 	defer since(t.pending, time.Now())

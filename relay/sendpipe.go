@@ -27,6 +27,8 @@ type pendingSend struct {
 	env    Envelope
 	// wait collects the store's result; nil when a check already failed.
 	wait func() (uint64, bool, error)
+	// ready reports whether wait would return at once.
+	ready func() bool
 	// result, code and msg describe a failed check.
 	result string
 	code   wire.Code
@@ -37,7 +39,10 @@ type pendingSend struct {
 // reader starts each Put (with AsyncPutter, without waiting for it, so
 // the writes of one connection share group commits) and queues it here; a
 // goroutine, running only while Sends are in flight, waits for each in
-// turn, answers it and publishes the stored envelope.
+// turn, publishes the stored envelope and answers it. Answers whose
+// results are in together (one group commit stored them) go out in one
+// write (channel.Conn.SendBatch); an answer is never held back to wait for
+// a later Put.
 type sendPipe struct {
 	slots chan struct{}       // one token per Send in flight; made on first use
 	bytes *semaphore.Weighted // envelope bytes in flight; made on first use
@@ -90,15 +95,34 @@ func (p *sendPipe) push(c *conn, s pendingSend) {
 // it, after it has stopped reading.
 func (p *sendPipe) wait() { p.wg.Wait() }
 
+// maxAnswerBatch bounds the answers sent in one SendBatch.
+const maxAnswerBatch = 64
+
 func (p *sendPipe) run(c *conn) {
 	defer p.wg.Done()
 	broken := false // the channel failed: keep collecting results, stop answering
+	var answers []wire.Frame
+	flush := func() {
+		if !broken {
+			if err := c.ch.SendBatch(c.work, answers); err != nil {
+				broken = true
+			}
+		}
+		clear(answers)
+		answers = answers[:0]
+	}
 	for {
 		p.mu.Lock()
-		if len(p.queue) == 0 {
+		if len(p.queue) == 0 && len(answers) == 0 {
 			p.running = false
 			p.mu.Unlock()
 			return
+		}
+		// Send what is answered before waiting for a result not yet in.
+		if len(answers) > 0 && (len(p.queue) == 0 || len(answers) == maxAnswerBatch || !p.queue[0].isReady()) {
+			p.mu.Unlock()
+			flush()
+			continue
 		}
 		s := p.queue[0]
 		p.queue[0] = pendingSend{}
@@ -107,13 +131,21 @@ func (p *sendPipe) run(c *conn) {
 
 		answer := c.finishSend(s)
 		p.release(s.size)
-		if !broken {
-			if err := c.reply(c.work, answer); err != nil {
-				broken = true
-			}
+		f, err := wire.NewFrame(answer)
+		if err != nil {
+			// SendOK and SendErr (its message is bounded) always marshal;
+			// should one not, the client must not wait for it forever.
+			c.log.Error("marshal answer", "err", err)
+			c.ch.Close()
+			broken = true
+			continue
 		}
+		answers = append(answers, f)
 	}
 }
+
+// isReady reports whether s's result can be collected without waiting.
+func (s *pendingSend) isReady() bool { return s.wait == nil || s.ready != nil && s.ready() }
 
 // finishSend waits for s's store result, counts it, publishes a newly
 // stored envelope and returns the answer for the client.

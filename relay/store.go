@@ -155,3 +155,15 @@ type AsyncPutter interface {
 	// returns.
 	PutAsync(ctx context.Context, mb [16]byte, env Envelope, q Quota) (wait func() (seq uint64, dup bool, err error))
 }
+
+// PollingPutter is an optional capability beyond AsyncPutter: a PutAsync
+// whose result can be checked for without waiting. The relay then answers
+// all the Sends of a connection whose results are in with one write,
+// without holding an answer back for a Put still in progress.
+type PollingPutter interface {
+	AsyncPutter
+	// PutAsyncPoll is PutAsync that also returns ready, which reports,
+	// without blocking, whether wait would return at once. ready may be
+	// called any number of times until wait is called.
+	PutAsyncPoll(ctx context.Context, mb [16]byte, env Envelope, q Quota) (wait func() (seq uint64, dup bool, err error), ready func() bool)
+}

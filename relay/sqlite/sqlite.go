@@ -30,8 +30,9 @@ import (
 )
 
 var (
-	_ relay.Store       = (*Store)(nil)
-	_ relay.AsyncPutter = (*Store)(nil)
+	_ relay.Store         = (*Store)(nil)
+	_ relay.AsyncPutter   = (*Store)(nil)
+	_ relay.PollingPutter = (*Store)(nil)
 )
 
 // Options tunes a Store. The zero value is what the relay uses.
@@ -196,48 +197,63 @@ func (s *Store) begin(ctx context.Context) error {
 // is done before the writer starts fn, fn is not run and ctx's error is
 // returned; otherwise the call waits, so an error always means no effect.
 func (s *Store) write(ctx context.Context, fn func(b *writer) error) error {
-	return s.submit(ctx, fn)()
+	wait, _ := s.submit(ctx, fn)
+	return wait()
 }
 
-// submit queues fn for the writer and returns the wait for its outcome.
-// Writes submitted one after another run in that order. The store stays
-// open (mu held for reading) until wait is called.
-func (s *Store) submit(ctx context.Context, fn func(b *writer) error) (wait func() error) {
+// submit queues fn for the writer and returns the wait for its outcome,
+// and ready, which reports without blocking whether wait would return at
+// once. Writes submitted one after another run in that order. The store
+// stays open (mu held for reading) until wait is called.
+func (s *Store) submit(ctx context.Context, fn func(b *writer) error) (wait func() error, ready func() bool) {
 	if err := s.begin(ctx); err != nil {
-		return func() error { return err }
+		return func() error { return err }, isReady
 	}
 	o := &op{ctx: ctx, run: fn, err: make(chan error, 1)}
 	select {
 	case s.ops <- o:
 	case <-ctx.Done():
 		s.mu.RUnlock()
-		return func() error { return ctx.Err() }
+		return func() error { return ctx.Err() }, isReady
 	}
-	return func() error {
+	wait = func() error {
 		defer s.mu.RUnlock()
 		return <-o.err
 	}
+	// The writer sends the outcome into the buffered channel, where it
+	// stays until wait takes it.
+	ready = func() bool { return len(o.err) > 0 }
+	return wait, ready
 }
+
+func isReady() bool { return true }
 
 // Put implements relay.Store.
 func (s *Store) Put(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (seq uint64, dup bool, err error) {
-	return s.putAsync(ctx, mb, env, q)()
+	wait, _ := s.putAsync(ctx, mb, env, q)
+	return wait()
 }
 
 // PutAsync implements relay.AsyncPutter.
 func (s *Store) PutAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+	wait, _ := s.PutAsyncPoll(ctx, mb, env, q)
+	return wait
+}
+
+// PutAsyncPoll implements relay.PollingPutter.
+func (s *Store) PutAsyncPoll(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (func() (uint64, bool, error), func() bool) {
 	env.Data = slices.Clone(env.Data)
 	return s.putAsync(ctx, mb, env, q)
 }
 
-// putAsync is PutAsync without the copy: env.Data must stay unchanged
+// putAsync is PutAsyncPoll without the copy: env.Data must stay unchanged
 // until the wait returns.
-func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) func() (uint64, bool, error) {
+func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q relay.Quota) (func() (uint64, bool, error), func() bool) {
 	var (
 		seq uint64
 		dup bool
 	)
-	wait := s.submit(ctx, func(w *writer) error {
+	wait, ready := s.submit(ctx, func(w *writer) error {
 		seq, dup = 0, false
 		box, err := w.box(mb)
 		if err != nil {
@@ -292,7 +308,7 @@ func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q
 			return 0, false, err
 		}
 		return seq, dup, nil
-	}
+	}, ready
 }
 
 // Ack implements relay.Store. All seqs go to the database in one

@@ -185,3 +185,36 @@ func TestExpireInChunks(t *testing.T) {
 		t.Fatalf("Usage after Expire = %+v, want {1 4}", u)
 	}
 }
+
+// TestPutAsyncPollReady checks that ready turns true once the Put is
+// committed, without wait being called, and that wait then returns the
+// result at once; and that a Put on a closed store is ready at once.
+func TestPutAsyncPollReady(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "relay.db"))
+	mb := [16]byte{1}
+	if err := s.SetToken(ctx, mb, [32]byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	env := relay.Envelope{ID: [16]byte{3}, Received: time.UnixMilli(1e12), Data: []byte("x")}
+	wait, ready := s.PutAsyncPoll(ctx, mb, env, relay.Quota{})
+	for deadline := time.Now().Add(10 * time.Second); !ready(); {
+		if time.Now().After(deadline) {
+			t.Fatal("ready never reported the committed Put")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	seq, dup, err := wait()
+	if seq != 1 || dup || err != nil {
+		t.Fatalf("wait = %d, %v, %v; want 1, false, nil", seq, dup, err)
+	}
+	s.Close()
+	wait, ready = s.PutAsyncPoll(ctx, mb, env, relay.Quota{})
+	if !ready() {
+		t.Error("ready = false for a Put on a closed store, want true")
+	}
+	if _, _, err := wait(); err != relay.ErrClosed {
+		t.Errorf("wait after Close = %v, want ErrClosed", err)
+	}
+}
