@@ -109,8 +109,9 @@ type Client struct {
 	name     string
 
 	// flushMu serialises outbox flushes, so envelopes reach each relay in
-	// the order they were queued.
+	// the order they were queued, and protects anon.
 	flushMu sync.Mutex
+	anon    map[string]*anon // cached anonymous connections by relay and mailbox
 
 	closeOnce sync.Once
 	closeErr  error
@@ -259,7 +260,14 @@ func (c *Client) load(p *localstore.Profile) error {
 
 // Close closes the profile. It is idempotent.
 func (c *Client) Close() error {
-	c.closeOnce.Do(func() { c.closeErr = c.store.Close() })
+	c.closeOnce.Do(func() {
+		c.flushMu.Lock()
+		for key := range c.anon {
+			c.dropAnon(key)
+		}
+		c.flushMu.Unlock()
+		c.closeErr = c.store.Close()
+	})
 	return c.closeErr
 }
 

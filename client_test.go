@@ -463,3 +463,41 @@ func TestClientRetriesOutboxWhileWaiting(t *testing.T) {
 		t.Fatalf("bob got %q", texts(got))
 	}
 }
+
+// TestClientAnonymousConnections checks what the relay can learn from
+// connections: sends come from keys that are not the sender's device key,
+// one such key never sends to two recipients, and a cached connection that
+// died with a relay restart does not fail the next Send.
+func TestClientAnonymousConnections(t *testing.T) {
+	ctx := context.Background()
+	r := newFakeRelay()
+	defer r.close()
+	alice, bob := pair(t, r)
+	carol := newTestClient(t, r, "carol")
+	inv, _ := carol.Invite(ctx)
+	if _, err := alice.Accept(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		for _, to := range []string{"bob", "carol"} {
+			if _, err := alice.Send(ctx, to, fmt.Sprint("hi ", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r.setDown(true)
+	r.setDown(false)
+	if _, err := alice.Send(ctx, "bob", "after a restart"); err != nil {
+		t.Fatalf("Send after the relay restarted: %v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for from, tos := range r.recipients {
+		if from == alice.mailbox || from == bob.mailbox || from == carol.mailbox {
+			t.Errorf("a device key was used to send")
+		}
+		if len(tos) > 1 {
+			t.Errorf("one anonymous key sent to %d mailboxes", len(tos))
+		}
+	}
+}

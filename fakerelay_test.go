@@ -29,7 +29,10 @@ type fakeRelay struct {
 	conns   map[*fakeConn]bool
 	sends   int // Send frames seen
 	busy    int // answer this many more Sends with CodeRateLimited
-	wg      sync.WaitGroup
+	// recipients records, per sending key's mailbox, the mailboxes it
+	// sent to.
+	recipients map[[16]byte]map[[16]byte]bool
+	wg         sync.WaitGroup
 }
 
 type fakeBox struct {
@@ -199,6 +202,13 @@ func (c *fakeConn) serve() {
 			c.push(b)
 		case wire.Send:
 			r.sends++
+			if r.recipients == nil {
+				r.recipients = map[[16]byte]map[[16]byte]bool{}
+			}
+			if r.recipients[c.mailbox] == nil {
+				r.recipients[c.mailbox] = map[[16]byte]bool{}
+			}
+			r.recipients[c.mailbox][m.To] = true
 			if r.busy > 0 {
 				r.busy--
 				c.push(wire.SendErr{ID: m.ID, Code: wire.CodeRateLimited})

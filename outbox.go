@@ -90,9 +90,12 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 	if err != nil || len(queue) == 0 {
 		return res, err
 	}
-	// Group by relay, keeping queue order within each.
-	var order []string
-	byRelay := make(map[string][]*localstore.Outgoing)
+	// Group by contact (one mailbox on one relay), keeping queue order
+	// within each. Each contact's envelopes go on their own anonymous
+	// connection: envelopes for two recipients on one connection would
+	// tell the relay that they have a common correspondent.
+	var order []int64
+	byContact := make(map[int64][]*localstore.Outgoing)
 	for _, o := range queue {
 		k := contacts[o.Contact]
 		if k == nil {
@@ -100,13 +103,14 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 			c.store.Update(ctx, func(tx *localstore.Tx) error { _, err := tx.Dequeue(o.ID); return err })
 			continue
 		}
-		if _, ok := byRelay[k.RelayLink]; !ok {
-			order = append(order, k.RelayLink)
+		if _, ok := byContact[k.ID]; !ok {
+			order = append(order, k.ID)
 		}
-		byRelay[k.RelayLink] = append(byRelay[k.RelayLink], o)
+		byContact[k.ID] = append(byContact[k.ID], o)
 	}
-	for _, rl := range order {
-		err := c.flushRelay(ctx, rl, byRelay[rl], contacts, res.sent)
+	for _, kid := range order {
+		k := contacts[kid]
+		err := c.flushContact(ctx, k, byContact[kid], res.sent)
 		// A busy relay (rate limit, quota, storage trouble) is retried a
 		// few times with backoff before the envelopes are left queued.
 		for i := 0; errors.Is(err, errBusy) && i < busyRetries; i++ {
@@ -116,12 +120,12 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 				return res, ctx.Err()
 			}
 			var rest []*localstore.Outgoing
-			for _, o := range byRelay[rl] {
+			for _, o := range byContact[kid] {
 				if !res.sent[o.ID] {
 					rest = append(rest, o)
 				}
 			}
-			err = c.flushRelay(ctx, rl, rest, contacts, res.sent)
+			err = c.flushContact(ctx, k, rest, res.sent)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -130,7 +134,7 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 			if !errors.Is(err, ErrUnreachable) {
 				return res, err
 			}
-			c.log.Info("relay unreachable; outbox kept", "queued", len(byRelay[rl]))
+			c.log.Info("relay unreachable; outbox kept", "queued", len(byContact[kid]))
 			res.unreachable = true
 		}
 	}
@@ -138,23 +142,96 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 	return res, err
 }
 
-func (c *Client) flushRelay(ctx context.Context, relayLink string, queue []*localstore.Outgoing, contacts map[int64]*localstore.Contact, sent map[[16]byte]bool) error {
-	r, err := link.ParseRelay(relayLink)
+func (c *Client) flushContact(ctx context.Context, k *localstore.Contact, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
+	r, err := link.ParseRelay(k.RelayLink)
 	if err != nil {
 		return fmt.Errorf("contact's relay link: %w", err)
 	}
+	key := k.RelayLink + "|" + string(k.Mailbox)
 	// Each connection carries at most perConnection envelopes and then
 	// is replaced by one with a new throwaway key: the relay rate-limits
 	// per key, and a limit hit in the middle of a pipelined window could
 	// let a later envelope in before an earlier one.
+	retried := false
 	for len(queue) > 0 {
-		n := min(len(queue), perConnection)
-		if err := c.flushConn(ctx, r, queue[:n], contacts, sent); err != nil {
+		a, reused, err := c.anonConn(ctx, key, r)
+		if err != nil {
 			return err
+		}
+		n := min(len(queue), perConnection-a.used)
+		a.used += n
+		a.last = time.Now()
+		if err := c.flushConn(ctx, a.cn, k, queue[:n], sent); err != nil {
+			c.dropAnon(key)
+			if !reused || retried || !errors.Is(err, ErrUnreachable) || errors.Is(err, errBusy) || ctx.Err() != nil {
+				return err
+			}
+			// A cached connection may have died unnoticed (a relay
+			// restart): try once more on a fresh one, skipping what the
+			// relay already acknowledged.
+			retried = true
+			var rest []*localstore.Outgoing
+			for _, o := range queue {
+				if !sent[o.ID] {
+					rest = append(rest, o)
+				}
+			}
+			queue = rest
+			continue
 		}
 		queue = queue[n:]
 	}
 	return nil
+}
+
+// anon is a cached anonymous connection to one contact's mailbox.
+type anon struct {
+	cn   *conn
+	used int       // envelopes sent on it
+	last time.Time // last use
+}
+
+// anonConn returns the cached anonymous connection for key (a relay and
+// mailbox) with reused set, or dials one with a new throwaway key if there is none, it
+// died, it has carried perConnection envelopes or it was idle for anonIdle.
+// Keeping it spares a handshake per message in long-running clients (the
+// relay limits handshakes per address). The caller holds flushMu.
+func (c *Client) anonConn(ctx context.Context, key string, r link.Relay) (a *anon, reused bool, err error) {
+	if a := c.anon[key]; a != nil {
+		alive := true
+		select {
+		case <-a.cn.done:
+			alive = false
+		default:
+		}
+		if alive && a.used < perConnection && time.Since(a.last) < anonIdle {
+			return a, true, nil
+		}
+		c.dropAnon(key)
+	}
+	kp, err := channel.GenerateKeyPair(c.rand)
+	if err != nil {
+		return nil, false, err
+	}
+	fc, err := c.dial(ctx, r, kp)
+	if err != nil {
+		return nil, false, err
+	}
+	if c.anon == nil {
+		c.anon = make(map[string]*anon)
+	}
+	a = &anon{cn: newConn(fc), last: time.Now()}
+	c.anon[key] = a
+	return a, false, nil
+}
+
+// dropAnon closes and forgets the cached connection for key. The caller
+// holds flushMu.
+func (c *Client) dropAnon(key string) {
+	if a := c.anon[key]; a != nil {
+		a.cn.Close()
+		delete(c.anon, key)
+	}
 }
 
 // errBusy is wrapped by flushConn when the relay answered a temporary
@@ -162,28 +239,18 @@ func (c *Client) flushRelay(ctx context.Context, relayLink string, queue []*loca
 var errBusy = errors.New("relay busy")
 
 const (
+	anonIdle      = time.Minute
 	perConnection = 768
 	busyRetries   = 4
 	busyBackoff   = 250 * time.Millisecond
 )
 
-func (c *Client) flushConn(ctx context.Context, r link.Relay, queue []*localstore.Outgoing, contacts map[int64]*localstore.Contact, sent map[[16]byte]bool) error {
-	anon, err := channel.GenerateKeyPair(c.rand)
-	if err != nil {
-		return err
-	}
-	fc, err := c.dial(ctx, r, anon)
-	if err != nil {
-		return err
-	}
-	cn := newConn(fc)
-	defer cn.Close()
+func (c *Client) flushConn(ctx context.Context, cn *conn, k *localstore.Contact, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
 	for len(queue) > 0 {
 		win := queue[:min(len(queue), sendWindow)]
 		queue = queue[len(win):]
 		pending := make(map[[16]byte]*localstore.Outgoing, len(win))
 		for _, o := range win {
-			k := contacts[o.Contact]
 			m := wire.Send{ID: o.ID, To: [16]byte(k.Mailbox), Token: [32]byte(k.Token), Envelope: o.Envelope}
 			if err := cn.send(ctx, m); err != nil {
 				return fmt.Errorf("%w: %v", ErrUnreachable, err)

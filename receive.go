@@ -151,6 +151,7 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	for {
 		select {
 		case f := <-cn.in:
+			wasSubscribed := subscribed
 			if err := handle(f); err != nil {
 				return err
 			}
@@ -176,7 +177,7 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 			}
 			// The relay answers Subscribe before it pushes the backlog,
 			// so wait longer for the first envelope than between two.
-			if drain && subscribed && (delivered || !anyDelivered) {
+			if drain && subscribed && (delivered || !wasSubscribed) {
 				if anyDelivered {
 					quiet.Reset(quietPeriod)
 				} else {
