@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,4 +74,66 @@ func BenchmarkSendReceive(b *testing.B) {
 	cancel()
 	<-syncDone
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkDeliveryLatency measures one message at a time from bob's Send
+// call to alice's client having stored it (OnMessages), through a local
+// relay with its SQLite store: encrypt, store, send, relay fsync, push,
+// decrypt, store, in p50 and p99.
+func BenchmarkDeliveryLatency(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	relayLink, stop, err := localRelay(filepath.Join(dir, "relay.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	alice, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bob.Close()
+	inv, _ := alice.Invite(ctx)
+	if _, err := bob.Accept(ctx, inv); err != nil {
+		b.Fatal(err)
+	}
+	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	arrived := make(chan time.Time, 16)
+	sctx, cancel := context.WithCancel(ctx)
+	syncDone := make(chan error, 1)
+	go func() {
+		syncDone <- alice.Sync(sctx, ferry.SyncOptions{Wait: time.Hour, OnMessages: func(ms []*ferry.Message) {
+			for range ms {
+				arrived <- time.Now()
+			}
+		}})
+	}()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := bob.Send(ctx, "alice", fmt.Sprint("ping ", i)); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case at := <-arrived:
+			lat = append(lat, at.Sub(start))
+		case <-time.After(time.Minute):
+			b.Fatal("message did not arrive")
+		}
+	}
+	b.StopTimer()
+	cancel()
+	<-syncDone
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)*90/100].Microseconds())/1000, "p90-ms")
 }
