@@ -92,7 +92,11 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, error) {
 	}
 	f.Close()
 	const pragmas = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
-	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_pragma=journal_size_limit(67108864)&_txlock=immediate")
+	// temp_store(MEMORY) keeps the statement journals (which let one
+	// statement of a batch roll back alone, e.g. a multi-row Ack) in
+	// memory rather than in a temporary file written page by page; they
+	// play no part in crash recovery, which is the WAL's.
+	wdb, err := sql.Open("sqlite", path+pragmas+"&_pragma=cache_size(-32000)&_pragma=journal_size_limit(67108864)&_pragma=temp_store(MEMORY)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open relay database: %w", err)
 	}
