@@ -351,3 +351,62 @@ func TestSendBatchEmpty(t *testing.T) {
 		t.Fatalf("SendBatch(nil) = %v, want nil", err)
 	}
 }
+
+// TestRecvContextReuse receives with one context many times (its wake-up
+// stays registered between calls), lets it end between calls, then
+// receives with other contexts: the deadline it left must not fail them,
+// and a context ending during a blocked Recv still wakes it.
+func TestRecvContextReuse(t *testing.T) {
+	t.Parallel()
+	cli, srv, _, _ := pipePair(t)
+	bg := context.Background()
+	send := func(b byte) {
+		go func() {
+			if err := cli.Send(bg, wire.Frame{Type: 1, Payload: []byte{b}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	a, cancelA := context.WithCancel(bg)
+	for i := range 20 {
+		send(byte(i))
+		f, err := srv.Recv(a)
+		if err != nil || f.Payload[0] != byte(i) {
+			t.Fatalf("Recv %d = %v, %v", i, f.Payload, err)
+		}
+	}
+	cancelA() // while no Recv runs: the read deadline moves into the past
+	if _, err := srv.Recv(a); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Recv with the ended context = %v, want context.Canceled", err)
+	}
+	send(100)
+	if f, err := srv.Recv(bg); err != nil || f.Payload[0] != 100 {
+		t.Fatalf("Recv with a fresh context after another ended = %v, %v; want [100], nil", f.Payload, err)
+	}
+	b, cancelB := context.WithCancel(bg)
+	send(101)
+	if f, err := srv.Recv(b); err != nil || f.Payload[0] != 101 {
+		t.Fatalf("Recv = %v, %v; want [101], nil", f.Payload, err)
+	}
+	time.AfterFunc(20*time.Millisecond, cancelB)
+	if _, err := srv.Recv(b); !errors.Is(err, context.Canceled) {
+		t.Fatalf("blocked Recv whose context ends = %v, want context.Canceled", err)
+	}
+	send(102)
+	if f, err := srv.Recv(bg); err != nil || f.Payload[0] != 102 {
+		t.Fatalf("Recv after a cancelled one = %v, %v; want [102], nil", f.Payload, err)
+	}
+	c, cancelC := context.WithCancel(bg)
+	defer cancelC()
+	send(103)
+	if _, err := srv.Recv(c); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	srv.rwatch.mu.Lock()
+	registered := srv.rwatch.stop != nil
+	srv.rwatch.mu.Unlock()
+	if registered {
+		t.Error("the wake-up of Recv's context is still registered after Close")
+	}
+}

@@ -350,6 +350,18 @@ type Conn struct {
 	lastLarge  uint32      // stream id of the last multi-record frame served
 	enc        *noise.CipherState
 
+	// rwatch is the wake-up registered for Recv's context (recv.go). done
+	// is written only by the goroutine in Recv, holding mu, so that
+	// goroutine reads it without; fired and stop are written by it or by
+	// Close, holding mu.
+	rwatch struct {
+		mu     sync.Mutex
+		done   <-chan struct{} // the watched context's Done channel
+		fired  chan struct{}   // closed once the wake-up has run
+		stop   func() bool     // unregisters the wake-up; nil once stopped
+		closed bool            // Close has run: register nothing more
+	}
+
 	// Read side, touched only by the goroutine in Recv.
 	dec     *noise.CipherState
 	rerr    error           // sticky read error
@@ -382,6 +394,12 @@ func (c *Conn) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
 		err = c.conn.Close()
+		c.rwatch.mu.Lock()
+		c.rwatch.closed = true
+		if c.rwatch.stop != nil && c.rwatch.stop() {
+			c.rwatch.stop = nil
+		}
+		c.rwatch.mu.Unlock()
 	})
 	if err == net.ErrClosed {
 		return nil

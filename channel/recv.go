@@ -38,24 +38,11 @@ func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
 		return wire.Frame{}, err
 	}
 	// Make a blocked read fail when ctx ends, but only once we are about to
-	// block: records already read ahead are handled without the cost.
-	armed := false
-	var done chan struct{}
-	var stop func() bool
-	defer func() {
-		if armed && !stop() {
-			<-done
-			c.conn.SetReadDeadline(time.Time{})
-		}
-	}()
+	// block: records already read ahead are handled without the cost. The
+	// wake-up stays registered for later calls with the same context.
 	for {
-		if !armed && ctx.Done() != nil && !c.recordBuffered() {
-			armed = true
-			done = make(chan struct{})
-			stop = context.AfterFunc(ctx, func() {
-				defer close(done)
-				c.conn.SetReadDeadline(longAgo)
-			})
+		if !c.recordBuffered() {
+			c.watchRead(ctx)
 		}
 		plain, err := c.readRecord()
 		if err != nil {
@@ -75,6 +62,41 @@ func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
 	}
 }
 
+// watchRead makes the conn's reads fail once ctx is done (by moving the
+// read deadline into the past), unless they already fail for ctx, which
+// is then the context of the previous call. A context is told apart by its
+// Done channel, so contexts that end together share the wake-up. Only Recv
+// calls it.
+func (c *Conn) watchRead(ctx context.Context) {
+	done := ctx.Done()
+	if done == c.rwatch.done {
+		return
+	}
+	c.rwatch.mu.Lock()
+	defer c.rwatch.mu.Unlock()
+	c.unwatchLocked()
+	if done == nil || c.rwatch.closed {
+		return
+	}
+	fired := make(chan struct{})
+	c.rwatch.done, c.rwatch.fired = done, fired
+	c.rwatch.stop = context.AfterFunc(ctx, func() {
+		defer close(fired)
+		c.conn.SetReadDeadline(longAgo)
+	})
+}
+
+// unwatchLocked undoes watchRead: it unregisters the wake-up, or, if it
+// ran, waits for it and clears the read deadline. c.rwatch.mu must be held
+// (stop is nil once Close unregistered it; if it ran, fired is closed).
+func (c *Conn) unwatchLocked() {
+	if c.rwatch.stop != nil && !c.rwatch.stop() {
+		<-c.rwatch.fired
+		c.conn.SetReadDeadline(time.Time{})
+	}
+	c.rwatch.done, c.rwatch.fired, c.rwatch.stop = nil, nil, nil
+}
+
 // fail records a final read error and closes the conn.
 func (c *Conn) fail(err error) error {
 	if err != io.EOF {
@@ -83,6 +105,9 @@ func (c *Conn) fail(err error) error {
 	c.rerr = err
 	c.releaseBuf(true)
 	c.partial = nil
+	c.rwatch.mu.Lock()
+	c.unwatchLocked()
+	c.rwatch.mu.Unlock()
 	if err != io.EOF {
 		if errors.Is(err, ErrProtocol) {
 			c.log.Debug("channel closed on a protocol violation", "remote", c.conn.RemoteAddr().String(), "err", err)
