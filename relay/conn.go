@@ -76,13 +76,36 @@ func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
 	defer cancelRead()
 	var idle atomic.Bool
 	timeout := c.s.limits.IdleTimeout
+	// The timer is not reset per frame (that costs more than the frame's
+	// handling): each frame records when it came, and the timer, when it
+	// fires, waits again for what is left of the timeout since the last.
+	start := time.Now()
+	var lastFrame atomic.Int64 // time.Since(start) at the last frame
 	var timer *time.Timer
 	if timeout > 0 {
+		var mu sync.Mutex // orders the timer's re-arming with its creation and Stop
+		stopped := false
+		mu.Lock()
 		timer = time.AfterFunc(timeout, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if stopped {
+				return
+			}
+			if left := timeout - (time.Since(start) - time.Duration(lastFrame.Load())); left > 0 {
+				timer.Reset(left)
+				return
+			}
 			idle.Store(true)
 			cancelRead()
 		})
-		defer timer.Stop()
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			stopped = true
+			timer.Stop()
+			mu.Unlock()
+		}()
 	}
 	for {
 		f, err := c.ch.Recv(read)
@@ -100,7 +123,7 @@ func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
 			return false, fmt.Errorf("read frame: %w", err)
 		}
 		if timer != nil {
-			timer.Reset(timeout)
+			lastFrame.Store(int64(time.Since(start)))
 		}
 		c.s.metrics.frame(f.Type)
 		if err := c.handle(work, f); err != nil {
