@@ -410,3 +410,59 @@ func TestRecvContextReuse(t *testing.T) {
 		t.Error("the wake-up of Recv's context is still registered after Close")
 	}
 }
+
+// readCounter counts Reads once counting is set.
+type readCounter struct {
+	net.Conn
+	mu       sync.Mutex
+	counting bool
+	reads    int
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.counting {
+		c.reads++
+	}
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+// TestSmallRecordOneRead checks that a small record arriving on an idle
+// channel is read with one Read (not its length, then the rest), and that
+// records larger than the Conn's small array still arrive intact.
+func TestSmallRecordOneRead(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	rb := &readCounter{Conn: b}
+	cli, srv, _, _ := pairOver(t, a, rb)
+	ctx := context.Background()
+	rb.mu.Lock()
+	rb.counting = true
+	rb.mu.Unlock()
+	const n = 10
+	for i := range n {
+		want := wire.Frame{Type: 1, Payload: bytes.Repeat([]byte{byte(i)}, 100)}
+		go cli.Send(ctx, want)
+		got, err := srv.Recv(ctx)
+		if err != nil || !bytes.Equal(got.Payload, want.Payload) {
+			t.Fatalf("frame %d: got %d bytes, %v", i, len(got.Payload), err)
+		}
+	}
+	rb.mu.Lock()
+	reads := rb.reads
+	rb.mu.Unlock()
+	if reads != n {
+		t.Errorf("%d small records took %d Reads, want %d", n, reads, n)
+	}
+	for _, size := range []int{smallReadLen - 40, smallReadLen, 3000, MaxRecordData, 100 << 10} {
+		want := wire.Frame{Type: 2, Payload: bytes.Repeat([]byte{byte(size)}, size)}
+		go cli.SendBatch(ctx, []wire.Frame{want, {Type: 3, Payload: []byte("next")}})
+		for _, w := range []wire.Frame{want, {Type: 3, Payload: []byte("next")}} {
+			got, err := srv.Recv(ctx)
+			if err != nil || got.Type != w.Type || !bytes.Equal(got.Payload, w.Payload) {
+				t.Fatalf("frame of %d bytes: got type %v, %d bytes, %v", len(w.Payload), got.Type, len(got.Payload), err)
+			}
+		}
+	}
+}

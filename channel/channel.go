@@ -71,6 +71,7 @@ const (
 	handOffAfter     = 64 << 10 // bytes a writer writes for others before handing off
 	writeBufLen      = writeBatch + MaxRecordData + 8*(lenPrefix+recordHeaderLen+tagLen)
 	readBufLen       = MaxNoiseMessage
+	smallReadLen     = 1024                    // bytes read into the Conn itself while none are buffered
 	preallocLimit    = wire.MaxEnvelope + 1024 // reassembly buffer allocated up front
 )
 
@@ -363,13 +364,20 @@ type Conn struct {
 	}
 
 	// Read side, touched only by the goroutine in Recv.
-	dec     *noise.CipherState
-	rerr    error           // sticky read error
-	hdr     [lenPrefix]byte // length prefix of the record being read
-	hdrN    int             // bytes of hdr read so far
-	rbuf    *[]byte         // pooled read buffer, nil when no bytes are buffered
-	rs, re  int             // unread bytes are (*rbuf)[rs:re]
-	partial []*inFrame      // frames in transit, at most maxPartial
+	dec    *noise.CipherState
+	rerr   error           // sticky read error
+	hdr    [lenPrefix]byte // length prefix of the record being read
+	hdrN   int             // bytes of hdr read so far
+	rbuf   *[]byte         // pooled read buffer or &smallBuf, nil when no bytes are buffered
+	rs, re int             // unread bytes are (*rbuf)[rs:re]
+	// small holds what one Read returns while no bytes were buffered, so
+	// that a small record costs one Read, not two (its length, then the
+	// rest), without an idle channel holding a pooled buffer. smallBuf is
+	// small[:], for rbuf to point to.
+	small    [smallReadLen]byte
+	smallBuf []byte
+	// partial holds the frames in transit, at most maxPartial.
+	partial []*inFrame
 }
 
 func newConn(conn net.Conn, peer [32]byte, enc, dec *noise.CipherState, log *slog.Logger) *Conn {

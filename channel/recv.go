@@ -121,7 +121,9 @@ func (c *Conn) fail(err error) error {
 // bytes (always, if force), so an idle channel holds no buffer.
 func (c *Conn) releaseBuf(force bool) {
 	if c.rbuf != nil && (force || c.rs == c.re) {
-		bufPool.Put(c.rbuf)
+		if c.rbuf != &c.smallBuf {
+			bufPool.Put(c.rbuf)
+		}
 		c.rbuf, c.rs, c.re = nil, 0, 0
 	}
 }
@@ -137,9 +139,10 @@ func (c *Conn) recordBuffered() bool {
 
 // readRecord reads and decrypts one record. It keeps its progress in c, so
 // that a read interrupted by a deadline can be resumed. While no bytes are
-// buffered it waits for the 2-byte length in a small array; only then does
-// it take a pooled buffer, into which it reads the record and whatever
-// follows it (read-ahead, consumed by the next calls).
+// buffered it waits for data in the Conn's small array (a small record is
+// read whole with one Read); only for a record that does not fit there
+// does it take a pooled buffer, into which it reads the record and
+// whatever follows it (read-ahead, consumed by the next calls).
 func (c *Conn) readRecord() ([]byte, error) {
 	for c.hdrN < lenPrefix {
 		if c.rs < c.re {
@@ -149,10 +152,21 @@ func (c *Conn) readRecord() ([]byte, error) {
 			continue
 		}
 		c.releaseBuf(false)
-		n, err := c.conn.Read(c.hdr[c.hdrN:])
-		c.hdrN += n
-		if c.hdrN == lenPrefix {
-			break
+		var n int
+		var err error
+		if c.hdrN == 0 {
+			c.smallBuf = c.small[:]
+			n, err = c.conn.Read(c.smallBuf)
+			if n > 0 {
+				c.rbuf, c.rs, c.re = &c.smallBuf, 0, n
+				continue
+			}
+		} else {
+			n, err = c.conn.Read(c.hdr[c.hdrN:])
+			c.hdrN += n
+			if c.hdrN == lenPrefix {
+				break
+			}
 		}
 		if err != nil {
 			if err == io.EOF {
@@ -170,6 +184,12 @@ func (c *Conn) readRecord() ([]byte, error) {
 	}
 	if c.rbuf == nil {
 		c.rbuf = bufPool.Get().(*[]byte)
+	} else if c.rbuf == &c.smallBuf && c.rs+size > len(c.small) {
+		// The record does not fit in the small array: move to a pooled
+		// buffer.
+		b := bufPool.Get().(*[]byte)
+		c.re = copy(*b, c.small[c.rs:c.re])
+		c.rbuf, c.rs = b, 0
 	}
 	buf := *c.rbuf
 	if c.re-c.rs < size && c.rs+size > len(buf) {
