@@ -399,16 +399,6 @@ func TestE2EChaos(t *testing.T) {
 			ms, _ := u.readJSON()
 			res.got = append(res.got, ms...)
 		}
-		// Drain: keep reading (which also flushes the outbox) until the
-		// peer's messages are all here.
-		deadline := time.Now().Add(90 * time.Second)
-		for count(res.got, peer) < n && time.Now().Before(deadline) {
-			ms, _ := u.readJSON()
-			res.got = append(res.got, ms...)
-			if len(ms) == 0 {
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
 		return res
 	}
 	stop := make(chan struct{})
@@ -417,11 +407,11 @@ func TestE2EChaos(t *testing.T) {
 	kills := 0
 	go func() {
 		defer killer.Done()
-		for kills < 5 {
+		for kills < 8 {
 			select {
 			case <-stop:
 				return
-			case <-time.After(1200 * time.Millisecond):
+			case <-time.After(700 * time.Millisecond):
 			}
 			r.kill()
 			kills++
@@ -442,8 +432,21 @@ func TestE2EChaos(t *testing.T) {
 			t.Fatal(res.err)
 		}
 	}
+	// Drain: both keep reading (which also flushes their outboxes: a
+	// user who already has everything may still hold the peer's last
+	// messages in the outbox) until each has all of the other's.
+	deadline := time.Now().Add(90 * time.Second)
+	for (count(ra.got, "bob") < n || count(rb.got, "alice") < n) && time.Now().Before(deadline) {
+		ma, _ := alice.readJSON()
+		mb, _ := bob.readJSON()
+		ra.got = append(ra.got, ma...)
+		rb.got = append(rb.got, mb...)
+		if len(ma)+len(mb) == 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	t.Logf("relay killed %d times", kills)
-	if kills < 2 {
+	if kills < 3 {
 		t.Errorf("relay was killed only %d times; the exchange finished too fast to test much", kills)
 	}
 	check := func(who string, got []jsonMessage, from, prefix string) {
