@@ -74,6 +74,12 @@ func (c *Client) flush(ctx context.Context) (flushResult, error) {
 		return res, fmt.Errorf("lock outbox: %w", err)
 	}
 	defer unlock()
+	// Close kept connections nobody used for anonIdle.
+	for key, a := range c.anon {
+		if time.Since(a.last) >= anonIdle {
+			c.dropAnon(key)
+		}
+	}
 	var queue []*localstore.Outgoing
 	contacts := make(map[int64]*localstore.Contact)
 	err = c.store.Update(ctx, func(tx *localstore.Tx) error {
