@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -158,6 +159,7 @@ func (s *subscriber) stop() {
 // run pushes until there is nothing left to push.
 func (s *subscriber) run() {
 	defer s.c.deliveries.Done()
+	yielded := false
 	for {
 		s.mu.Lock()
 		switch {
@@ -191,6 +193,17 @@ func (s *subscriber) run() {
 			s.coverLo, s.coverHi = from, hi
 			s.mu.Unlock()
 		case len(s.queue) > 0:
+			// The Sends of one group commit publish one after another as
+			// their connections' goroutines wake: yield once so that they
+			// join this batch (on the benchmark's load, about 12 envelopes
+			// per write rather than 3).
+			if !yielded && len(s.queue) < deliverChunk {
+				yielded = true
+				s.mu.Unlock()
+				runtime.Gosched()
+				continue
+			}
+			yielded = false
 			batch, lo, hi := s.queue, s.coverLo, s.coverHi
 			s.queue, s.queued = nil, 0
 			s.mu.Unlock()
