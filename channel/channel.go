@@ -80,8 +80,9 @@ const (
 var Prologue = []byte{'f', 'e', 'r', 'r', 'y', ' ', 'c', 'h', 'a', 'n', 'n', 'e', 'l', 0,
 	byte(wire.ProtocolVersion >> 8), byte(wire.ProtocolVersion)}
 
-// cipherSuite is Noise's 25519 / ChaChaPoly / BLAKE2s suite.
-var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+// cipherSuite is Noise's 25519 / ChaChaPoly / BLAKE2s suite (ChaChaPoly
+// from cipher.go).
+var cipherSuite = noise.NewCipherSuite(noise.DH25519, chachaPolyFunc{}, noise.HashBLAKE2s)
 
 // ProtocolName is the full Noise protocol name of the handshake.
 const ProtocolName = "Noise_IK_25519_ChaChaPoly_BLAKE2s"

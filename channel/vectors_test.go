@@ -75,7 +75,7 @@ func suiteOf(t *testing.T, name string) (pattern string, cs noise.CipherSuite) {
 	var c noise.CipherFunc
 	switch parts[3] {
 	case "ChaChaPoly":
-		c = noise.CipherChaChaPoly
+		c = chachaPolyFunc{} // the channel's own, so the vectors check it
 	case "AESGCM":
 		c = noise.CipherAESGCM
 	default:
