@@ -266,18 +266,16 @@ func (c *conn) storeFailed(ctx context.Context, what string, err error, answer f
 }
 
 // handleSubscribe makes this connection receive its mailbox's envelopes:
-// every pending one now, and each new one as it is stored. A second
-// Subscribe re-sends everything pending.
+// every pending one now, then the OK answering the Subscribe (so the
+// client knows the backlog is done), and each new one as it is stored. A
+// second Subscribe re-sends everything pending, then its own OK.
 func (c *conn) handleSubscribe(ctx context.Context, m wire.Subscribe) error {
 	if c.sub == nil {
 		c.sub = newSubscriber(c, ctx)
 		c.s.metrics.subscribers.Inc()
 		c.s.hub.add(c.sub)
 	}
-	if err := c.reply(ctx, wire.OK(m)); err != nil {
-		return err
-	}
-	c.sub.resyncFrom(0)
+	c.sub.subscribe(m.ReqID)
 	return nil
 }
 

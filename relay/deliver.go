@@ -23,7 +23,11 @@ import (
 // is marked for a resync from just below the lowest dropped seq: the push
 // goroutine then reads the store's pending envelopes after that seq, which
 // include every dropped one because publishing happens after commit. A
-// Subscribe is a resync from 0.
+// Subscribe is a resync from 0, and its OK is sent by the push goroutine
+// once that resync's read has reached the end of the store: every
+// envelope pending when the Subscribe was handled has been sent before
+// the OK (docs/protocol.md section 6.3), so a client draining its mailbox
+// knows when the backlog is done.
 //
 // Seqs are assigned in commit order, so once a read of the store has
 // returned envelopes up to seq hi, any envelope with a seq in (from, hi]
@@ -91,7 +95,10 @@ type subscriber struct {
 	from    uint64
 	coverLo uint64 // queued envelopes with coverLo < seq <= coverHi
 	coverHi uint64 // were already read from the store
-	running bool   // the push goroutine is running
+	// oks are the ReqIDs of Subscribes whose resync has not started
+	// reading the store; each is answered once that read is done.
+	oks     []uint32
+	running bool // the push goroutine is running
 	stopped bool
 }
 
@@ -116,15 +123,16 @@ func (s *subscriber) publish(env Envelope) {
 	s.kick()
 }
 
-// resyncFrom makes the push goroutine send every pending envelope with a
-// seq above from.
-func (s *subscriber) resyncFrom(from uint64) {
+// subscribe makes the push goroutine send every pending envelope, then
+// the OK answering the Subscribe with reqID.
+func (s *subscriber) subscribe(reqID uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return
 	}
-	s.markResync(from)
+	s.oks = append(s.oks, reqID)
+	s.markResync(0)
 	s.kick()
 }
 
@@ -153,7 +161,7 @@ func (s *subscriber) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true
-	s.queue = nil
+	s.queue, s.oks = nil, nil
 }
 
 // run pushes until there is nothing left to push.
@@ -178,7 +186,11 @@ func (s *subscriber) run() {
 					before = append(before, env)
 				}
 			}
-			s.queue, s.queued, s.resync = nil, 0, false
+			// The Subscribes marked so far are answered after this read:
+			// it starts after they were handled, so it sees every
+			// envelope pending then.
+			oks := s.oks
+			s.queue, s.queued, s.resync, s.oks = nil, 0, false, nil
 			s.mu.Unlock()
 			if err := s.deliverAll(uncovered(before, lo, hi)); err != nil {
 				s.fail(err)
@@ -186,6 +198,10 @@ func (s *subscriber) run() {
 			}
 			hi, err := s.readStore(from)
 			if err != nil {
+				s.fail(err)
+				return
+			}
+			if err := s.answer(oks); err != nil {
 				s.fail(err)
 				return
 			}
@@ -238,6 +254,27 @@ func (s *subscriber) readStore(from uint64) (uint64, error) {
 			return after, nil
 		}
 	}
+}
+
+// answer sends the OK of each Subscribe in reqIDs, after the Deliver
+// frames of the read it waited for (SendBatch returns once they are
+// written, so the OK cannot overtake them).
+func (s *subscriber) answer(reqIDs []uint32) error {
+	if len(reqIDs) == 0 {
+		return nil
+	}
+	frames := make([]wire.Frame, len(reqIDs))
+	for i, id := range reqIDs {
+		f, err := wire.NewFrame(wire.OK{ReqID: id})
+		if err != nil {
+			return fmt.Errorf("marshal %v: %w", wire.TypeOK, err)
+		}
+		frames[i] = f
+	}
+	if err := s.c.ch.SendBatch(s.ctx, frames); err != nil {
+		return fmt.Errorf("send %v: %w", wire.TypeOK, err)
+	}
+	return nil
 }
 
 // uncovered filters out, in place, the envelopes with lo < seq <= hi
@@ -296,7 +333,7 @@ func (s *subscriber) deliverAll(envs []Envelope) error {
 // reconnects and subscribes again, so nothing is lost.
 func (s *subscriber) fail(err error) {
 	s.mu.Lock()
-	s.stopped, s.running, s.queue = true, false, nil
+	s.stopped, s.running, s.queue, s.oks = true, false, nil, nil
 	s.mu.Unlock()
 	if s.ctx.Err() == nil {
 		s.c.log.Debug("push failed; closing connection", "err", err)

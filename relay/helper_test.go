@@ -261,11 +261,24 @@ func (c *client) register(tok [32]byte) {
 	}
 }
 
-func (c *client) subscribe() {
+// subscribe subscribes c and returns the envelopes pushed before the OK:
+// the relay answers once everything pending has been pushed.
+func (c *client) subscribe() []wire.Deliver {
 	c.t.Helper()
 	c.send(wire.Subscribe{ReqID: 2})
-	if ok := expect[wire.OK](c); ok.ReqID != 2 {
-		c.t.Fatalf("OK for request %d, want 2", ok.ReqID)
+	var got []wire.Deliver
+	for {
+		switch m := c.next().(type) {
+		case wire.Deliver:
+			got = append(got, m)
+		case wire.OK:
+			if m.ReqID != 2 {
+				c.t.Fatalf("OK for request %d, want 2", m.ReqID)
+			}
+			return got
+		default:
+			c.t.Fatalf("got %T %+v before the Subscribe's OK, want Deliver or OK", m, m)
+		}
 	}
 }
 

@@ -52,10 +52,12 @@ func TestOfflineDelivery(t *testing.T) {
 		mustSendOK(t, anon.sendTo(bob.mailbox, token(2), id(i), []byte{byte(i)}))
 	}
 	bob = e.dial(bobKey, nil)
-	bob.subscribe()
+	ds := bob.subscribe()
+	if len(ds) != 5 {
+		t.Fatalf("%d envelopes before the Subscribe's OK, want 5", len(ds))
+	}
 	var last uint64
-	for i := range 5 {
-		d := expect[wire.Deliver](bob)
+	for i, d := range ds {
 		if d.ID != id(i) || d.Seq <= last {
 			t.Fatalf("delivery %d: id %x seq %d (last %d), want id %x in seq order", i, d.ID, d.Seq, last, id(i))
 		}
@@ -82,9 +84,8 @@ func TestUnackedRedelivered(t *testing.T) {
 	bob.closed()
 
 	bob = e.dial(bobKey, nil)
-	bob.subscribe()
-	if d := expect[wire.Deliver](bob); d.ID != id(2) {
-		t.Fatalf("after reconnecting got %x, want the unacknowledged %x", d.ID, id(2))
+	if ds := bob.subscribe(); len(ds) != 1 || ds[0].ID != id(2) {
+		t.Fatalf("after reconnecting got %+v before the OK, want only the unacknowledged %x", ds, id(2))
 	}
 	bob.quiet()
 }
@@ -249,9 +250,8 @@ func TestTTL(t *testing.T) {
 	if err := e.srv.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	bob.subscribe()
-	if d := expect[wire.Deliver](bob); d.ID != id(2) {
-		t.Fatalf("after 30 days got %x, want only %x", d.ID, id(2))
+	if ds := bob.subscribe(); len(ds) != 1 || ds[0].ID != id(2) {
+		t.Fatalf("after 30 days got %+v, want only %x", ds, id(2))
 	}
 	bob.quiet()
 }
@@ -570,9 +570,12 @@ func TestPipelinedSendsKeepOrder(t *testing.T) {
 			bob.ch.Close()
 			bob.closed()
 			bob = e.dial(bob.key, nil)
-			bob.subscribe()
-			for i := range n {
-				if d := expect[wire.Deliver](bob); d.ID != id(i) {
+			ds := bob.subscribe()
+			if len(ds) != n {
+				t.Fatalf("%d envelopes before the Subscribe's OK, want %d", len(ds), n)
+			}
+			for i, d := range ds {
+				if d.ID != id(i) {
 					t.Fatalf("stored envelope %d is %x, want %x: pipelined sends were reordered", i, d.ID, id(i))
 				}
 			}

@@ -1,0 +1,106 @@
+package relay_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// slowStore delays every Pending read, as a busy disk would, so that
+// pushes published during a Subscribe's read overflow the queue.
+type slowStore struct {
+	relay.Store
+	delay time.Duration
+}
+
+func (s slowStore) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]relay.Envelope, error) {
+	time.Sleep(s.delay)
+	return s.Store.Pending(ctx, mb, after, limit)
+}
+
+// TestSubscribeOKAfterBacklog checks docs/protocol.md section 6.3: the OK
+// answering a Subscribe comes after a Deliver of every envelope pending
+// when the Subscribe was sent, also when the backlog spans many store
+// pages and new envelopes overflow the push queue meanwhile.
+func TestSubscribeOKAfterBacklog(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		pending int
+		live    bool // keep sending while the Subscribe is handled
+	}{
+		{"one", 1, false},
+		{"pages", 500, false}, // pendingPage is 64
+		{"pages with overflow", 300, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(c *relay.Config) {
+				c.Store = slowStore{Store: c.Store, delay: 2 * time.Millisecond}
+				c.Limits.DeliverQueue = 2
+			})
+			bobKey := mustKey(t)
+			bob := e.dial(bobKey, nil)
+			bob.register(token(60))
+			anon := e.dial(mustKey(t), nil)
+			for i := range tc.pending {
+				mustSendOK(t, anon.sendTo(bob.mailbox, token(60), id(i), []byte{byte(i)}))
+			}
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			if tc.live {
+				live := e.dial(mustKey(t), nil)
+				wg.Go(func() {
+					for i := tc.pending; i < tc.pending+2000; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						live.send(wire.Send{ID: id(i), To: bob.mailbox, Token: token(60), Envelope: []byte{byte(i)}})
+						if _, ok := live.next().(wire.SendOK); !ok {
+							t.Error("a live send failed")
+							return
+						}
+					}
+				})
+			}
+			got := map[[16]byte]bool{}
+			for _, d := range bob.subscribe() {
+				got[d.ID] = true
+			}
+			close(stop)
+			wg.Wait()
+			for i := range tc.pending {
+				if !got[id(i)] {
+					t.Fatalf("envelope %d of %d pending came after the Subscribe's OK (or never)", i, tc.pending)
+				}
+			}
+			// A second Subscribe re-sends the backlog before its own OK.
+			bob.drain()
+			bob.send(wire.Subscribe{ReqID: 9})
+			again := map[[16]byte]bool{}
+			for {
+				m := bob.next()
+				if ok, isOK := m.(wire.OK); isOK {
+					if ok.ReqID != 9 {
+						t.Fatalf("OK for request %d, want 9", ok.ReqID)
+					}
+					break
+				}
+				if d, isD := m.(wire.Deliver); isD {
+					again[d.ID] = true
+				}
+			}
+			for i := range tc.pending {
+				if !again[id(i)] {
+					t.Fatalf("envelope %d was not re-sent before the second Subscribe's OK", i)
+				}
+			}
+		})
+	}
+}
