@@ -46,6 +46,9 @@ type Config struct {
 	prekeys, minPrekeys int
 	// outboxRetry replaces outboxRetry in tests.
 	outboxRetry time.Duration
+	// maxDrain and drainStall replace maxDrain and responseTimeout as the
+	// limits of a drain in tests.
+	maxDrain, drainStall time.Duration
 }
 
 // Errors callers branch on.
@@ -71,12 +74,10 @@ const (
 	minPrekeys      = 8  // replenish below this many
 	dialTimeout     = 5 * time.Second
 	responseTimeout = 15 * time.Second
-	sendWindow      = 256                    // Send frames in flight per relay connection
-	batchSize       = 256                    // Deliver frames stored per transaction
-	quietPeriod     = 300 * time.Millisecond // drain ends after this long without an envelope
-	firstQuiet      = time.Second            // or this long after Subscribe with none at all
-	maxDrain        = 30 * time.Second       // longest Sync without Wait
-	outboxRetry     = 10 * time.Second       // outbox retry period while Sync waits
+	sendWindow      = 256              // Send frames in flight per relay connection
+	batchSize       = 256              // Deliver frames stored per transaction
+	maxDrain        = 30 * time.Second // longest Sync without Wait (the relay's backlog, then its OK)
+	outboxRetry     = 10 * time.Second // outbox retry period while Sync waits
 	pingInterval    = 25 * time.Second
 	seenRetention   = 60 * 24 * time.Hour // twice the relay's TTL
 )
@@ -138,6 +139,12 @@ func (cfg *Config) fill() {
 	}
 	if cfg.outboxRetry == 0 {
 		cfg.outboxRetry = outboxRetry
+	}
+	if cfg.maxDrain == 0 {
+		cfg.maxDrain = maxDrain
+	}
+	if cfg.drainStall == 0 {
+		cfg.drainStall = responseTimeout
 	}
 }
 

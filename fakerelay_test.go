@@ -29,6 +29,9 @@ type fakeRelay struct {
 	conns   map[*fakeConn]bool
 	sends   int // Send frames seen
 	busy    int // answer this many more Sends with CodeRateLimited
+	// withholdOK makes Subscribe push the backlog but never answer, as a
+	// misbehaving relay would.
+	withholdOK bool
 	// recipients records, per sending key's mailbox, the mailboxes it
 	// sent to.
 	recipients map[[16]byte]map[[16]byte]bool
@@ -232,10 +235,13 @@ func (c *fakeConn) serve() {
 		case wire.Subscribe:
 			b := r.box(c.mailbox)
 			b.subs[c] = true
+			// The backlog, then the OK (docs/protocol.md section 6.3).
 			for _, d := range b.queue {
 				c.push(d)
 			}
-			c.push(wire.OK(m))
+			if !r.withholdOK {
+				c.push(wire.OK(m))
+			}
 		case wire.Ack:
 			b := r.box(c.mailbox)
 			acked := map[uint64]bool{}

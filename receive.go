@@ -101,17 +101,24 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 	if err := c.housekeeping(ctx, opts); err != nil {
 		return err
 	}
+	// The relay answers the Subscribe only after it has pushed every
+	// envelope waiting in the mailbox (docs/protocol.md section 6.3): a
+	// drain ends once it has that OK and has stored everything before it.
 	const subReq = 3
 	if err := cn.send(ctx, wire.Subscribe{ReqID: subReq}); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
-	subscribed, anyDelivered := false, false
-	quiet := time.NewTimer(responseTimeout)
-	defer quiet.Stop()
-	// A drain ends even if envelopes never stop coming.
-	var drainEnd <-chan time.Time
+	subscribed := false
+	// Until the OK, the relay must keep sending: a drain gives up after
+	// responseTimeout without a frame, and after maxDrain in all (what it
+	// stored by then stays stored).
+	var stall *time.Timer
+	var stallC, drainEnd <-chan time.Time
 	if drain {
-		t := time.NewTimer(maxDrain)
+		stall = time.NewTimer(c.cfg.drainStall)
+		defer stall.Stop()
+		stallC = stall.C
+		t := time.NewTimer(c.cfg.maxDrain)
 		defer t.Stop()
 		drainEnd = t.C
 	}
@@ -148,10 +155,16 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 		}
 		return nil
 	}
+	// other sees the frames that arrive while receiveBatch waits for an
+	// answer of its own (a prekey upload).
+	other := func(m wire.Message) {
+		if ok, isOK := m.(wire.OK); isOK && ok.ReqID == subReq {
+			subscribed = true
+		}
+	}
 	for {
 		select {
 		case f := <-cn.in:
-			wasSubscribed := subscribed
 			if err := handle(f); err != nil {
 				return err
 			}
@@ -167,29 +180,22 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 					break more
 				}
 			}
-			delivered := len(batch) > 0
-			if delivered {
-				if err := c.receiveBatch(ctx, cn, batch, opts); err != nil {
+			if len(batch) > 0 {
+				if err := c.receiveBatch(ctx, cn, batch, opts, other); err != nil {
 					return err
 				}
 				batch = batch[:0]
-				anyDelivered = true
 			}
-			// The relay answers Subscribe before it pushes the backlog,
-			// so wait longer for the first envelope than between two.
-			if drain && subscribed && (delivered || !wasSubscribed) {
-				if anyDelivered {
-					quiet.Reset(quietPeriod)
-				} else {
-					quiet.Reset(firstQuiet)
-				}
-			}
-		case <-quiet.C:
 			if drain {
-				return nil
+				if subscribed {
+					return nil
+				}
+				stall.Reset(c.cfg.drainStall)
 			}
+		case <-stallC:
+			return fmt.Errorf("%w: no answer to the subscription for %v", ErrUnreachable, c.cfg.drainStall)
 		case <-drainEnd:
-			return nil
+			return fmt.Errorf("%w: the waiting messages were not all delivered within %v", ErrUnreachable, c.cfg.maxDrain)
 		case <-retry.C:
 			if !drain {
 				c.flushBestEffort(ctx, opts)
@@ -223,7 +229,9 @@ type batchResult struct {
 }
 
 // receiveBatch stores a batch, acknowledges it, and then acts on it.
-func (c *Client) receiveBatch(ctx context.Context, cn *conn, batch []wire.Deliver, opts SyncOptions) error {
+// Frames other than Deliver that arrive while it waits for an answer go
+// to other.
+func (c *Client) receiveBatch(ctx context.Context, cn *conn, batch []wire.Deliver, opts SyncOptions, other func(wire.Message)) error {
 	var res batchResult
 	err := c.store.Update(ctx, func(tx *localstore.Tx) (err error) {
 		res, err = c.storeBatch(tx, batch)
@@ -266,10 +274,12 @@ func (c *Client) receiveBatch(ctx context.Context, cn *conn, batch []wire.Delive
 		for _, m := range later {
 			if d, ok := m.(wire.Deliver); ok {
 				again = append(again, d)
+			} else {
+				other(m)
 			}
 		}
 		if len(again) > 0 {
-			return c.receiveBatch(ctx, cn, again, opts)
+			return c.receiveBatch(ctx, cn, again, opts, other)
 		}
 	}
 	return nil
@@ -340,6 +350,13 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 				return res, err
 			}
 			sessions[k.ID] = s
+		}
+		// The sealed sender picked the contact; the session must be with
+		// that same identity (Decrypt checks an initial message's identity
+		// against the session's).
+		if s.RemoteIdentity() != sender {
+			c.log.Warn("dropped a message whose sealed sender is not its session's peer")
+			continue
 		}
 		pt, err := s.Decrypt(inner, ratchetAD)
 		if err != nil {
@@ -455,6 +472,13 @@ func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*local
 	s, pt, _, err := session.Respond(c.rand, c.identity, trial, inner, ratchetAD)
 	if err != nil {
 		c.log.Warn("dropped an initial message that does not decrypt", "err", err)
+		return nil, nil, nil, nil
+	}
+	// The sealed sender is who the contact will be stored as; it must be
+	// the identity that made the PQXDH handshake, or anyone could re-seal
+	// someone else's initial message under their own identity.
+	if s.RemoteIdentity() != sender {
+		c.log.Warn("dropped an initial message whose sealed sender is not its PQXDH identity")
 		return nil, nil, nil, nil
 	}
 	s.Rand = c.rand

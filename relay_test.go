@@ -16,6 +16,11 @@ import (
 // does, and returns its link and a function that stops it. dbPath selects
 // the durable SQLite store; "" uses the in-memory one.
 func localRelay(dbPath string) (string, func(), error) {
+	return localRelayWith(dbPath, nil)
+}
+
+// localRelayWith is localRelay with the store wrapped by wrap, if not nil.
+func localRelayWith(dbPath string, wrap func(relay.Store) relay.Store) (string, func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var store relay.Store = memstore.New()
 	closeStore := func() error { return nil }
@@ -30,6 +35,9 @@ func localRelay(dbPath string) (string, func(), error) {
 			return fail(err)
 		}
 		store, closeStore = st, st.Close
+	}
+	if wrap != nil {
+		store = wrap(store)
 	}
 	key, err := channel.GenerateKeyPair(nil)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -404,18 +405,20 @@ func TestE2EChaos(t *testing.T) {
 	stop := make(chan struct{})
 	var killer sync.WaitGroup
 	killer.Add(1)
-	kills := 0
+	var kills atomic.Int32
 	go func() {
 		defer killer.Done()
-		for kills < 8 {
+		for kills.Load() < 8 {
 			select {
 			case <-stop:
 				return
-			case <-time.After(700 * time.Millisecond):
+			// Reads end as soon as the relay has answered Subscribe, so
+			// an exchange takes a few seconds: kill often.
+			case <-time.After(250 * time.Millisecond):
 			}
 			r.kill()
-			kills++
-			time.Sleep(300 * time.Millisecond)
+			kills.Add(1)
+			time.Sleep(200 * time.Millisecond)
 			r.start()
 		}
 	}()
@@ -425,8 +428,6 @@ func TestE2EChaos(t *testing.T) {
 	go func() { defer wg.Done(); ra = exchange(alice, "bob", "a") }()
 	go func() { defer wg.Done(); rb = exchange(bob, "alice", "b") }()
 	wg.Wait()
-	close(stop)
-	killer.Wait()
 	for _, res := range []result{ra, rb} {
 		if res.err != nil {
 			t.Fatal(res.err)
@@ -434,9 +435,12 @@ func TestE2EChaos(t *testing.T) {
 	}
 	// Drain: both keep reading (which also flushes their outboxes: a
 	// user who already has everything may still hold the peer's last
-	// messages in the outbox) until each has all of the other's.
+	// messages in the outbox) until each has all of the other's, while
+	// the killer goes on.
+	// Reads go on until the relay has been killed a few times too, so a
+	// fast exchange still meets the kills.
 	deadline := time.Now().Add(90 * time.Second)
-	for (count(ra.got, "bob") < n || count(rb.got, "alice") < n) && time.Now().Before(deadline) {
+	for (count(ra.got, "bob") < n || count(rb.got, "alice") < n || kills.Load() < 3) && time.Now().Before(deadline) {
 		ma, _ := alice.readJSON()
 		mb, _ := bob.readJSON()
 		ra.got = append(ra.got, ma...)
@@ -445,9 +449,11 @@ func TestE2EChaos(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	t.Logf("relay killed %d times", kills)
-	if kills < 3 {
-		t.Errorf("relay was killed only %d times; the exchange finished too fast to test much", kills)
+	close(stop)
+	killer.Wait()
+	t.Logf("relay killed %d times", kills.Load())
+	if k := kills.Load(); k < 3 {
+		t.Errorf("relay was killed only %d times; the exchange finished too fast to test much", k)
 	}
 	check := func(who string, got []jsonMessage, from, prefix string) {
 		t.Helper()
