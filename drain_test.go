@@ -30,7 +30,7 @@ func (s slowPending) Pending(ctx context.Context, mb [16]byte, after uint64, lim
 // TestDrainGetsWholeBacklog checks that one Sync without Wait (what
 // `ferry read` runs) stores every waiting message, however slowly the relay
 // reads its store: the drain ends at the relay's answer to Subscribe,
-// which follows the backlog (docs/protocol.md section 6.3), not after a
+// which follows the backlog (docs/protocol.md section 6.4), not after a
 // quiet spell.
 func TestDrainGetsWholeBacklog(t *testing.T) {
 	t.Parallel()

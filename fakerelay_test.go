@@ -235,7 +235,7 @@ func (c *fakeConn) serve() {
 		case wire.Subscribe:
 			b := r.box(c.mailbox)
 			b.subs[c] = true
-			// The backlog, then the OK (docs/protocol.md section 6.3).
+			// The backlog, then the OK (docs/protocol.md section 6.4).
 			for _, d := range b.queue {
 				c.push(d)
 			}

@@ -102,7 +102,7 @@ func (c *Client) syncOnce(ctx context.Context, drain bool, opts SyncOptions) err
 		return err
 	}
 	// The relay answers the Subscribe only after it has pushed every
-	// envelope waiting in the mailbox (docs/protocol.md section 6.3): a
+	// envelope waiting in the mailbox (docs/protocol.md section 6.4): a
 	// drain ends once it has that OK and has stored everything before it.
 	const subReq = 3
 	if err := cn.send(ctx, wire.Subscribe{ReqID: subReq}); err != nil {

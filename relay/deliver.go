@@ -26,7 +26,7 @@ import (
 // Subscribe is a resync from 0, and its OK is sent by the push goroutine
 // once that resync's read has reached the end of the store: every
 // envelope pending when the Subscribe was handled has been sent before
-// the OK (docs/protocol.md section 6.3), so a client draining its mailbox
+// the OK (docs/protocol.md section 6.4), so a client draining its mailbox
 // knows when the backlog is done.
 //
 // Seqs are assigned in commit order, so once a read of the store has

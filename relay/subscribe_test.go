@@ -22,7 +22,7 @@ func (s slowStore) Pending(ctx context.Context, mb [16]byte, after uint64, limit
 	return s.Store.Pending(ctx, mb, after, limit)
 }
 
-// TestSubscribeOKAfterBacklog checks docs/protocol.md section 6.3: the OK
+// TestSubscribeOKAfterBacklog checks docs/protocol.md section 6.4: the OK
 // answering a Subscribe comes after a Deliver of every envelope pending
 // when the Subscribe was sent, also when the backlog spans many store
 // pages and new envelopes overflow the push queue meanwhile.
