@@ -1,6 +1,7 @@
 package session
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding"
 	"hash"
@@ -24,12 +25,26 @@ const (
 	hashLen = sha256.Size
 )
 
-// hmacSHA256 returns HMAC-SHA256(key, msg[0] || msg[1] || ...). key is at
-// most 64 bytes and the message at most 128 bytes, which is all this package
-// needs; it works on the stack and does not allocate.
+// hmacSHA256 returns HMAC-SHA256(key, msg[0] || msg[1] || ...) for a key
+// and message of any length. A key of at most 64 bytes with a message of at
+// most 128 bytes (every KDF of this package) is done on the stack without
+// allocating; anything longer goes through crypto/hmac.
 func hmacSHA256(key []byte, msg ...[]byte) [hashLen]byte {
 	const block = sha256.BlockSize
 	var buf [block + 128]byte
+	total := 0
+	for _, m := range msg {
+		total += len(m)
+	}
+	if len(key) > block || total > len(buf)-block {
+		m := hmac.New(sha256.New, key)
+		for _, p := range msg {
+			m.Write(p)
+		}
+		var out [hashLen]byte
+		m.Sum(out[:0])
+		return out
+	}
 	for i := range block {
 		buf[i] = 0x36
 	}
@@ -49,8 +64,8 @@ func hmacSHA256(key []byte, msg ...[]byte) [hashLen]byte {
 }
 
 // hkdfSHA256 fills out with HKDF-SHA256(salt, ikm, info) (RFC 5869). An
-// empty salt means hashLen zero bytes. ikm is at most 128 bytes, out at most
-// 255*32 bytes.
+// empty salt means hashLen zero bytes. ikm may be any length (at most 128
+// bytes does not allocate); out is at most 255*32 bytes.
 func hkdfSHA256(out, salt, ikm []byte, info string) {
 	prk := hmacSHA256(salt, ikm)
 	var t [hashLen]byte
@@ -82,8 +97,13 @@ func hkdfLong(out, salt, ikm []byte, info string) {
 	clear(prk[:])
 }
 
-// hmacLong is HMAC-SHA256 for a message of any length (key at most 64 bytes).
+// hmacLong is HMAC-SHA256 for a message of any length. A key longer than
+// 64 bytes is first hashed, as HMAC specifies.
 func hmacLong(key, msg []byte) [hashLen]byte {
+	if len(key) > sha256.BlockSize {
+		kh := sha256.Sum256(key)
+		return hmacLong(kh[:], msg)
+	}
 	var pad [sha256.BlockSize]byte
 	for i := range pad {
 		pad[i] = 0x36

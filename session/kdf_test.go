@@ -390,3 +390,28 @@ func TestMacHasherErases(t *testing.T) {
 		t.Fatal("macHasher keeps keyed state after use")
 	}
 }
+
+// TestHMACAnyLength checks hmacSHA256 against crypto/hmac for keys longer
+// than a block and messages beyond the stack buffer, where it once
+// truncated silently (review L5).
+func TestHMACAnyLength(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("hmac any length")
+	for _, kl := range []int{0, 32, 64, 65, 100, 200} {
+		for _, ml := range []int{0, 1, 127, 128, 129, 200, 1000, 70000} {
+			key := make([]byte, kl)
+			r.Read(key)
+			msg := make([]byte, ml)
+			r.Read(msg)
+			m := hmac.New(sha256.New, key)
+			m.Write(msg)
+			want := m.Sum(nil)
+			if got := hmacSHA256(key, msg[:ml/3], msg[ml/3:]); !bytes.Equal(got[:], want) {
+				t.Errorf("hmacSHA256, %d-byte key, %d-byte message: got %x, want %x", kl, ml, got, want)
+			}
+			if got := hmacLong(key, msg); !bytes.Equal(got[:], want) {
+				t.Errorf("hmacLong, %d-byte key, %d-byte message: got %x, want %x", kl, ml, got, want)
+			}
+		}
+	}
+}
