@@ -57,12 +57,17 @@ const (
 // errTooFar is wrapped in ErrDecrypt when a message skips more than MaxSkip keys.
 var errTooFar = errors.New("message too far ahead")
 
+// errNoSession is returned by the methods of a Session that Initiate,
+// Respond or UnmarshalBinary has not set up (the zero Session).
+var errNoSession = errors.New("session not set up")
+
 // A Session is one side of a Double Ratchet session with header encryption,
 // set up by Initiate or Respond, or restored with UnmarshalBinary.
 //
 // A Session is not safe for concurrent use. A failed Decrypt leaves it
 // exactly as it was. The zero Session is not usable until UnmarshalBinary
-// restores a saved one (Encrypt and Decrypt then fail).
+// restores a saved one: until then Encrypt, Decrypt and MarshalBinary fail
+// with an error.
 type Session struct {
 	// Rand is the source of randomness for new ratchet key pairs. If nil,
 	// crypto/rand.Reader is used.
@@ -142,6 +147,12 @@ func (s *Session) hasher() *macHasher {
 	return s.kdf
 }
 
+// ready reports whether the session was set up. Every set-up state has
+// both identities, and no valid identity encodes as all zeros.
+func (s *Session) ready() bool {
+	return s.st.local != PublicIdentity{} && s.st.remote != PublicIdentity{}
+}
+
 func (s *Session) rand() io.Reader {
 	if s.Rand != nil {
 		return s.Rand
@@ -216,6 +227,9 @@ func (st *state) initBob(sk, hka, nhkb *[keyLen]byte, spk *ecdh.PrivateKey) {
 // initial message until the session has decrypted a message from the peer
 // (initiator only), a ratchet message afterwards.
 func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
+	if !s.ready() {
+		return nil, fmt.Errorf("encrypt: %w", errNoSession)
+	}
 	st := &s.st
 	if !st.hasCKs || !st.hasHKs {
 		return nil, errors.New("encrypt: session has no sending chain")
@@ -351,6 +365,9 @@ func openHeader(a cipher.AEAD, encHeader []byte, buf *[headerLen]byte) (header, 
 // On any failure, including ErrDecrypt for a forged, truncated, replayed or
 // too-far-ahead message, the session is unchanged.
 func (s *Session) Decrypt(msg, ad []byte) ([]byte, error) {
+	if !s.ready() {
+		return nil, fmt.Errorf("decrypt: %w", errNoSession)
+	}
 	var prefix []byte
 	if len(msg) > 0 && msg[0] == msgInitial {
 		im, err := parseInitialMessage(msg)

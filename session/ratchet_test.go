@@ -417,3 +417,59 @@ func cloneSession(t testing.TB, s *Session) *Session {
 	}
 	return c
 }
+
+// forgeForZeroState builds a ratchet message that a session whose state is
+// all zeros would accept, as anyone can: every key it needs is zero or
+// derived from zeros and the forger's own ephemeral key.
+func forgeForZeroState(t *testing.T, pt string) []byte {
+	t.Helper()
+	var zero state
+	eph, err := generateX25519(newTestRand("zero session forger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, err := zero.dhsKey() // the clamped zero scalar
+	if err != nil {
+		t.Fatal(err)
+	}
+	dh, err := x25519(eph, victim.PublicKey().Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ckr, _ := kdfRK(&zero.rk, dh)
+	seed, _ := kdfCK(&ckr)
+	mk := deriveMessageKeys(&seed)
+	var hb [headerLen]byte
+	copy(hb[:], eph.PublicKey().Bytes()) // PN = N = 0
+	msg := append([]byte{msgRatchet}, mk.iv[:headerNonceLen]...)
+	msg = mustAEAD(&zero.nhkr).Seal(msg, mk.iv[:headerNonceLen], hb[:], headerAD)
+	ad := append(bytes.Clone(msg), zero.ad[:]...)
+	return mustAEAD(&mk.cipherKey).Seal(msg, zeroNonce[:], []byte(pt), ad)
+}
+
+// TestZeroSession: the zero Session refuses to decrypt (even a message
+// forged for its all-zero keys), encrypt or marshal, and an all-zero state
+// does not load (review L1).
+func TestZeroSession(t *testing.T) {
+	t.Parallel()
+	forged := forgeForZeroState(t, "forged")
+	var s Session
+	if pt, err := s.Decrypt(forged, nil); !errors.Is(err, errNoSession) {
+		t.Errorf("zero Session decrypted a forged message: %q, %v; want errNoSession", pt, err)
+	}
+	if _, err := s.Encrypt([]byte("x"), nil); !errors.Is(err, errNoSession) {
+		t.Errorf("zero Session encrypt: got %v, want errNoSession", err)
+	}
+	if _, err := s.MarshalBinary(); !errors.Is(err, errNoSession) {
+		t.Errorf("zero Session marshal: got %v, want errNoSession", err)
+	}
+	// The encoding of an all-zero state: version, flags, 10 zero keys,
+	// Ns, Nr, PN, no chains, no pending.
+	zeroState := append([]byte{stateVersion, 0}, make([]byte, 10*keyLen+3*4+2+2)...)
+	if err := s.UnmarshalBinary(zeroState); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unmarshal all-zero state: got %v, want ErrMalformed", err)
+	}
+	if pt, err := s.Decrypt(forged, nil); err == nil {
+		t.Errorf("decrypted a forged message after a failed unmarshal: %q", pt)
+	}
+}

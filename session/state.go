@@ -48,6 +48,9 @@ const (
 // MarshalBinary encodes the session state for the client's store. The
 // result is secret: it holds the keys that decrypt the session's messages.
 func (s *Session) MarshalBinary() ([]byte, error) {
+	if !s.ready() {
+		return nil, fmt.Errorf("marshal session: %w", errNoSession)
+	}
 	st := &s.st
 	b := make([]byte, 0, 512+st.nSkipped*36+len(st.pending))
 	var flags byte
@@ -125,6 +128,9 @@ func parseState(data []byte) (*state, error) {
 	st.initiator = flags&flagInitiator != 0
 	st.local = PublicIdentity(r.bytes(32))
 	st.remote = PublicIdentity(r.bytes(32))
+	if !r.bad && (st.local == PublicIdentity{} || st.remote == PublicIdentity{}) {
+		return nil, ErrMalformed // the zero Session's state (not a valid identity)
+	}
 	uLocal, uRemote := r.key(), r.key()
 	st.baseKey = r.key()
 	st.rk = r.key()
