@@ -470,7 +470,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrDecrypt, errTooFar)
 	}
 	oldHKr, hadHKr := ns.hkr, ns.hasHKr
-	if err := ns.dhRatchet(s.rand(), &h); err != nil {
+	if err := ns.dhRatchetRecv(&h); err != nil {
 		return nil, err
 	}
 	newSkipped := skipKeys(s.hasher(), &ns.ckr, 0, h.n)
@@ -478,6 +478,12 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	pt, ok := s.openBodyWith(&ns, &seed, prefix, msg, body, ad)
 	if !ok {
 		return nil, ErrDecrypt
+	}
+	// Only now, with the body authentic, draw the new ratchet key: a
+	// failed Decrypt reads nothing from Session.Rand (section 2.7).
+	if err := ns.dhRatchetSend(s.rand(), &h); err != nil {
+		clear(pt)
+		return nil, err
 	}
 	ns.ckr = next
 	ns.nr = h.n + 1
@@ -495,21 +501,16 @@ func mustAEAD(key *[keyLen]byte) cipher.AEAD {
 	return a
 }
 
-// dhRatchet is DHRatchetHE on a staged state.
-func (st *state) dhRatchet(r io.Reader, h *header) error {
+// dhRatchetRecv is the receiving half of DHRatchetHE on a staged state:
+// it moves to the peer's new ratchet key and derives the new receiving
+// chain. It reads no randomness, so the body can be checked before
+// dhRatchetSend draws the new sending key.
+func (st *state) dhRatchetRecv(h *header) error {
 	dhs0, err := st.dhsKey()
 	if err != nil {
 		return ErrDecrypt
 	}
 	dh, err := x25519(dhs0, h.dh[:])
-	if err != nil {
-		return ErrDecrypt
-	}
-	dhs, err := generateX25519(r)
-	if err != nil {
-		return err
-	}
-	dh2, err := x25519(dhs, h.dh[:])
 	if err != nil {
 		return ErrDecrypt
 	}
@@ -520,6 +521,20 @@ func (st *state) dhRatchet(r io.Reader, h *header) error {
 	st.dhr, st.hasDHr = h.dh, true
 	st.rk, st.ckr, st.nhkr = kdfRK(&st.rk, dh)
 	st.hasCKr = true
+	return nil
+}
+
+// dhRatchetSend is the sending half of DHRatchetHE, after dhRatchetRecv:
+// a new ratchet key pair from 32 bytes of r and the new sending chain.
+func (st *state) dhRatchetSend(r io.Reader, h *header) error {
+	dhs, err := generateX25519(r)
+	if err != nil {
+		return err
+	}
+	dh2, err := x25519(dhs, h.dh[:])
+	if err != nil {
+		return ErrDecrypt
+	}
 	st.setDHs(dhs)
 	st.rk, st.cks, st.nhks = kdfRK(&st.rk, dh2)
 	st.hasCKs = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"testing"
 )
@@ -471,5 +472,62 @@ func TestZeroSession(t *testing.T) {
 	}
 	if pt, err := s.Decrypt(forged, nil); err == nil {
 		t.Errorf("decrypted a forged message after a failed unmarshal: %q", pt)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestFailedDecryptReadsNoRandomness: a message that starts a DH ratchet
+// step but fails (body modified, wrong ad) reads nothing from Session.Rand,
+// so the next ratchet keys are the same as if it had never arrived
+// (review L2). Both the responder's first step (inside Respond) and a later
+// step are covered.
+func TestFailedDecryptReadsNoRandomness(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("no randomness on failure"))
+	reply := mustEncrypt(t, bob, "reply") // starts a DH step at alice
+	cr := &countingReader{r: newTestRand("alice's ratchet keys")}
+	alice.Rand = cr
+	tampered := bytes.Clone(reply)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := alice.Decrypt(tampered, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("tampered body: got %v, want ErrDecrypt", err)
+	}
+	if _, err := alice.Decrypt(reply, []byte("wrong ad")); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("wrong ad: got %v, want ErrDecrypt", err)
+	}
+	if cr.n != 0 {
+		t.Fatalf("failed decryptions read %d bytes of randomness, want 0", cr.n)
+	}
+	mustDecrypt(t, alice, reply, "reply")
+	if cr.n != keyLen {
+		t.Fatalf("a DH ratchet step read %d bytes, want %d", cr.n, keyLen)
+	}
+
+	// Respond: an initial message with a modified body.
+	a := newParty(t, newTestRand("respond party a"), 1)
+	b := newParty(t, newTestRand("respond party b"), 1)
+	s, err := Initiate(newTestRand("respond initiate"), a.id, b.ps.Bundle(b.id.Public(), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mustEncrypt(t, s, "hi")
+	m[len(m)-1] ^= 1
+	rc := &countingReader{r: newTestRand("bob's ratchet keys")}
+	if _, _, _, err := Respond(rc, b.id, b.ps, m, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("respond to tampered message: got %v, want ErrDecrypt", err)
+	}
+	if rc.n != 0 {
+		t.Fatalf("failed Respond read %d bytes of randomness, want 0", rc.n)
 	}
 }
