@@ -148,6 +148,23 @@ func (p PublicIdentity) canonicalLargeOrder() bool {
 	return true
 }
 
+// Canonical returns the canonical form of p: its encoding with the sign
+// bit of x (bit 255) cleared. p and the sign-flipped encoding of -p have
+// the same X25519 form, so PQXDH, the ratchet's AD and sealed sender cannot
+// tell them apart: the key owner can present either (docs/protocol.md
+// section 2.1). Key stores, contact lists and block lists by Canonical, or
+// compare with Equal, never by the raw bytes.
+func (p PublicIdentity) Canonical() PublicIdentity {
+	p[31] &= 0x7f
+	return p
+}
+
+// Equal reports whether p and q are the same identity as the session layer
+// authenticates it: equal up to the sign bit of x (see Canonical).
+func (p PublicIdentity) Equal(q PublicIdentity) bool {
+	return p.Canonical() == q.Canonical()
+}
+
 // SignalKey returns 0x05 || the X25519 u-coordinate of p, the 33-byte
 // public key form that Signal's fingerprints and associated data use. For an
 // invalid key it returns 0x05 followed by zeros.

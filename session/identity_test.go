@@ -306,3 +306,43 @@ func TestMontgomeryOnCurveAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentitySignFlip: an identity and its sign-flipped encoding (-A) are
+// both valid keys with the same X25519 form, hence the same PQXDH and
+// sealed-sender authentication; Equal and Canonical treat them as one
+// identity, while Ed25519 signatures still tell them apart (review L3).
+func TestIdentitySignFlip(t *testing.T) {
+	t.Parallel()
+	r := newTestRand("identity sign flip")
+	for i := range 16 {
+		id, err := NewIdentity(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := NewIdentity(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := id.Public()
+		flipped := pub
+		flipped[31] ^= 0x80
+		if err := flipped.Check(); err != nil {
+			t.Fatalf("key %d: flipped encoding rejected: %v", i, err)
+		}
+		if pub.SignalKey() != flipped.SignalKey() {
+			t.Fatalf("key %d: A and -A have different X25519 forms", i)
+		}
+		if !pub.Equal(flipped) || !flipped.Equal(pub) || pub.Canonical() != flipped.Canonical() {
+			t.Fatalf("key %d: A and -A are not one identity", i)
+		}
+		if c := pub.Canonical(); c[31]&0x80 != 0 || !c.Equal(pub) {
+			t.Fatalf("key %d: Canonical %x has the sign bit set", i, c)
+		}
+		if pub.Equal(other.Public()) || pub.Canonical() == other.Public().Canonical() {
+			t.Fatalf("key %d: distinct identities compare equal", i)
+		}
+		if flipped.Verify([]byte("m"), id.Sign([]byte("m"))) {
+			t.Fatalf("key %d: -A verifies a signature by A", i)
+		}
+	}
+}
