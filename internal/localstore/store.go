@@ -11,7 +11,12 @@
 // trade-off.
 //
 // Every change runs inside one transaction (Store.Update), so a crash never
-// leaves half of a change applied. It is not the client's logic: it does not
+// leaves half of a change applied. Secrets that are replaced or deleted
+// (session states, consumed prekeys, taken invites) are erased from the
+// files: SQLite's secure_delete zeroes freed cells and pages, and the
+// write-ahead log is checkpointed and truncated after every transaction
+// that replaced or deleted one, so old ciphertext under the unchanged
+// profile key does not outlive the state that forward secrecy discarded. It is not the client's logic: it does not
 // know about relays, sessions or receipts beyond storing their bytes.
 package localstore
 
@@ -29,6 +34,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -70,6 +77,13 @@ type Store struct {
 	db     *sql.DB
 	seal   sealer
 	idxKey []byte // HMAC key for lookup columns derived from the profile key
+
+	// unscrubbed is set while committed transactions replaced or deleted
+	// secrets whose old bytes may still be in the WAL (a checkpoint was
+	// not done or could not finish).
+	unscrubbed atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 const schema = `
@@ -177,6 +191,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	// A process killed between a commit and its checkpoint left the old
+	// frames in the WAL: erase them now.
+	s.scrub(ctx)
 	return s, nil
 }
 
@@ -188,7 +205,8 @@ func open(ctx context.Context, dir string, key []byte, r io.Reader) (*Store, err
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte("ferry localstore index v1"))
 	dsn := "file:" + filepath.Join(dir, DBFile) +
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=secure_delete(ON)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -240,8 +258,30 @@ func (s *Store) checkMeta(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database. It is idempotent.
-func (s *Store) Close() error { return s.db.Close() }
+// Close erases what the WAL still holds of replaced secrets and closes the
+// database. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		// The last connection to close checkpoints and deletes the WAL
+		// anyway; this covers another process still holding it open.
+		if s.unscrubbed.Load() {
+			s.scrub(context.Background())
+		}
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// scrub copies the WAL into the database and truncates it to zero bytes,
+// so frames holding old versions of replaced or deleted secrets leave the
+// files (secure_delete has zeroed them in the pages written back). If
+// another connection's reader keeps the checkpoint from finishing within
+// the busy timeout, the next transaction or Close tries again.
+func (s *Store) scrub(ctx context.Context) {
+	var busy, logFrames, done int
+	err := s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done)
+	s.unscrubbed.Store(err != nil || busy != 0)
+}
 
 // Update runs fn inside one immediate (write-locked) transaction and commits
 // it if fn returns nil; otherwise nothing fn did is kept.
@@ -250,12 +290,19 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := fn(&Tx{tx: sqlTx, s: s, ctx: ctx}); err != nil {
+	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
+	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	// The change is durable; erasing the old versions is best effort
+	// and never turns a committed change into an error.
+	if tx.erased || s.unscrubbed.Load() {
+		s.unscrubbed.Store(true)
+		s.scrub(ctx)
 	}
 	return nil
 }
@@ -266,6 +313,9 @@ type Tx struct {
 	tx  *sql.Tx
 	s   *Store
 	ctx context.Context
+	// erased records that the transaction replaced or deleted a secret, so
+	// Update checkpoints the WAL after the commit.
+	erased bool
 }
 
 func (t *Tx) sealJSON(ad string, v any) ([]byte, error) {
@@ -334,6 +384,7 @@ func (t *Tx) PutProfile(p *Profile) error {
 	if _, err := t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO profile (id, data) VALUES (1, ?)`, sealed); err != nil {
 		return fmt.Errorf("write profile: %w", err)
 	}
+	t.erased = true // the previous prekey secrets
 	return nil
 }
 
@@ -419,6 +470,7 @@ func (t *Tx) PutContact(c *Contact) error {
 	if _, err := t.tx.ExecContext(t.ctx, `UPDATE contacts SET data = ? WHERE id = ?`, sealed, c.ID); err != nil {
 		return fmt.Errorf("write contact: %w", err)
 	}
+	t.erased = true // the previous session state
 	return nil
 }
 
@@ -786,6 +838,7 @@ func (t *Tx) TakeInvite(secret []byte) (bool, error) {
 		return false, fmt.Errorf("take invite: %w", err)
 	}
 	n, _ := res.RowsAffected()
+	t.erased = t.erased || n > 0
 	return n > 0, nil
 }
 
