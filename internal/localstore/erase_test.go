@@ -162,3 +162,32 @@ func TestErasedOnDisk(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenErasesLeftWAL stands for a process killed between a commit and
+// its checkpoint: the replacing write is committed without Update's
+// checkpoint and the store is not closed. Opening the profile again must
+// erase the old frames from the WAL.
+func TestOpenErasesLeftWAL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := create(t, dir, nil)
+	c := &Contact{Name: "bob", Session: bytes.Repeat([]byte("old root key "), 50)}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.PutContact(c) }); err != nil {
+		t.Fatal(err)
+	}
+	old := rawColumn(t, s, `SELECT data FROM contacts WHERE id = ?`, c.ID)
+	if _, err := s.db.Exec(`UPDATE contacts SET data = x'00' WHERE id = ?`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := leftovers(t, dir, old); len(got) == 0 {
+		t.Fatal("without a checkpoint the old ciphertext is in no file: the test proves nothing")
+	}
+	s2, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := leftovers(t, dir, old); len(got) > 0 {
+		t.Errorf("after Open, old ciphertext left in %v", got)
+	}
+}
