@@ -180,6 +180,13 @@ type AttachmentWriter struct {
 	size   int64  // plaintext accepted
 	err    error  // sticky
 	closed bool
+	// resumeChunk is the index of the in-flight chunk.
+	resumeChunk uint64
+	// inflight is SHA-256(last flag || plaintext) of the chunk whose write
+	// failed (its bytes may have reached the relay); resume makes the
+	// resumed writer refuse to seal that chunk's nonce over other bytes.
+	inflight    [sha256.Size]byte
+	hasInflight bool
 }
 
 var _ io.WriteCloser = (*AttachmentWriter)(nil)
@@ -230,14 +237,43 @@ func (w *AttachmentWriter) emit(b []byte) error {
 // full chunk of the caller's) into buf and writes it.
 func (w *AttachmentWriter) sealChunk(pt []byte, last bool) error {
 	setChunkNonce(&w.nonce, w.chunk, last)
+	if w.hasInflight && w.chunk == w.resumeChunk {
+		// The first chunk of a resumed upload reuses the nonce of the
+		// chunk whose write failed: it must be the same plaintext, or
+		// GCM would leak both and its authentication key.
+		if chunkHash(pt, last) != w.inflight {
+			w.err = fmt.Errorf("resume attachment: chunk %d differs from the interrupted upload (source changed)", w.chunk)
+			return w.err
+		}
+		w.hasInflight = false
+	}
 	ct := w.aead.Seal(w.buf[:0], w.nonce[:], pt, nil)
 	if err := w.emit(ct); err != nil {
 		w.err = fmt.Errorf("write attachment chunk %d: %w", w.chunk, err)
+		// pt may have been sealed in place: recover it from ct.
+		if p, oerr := w.aead.Open(nil, w.nonce[:], ct, nil); oerr == nil {
+			w.inflight, w.hasInflight, w.resumeChunk = chunkHash(p, last), true, w.chunk
+			clear(p)
+		}
 		return w.err
 	}
 	w.chunk++
 	w.n = 0
 	return nil
+}
+
+// chunkHash is SHA-256(last flag || plaintext) of one chunk.
+func chunkHash(pt []byte, last bool) [sha256.Size]byte {
+	h := sha256.New()
+	flag := [1]byte{}
+	if last {
+		flag[0] = lastChunkFlag
+	}
+	h.Write(flag[:])
+	h.Write(pt)
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
 }
 
 // Write encrypts p. A full chunk is held back until more data arrives or
@@ -314,18 +350,26 @@ func (w *AttachmentWriter) Checkpoint() (*AttachmentCheckpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint attachment: %v", err)
 	}
-	return &AttachmentCheckpoint{Key: w.key, Nonce: w.header, Chunks: w.chunk, digestState: st}, nil
+	c := &AttachmentCheckpoint{Key: w.key, Nonce: w.header, Chunks: w.chunk, digestState: st}
+	if w.hasInflight && w.resumeChunk == w.chunk {
+		c.inflight, c.hasInflight = w.inflight, true
+	}
+	return c, nil
 }
 
 // An AttachmentCheckpoint records how much of an attachment upload
 // completed: its key, its nonce, the number of chunks written and the state
-// of the digest over them. It is secret; clients keep it in their encrypted
-// store.
+// of the digest over them, and, after a failed write, a hash of the chunk
+// being written, which the resumed writer must reproduce exactly (the
+// source must not change). It is secret; clients keep it in their
+// encrypted store.
 type AttachmentCheckpoint struct {
 	Key         [attachmentKeyLen]byte
 	Nonce       [attachmentNonceLen]byte
 	Chunks      uint64 // full (non-last) chunks written
 	digestState []byte // SHA-256 state over the blob so far (Go's encoding)
+	inflight    [sha256.Size]byte
+	hasInflight bool
 }
 
 // PlaintextOffset is where the resumed plaintext must start.
@@ -338,12 +382,14 @@ func (c *AttachmentCheckpoint) CiphertextOffset() int64 {
 	return attachmentHeaderLen + int64(c.Chunks)*attachmentSealedLen
 }
 
-// Attachment checkpoint encoding, version 1 (local store only):
+// Attachment checkpoint encoding, version 2 (local store only):
 //
-//	version(1) = 0x01 || key(32) || nonce(16) || chunks(8, big-endian) || digest state length(2) || digest state
+//	version(1) = 0x02 || key(32) || nonce(16) || chunks(8, big-endian)
+//	|| in-flight flag(1) (0 or 1) || in-flight chunk hash(32) (zeros if flag 0)
+//	|| digest state length(2) || digest state
 const (
-	checkpointVersion   = 0x01
-	checkpointFixedLen  = 1 + attachmentKeyLen + attachmentNonceLen + 8 + 2
+	checkpointVersion   = 0x02
+	checkpointFixedLen  = 1 + attachmentKeyLen + attachmentNonceLen + 8 + 1 + sha256.Size + 2
 	maxDigestStateLen   = 256
 	maxCheckpointChunks = MaxAttachmentSize / AttachmentChunkSize
 )
@@ -358,6 +404,12 @@ func (c *AttachmentCheckpoint) MarshalBinary() ([]byte, error) {
 	b = append(b, c.Key[:]...)
 	b = append(b, c.Nonce[:]...)
 	b = binary.BigEndian.AppendUint64(b, c.Chunks)
+	if c.hasInflight {
+		b = append(b, 1)
+		b = append(b, c.inflight[:]...)
+	} else {
+		b = append(b, make([]byte, 1+sha256.Size)...)
+	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(c.digestState)))
 	return append(b, c.digestState...), nil
 }
@@ -368,9 +420,13 @@ func (c *AttachmentCheckpoint) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("unmarshal attachment checkpoint: bad header: %w", ErrMalformed)
 	}
 	chunks := binary.BigEndian.Uint64(b[49:57])
-	n := int(binary.BigEndian.Uint16(b[57:59]))
+	flag, hash := b[57], [sha256.Size]byte(b[58:90])
+	n := int(binary.BigEndian.Uint16(b[90:92]))
 	if chunks > maxCheckpointChunks || n > maxDigestStateLen || len(b) != checkpointFixedLen+n {
 		return fmt.Errorf("unmarshal attachment checkpoint: bad length: %w", ErrMalformed)
+	}
+	if flag > 1 || (flag == 0 && hash != [sha256.Size]byte{}) {
+		return fmt.Errorf("unmarshal attachment checkpoint: bad in-flight chunk: %w", ErrMalformed)
 	}
 	st := b[checkpointFixedLen:]
 	if err := sha256.New().(encoding.BinaryUnmarshaler).UnmarshalBinary(st); err != nil {
@@ -379,6 +435,7 @@ func (c *AttachmentCheckpoint) UnmarshalBinary(b []byte) error {
 	copy(c.Key[:], b[1:33])
 	copy(c.Nonce[:], b[33:49])
 	c.Chunks = chunks
+	c.inflight, c.hasInflight = hash, flag == 1
 	c.digestState = append([]byte(nil), st...)
 	return nil
 }
@@ -387,12 +444,14 @@ func (c *AttachmentCheckpoint) UnmarshalBinary(b []byte) error {
 // writes the plaintext from c.PlaintextOffset() and the writer writes to dst
 // the blob's bytes from c.CiphertextOffset(), identical to those an
 // uninterrupted writer would have produced. Pointer's digest covers the
-// whole blob.
+// whole blob. The plaintext must be unchanged: if the chunk whose write
+// failed differs, Write or Close fails rather than reuse its nonce.
 func ResumeAttachmentWriter(dst io.Writer, c *AttachmentCheckpoint) (*AttachmentWriter, error) {
 	if c.Chunks > maxCheckpointChunks {
 		return nil, errors.New("resume attachment: chunk count out of range")
 	}
-	w := &AttachmentWriter{dst: dst, digest: sha256.New(), key: c.Key, header: c.Nonce, chunk: c.Chunks}
+	w := &AttachmentWriter{dst: dst, digest: sha256.New(), key: c.Key, header: c.Nonce, chunk: c.Chunks,
+		resumeChunk: c.Chunks, inflight: c.inflight, hasInflight: c.hasInflight}
 	if err := w.digest.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.digestState); err != nil {
 		return nil, fmt.Errorf("resume attachment: digest state: %v", err)
 	}

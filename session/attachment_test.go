@@ -610,3 +610,66 @@ func TestAttachmentRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachmentResumeChangedSource: when the write of a chunk fails, its
+// bytes may already be at the relay under that chunk's nonce; resuming
+// with a different plaintext for that chunk must fail rather than seal it
+// again under the same key and nonce (review L4). Later chunks, never
+// encrypted before, may differ.
+func TestAttachmentResumeChangedSource(t *testing.T) {
+	t.Parallel()
+	pt := detBytes("resume changed", 4*AttachmentChunkSize+999)
+	for _, tc := range []struct {
+		name   string
+		cut    int // bytes the relay accepted
+		change int // plaintext offset edited before resuming
+		ok     bool
+	}{
+		{"in-flight chunk changed", attachmentHeaderLen + 2*attachmentSealedLen + 5000, 2*AttachmentChunkSize + 7, false},
+		{"last chunk changed", attachmentHeaderLen + 4*attachmentSealedLen + 100, 4*AttachmentChunkSize + 1, false},
+		{"later chunk changed", attachmentHeaderLen + 2*attachmentSealedLen + 5000, 3*AttachmentChunkSize + 7, true},
+		{"unchanged", attachmentHeaderLen + 2*attachmentSealedLen + 5000, -1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fw := &failingWriter{limit: tc.cut}
+			w, err := NewAttachmentWriter(extrasDetRand("resume changed"), fw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err1 := w.Write(pt)
+			err2 := w.Close()
+			if err1 == nil && err2 == nil {
+				t.Fatal("upload did not fail")
+			}
+			cp, err := w.Checkpoint()
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, err := cp.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var restored AttachmentCheckpoint
+			if err := restored.UnmarshalBinary(enc); err != nil {
+				t.Fatal(err)
+			}
+			src := bytes.Clone(pt)
+			if tc.change >= 0 {
+				src[tc.change] ^= 1
+			}
+			rw, err := ResumeAttachmentWriter(io.Discard, &restored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err1 = rw.Write(src[restored.PlaintextOffset():])
+			err2 = rw.Close()
+			if tc.ok && (err1 != nil || err2 != nil) {
+				t.Fatalf("resume failed: %v, %v", err1, err2)
+			}
+			if !tc.ok && err1 == nil && err2 == nil {
+				t.Fatal("resumed with a changed in-flight chunk: its nonce was reused")
+			}
+		})
+	}
+}
