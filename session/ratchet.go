@@ -164,7 +164,8 @@ func (s *Session) rand() io.Reader {
 func (s *Session) LocalIdentity() PublicIdentity { return s.st.local }
 
 // RemoteIdentity returns the identity key of the peer, as authenticated by
-// PQXDH.
+// PQXDH. PQXDH authenticates it only up to the sign bit of x: compare it
+// with PublicIdentity.Equal, or key maps by its Canonical form.
 func (s *Session) RemoteIdentity() PublicIdentity { return s.st.remote }
 
 // generateX25519 draws a fresh X25519 key pair from 32 bytes of r.
