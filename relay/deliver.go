@@ -24,10 +24,15 @@ import (
 // goroutine then reads the store's pending envelopes after that seq, which
 // include every dropped one because publishing happens after commit. A
 // Subscribe is a resync from 0, and its OK is sent by the push goroutine
-// once that resync's read has reached the end of the store: every
-// envelope pending when the Subscribe was handled has been sent before
-// the OK (docs/protocol.md section 6.4), so a client draining its mailbox
-// knows when the backlog is done.
+// during that resync's read, once every envelope pending when the
+// Subscribe was handled has been sent (docs/protocol.md section 6.4), so
+// a client draining its mailbox knows when the backlog is done. That point
+// comes without reading to the end of the store (which a mailbox written
+// faster than it is read never reaches): before the read the push
+// goroutine takes the mailbox's pending count n (Store.Usage), and seqs
+// follow commit order, so the envelopes pending at the Subscribe are among
+// the first n the read returns; the OK goes after those (or at the end of
+// the store, if sooner), and the read goes on to the end as any resync.
 //
 // Seqs are assigned in commit order, so once a read of the store has
 // returned envelopes up to seq hi, any envelope with a seq in (from, hi]
@@ -186,8 +191,8 @@ func (s *subscriber) run() {
 					before = append(before, env)
 				}
 			}
-			// The Subscribes marked so far are answered after this read:
-			// it starts after they were handled, so it sees every
+			// The Subscribes marked so far are answered during this
+			// read: it starts after they were handled, so it sees every
 			// envelope pending then.
 			oks := s.oks
 			s.queue, s.queued, s.resync, s.oks = nil, 0, false, nil
@@ -196,12 +201,8 @@ func (s *subscriber) run() {
 				s.fail(err)
 				return
 			}
-			hi, err := s.readStore(from)
+			hi, err := s.readStore(from, oks)
 			if err != nil {
-				s.fail(err)
-				return
-			}
-			if err := s.answer(oks); err != nil {
 				s.fail(err)
 				return
 			}
@@ -236,10 +237,29 @@ func (s *subscriber) run() {
 }
 
 // readStore sends every pending envelope after from and returns the
-// highest seq it read (from if none).
-func (s *subscriber) readStore(from uint64) (uint64, error) {
-	after := from
+// highest seq it read (from if none). If oks is not empty (a Subscribe's
+// resync, from 0), it sends their OKs once the envelopes pending now have
+// been sent: after as many envelopes as the mailbox holds now, or at the
+// end of the store if that comes first.
+func (s *subscriber) readStore(from uint64, oks []uint32) (uint64, error) {
+	okAfter := -1 // envelopes to send before the OKs; -1: to the end
+	if len(oks) > 0 {
+		u, err := s.c.s.store.Usage(s.ctx, s.c.mailbox)
+		if err != nil {
+			// Read to the end instead.
+			s.c.log.Debug("read mailbox usage", "err", err)
+		} else {
+			okAfter = u.Count
+		}
+	}
+	after, sent := from, 0
 	for {
+		if len(oks) > 0 && okAfter >= 0 && sent >= okAfter {
+			if err := s.answer(oks); err != nil {
+				return after, err
+			}
+			oks = nil
+		}
 		envs, err := s.c.s.store.Pending(s.ctx, s.c.mailbox, after, pendingPage)
 		if err != nil {
 			return after, err
@@ -247,11 +267,12 @@ func (s *subscriber) readStore(from uint64) (uint64, error) {
 		if err := s.deliverAll(envs); err != nil {
 			return after, err
 		}
+		sent += len(envs)
 		if len(envs) > 0 {
 			after = envs[len(envs)-1].Seq
 		}
 		if len(envs) < pendingPage {
-			return after, nil
+			return after, s.answer(oks)
 		}
 	}
 }

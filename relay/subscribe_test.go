@@ -104,3 +104,73 @@ func TestSubscribeOKAfterBacklog(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscribeOKWhileSendsNeverStop checks that the OK does not wait for
+// the end of the store when envelopes arrive faster than the relay reads
+// them: it comes once the envelopes pending at the Subscribe are sent.
+func TestSubscribeOKWhileSendsNeverStop(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) {
+		c.Store = slowStore{Store: c.Store, delay: 20 * time.Millisecond}
+		c.Limits.KeyRate, c.Limits.AddrRate = -1, -1
+		c.Limits.MailboxCount, c.Limits.MailboxBytes = -1, -1
+	})
+	bob := e.dial(mustKey(t), nil)
+	bob.register(token(61))
+	anon := e.dial(mustKey(t), nil)
+	const pending = 200
+	for i := range pending {
+		mustSendOK(t, anon.sendTo(bob.mailbox, token(61), id(i), []byte{byte(i)}))
+	}
+	// A pipelining sender stores far more than 64 envelopes per 20 ms
+	// page read, until the Subscribe is answered.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	live := e.dial(mustKey(t), nil)
+	wg.Go(func() {
+		for i := pending; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f, err := wire.NewFrame(wire.Send{ID: [16]byte{'l', byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}, To: bob.mailbox, Token: token(61), Envelope: []byte{1}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = live.ch.Send(ctx, f)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case _, ok := <-live.msgs:
+				if !ok {
+					return
+				}
+			}
+		}
+	})
+	got := map[[16]byte]bool{}
+	for _, d := range bob.subscribe() { // fails after 10 s without the OK
+		got[d.ID] = true
+	}
+	close(stop)
+	wg.Wait()
+	for i := range pending {
+		if !got[id(i)] {
+			t.Fatalf("envelope %d of %d pending came after the Subscribe's OK (or never)", i, pending)
+		}
+	}
+	if u, err := e.store.Usage(context.Background(), bob.mailbox); err != nil || u.Count < pending+3*64 {
+		t.Fatalf("the mailbox holds %d envelopes (%v): the sends did not outpace the reads, so this test shows nothing", u.Count, err)
+	}
+}
