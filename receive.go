@@ -354,7 +354,7 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 		// The sealed sender picked the contact; the session must be with
 		// that same identity (Decrypt checks an initial message's identity
 		// against the session's).
-		if s.RemoteIdentity() != sender {
+		if !s.RemoteIdentity().Equal(sender) {
 			c.log.Warn("dropped a message whose sealed sender is not its session's peer")
 			continue
 		}
@@ -476,8 +476,9 @@ func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*local
 	}
 	// The sealed sender is who the contact will be stored as; it must be
 	// the identity that made the PQXDH handshake, or anyone could re-seal
-	// someone else's initial message under their own identity.
-	if s.RemoteIdentity() != sender {
+	// someone else's initial message under their own identity. (Equal:
+	// the session layer authenticates identities up to the sign bit.)
+	if !s.RemoteIdentity().Equal(sender) {
 		c.log.Warn("dropped an initial message whose sealed sender is not its PQXDH identity")
 		return nil, nil, nil, nil
 	}
