@@ -49,6 +49,8 @@ type Config struct {
 	// maxDrain and drainStall replace maxDrain and responseTimeout as the
 	// limits of a drain in tests.
 	maxDrain, drainStall time.Duration
+	// open replaces session.Open in tests.
+	open func(*session.Identity, []byte) (session.PublicIdentity, byte, []byte, error)
 }
 
 // Errors callers branch on.
@@ -142,6 +144,9 @@ func (cfg *Config) fill() {
 	}
 	if cfg.maxDrain == 0 {
 		cfg.maxDrain = maxDrain
+	}
+	if cfg.open == nil {
+		cfg.open = session.Open
 	}
 	if cfg.drainStall == 0 {
 		cfg.drainStall = responseTimeout

@@ -39,13 +39,13 @@ func findContact(tx *localstore.Tx, name string) (*localstore.Contact, error) {
 }
 
 // checkNotContact fails if identity belongs to a contact already.
-func checkNotContact(tx *localstore.Tx, identity [32]byte) error {
+func checkNotContact(tx *localstore.Tx, identity session.PublicIdentity) error {
 	ks, err := tx.Contacts()
 	if err != nil {
 		return err
 	}
 	for _, k := range ks {
-		if [32]byte(k.Identity) == identity {
+		if session.PublicIdentity(k.Identity).Equal(identity) {
 			return fmt.Errorf("%s is already your contact", k.Name)
 		}
 	}
@@ -113,7 +113,7 @@ func (c *Client) Accept(ctx context.Context, invite string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if inv.Identity == c.identity.Public() {
+	if session.PublicIdentity(inv.Identity).Equal(c.identity.Public()) {
 		return "", ErrOwnInvite
 	}
 	// Check before fetching: a fetch uses up one of the inviter's

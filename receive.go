@@ -295,10 +295,13 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 	if err != nil {
 		return res, err
 	}
+	// Contacts are found by the canonical form of their identity: the
+	// sign-flipped encoding of a key authenticates exactly as the key
+	// does (docs/protocol.md section 2.1), so it is the same contact.
 	byIdentity := make(map[session.PublicIdentity]*localstore.Contact, len(ks))
 	byID := make(map[int64]*localstore.Contact, len(ks))
 	for _, k := range ks {
-		byIdentity[session.PublicIdentity(k.Identity)] = k
+		byIdentity[session.PublicIdentity(k.Identity).Canonical()] = k
 		byID[k.ID] = k
 	}
 	sessions := make(map[int64]*session.Session)
@@ -315,12 +318,12 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 		if !fresh {
 			continue
 		}
-		sender, ct, inner, err := session.Open(c.identity, d.Envelope)
+		sender, ct, inner, err := c.cfg.open(c.identity, d.Envelope)
 		if err != nil || ct != contentTypeV1 {
 			c.log.Warn("dropped an envelope that does not open", "err", err)
 			continue
 		}
-		k := byIdentity[sender]
+		k := byIdentity[sender.Canonical()]
 		if k == nil {
 			if prof == nil {
 				if prof, err = tx.Profile(); err != nil {
@@ -340,7 +343,7 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 			}
 			ps = next
 			ks = append(ks, nk)
-			byIdentity[sender], byID[nk.ID], sessions[nk.ID] = nk, nk, s
+			byIdentity[sender.Canonical()], byID[nk.ID], sessions[nk.ID] = nk, nk, s
 			res.contacts = append(res.contacts, nk.Name)
 			continue
 		}
