@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
@@ -267,6 +268,24 @@ func (r *fakeRelay) pending(mb [16]byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.box(mb).queue)
+}
+
+// pendingAfterAcks returns how many envelopes wait in the mailboxes once
+// the acks a client sent have been read, waiting up to 5 s for them: acks
+// are not answered, so the fake relay may still be reading the last one
+// when a Sync returns.
+func (r *fakeRelay) pendingAfterAcks(mbs ...[16]byte) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := 0
+		for _, mb := range mbs {
+			n += r.pending(mb)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // redeliver pushes every stored envelope of mb again to its subscribers

@@ -87,7 +87,7 @@ func TestClientRejectsResealedIntroduction(t *testing.T) {
 	if !bytes.Equal(profilePrekeys(t, alice), prekeys) {
 		t.Fatal("a rejected introduction changed alice's prekeys")
 	}
-	if n := r.pending(alice.mailbox); n != 0 {
+	if n := r.pendingAfterAcks(alice.mailbox); n != 0 {
 		t.Fatalf("%d envelopes left unacknowledged, want the forged one acknowledged", n)
 	}
 	// The invite is still good: bob's genuine introduction works.
