@@ -2,11 +2,14 @@ package ferry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/internal/localstore"
@@ -86,16 +89,44 @@ func (c *Client) Contacts(ctx context.Context) ([]Contact, error) {
 // Invite registers a new one-time invite secret and returns the invite
 // link to give to one new contact. The link carries the user's relay,
 // identity key, mailbox, delivery token, name and the secret.
+//
+// The link works for InviteTTL after Invite returns, once.
 func (c *Client) Invite(ctx context.Context) (string, error) {
 	var secret [16]byte
-	if _, err := io.ReadFull(c.rand, secret[:]); err != nil {
+	if _, err := io.ReadFull(c.rand, secret[4:]); err != nil {
 		return "", err
 	}
+	binary.BigEndian.PutUint32(secret[:4], uint32(c.now().Unix()))
 	if err := c.store.Update(ctx, func(tx *localstore.Tx) error { return tx.AddInvite(secret[:], c.now()) }); err != nil {
 		return "", err
 	}
 	inv := link.Invite{Relay: c.relay, Identity: c.identity.Public(), Mailbox: c.mailbox, Token: c.token, Secret: secret, Name: c.name}
 	return inv.String(), nil
+}
+
+// InviteTTL is how long an invite link stays usable.
+const InviteTTL = 7 * 24 * time.Hour
+
+// An invite secret is issued(4) || random(12): issued is the Unix time in
+// seconds, big-endian, at which Invite made it. Only the inviter makes
+// and reads secrets (the invitee copies it into its introduction), and an
+// introduction counts only if its secret is outstanding, so the time read
+// back is the one Invite wrote.
+
+// inviteIssued returns the time at which the invite secret was made.
+func inviteIssued(secret [16]byte) time.Time {
+	return time.Unix(int64(binary.BigEndian.Uint32(secret[:4])), 0)
+}
+
+// usedInvite returns the marker stored, in the invites table, for an invite
+// secret used by the contact with this id: it lets a later introduction with
+// the same secret name the contact that came first.
+func usedInvite(secret [16]byte, contact int64) []byte {
+	h := sha256.New()
+	h.Write([]byte("ferry used invite\x00"))
+	h.Write(secret[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(contact)))
+	return h.Sum(nil)[:16]
 }
 
 // Accept accepts an invite link: it fetches the inviter's prekey bundle

@@ -334,7 +334,7 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 					return res, fmt.Errorf("load prekeys: %w", err)
 				}
 			}
-			nk, s, next, err := c.introduce(tx, ps, ks, sender, inner, now)
+			nk, s, next, err := c.introduce(tx, ps, ks, sender, inner, now, &res.messages)
 			if err != nil {
 				return res, err
 			}
@@ -458,7 +458,7 @@ func (c *Client) storeBatch(tx *localstore.Tx, batch []wire.Deliver) (batchResul
 // new contact (already stored, without its session), the session and the
 // prekey set with the used one-time prekeys removed; or a nil contact (and
 // nothing changed) if the message is not a valid introduction.
-func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*localstore.Contact, sender session.PublicIdentity, inner []byte, now time.Time) (*localstore.Contact, *session.Session, *session.PrekeySet, error) {
+func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*localstore.Contact, sender session.PublicIdentity, inner []byte, now time.Time, notices *[]*Message) (*localstore.Contact, *session.Session, *session.PrekeySet, error) {
 	if !session.IsInitialMessage(inner) {
 		c.log.Warn("dropped a message from an unknown sender")
 		return nil, nil, nil, nil
@@ -505,6 +505,10 @@ func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*local
 	}
 	if !ok {
 		c.log.Warn("dropped an introduction for an unknown or used invite")
+		return nil, nil, nil, c.noteReusedInvite(tx, ks, m, now, notices)
+	}
+	if now.Sub(inviteIssued(m.Secret)) > InviteTTL {
+		c.log.Warn("dropped an introduction for an expired invite")
 		return nil, nil, nil, nil
 	}
 	k := &localstore.Contact{
@@ -517,9 +521,53 @@ func (c *Client) introduce(tx *localstore.Tx, ps *session.PrekeySet, ks []*local
 	if err := tx.PutContact(k); err != nil {
 		return nil, nil, nil, err
 	}
+	if err := tx.AddInvite(usedInvite(m.Secret, k.ID), now); err != nil {
+		return nil, nil, nil, err
+	}
 	c.log.Info("new contact", "name", k.Name)
 	return k, s, trial, nil
 }
+
+// noteReusedInvite tells the user that an introduction came with the
+// secret of an invite a contact already used: the link was copied, and
+// either that contact or this newcomer is not who the user meant to invite
+// (docs/client.md, "Invites"). The notice is stored as a message from the
+// contact that used the invite first, and appended to notices. An unknown
+// secret (never issued, or expired and used by nobody) is only logged.
+func (c *Client) noteReusedInvite(tx *localstore.Tx, ks []*localstore.Contact, m *content, now time.Time, notices *[]*Message) error {
+	for _, k := range ks {
+		used, err := tx.TakeInvite(usedInvite(m.Secret, k.ID))
+		if err != nil {
+			return err
+		}
+		if !used {
+			continue
+		}
+		// Keep the marker: a third use must be reported too.
+		if err := tx.AddInvite(usedInvite(m.Secret, k.ID), now); err != nil {
+			return err
+		}
+		id, err := c.newID()
+		if err != nil {
+			return err
+		}
+		lm := &localstore.Message{
+			ID: id, Contact: k.ID, Sent: now, Received: now, State: localstore.Delivered,
+			Text: fmt.Sprintf("%s someone else (calling themselves %q) also used the invite link that %s used; "+
+				"the link was copied. Compare safety numbers with %s over another channel.", NoticePrefix, m.Name, k.Name, k.Name),
+		}
+		if _, err := tx.InsertMessage(lm); err != nil {
+			return err
+		}
+		*notices = append(*notices, publicMessage(lm, k.Name))
+		return nil
+	}
+	return nil
+}
+
+// NoticePrefix starts the text of a message the client itself stored in a
+// conversation (a warning for the user, not sent by the contact).
+const NoticePrefix = "[ferry notice]"
 
 // holdTimeout bounds how long a message waits for the sender's earlier
 // messages (which may never come: refused by the relay for good, or queued
