@@ -178,18 +178,29 @@ func (c *Client) register(ctx context.Context) error {
 
 // upload sends SetToken and PutPrekeys as needed on cn, an authenticated
 // connection to the user's own relay.
+// A new signed prekey or last-resort ML-KEM prekey is uploaded whenever
+// its id is above UploadedID: prekey ids only grow, so a rotated key always
+// is. It first rotates both keys if they are due (rotatePrekeys).
 func (c *Client) upload(ctx context.Context, cn *conn, other func(wire.Message) error) error {
 	var prof *localstore.Profile
-	if err := c.store.Update(ctx, func(tx *localstore.Tx) (err error) { prof, err = tx.Profile(); return }); err != nil {
+	var ps *session.PrekeySet
+	if err := c.store.Update(ctx, func(tx *localstore.Tx) (err error) {
+		prof, ps, err = c.rotatePrekeys(tx)
 		return err
-	}
-	ps := new(session.PrekeySet)
-	if err := ps.UnmarshalBinary(prof.Prekeys); err != nil {
-		return fmt.Errorf("load prekeys: %w", err)
+	}); err != nil {
+		return err
 	}
 	rec := ps.Records()
 	put := wire.PutPrekeys{ReqID: 2}
 	maxID := prof.UploadedID
+	if id := recordID(rec.Signed); prof.Uploaded && id > prof.UploadedID {
+		put.Signed = rec.Signed
+		maxID = max(maxID, id)
+	}
+	if id := recordID(rec.LastResort); prof.Uploaded && id > prof.UploadedID {
+		put.LastResort = rec.LastResort
+		maxID = max(maxID, id)
+	}
 	for _, r := range rec.OneTime {
 		if id := recordID(r); id > prof.UploadedID {
 			put.OneTime = append(put.OneTime, wire.Prekey{ID: id, Data: r})
@@ -207,14 +218,15 @@ func (c *Client) upload(ctx context.Context, cn *conn, other func(wire.Message) 
 			return err
 		}
 		put.Signed, put.LastResort = rec.Signed, rec.LastResort
+		maxID = max(maxID, recordID(rec.Signed), recordID(rec.LastResort))
 	}
-	if put.Signed == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
+	if put.Signed == nil && put.LastResort == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
 		return nil
 	}
 	if err := cn.request(ctx, put, 2, other); err != nil {
 		return err
 	}
-	c.log.Info("uploaded prekeys", "one_time", len(put.OneTime), "kem", len(put.KEM))
+	c.log.Info("uploaded prekeys", "signed", put.Signed != nil, "last_resort", put.LastResort != nil, "one_time", len(put.OneTime), "kem", len(put.KEM))
 	return c.store.Update(ctx, func(tx *localstore.Tx) error {
 		p, err := tx.Profile()
 		if err != nil {
@@ -224,6 +236,56 @@ func (c *Client) upload(ctx context.Context, cn *conn, other func(wire.Message) 
 		p.UploadedID = max(p.UploadedID, maxID)
 		return tx.PutProfile(p)
 	})
+}
+
+// prekeyRotation is how often the signed prekey and the last-resort ML-KEM
+// prekey are replaced (docs/client.md section 2). The previous one of each
+// is kept, so initial messages made with it still work for one more period.
+const prekeyRotation = 7 * 24 * time.Hour
+
+// rotatedCursor holds the Unix time in milliseconds of the last rotation.
+const rotatedCursor = "prekeys_rotated"
+
+// rotatePrekeys loads the profile and its prekey set and, if
+// prekeyRotation has passed since the last rotation, rotates the signed
+// and the last-resort prekeys and saves them. A profile that has never
+// recorded a rotation starts counting now.
+func (c *Client) rotatePrekeys(tx *localstore.Tx) (*localstore.Profile, *session.PrekeySet, error) {
+	prof, err := tx.Profile()
+	if err != nil {
+		return nil, nil, err
+	}
+	ps := new(session.PrekeySet)
+	if err := ps.UnmarshalBinary(prof.Prekeys); err != nil {
+		return nil, nil, fmt.Errorf("load prekeys: %w", err)
+	}
+	last, err := tx.Cursor(rotatedCursor)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := c.now()
+	if last != 0 && now.Sub(time.UnixMilli(last)) < prekeyRotation {
+		return prof, ps, nil
+	}
+	if last != 0 {
+		if err := ps.RotateSigned(c.rand, c.identity); err != nil {
+			return nil, nil, err
+		}
+		if err := ps.RotateLastResort(c.rand, c.identity); err != nil {
+			return nil, nil, err
+		}
+		if prof.Prekeys, err = ps.MarshalBinary(); err != nil {
+			return nil, nil, err
+		}
+		if err := tx.PutProfile(prof); err != nil {
+			return nil, nil, err
+		}
+		c.log.Info("rotated the signed and last-resort prekeys")
+	}
+	if err := tx.SetCursor(rotatedCursor, now.UnixMilli()); err != nil {
+		return nil, nil, err
+	}
+	return prof, ps, nil
 }
 
 // recordID reads the prekey id of a session prekey record:
