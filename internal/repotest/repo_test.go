@@ -153,7 +153,7 @@ func TestRelayNeverReachesSession(t *testing.T) {
 		}
 	}
 	if len(roots) == 0 {
-		t.Skip("no relay packages yet")
+		t.Fatal("found no relay packages")
 	}
 	for _, r := range roots {
 		for _, d := range deps(pkgs, r) {
