@@ -15,48 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// startProbeTarget runs handle on every connection to a loopback listener
-// until the test ends, then closes the listener and every connection and
-// waits for the handlers.
-func startProbeTarget(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // mu protects conns
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
+	"github.com/ferry-im/ferry/censor/censortest"
+)
 
 // startStockServer runs a stock net/http server (over crypto/tls with a
 // certificate of its own when useTLS) serving handler.
@@ -134,10 +95,10 @@ func reaction(t *testing.T, r *Report, probe string) Reaction {
 // reads whatever comes and never closes.
 func TestProberTellsApartReadLimit(t *testing.T) {
 	t.Parallel()
-	closes50 := startProbeTarget(t, func(c net.Conn) {
+	closes50 := censortest.Serve(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 50))
 	})
-	neverCloses := startProbeTarget(t, func(c net.Conn) {
+	neverCloses := censortest.Serve(t, func(c net.Conn) {
 		io.Copy(io.Discard, c)
 	})
 	first := make([]byte, 100)
@@ -216,7 +177,7 @@ func TestProberStockWebServers(t *testing.T) {
 // waited through the injected Sleep.
 func TestProberSchedule(t *testing.T) {
 	t.Parallel()
-	addr := startProbeTarget(t, func(c net.Conn) {})
+	addr := censortest.Serve(t, func(c net.Conn) {})
 	var sleeps []time.Duration
 	p := testProber(2, &sleeps)
 	p.Soon, p.Later = 2*time.Second, 3*time.Hour
@@ -279,15 +240,15 @@ func TestChangeBytes(t *testing.T) {
 // TestProberCloseKinds: FIN, RST, open, refused, and what the server sent.
 func TestProberCloseKinds(t *testing.T) {
 	t.Parallel()
-	fin := startProbeTarget(t, func(c net.Conn) {
+	fin := censortest.Serve(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 7))
 		c.Write([]byte("bye"))
 	})
-	rst := startProbeTarget(t, func(c net.Conn) {
+	rst := censortest.Serve(t, func(c net.Conn) {
 		io.ReadFull(c, make([]byte, 7))
 		c.(*net.TCPConn).SetLinger(0)
 	})
-	open := startProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	open := censortest.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +284,7 @@ func TestProberCloseKinds(t *testing.T) {
 // connection closed and every goroutine done.
 func TestProberCancel(t *testing.T) {
 	t.Parallel()
-	addr := startProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	addr := censortest.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	p := testProber(4, nil)
 	p.ReadTimeout = time.Minute
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -396,7 +357,7 @@ func TestProberReadLimit(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			addr := startProbeTarget(t, func(conn net.Conn) {
+			addr := censortest.Serve(t, func(conn net.Conn) {
 				if c.limit == 0 {
 					io.Copy(io.Discard, conn)
 					return

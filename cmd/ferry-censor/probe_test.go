@@ -12,49 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-)
 
-// serveProbeTarget runs handle on every connection to a loopback
-// listener until the test ends.
-func serveProbeTarget(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // mu protects conns
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
+	"github.com/ferry-im/ferry/censor/censortest"
+)
 
 // serveStockHTTP runs a net/http server with a page of its own.
 func serveStockHTTP(t *testing.T, page string) string {
@@ -84,8 +45,8 @@ var fastProbe = []string{"--read-timeout", "500ms", "--soon", "1ms", "--concurre
 
 func TestProbeCommand(t *testing.T) {
 	t.Parallel()
-	readLimit := serveProbeTarget(t, func(c net.Conn) { io.ReadFull(c, make([]byte, 50)) })
-	readsOn := serveProbeTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	readLimit := censortest.Serve(t, func(c net.Conn) { io.ReadFull(c, make([]byte, 50)) })
+	readsOn := censortest.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	web := serveStockHTTP(t, "<p>the bakery on the corner</p>")
 	otherWeb := serveStockHTTP(t, "<p>timetables of the ferry to the island, and its fares</p>")
 	firstFile := filepath.Join(t.TempDir(), "first.bin")

@@ -1,0 +1,51 @@
+// Package censortest holds helpers for tests of the censor testbed and its
+// commands: loopback servers whose reactions the prober measures. It is
+// imported only by tests.
+package censortest
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve runs handle on every connection to a new loopback listener until
+// the test ends, then closes the listener and every connection and waits
+// for the handlers. It returns the listener's address.
+func Serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // mu protects conns
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
