@@ -2,8 +2,6 @@ package session
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"os"
@@ -28,31 +26,8 @@ func extrasUpdating() bool {
 // extrasDetRand returns the deterministic randomness source of the extras
 // vectors (docs/protocol.md section 3.6): the concatenation of
 // SHA-256("ferry extras" || 0x00 || seed || uint64be(i)) for i = 0, 1, ...
-func extrasDetRand(seed string) *detRand {
-	return &detRand{prefix: append([]byte("ferry extras\x00"), seed...)}
-}
-
-type detRand struct {
-	prefix []byte
-	ctr    uint64
-	buf    []byte
-}
-
-func (r *detRand) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		if len(r.buf) == 0 {
-			h := sha256.New()
-			h.Write(r.prefix)
-			h.Write(binary.BigEndian.AppendUint64(nil, r.ctr))
-			r.ctr++
-			r.buf = h.Sum(nil)
-		}
-		c := copy(p[n:], r.buf)
-		r.buf = r.buf[c:]
-		n += c
-	}
-	return n, nil
+func extrasDetRand(seed string) *testRand {
+	return newTestRand("ferry extras\x00" + seed)
 }
 
 // detBytes returns n bytes of extrasDetRand(seed).
