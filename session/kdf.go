@@ -81,52 +81,6 @@ func hkdfSHA256(out, salt, ikm []byte, info string) {
 	clear(t[:])
 }
 
-// hkdfLong is hkdfSHA256 for input key material longer than 128 bytes (the
-// PQXDH secret), through a streaming HMAC.
-func hkdfLong(out, salt, ikm []byte, info string) {
-	prk := hmacLong(salt, ikm)
-	var t [hashLen]byte
-	var tl int
-	ctr := [1]byte{0}
-	for n := 0; n < len(out); {
-		ctr[0]++
-		t = hmacSHA256(prk[:], t[:tl], []byte(info), ctr[:])
-		tl = hashLen
-		n += copy(out[n:], t[:])
-	}
-	clear(prk[:])
-}
-
-// hmacLong is HMAC-SHA256 for a message of any length. A key longer than
-// 64 bytes is first hashed, as HMAC specifies.
-func hmacLong(key, msg []byte) [hashLen]byte {
-	if len(key) > sha256.BlockSize {
-		kh := sha256.Sum256(key)
-		return hmacLong(kh[:], msg)
-	}
-	var pad [sha256.BlockSize]byte
-	for i := range pad {
-		pad[i] = 0x36
-	}
-	for i, k := range key {
-		pad[i] ^= k
-	}
-	h := sha256.New()
-	h.Write(pad[:])
-	h.Write(msg)
-	var inner [hashLen]byte
-	h.Sum(inner[:0])
-	for i := range pad {
-		pad[i] ^= 0x36 ^ 0x5c
-	}
-	h.Reset()
-	h.Write(pad[:])
-	h.Write(inner[:])
-	var out [hashLen]byte
-	h.Sum(out[:0])
-	return out
-}
-
 // Chain-key KDF constants (Signal's).
 var (
 	chainMessageSeed = []byte{0x01}

@@ -63,10 +63,6 @@ func TestRFC5869(t *testing.T) {
 			if !bytes.Equal(out, unhex(t, c.OKM)) {
 				t.Errorf("okm: got %x, want %s", out, c.OKM)
 			}
-			hkdfLong(out, salt, ikm, string(info))
-			if !bytes.Equal(out, unhex(t, c.OKM)) {
-				t.Errorf("hkdfLong okm: got %x, want %s", out, c.OKM)
-			}
 		})
 	}
 }
@@ -85,9 +81,6 @@ func TestHKDFMatchesStdlib(t *testing.T) {
 		m.Write(ikm)
 		if got := hmacSHA256(salt, ikm[:n/2], ikm[n/2:]); !bytes.Equal(got[:], m.Sum(nil)) {
 			t.Fatalf("hmac, %d-byte message: got %x, want %x", n, got, m.Sum(nil))
-		}
-		if got := hmacLong(salt, ikm); !bytes.Equal(got[:], m.Sum(nil)) {
-			t.Fatalf("hmacLong, %d-byte message: mismatch", n)
 		}
 		for _, l := range []int{1, 32, 33, 80, 96} {
 			want, err := hkdf.Key(sha256.New, ikm, salt, "info label", l)
@@ -300,7 +293,7 @@ func TestLibsignalX3DHPlumbing(t *testing.T) {
 	}
 	ikm := append(bytes.Repeat([]byte{0xff}, 32), append(append(dh1, dh2...), dh3...)...)
 	out := make([]byte, 64)
-	hkdfLong(out, nil, ikm, "WhisperText")
+	hkdfSHA256(out, nil, ikm, "WhisperText")
 	if !bytes.Equal(out[32:], unhex(t, v.X3DH.Expected.ChainKey)) {
 		t.Fatalf("chain key: got %x, want %s", out[32:], v.X3DH.Expected.ChainKey)
 	}
@@ -408,9 +401,6 @@ func TestHMACAnyLength(t *testing.T) {
 			want := m.Sum(nil)
 			if got := hmacSHA256(key, msg[:ml/3], msg[ml/3:]); !bytes.Equal(got[:], want) {
 				t.Errorf("hmacSHA256, %d-byte key, %d-byte message: got %x, want %x", kl, ml, got, want)
-			}
-			if got := hmacLong(key, msg); !bytes.Equal(got[:], want) {
-				t.Errorf("hmacLong, %d-byte key, %d-byte message: got %x, want %x", kl, ml, got, want)
 			}
 		}
 	}

@@ -109,7 +109,7 @@ func pqxdhKDF(dhs [][]byte, ss []byte) (sk, hka, nhkb [keyLen]byte) {
 	}
 	ikm = append(ikm, ss...)
 	var out [3 * keyLen]byte
-	hkdfLong(out[:], nil, ikm, labelPQXDH)
+	hkdfSHA256(out[:], nil, ikm, labelPQXDH)
 	clear(ikm)
 	copy(sk[:], out[0:32])
 	copy(hka[:], out[32:64])
