@@ -273,6 +273,41 @@ func (f *failingWriter) Write(p []byte) (int, error) {
 	return f.w.Write(p)
 }
 
+// interruptedUpload uploads pt (with randomness from label) through a
+// connection that drops after cut bytes and returns the writer's
+// checkpoint after a round trip through its encoding, as the client's
+// store keeps it. It fails t unless the upload failed and the checkpoint
+// lies within the bytes uploaded.
+func interruptedUpload(t *testing.T, label string, pt []byte, cut int) *AttachmentCheckpoint {
+	t.Helper()
+	fw := &failingWriter{limit: cut}
+	w, err := NewAttachmentWriter(extrasDetRand(label), fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err1 := w.Write(pt)
+	err2 := w.Close()
+	if err1 == nil && err2 == nil {
+		t.Fatal("upload did not fail")
+	}
+	cp, err := w.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := cp.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored AttachmentCheckpoint
+	if err := restored.UnmarshalBinary(enc); err != nil {
+		t.Fatal(err)
+	}
+	if int64(fw.w.Len()) < restored.CiphertextOffset() {
+		t.Fatalf("checkpoint at %d beyond the %d bytes uploaded", restored.CiphertextOffset(), fw.w.Len())
+	}
+	return &restored
+}
+
 func TestAttachmentResume(t *testing.T) {
 	t.Parallel()
 	pt := detBytes("resume", 4*AttachmentChunkSize+999)
@@ -280,34 +315,9 @@ func TestAttachmentResume(t *testing.T) {
 	for _, cut := range []int{attachmentHeaderLen, attachmentHeaderLen + attachmentSealedLen, attachmentHeaderLen + 2*attachmentSealedLen + 5000, len(full) - 1} {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			t.Parallel()
-			fw := &failingWriter{limit: cut}
-			w, err := NewAttachmentWriter(extrasDetRand("resume"), fw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err1 := w.Write(pt)
-			err2 := w.Close()
-			if err1 == nil && err2 == nil {
-				t.Fatal("upload did not fail")
-			}
-			cp, err := w.Checkpoint()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The checkpoint survives the client's store.
-			enc, err := cp.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var restored AttachmentCheckpoint
-			if err := restored.UnmarshalBinary(enc); err != nil {
-				t.Fatal(err)
-			}
-			if int64(fw.w.Len()) < restored.CiphertextOffset() {
-				t.Fatalf("checkpoint at %d beyond the %d bytes uploaded", restored.CiphertextOffset(), fw.w.Len())
-			}
+			restored := interruptedUpload(t, "resume", pt, cut)
 			var rest bytes.Buffer
-			rw, err := ResumeAttachmentWriter(&rest, &restored)
+			rw, err := ResumeAttachmentWriter(&rest, restored)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -632,38 +642,17 @@ func TestAttachmentResumeChangedSource(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			fw := &failingWriter{limit: tc.cut}
-			w, err := NewAttachmentWriter(extrasDetRand("resume changed"), fw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err1 := w.Write(pt)
-			err2 := w.Close()
-			if err1 == nil && err2 == nil {
-				t.Fatal("upload did not fail")
-			}
-			cp, err := w.Checkpoint()
-			if err != nil {
-				t.Fatal(err)
-			}
-			enc, err := cp.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var restored AttachmentCheckpoint
-			if err := restored.UnmarshalBinary(enc); err != nil {
-				t.Fatal(err)
-			}
+			restored := interruptedUpload(t, "resume changed", pt, tc.cut)
 			src := bytes.Clone(pt)
 			if tc.change >= 0 {
 				src[tc.change] ^= 1
 			}
-			rw, err := ResumeAttachmentWriter(io.Discard, &restored)
+			rw, err := ResumeAttachmentWriter(io.Discard, restored)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err1 = rw.Write(src[restored.PlaintextOffset():])
-			err2 = rw.Close()
+			_, err1 := rw.Write(src[restored.PlaintextOffset():])
+			err2 := rw.Close()
 			if tc.ok && (err1 != nil || err2 != nil) {
 				t.Fatalf("resume failed: %v, %v", err1, err2)
 			}
