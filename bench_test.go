@@ -19,29 +19,7 @@ import (
 // through both clients.
 func BenchmarkSendReceive(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	relayLink, stop, err := localRelay(filepath.Join(dir, "relay.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer stop()
-	alice, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer alice.Close()
-	bob, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bob.Close()
-	inv, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv); err != nil {
-		b.Fatal(err)
-	}
-	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	alice, bob := relayPair(b, filepath.Join(b.TempDir(), "relay.db"), nil)
 	texts := make([]string, 100)
 	for i := range texts {
 		texts[i] = fmt.Sprintf("benchmark message %03d with some text in it", i)
@@ -82,29 +60,7 @@ func BenchmarkSendReceive(b *testing.B) {
 // decrypt, store, in p50 and p99.
 func BenchmarkDeliveryLatency(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	relayLink, stop, err := localRelay(filepath.Join(dir, "relay.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer stop()
-	alice, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer alice.Close()
-	bob, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bob.Close()
-	inv, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv); err != nil {
-		b.Fatal(err)
-	}
-	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	alice, bob := relayPair(b, filepath.Join(b.TempDir(), "relay.db"), nil)
 	arrived := make(chan time.Time, 16)
 	sctx, cancel := context.WithCancel(ctx)
 	syncDone := make(chan error, 1)

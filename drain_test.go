@@ -2,7 +2,6 @@ package ferry_test
 
 import (
 	"context"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,36 +35,11 @@ func TestDrainGetsWholeBacklog(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	var slow atomic.Bool
-	relayLink, stop, err := localRelayWith("", func(st relay.Store) relay.Store {
+	alice, bob := relayPair(t, "", func(st relay.Store) relay.Store {
 		// Longer than a page takes to store, and longer than the quiet
 		// spells after which a drain once gave up.
 		return slowPending{Store: st, slow: &slow, delay: 400 * time.Millisecond}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	dir := t.TempDir()
-	alice, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	bob, err := ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	invite, err := alice.Invite(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Accept(ctx, invite); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
 
 	const n = 500 // about 8 of the relay's store pages
 	texts := make([]string, n)

@@ -3,8 +3,11 @@ package ferry_test
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"sync"
+	"testing"
 
+	"github.com/ferry-im/ferry"
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay"
@@ -75,4 +78,39 @@ func localRelayWith(dbPath string, wrap func(relay.Store) relay.Store) (string, 
 		wg.Wait()
 		closeStore()
 	}, nil
+}
+
+// relayPair starts a local relay (see localRelayWith) and two clients on it,
+// alice and bob, who have exchanged an invite; alice has synced bob's
+// introduction. Everything is closed when tb's test ends.
+func relayPair(tb testing.TB, dbPath string, wrap func(relay.Store) relay.Store) (alice, bob *ferry.Client) {
+	tb.Helper()
+	ctx := context.Background()
+	relayLink, stop, err := localRelayWith(dbPath, wrap)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	dir := tb.TempDir()
+	alice, err = ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "alice")}, relayLink, "alice")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { alice.Close() })
+	bob, err = ferry.Init(ctx, ferry.Config{Home: filepath.Join(dir, "bob")}, relayLink, "bob")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bob.Close() })
+	invite, err := alice.Invite(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := bob.Accept(ctx, invite); err != nil {
+		tb.Fatal(err)
+	}
+	if err := alice.Sync(ctx, ferry.SyncOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	return alice, bob
 }
