@@ -163,17 +163,7 @@ func (p *Prober) sleep(ctx context.Context, d time.Duration) error {
 	if p.Sleep != nil {
 		return p.Sleep(ctx, d)
 	}
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return SystemClock{}.Sleep(ctx, d)
 }
 
 func (p *Prober) dial(ctx context.Context, addr string) (net.Conn, error) {
