@@ -258,11 +258,7 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 	encHeader := out[len(out)-encHeaderLen-1:]
 
 	// Body.
-	body, err := chacha20poly1305.New(mk.cipherKey[:])
-	if err != nil {
-		return nil, err
-	}
-	out = body.Seal(out, zeroNonce[:], plaintext, s.bodyAD(st.pending, encHeader, ad))
+	out = mustAEAD(&mk.cipherKey).Seal(out, zeroNonce[:], plaintext, s.bodyAD(st.pending, encHeader, ad))
 	mk.erase()
 
 	st.cks = next
@@ -293,8 +289,7 @@ func (s *Session) headerAEAD(send bool, key *[keyLen]byte) cipher.AEAD {
 		slot, slotKey = &s.sendHdr, &s.sendHdrKey
 	}
 	if *slot == nil || *slotKey != *key {
-		a, _ := chacha20poly1305.New(key[:]) // cannot fail: 32-byte key
-		*slot, *slotKey = a, *key
+		*slot, *slotKey = mustAEAD(key), *key
 	}
 	return *slot
 }
@@ -398,8 +393,7 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	// 1. A skipped message key?
 	for ci := range st.skipped {
 		ch := &st.skipped[ci]
-		a, _ := chacha20poly1305.New(ch.hk[:])
-		h, ok := openHeader(a, encHeader, &s.hdrBuf)
+		h, ok := openHeader(mustAEAD(&ch.hk), encHeader, &s.hdrBuf)
 		if !ok {
 			continue
 		}
@@ -497,6 +491,8 @@ func (s *Session) decrypt(prefix, msg, ad []byte) ([]byte, error) {
 	return pt, nil
 }
 
+// mustAEAD returns the ChaCha20-Poly1305 AEAD of key, for headers and
+// bodies alike.
 func mustAEAD(key *[keyLen]byte) cipher.AEAD {
 	a, _ := chacha20poly1305.New(key[:]) // cannot fail: 32-byte key
 	return a
@@ -595,8 +591,7 @@ func (s *Session) openBodyWith(st *state, seed *[keyLen]byte, prefix, msg, body,
 	if !bytes.Equal(mk.iv[:headerNonceLen], msg[1:1+headerNonceLen]) {
 		return nil, false
 	}
-	a, _ := chacha20poly1305.New(mk.cipherKey[:])
-	pt, err := a.Open(nil, zeroNonce[:], body, s.bodyADWith(st, prefix, msg, ad))
+	pt, err := mustAEAD(&mk.cipherKey).Open(nil, zeroNonce[:], body, s.bodyADWith(st, prefix, msg, ad))
 	if err != nil {
 		return nil, false
 	}
