@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,15 @@ func recvN(t *testing.T, srv *Conn, n int) <-chan []wire.Frame {
 		out <- got
 	}()
 	return out
+}
+
+// frameTypes returns the types of fs, in order.
+func frameTypes(fs []wire.Frame) []wire.Type {
+	ts := make([]wire.Type, len(fs))
+	for i, f := range fs {
+		ts[i] = f.Type
+	}
+	return ts
 }
 
 func smallFrames(n int) []wire.Frame {
@@ -228,17 +238,7 @@ func TestSendBatchSmallNotDelayed(t *testing.T) {
 		{Type: 1, Payload: bytes.Repeat([]byte{1}, wire.MaxPayload)},
 		{Type: 3, Payload: []byte("after the large one")},
 	}
-	got := make(chan wire.Type, 3)
-	go func() {
-		for range 3 {
-			f, err := srv.Recv(ctx)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			got <- f.Type
-		}
-	}()
+	got := recvN(t, srv, 3)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := cli.SendBatch(ctx, batch); err != nil {
@@ -252,8 +252,7 @@ func TestSendBatchSmallNotDelayed(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	order := []wire.Type{<-got, <-got, <-got}
-	if order[0] != 2 || order[1] != 1 || order[2] != 3 {
+	if order := frameTypes(<-got); !slices.Equal(order, []wire.Type{2, 1, 3}) {
 		t.Fatalf("frames arrived as %v, want [2 1 3] (the small Send first, the batch in its order)", order)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,17 +64,7 @@ func TestSmallFrameNotDelayed(t *testing.T) {
 	large := wire.Frame{Type: 1, Payload: bytes.Repeat([]byte{1}, wire.MaxPayload)}
 	small := wire.Frame{Type: 2, Payload: []byte("hello")}
 
-	got := make(chan wire.Type, 2)
-	go func() {
-		for range 2 {
-			f, err := srv.Recv(ctx)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			got <- f.Type
-		}
-	}()
+	got := recvN(t, srv, 2)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -90,9 +81,8 @@ func TestSmallFrameNotDelayed(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	first, second := <-got, <-got
-	if first != 2 || second != 1 {
-		t.Fatalf("frames arrived as %v then %v, want the small (2) before the large (1)", first, second)
+	if order := frameTypes(<-got); !slices.Equal(order, []wire.Type{2, 1}) {
+		t.Fatalf("frames arrived as %v, want the small (2) before the large (1)", order)
 	}
 }
 
