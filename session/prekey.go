@@ -418,10 +418,8 @@ func (ps *PrekeySet) Bundle(identity PublicIdentity, oneTime bool) *Bundle {
 func (ps *PrekeySet) OneTimeCount() (x25519, kem int) { return len(ps.oneTime), len(ps.kem) }
 
 func (ps *PrekeySet) findSigned(id uint32) *x25519Prekey {
-	for i := range ps.signed {
-		if ps.signed[i].id == id {
-			return &ps.signed[i]
-		}
+	if i := findX25519(ps.signed, id); i >= 0 {
+		return &ps.signed[i]
 	}
 	return nil
 }
