@@ -193,32 +193,30 @@ func (c *Client) upload(ctx context.Context, cn *conn, other func(wire.Message) 
 	rec := ps.Records()
 	put := wire.PutPrekeys{ReqID: 2}
 	maxID := prof.UploadedID
-	if id := recordID(rec.Signed); prof.Uploaded && id > prof.UploadedID {
+	// The first upload always carries the signed and last-resort prekeys.
+	if id := recordID(rec.Signed); !prof.Uploaded || id > prof.UploadedID {
 		put.Signed = rec.Signed
 		maxID = max(maxID, id)
 	}
-	if id := recordID(rec.LastResort); prof.Uploaded && id > prof.UploadedID {
+	if id := recordID(rec.LastResort); !prof.Uploaded || id > prof.UploadedID {
 		put.LastResort = rec.LastResort
 		maxID = max(maxID, id)
 	}
-	for _, r := range rec.OneTime {
-		if id := recordID(r); id > prof.UploadedID {
-			put.OneTime = append(put.OneTime, wire.Prekey{ID: id, Data: r})
-			maxID = max(maxID, id)
+	newer := func(recs [][]byte) []wire.Prekey {
+		var ps []wire.Prekey
+		for _, r := range recs {
+			if id := recordID(r); id > prof.UploadedID {
+				ps = append(ps, wire.Prekey{ID: id, Data: r})
+				maxID = max(maxID, id)
+			}
 		}
+		return ps
 	}
-	for _, r := range rec.KEM {
-		if id := recordID(r); id > prof.UploadedID {
-			put.KEM = append(put.KEM, wire.Prekey{ID: id, Data: r})
-			maxID = max(maxID, id)
-		}
-	}
+	put.OneTime, put.KEM = newer(rec.OneTime), newer(rec.KEM)
 	if !prof.Uploaded {
 		if err := cn.request(ctx, wire.SetToken{ReqID: 1, Token: c.token}, 1, other); err != nil {
 			return err
 		}
-		put.Signed, put.LastResort = rec.Signed, rec.LastResort
-		maxID = max(maxID, recordID(rec.Signed), recordID(rec.LastResort))
 	}
 	if put.Signed == nil && put.LastResort == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
 		return nil
