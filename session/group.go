@@ -5,9 +5,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
-	"crypto/hkdf"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -281,18 +278,9 @@ func (g *Group) ProcessDistribution(from PublicIdentity, dist []byte) error {
 
 // groupStep returns the message key at chain key ck and the next chain key.
 func groupStep(ck *[32]byte) (mk, next [32]byte) {
-	h := hmac.New(sha256.New, ck[:])
-	h.Write([]byte{groupSeedByte})
-	var seed [32]byte
-	h.Sum(seed[:0])
-	h.Reset()
-	h.Write([]byte{groupChainByte})
-	h.Sum(next[:0])
-	k, err := hkdf.Key(sha256.New, seed[:], nil, groupInfo, 32)
-	if err != nil {
-		panic("session: hkdf: " + err.Error()) // unreachable: 32 bytes
-	}
-	copy(mk[:], k)
+	seed := hmacSHA256(ck[:], []byte{groupSeedByte})
+	next = hmacSHA256(ck[:], []byte{groupChainByte})
+	hkdfSHA256(mk[:], nil, seed[:], groupInfo)
 	clear(seed[:])
 	return mk, next
 }
