@@ -2,6 +2,7 @@ package ferry
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -292,5 +293,5 @@ func recordID(r []byte) uint32 {
 	if len(r) < 5 {
 		return 0
 	}
-	return uint32(r[1])<<24 | uint32(r[2])<<16 | uint32(r[3])<<8 | uint32(r[4])
+	return binary.BigEndian.Uint32(r[1:5])
 }
