@@ -2,8 +2,6 @@ package session
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
@@ -285,18 +283,6 @@ func groupStep(ck *[32]byte) (mk, next [32]byte) {
 	return mk, next
 }
 
-func groupAEAD(mk *[32]byte) cipher.AEAD {
-	b, err := aes.NewCipher(mk[:])
-	if err != nil {
-		panic("session: aes key length") // unreachable
-	}
-	a, err := cipher.NewGCM(b)
-	if err != nil {
-		panic("session: gcm") // unreachable
-	}
-	return a
-}
-
 func (h *groupHeader) append(b []byte) []byte {
 	b = append(b, groupVersion)
 	b = append(b, h.group[:]...)
@@ -316,7 +302,7 @@ func (g *Group) Encrypt(plaintext []byte) ([]byte, error) {
 	msg := make([]byte, 0, groupHeaderLen+len(plaintext)+16+ed25519.SignatureSize)
 	hdr := groupHeader{group: g.id, epoch: k.epoch, keyID: k.keyID, iteration: k.iteration}
 	msg = hdr.append(msg)
-	msg = groupAEAD(&mk).Seal(msg, make([]byte, 12), plaintext, msg[:groupHeaderLen])
+	msg = aesGCM(mk[:]).Seal(msg, make([]byte, 12), plaintext, msg[:groupHeaderLen])
 	msg = append(msg, ed25519.Sign(k.sigPriv, msg)...)
 	clear(mk[:])
 	k.chainKey = next
@@ -396,7 +382,7 @@ func (g *Group) Decrypt(from PublicIdentity, msg []byte) ([]byte, error) {
 		}
 		mk, ck = groupStep(&ck)
 	}
-	pt, err := groupAEAD(&mk).Open(nil, make([]byte, 12), body[groupHeaderLen:], body[:groupHeaderLen])
+	pt, err := aesGCM(mk[:]).Open(nil, make([]byte, 12), body[groupHeaderLen:], body[:groupHeaderLen])
 	if err != nil {
 		return fail("bad ciphertext")
 	}

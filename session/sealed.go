@@ -94,7 +94,7 @@ func seal(rand io.Reader, spub PublicIdentity, static func(*ecdh.PublicKey) ([]b
 	if err != nil {
 		return nil, err
 	}
-	env = sealedAEAD(k1).Seal(env, make([]byte, 12), spub[:], hdr)
+	env = aesGCM(k1).Seal(env, make([]byte, 12), spub[:], hdr)
 
 	k2, err := sealedStaticKey(dh2, ck, env[33:sealedHeaderLen])
 	if err != nil {
@@ -106,7 +106,7 @@ func seal(rand io.Reader, spub PublicIdentity, static func(*ecdh.PublicKey) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return sealedAEAD(k2).Seal(env, make([]byte, 12), pt, append(hdr, spub[:]...)), nil
+	return aesGCM(k2).Seal(env, make([]byte, 12), pt, append(hdr, spub[:]...)), nil
 }
 
 // Open unwraps an envelope addressed to recipient. It returns the sender's
@@ -134,7 +134,7 @@ func Open(recipient *Identity, envelope []byte) (sender PublicIdentity, contentT
 	if err != nil {
 		return fail()
 	}
-	sb, err := sealedAEAD(k1).Open(nil, make([]byte, 12), env.sender[:], hdr)
+	sb, err := aesGCM(k1).Open(nil, make([]byte, 12), env.sender[:], hdr)
 	if err != nil {
 		return fail()
 	}
@@ -151,7 +151,7 @@ func Open(recipient *Identity, envelope []byte) (sender PublicIdentity, contentT
 	if err != nil {
 		return fail()
 	}
-	pt, err := sealedAEAD(k2).Open(nil, make([]byte, 12), env.content, append(hdr, sender[:]...))
+	pt, err := aesGCM(k2).Open(nil, make([]byte, 12), env.content, append(hdr, sender[:]...))
 	if err != nil {
 		return fail()
 	}
@@ -187,8 +187,9 @@ func sealedStaticKey(dh2, ck, s []byte) ([]byte, error) {
 	return k2, nil
 }
 
-// sealedAEAD returns AES-256-GCM under a 32-byte key.
-func sealedAEAD(key []byte) cipher.AEAD {
+// aesGCM returns AES-256-GCM under a 32-byte key (sealed sender and group
+// messages).
+func aesGCM(key []byte) cipher.AEAD {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		panic("session: aes key length") // unreachable: keys are 32 bytes
