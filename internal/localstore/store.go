@@ -770,24 +770,6 @@ func (t *Tx) Dequeue(id [16]byte) (bool, error) {
 	return n > 0, nil
 }
 
-// Attempted counts one more delivery attempt for the envelope.
-func (t *Tx) Attempted(id [16]byte) error {
-	if _, err := t.tx.ExecContext(t.ctx, `UPDATE outbox SET attempts = attempts + 1 WHERE id = ?`, id[:]); err != nil {
-		return fmt.Errorf("update outbox: %w", err)
-	}
-	return nil
-}
-
-// Seen reports whether id was marked seen.
-func (t *Tx) Seen(id [16]byte) (bool, error) {
-	var n int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT count(*) FROM seen WHERE id = ?`, id[:]).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("read seen: %w", err)
-	}
-	return n > 0, nil
-}
-
 // MarkSeen records id as seen at time at and reports whether it was new.
 func (t *Tx) MarkSeen(id [16]byte, at time.Time) (bool, error) {
 	res, err := t.tx.ExecContext(t.ctx, `INSERT OR IGNORE INTO seen (id, at) VALUES (?, ?)`, id[:], at.UnixMilli())
