@@ -4,8 +4,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"fmt"
 	"io"
 )
@@ -90,23 +88,17 @@ func seal(rand io.Reader, spub PublicIdentity, static func(*ecdh.PublicKey) ([]b
 	env = append(env, e.PublicKey().Bytes()...)
 	hdr := sealedHeader(recipient, env[1:33])
 
-	ck, k1, err := sealedEphemeralKeys(dh1, hdr)
-	if err != nil {
-		return nil, err
-	}
-	env = aesGCM(k1).Seal(env, make([]byte, 12), spub[:], hdr)
+	ck, k1 := sealedEphemeralKeys(dh1, hdr)
+	env = aesGCM(k1[:]).Seal(env, make([]byte, 12), spub[:], hdr)
 
-	k2, err := sealedStaticKey(dh2, ck, env[33:sealedHeaderLen])
-	if err != nil {
-		return nil, err
-	}
+	k2 := sealedStaticKey(dh2, &ck, env[33:sealedHeaderLen])
 	msg := make([]byte, 0, 1+len(inner))
 	msg = append(msg, contentType)
 	pt, err := pad(append(msg, inner...))
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return aesGCM(k2).Seal(env, make([]byte, 12), pt, append(hdr, spub[:]...)), nil
+	return aesGCM(k2[:]).Seal(env, make([]byte, 12), pt, append(hdr, spub[:]...)), nil
 }
 
 // Open unwraps an envelope addressed to recipient. It returns the sender's
@@ -130,11 +122,8 @@ func Open(recipient *Identity, envelope []byte) (sender PublicIdentity, contentT
 		return fail()
 	}
 	hdr := sealedHeader(recipient.Public(), env.eph[:])
-	ck, k1, err := sealedEphemeralKeys(dh1, hdr)
-	if err != nil {
-		return fail()
-	}
-	sb, err := aesGCM(k1).Open(nil, make([]byte, 12), env.sender[:], hdr)
+	ck, k1 := sealedEphemeralKeys(dh1, hdr)
+	sb, err := aesGCM(k1[:]).Open(nil, make([]byte, 12), env.sender[:], hdr)
 	if err != nil {
 		return fail()
 	}
@@ -147,11 +136,8 @@ func Open(recipient *Identity, envelope []byte) (sender PublicIdentity, contentT
 	if err != nil {
 		return fail()
 	}
-	k2, err := sealedStaticKey(dh2, ck, env.sender[:])
-	if err != nil {
-		return fail()
-	}
-	pt, err := aesGCM(k2).Open(nil, make([]byte, 12), env.content, append(hdr, sender[:]...))
+	k2 := sealedStaticKey(dh2, &ck, env.sender[:])
+	pt, err := aesGCM(k2[:]).Open(nil, make([]byte, 12), env.content, append(hdr, sender[:]...))
 	if err != nil {
 		return fail()
 	}
@@ -170,21 +156,23 @@ func sealedHeader(recipient PublicIdentity, eph []byte) []byte {
 	return append(hdr, eph...)
 }
 
-func sealedEphemeralKeys(dh1, hdr []byte) (ck, k1 []byte, err error) {
-	okm, err := hkdf.Key(sha256.New, dh1, hdr, sealedInfoEph, 64)
-	if err != nil {
-		return nil, nil, fmt.Errorf("derive sealed sender keys: %v", err)
-	}
-	return okm[:32], okm[32:], nil
+// sealedEphemeralKeys returns the chain key and the sender-identity key:
+// HKDF-SHA256(salt = hdr, ikm = dh1, info = sealedInfoEph, 64 bytes).
+func sealedEphemeralKeys(dh1, hdr []byte) (ck, k1 [keyLen]byte) {
+	var okm [2 * keyLen]byte
+	hkdfSHA256(okm[:], hdr, dh1, sealedInfoEph)
+	copy(ck[:], okm[:keyLen])
+	copy(k1[:], okm[keyLen:])
+	clear(okm[:])
+	return ck, k1
 }
 
-func sealedStaticKey(dh2, ck, s []byte) ([]byte, error) {
-	salt := append(append(make([]byte, 0, len(ck)+len(s)), ck...), s...)
-	k2, err := hkdf.Key(sha256.New, dh2, salt, sealedInfoStatic, 32)
-	if err != nil {
-		return nil, fmt.Errorf("derive sealed content key: %v", err)
-	}
-	return k2, nil
+// sealedStaticKey returns the content key:
+// HKDF-SHA256(salt = ck || s, ikm = dh2, info = sealedInfoStatic, 32 bytes).
+func sealedStaticKey(dh2 []byte, ck *[keyLen]byte, s []byte) (k2 [keyLen]byte) {
+	salt := append(append(make([]byte, 0, keyLen+len(s)), ck[:]...), s...)
+	hkdfSHA256(k2[:], salt, dh2, sealedInfoStatic)
+	return k2
 }
 
 // aesGCM returns AES-256-GCM under a 32-byte key (sealed sender and group
