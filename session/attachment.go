@@ -1,9 +1,7 @@
 package session
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding"
@@ -121,29 +119,17 @@ func (p *AttachmentPointer) UnmarshalBinary(b []byte) error {
 
 // newAttachmentAEAD derives the payload key and the key commitment, and
 // returns the payload key's AEAD and the commitment.
-func newAttachmentAEAD(key *[attachmentKeyLen]byte, nonce []byte) (cipher.AEAD, [attachmentCommitLen]byte, error) {
-	var commit [attachmentCommitLen]byte
-	okm, err := hkdf.Key(sha256.New, key[:], nonce, attachmentInfo, 32+attachmentCommitLen)
-	if err != nil {
-		return nil, commit, err
-	}
-	defer clear(okm)
-	copy(commit[:], okm[32:])
-	block, err := aes.NewCipher(okm[:32])
-	if err != nil {
-		return nil, commit, err
-	}
-	a, err := cipher.NewGCM(block)
-	return a, commit, err
+func newAttachmentAEAD(key *[attachmentKeyLen]byte, nonce []byte) (cipher.AEAD, [attachmentCommitLen]byte) {
+	var okm [32 + attachmentCommitLen]byte
+	hkdfSHA256(okm[:], nonce, key[:], attachmentInfo)
+	defer clear(okm[:])
+	return aesGCM(okm[:32]), [attachmentCommitLen]byte(okm[32:])
 }
 
 // openAttachmentHeader checks a blob's header against key and returns the
 // payload key's AEAD.
 func openAttachmentHeader(key *[attachmentKeyLen]byte, hdr *[attachmentHeaderLen]byte) (cipher.AEAD, error) {
-	a, commit, err := newAttachmentAEAD(key, hdr[:attachmentNonceLen])
-	if err != nil {
-		return nil, fmt.Errorf("open attachment: %v", err)
-	}
+	a, commit := newAttachmentAEAD(key, hdr[:attachmentNonceLen])
 	if subtle.ConstantTimeCompare(commit[:], hdr[attachmentNonceLen:]) != 1 {
 		return nil, fmt.Errorf("open attachment: %w: key commitment mismatch", ErrAttachmentCorrupt)
 	}
@@ -201,23 +187,17 @@ func NewAttachmentWriter(rand io.Reader, dst io.Writer) (*AttachmentWriter, erro
 	if _, err := io.ReadFull(rand, w.header[:]); err != nil {
 		return nil, fmt.Errorf("generate attachment nonce: %w", err)
 	}
-	if err := w.init(); err != nil {
-		return nil, err
-	}
+	w.init()
 	if err := w.emit(append(w.header[:], w.commit[:]...)); err != nil {
 		return nil, fmt.Errorf("write attachment header: %w", err)
 	}
 	return w, nil
 }
 
-func (w *AttachmentWriter) init() error {
-	a, commit, err := newAttachmentAEAD(&w.key, w.header[:])
-	if err != nil {
-		return fmt.Errorf("derive attachment payload key: %v", err)
-	}
-	w.aead, w.commit = a, commit
+// init derives the payload AEAD and allocates the chunk buffer.
+func (w *AttachmentWriter) init() {
+	w.aead, w.commit = newAttachmentAEAD(&w.key, w.header[:])
 	w.buf = make([]byte, attachmentSealedLen)
-	return nil
 }
 
 // emit writes b to dst and the digest.
@@ -455,9 +435,7 @@ func ResumeAttachmentWriter(dst io.Writer, c *AttachmentCheckpoint) (*Attachment
 	if err := w.digest.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.digestState); err != nil {
 		return nil, fmt.Errorf("resume attachment: digest state: %v", err)
 	}
-	if err := w.init(); err != nil {
-		return nil, err
-	}
+	w.init()
 	w.size = c.PlaintextOffset()
 	return w, nil
 }
