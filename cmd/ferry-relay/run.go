@@ -275,12 +275,11 @@ func loadOrCreateKey(dir string) (channel.KeyPair, error) {
 	if err != nil {
 		return channel.KeyPair{}, fmt.Errorf("create relay key: %w", err)
 	}
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		os.Remove(path)
-		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+	_, err = f.WriteString(text)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
+	if err != nil {
 		f.Close()
 		os.Remove(path)
 		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
