@@ -36,9 +36,10 @@ type Config struct {
 	// Logger receives operational events; never keys, tokens or message
 	// text. If nil, nothing is logged.
 	Logger *slog.Logger
-	// Dialer reaches relay endpoints of the "tcp" transport. If nil, a
-	// transport/tcp dialer with its defaults is used.
-	Dialer transport.Dialer
+	// Transports maps the transport names of link endpoints ("tcp") to the
+	// dialers that reach them; endpoints of other transports are skipped.
+	// If nil, a registry holding transport/tcp with its defaults is used.
+	Transports *transport.Registry
 
 	// dial replaces dialChannel in tests.
 	dial dialFunc
@@ -130,8 +131,11 @@ func (cfg *Config) fill() {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Dialer == nil {
-		cfg.Dialer = tcp.New(tcp.Config{})
+	if cfg.Transports == nil {
+		cfg.Transports = new(transport.Registry)
+		if err := tcp.Register(cfg.Transports, tcp.Config{}); err != nil {
+			panic(err) // an empty registry always takes tcp
+		}
 	}
 	if cfg.prekeys == 0 {
 		cfg.prekeys = initialPrekeys

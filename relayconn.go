@@ -33,12 +33,8 @@ type dialFunc func(ctx context.Context, r link.Relay, static channel.KeyPair) (f
 func (c *Client) dialChannel(ctx context.Context, r link.Relay, static channel.KeyPair) (frameConn, error) {
 	var errs []error
 	for _, e := range r.Endpoints {
-		if e.Transport != "tcp" {
-			errs = append(errs, fmt.Errorf("endpoint %s: unsupported transport", e.Transport))
-			continue
-		}
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		nc, err := c.cfg.Dialer.DialContext(dctx, e.Addr)
+		nc, err := c.cfg.Transports.Dial(dctx, e.Transport, e.Addr)
 		if err != nil {
 			cancel()
 			errs = append(errs, err)
