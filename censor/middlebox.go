@@ -566,6 +566,8 @@ func (r *flowRun) serverEnd(err error) {
 	}
 }
 
+// isReset reports whether err means the peer reset the connection
+// (ECONNRESET, or EPIPE from a write after the reset).
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

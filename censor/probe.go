@@ -350,7 +350,7 @@ func classifyEnd(err error) string {
 	switch {
 	case errors.Is(err, io.EOF):
 		return CloseFIN
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+	case isReset(err):
 		return CloseRST
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return CloseOpen
