@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -108,22 +109,14 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		defer f.Close()
 		log = f
 	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelDebug
-	}
 	m := &censor.Middlebox{
 		Upstream: *upstream,
 		Policy:   p,
 		Log:      log,
-		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Logger:   newLogger(stderr, *verbose),
 	}
 	if *seed != 0 {
-		var s [32]byte
-		for i := range 8 {
-			s[i] = byte(*seed >> (8 * i))
-		}
-		m.Rand = rand.NewChaCha8(s)
+		m.Rand = rand.NewChaCha8(seedKey(*seed))
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -140,4 +133,21 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	return 0
+}
+
+// seedKey is the ChaCha8 key of a --seed: the seed's little-endian bytes,
+// then zeros.
+func seedKey(seed uint64) [32]byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:8], seed)
+	return s
+}
+
+// newLogger logs warnings to stderr, or everything with -v.
+func newLogger(stderr io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 }

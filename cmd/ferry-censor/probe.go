@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	mrand "math/rand/v2"
 	"os"
 	"strconv"
@@ -76,18 +75,12 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		first = b
 	}
-	var s [32]byte
-	if *seed != 0 {
-		for i := range 8 {
-			s[i] = byte(*seed >> (8 * i))
+	s := seedKey(*seed)
+	if *seed == 0 {
+		if _, err := rand.Read(s[:]); err != nil {
+			fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
+			return 1
 		}
-	} else if _, err := rand.Read(s[:]); err != nil {
-		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
-		return 1
-	}
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelDebug
 	}
 	// Every Prober gets the same random stream, so the target and the
 	// reference get the same probes.
@@ -98,7 +91,7 @@ func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			Soon:        max(*soon, time.Nanosecond),
 			Later:       -1,
 			Concurrency: *concurrency,
-			Logger:      slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+			Logger:      newLogger(stderr, *verbose),
 		}
 		if *later > 0 {
 			p.Later = *later
