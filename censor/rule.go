@@ -190,8 +190,6 @@ func matchHost(list []string, host string) string {
 // evaluator is a rule compiled for an engine, with its state. The engine
 // calls its methods with its mutex held.
 type evaluator interface {
-	// name is the rule's name in verdicts.
-	name() string
 	// admit decides on a connection when it opens, before any payload.
 	admit(e *Engine, client netip.Addr, server netip.AddrPort, now time.Time) (Verdict, bool)
 	// inspect decides on a flow's first client payload.

@@ -45,8 +45,6 @@ type echEval struct {
 	id   string
 }
 
-func (ev *echEval) name() string { return ev.id }
-
 func (ev *echEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	if f.Hello == nil {
 		return Verdict{}, false

@@ -171,8 +171,6 @@ type fetEval struct {
 	id   string
 }
 
-func (ev *fetEval) name() string { return ev.id }
-
 func (ev *fetEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	r := ev.rule
 	if len(f.First) == 0 || !r.matchServer(f.Server) {

@@ -44,8 +44,6 @@ type gateEval struct {
 	id   string
 }
 
-func (ev *gateEval) name() string { return ev.id }
-
 func (ev *gateEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	r := ev.rule
 	if _, ok := r.matchFlow(f); !ok || f.Kind == KindNone {

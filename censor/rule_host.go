@@ -63,8 +63,6 @@ type hostEval struct {
 	id   string
 }
 
-func (ev *hostEval) name() string { return ev.id }
-
 func (ev *hostEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	entry, ok := ev.rule.matchFlow(f)
 	if !ok {

@@ -77,8 +77,6 @@ type outageEval struct {
 	start, end time.Time // the current window
 }
 
-func (ev *outageEval) name() string { return ev.id }
-
 // window advances the schedule to now and returns whether now is in an
 // outage, and the current window's bounds.
 func (ev *outageEval) window(e *Engine, now time.Time) (down bool, start, end time.Time) {

@@ -91,8 +91,6 @@ type probeState struct {
 	started time.Time // zero until probing starts
 }
 
-func (ev *probeEval) name() string { return ev.id }
-
 func (ev *probeEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	if f.Kind != KindOther || FETExemption(f.First) != "" {
 		return Verdict{}, false

@@ -102,8 +102,6 @@ func newSignatureEval(r *SignatureRule, id string) (*signatureEval, error) {
 	return ev, nil
 }
 
-func (ev *signatureEval) name() string { return ev.id }
-
 func (ev *signatureEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	if _, ok := ev.rule.matchFlow(f); !ok {
 		return Verdict{}, false

@@ -47,8 +47,6 @@ type throttleEval struct {
 	id   string
 }
 
-func (ev *throttleEval) name() string { return ev.id }
-
 func (ev *throttleEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	if _, ok := ev.rule.matchFlow(f); !ok {
 		return Verdict{}, false

@@ -40,8 +40,6 @@ type whitelistEval struct {
 	id   string
 }
 
-func (ev *whitelistEval) name() string { return ev.id }
-
 func (ev *whitelistEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	r := ev.rule
 	if f.Kind == KindNone {
