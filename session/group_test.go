@@ -329,9 +329,13 @@ func TestGroupRemovedMemberLockedOut(t *testing.T) {
 					active = append(active[:i:i], active[i+1:]...)
 					removed = append(removed, gone)
 					for _, p := range active {
+						before := net.groups[p].Epoch()
 						d, err := net.groups[p].RemoveMember(extrasDetRand(fmt.Sprint(seed, step, p)), gone)
 						if err != nil {
 							t.Fatal(err)
+						}
+						if got := net.groups[p].Epoch(); got != before+1 {
+							t.Fatalf("epoch after a removal: got %d, want %d", got, before+1)
 						}
 						net.distribute(p, d, active)
 					}
