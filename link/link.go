@@ -6,8 +6,13 @@
 //
 // A link is one line of URL-safe ASCII:
 //
-//	ferry://relay?v=1&k=<key>&tcp=<host:port>[&tcp=<host:port>...]
-//	ferry://invite?v=1&k=<key>&tcp=<host:port>...&id=<identity>&mb=<mailbox>&tok=<token>&s=<secret>&n=<name>
+//	ferry://relay?v=1&k=<key>&<transport>=<host:port>[,<param>=<value>...][&<transport>=...]
+//	ferry://invite?v=1&k=<key>&<transport>=<host:port>...&id=<identity>&mb=<mailbox>&tok=<token>&s=<secret>&n=<name>
+//
+// for example &tcp=relay.example:7443 or
+// &https=relay.example:443,sni=www.example.org,s=<secret>. The link format
+// knows no list of transports: it carries any well-formed transport name and
+// its parameters, and the client decides which endpoints it can use.
 //
 // Binary values are unpadded base64url (RFC 4648 section 5) and must be
 // canonical (no trailing bits set), so every value has exactly one text form
@@ -40,6 +45,10 @@ const (
 	MaxEndpoints = 8
 	// MaxAddrLen is the longest endpoint address, in bytes.
 	MaxAddrLen = 255
+	// MaxParams is the most parameters one endpoint may carry.
+	MaxParams = 8
+	// MaxParamLen is the longest parameter value, in bytes.
+	MaxParamLen = 255
 	// MaxNameLen is the longest invite name, in bytes of UTF-8.
 	MaxNameLen = 64
 	// MaxLen is the longest link either parser accepts, in bytes.
@@ -52,16 +61,137 @@ const (
 	invitePrefix = "ferry://invite?"
 )
 
-// Transports known to this version of the link format. An endpoint of any
-// other transport is rejected, so that a user with an old client gets a clear
-// "unknown transport" instead of a link that silently loses endpoints.
-var knownTransports = []string{"tcp"}
-
-// Endpoint is one way to reach a relay: a transport name and an address
-// that transport understands.
+// Endpoint is one way to reach a relay: a transport name, an address that
+// transport understands and the parameters it needs (keys, secrets, server
+// names), in order.
 type Endpoint struct {
-	Transport string // "tcp"
-	Addr      string // host:port
+	Transport string  `json:"transport"`        // "tcp", "https", ...: 1-16 of [a-z0-9]
+	Addr      string  `json:"addr"`             // host:port
+	Params    []Param `json:"params,omitempty"` // at most MaxParams, with distinct keys
+}
+
+// Param is one transport parameter of an endpoint. Its key is 1-16 of
+// [a-z0-9]; its value is 1-MaxParamLen bytes of [A-Za-z0-9._~:-], which
+// holds base64url, host names and numbers. Transports ignore keys they do
+// not know, so that a newer relay's links still work with an older client;
+// a parameter whose meaning changes needs a new transport name.
+type Param struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Param returns the value of the parameter called key.
+func (e Endpoint) Param(key string) (string, bool) {
+	for _, p := range e.Params {
+		if p.Key == key {
+			return p.Value, true
+		}
+	}
+	return "", false
+}
+
+// Equal reports whether e and o are the same endpoint, parameters included.
+func (e Endpoint) Equal(o Endpoint) bool {
+	return e.Transport == o.Transport && e.Addr == o.Addr && slices.Equal(e.Params, o.Params)
+}
+
+// String formats the endpoint as it appears in a link:
+// transport=host:port[,key=value...].
+func (e Endpoint) String() string {
+	var b strings.Builder
+	e.append(&b)
+	return b.String()
+}
+
+func (e Endpoint) append(b *strings.Builder) {
+	b.WriteString(e.Transport)
+	b.WriteByte('=')
+	b.WriteString(e.Addr)
+	for _, p := range e.Params {
+		b.WriteByte(',')
+		b.WriteString(p.Key)
+		b.WriteByte('=')
+		b.WriteString(p.Value)
+	}
+}
+
+// ParseEndpoint parses the text form String writes.
+func ParseEndpoint(s string) (Endpoint, error) {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || !isKey(name) {
+		return Endpoint{}, fmt.Errorf("endpoint %q: want TRANSPORT=HOST:PORT[,KEY=VALUE...]", s)
+	}
+	return parseEndpoint(name, value)
+}
+
+// parseEndpoint parses the value of a transport parameter of a link.
+func parseEndpoint(transport, value string) (Endpoint, error) {
+	addr, rest, _ := strings.Cut(value, ",")
+	if err := checkAddr(addr); err != nil {
+		return Endpoint{}, fmt.Errorf("%s endpoint %q: %v", transport, addr, err)
+	}
+	e := Endpoint{Transport: transport, Addr: addr}
+	if value == addr {
+		return e, nil
+	}
+	for _, kv := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		if err := checkParam(k, v); err != nil {
+			return Endpoint{}, fmt.Errorf("%s endpoint %s: parameter %q: %v", transport, addr, k, err)
+		}
+		if _, dup := e.Param(k); dup {
+			return Endpoint{}, fmt.Errorf("%s endpoint %s: parameter %q given twice", transport, addr, k)
+		}
+		if len(e.Params) == MaxParams {
+			return Endpoint{}, fmt.Errorf("%s endpoint %s: more than %d parameters", transport, addr, MaxParams)
+		}
+		e.Params = append(e.Params, Param{Key: k, Value: v})
+	}
+	return e, nil
+}
+
+// Check reports whether e can be written in a link and parsed back to e.
+func (e Endpoint) Check() error {
+	got, err := ParseEndpoint(e.String())
+	if err != nil {
+		return err
+	}
+	if !got.Equal(e) {
+		return fmt.Errorf("endpoint %q: an address or parameter contains link syntax", e.String())
+	}
+	return nil
+}
+
+func checkParam(k, v string) error {
+	switch {
+	case !isKey(k):
+		return errors.New("key is not 1-16 of a-z and 0-9")
+	case v == "":
+		return errors.New("empty value")
+	case len(v) > MaxParamLen:
+		return fmt.Errorf("value longer than %d bytes", MaxParamLen)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._~:-", c) >= 0) {
+			return fmt.Errorf("character %q not allowed in a value", c)
+		}
+	}
+	return nil
+}
+
+// isKey reports whether s is 1-16 of [a-z0-9], the form of transport names
+// and parameter keys.
+func isKey(s string) bool {
+	if s == "" || len(s) > 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Relay is everything a client needs to reach and authenticate a relay.
@@ -88,8 +218,8 @@ func (r Relay) Check() error {
 	if err != nil {
 		return err
 	}
-	if !slices.Equal(got.Endpoints, r.Endpoints) {
-		return errors.New("relay link: an endpoint address contains link syntax")
+	if !slices.EqualFunc(got.Endpoints, r.Endpoints, Endpoint.Equal) {
+		return errors.New("relay link: an endpoint address or parameter contains link syntax")
 	}
 	return nil
 }
@@ -100,8 +230,8 @@ func (i Invite) Check() error {
 	if err != nil {
 		return err
 	}
-	if !slices.Equal(got.Relay.Endpoints, i.Relay.Endpoints) {
-		return errors.New("invite link: an endpoint address contains link syntax")
+	if !slices.EqualFunc(got.Relay.Endpoints, i.Relay.Endpoints, Endpoint.Equal) {
+		return errors.New("invite link: an endpoint address or parameter contains link syntax")
 	}
 	return nil
 }
@@ -122,9 +252,7 @@ func (r Relay) appendParams(b *strings.Builder) {
 	b.WriteString(b64.EncodeToString(r.Key[:]))
 	for _, e := range r.Endpoints {
 		b.WriteByte('&')
-		b.WriteString(e.Transport)
-		b.WriteByte('=')
-		b.WriteString(e.Addr)
+		e.append(b)
 	}
 }
 
@@ -234,7 +362,7 @@ func isLinkChar(c byte) bool {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
 	}
-	return strings.IndexByte("-_.:[]%=&", c) >= 0
+	return strings.IndexByte("-_.:~[]%=&,", c) >= 0
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -314,16 +442,14 @@ func (p *parser) relay() (Relay, error) {
 		if !ok || !isTransportName(name) {
 			break
 		}
-		if !known(name) {
-			return Relay{}, p.errorf("unknown transport %q (a newer Ferry may know it)", name)
-		}
 		if len(r.Endpoints) == MaxEndpoints {
 			return Relay{}, p.errorf("more than %d endpoints", MaxEndpoints)
 		}
-		if err := checkAddr(value); err != nil {
-			return Relay{}, p.errorf("%s endpoint %q: %v", name, value, err)
+		e, err := parseEndpoint(name, value)
+		if err != nil {
+			return Relay{}, p.errorf("%v", err)
 		}
-		r.Endpoints = append(r.Endpoints, Endpoint{Transport: name, Addr: value})
+		r.Endpoints = append(r.Endpoints, e)
 		p.params = p.params[1:]
 	}
 	if len(r.Endpoints) == 0 {
@@ -339,24 +465,7 @@ func isTransportName(name string) bool {
 	case "id", "mb", "tok", "s", "n", "v", "k":
 		return false
 	}
-	if name == "" || len(name) > 16 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-func known(name string) bool {
-	for _, t := range knownTransports {
-		if t == name {
-			return true
-		}
-	}
-	return false
+	return isKey(name)
 }
 
 // checkAddr checks that a is host:port with a plausible host and a port in

@@ -51,7 +51,7 @@ func seq(n int, start byte) []byte {
 func testRelay() Relay {
 	var r Relay
 	copy(r.Key[:], seq(32, 1))
-	r.Endpoints = []Endpoint{{"tcp", "127.0.0.1:7443"}}
+	r.Endpoints = []Endpoint{{Transport: "tcp", Addr: "127.0.0.1:7443"}}
 	return r
 }
 
@@ -69,7 +69,16 @@ func testInvite() Invite {
 func cases() vectorFile {
 	r1 := testRelay()
 	r2 := testRelay()
-	r2.Endpoints = []Endpoint{{"tcp", "relay.example.org:443"}, {"tcp", "[2001:db8::1]:7443"}, {"tcp", "10.0.0.1:65535"}}
+	r2.Endpoints = []Endpoint{{Transport: "tcp", Addr: "relay.example.org:443"}, {Transport: "tcp", Addr: "[2001:db8::1]:7443"}, {Transport: "tcp", Addr: "10.0.0.1:65535"}}
+	r3 := testRelay()
+	r3.Endpoints = []Endpoint{
+		{Transport: "https", Addr: "relay.example.org:443", Params: []Param{{"sni", "www.example.org"}, {"s", "AQIDBAUGBwgJCgsMDQ4PEA"}}},
+		{Transport: "obfs", Addr: "[2001:db8::1]:8443", Params: []Param{{"k", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"}, {"x", "p~1"}}},
+		{Transport: "tcp", Addr: "10.0.0.1:7443"},
+		{Transport: "future9", Addr: "10.0.0.2:1", Params: []Param{{"a", "b"}}},
+	}
+	inv3 := testInvite()
+	inv3.Relay = r3
 	inv := testInvite()
 	inv2 := testInvite()
 	inv2.Relay = r2
@@ -94,7 +103,15 @@ func cases() vectorFile {
 		{"std base64 key", "relay", "ferry://relay?v=1&k=+QIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA&tcp=127.0.0.1:7443", `relay link: character '+' not allowed`},
 		{"zero key", "relay", "ferry://relay?v=1&k=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&tcp=127.0.0.1:7443", "relay link: relay key is all zeros"},
 		{"no endpoint", "relay", strings.TrimSuffix(good, "&tcp=127.0.0.1:7443"), "relay link: missing relay endpoint"},
-		{"unknown transport", "relay", good + "&obfs=1.2.3.4:443", `relay link: unknown transport "obfs" (a newer Ferry may know it)`},
+		{"param without value", "relay", good + ",sni", `relay link: tcp endpoint 127.0.0.1:7443: parameter "sni": empty value`},
+		{"param empty value", "relay", good + ",sni=", `relay link: tcp endpoint 127.0.0.1:7443: parameter "sni": empty value`},
+		{"param upper key", "relay", good + ",SNI=a", `relay link: tcp endpoint 127.0.0.1:7443: parameter "SNI": key is not 1-16 of a-z and 0-9`},
+		{"param empty key", "relay", good + ",=a", `relay link: tcp endpoint 127.0.0.1:7443: parameter "": key is not 1-16 of a-z and 0-9`},
+		{"param bad char", "relay", good + ",a=b[", `relay link: tcp endpoint 127.0.0.1:7443: parameter "a": character '[' not allowed in a value`},
+		{"param twice", "relay", good + ",a=1,a=2", `relay link: tcp endpoint 127.0.0.1:7443: parameter "a" given twice`},
+		{"param too long", "relay", good + ",a=" + strings.Repeat("x", MaxParamLen+1), `relay link: tcp endpoint 127.0.0.1:7443: parameter "a": value longer than 255 bytes`},
+		{"too many params", "relay", good + ",a=1,b=1,c=1,d=1,e=1,f=1,g=1,h=1,i=1", "relay link: tcp endpoint 127.0.0.1:7443: more than 8 parameters"},
+		{"trailing comma", "relay", good + ",", `relay link: tcp endpoint 127.0.0.1:7443: parameter "": key is not 1-16 of a-z and 0-9`},
 		{"no port", "relay", strings.Replace(good, "127.0.0.1:7443", "127.0.0.1", 1), `relay link: tcp endpoint "127.0.0.1": not host:port`},
 		{"port zero", "relay", strings.Replace(good, ":7443", ":0", 1), `relay link: tcp endpoint "127.0.0.1:0": port is not a number from 1 to 65535`},
 		{"port too big", "relay", strings.Replace(good, ":7443", ":65536", 1), `relay link: tcp endpoint "127.0.0.1:65536": port is not a number from 1 to 65535`},
@@ -105,7 +122,7 @@ func cases() vectorFile {
 		{"empty label", "relay", strings.Replace(good, "127.0.0.1:7443", "a..b:7443", 1), `relay link: tcp endpoint "a..b:7443": bad host name`},
 		{"too many endpoints", "relay", good + strings.Repeat("&tcp=127.0.0.1:7443", MaxEndpoints), "relay link: more than 8 endpoints"},
 		{"fragment", "relay", good + "#x", `relay link: character '#' not allowed`},
-		{"trailing param", "relay", good + "&x", `relay link: unknown transport "x" (a newer Ferry may know it)`},
+		{"trailing param", "relay", good + "&x", `relay link: x endpoint "": empty address`},
 		{"trailing ampersand", "relay", good + "&", `relay link: unexpected parameter ""`},
 		{"key out of order", "relay", "ferry://relay?k=AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA&v=1&tcp=127.0.0.1:7443", "relay link: version (v=) out of order"},
 		{"missing identity", "invite", strings.Replace(ginv, "&id=QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8", "", 1), "invite link: missing identity key"},
@@ -126,7 +143,9 @@ func cases() vectorFile {
 		Comment: "Ferry link vectors (docs/protocol.md section 4). Keys are hex. Regenerate with: go test ./link -run TestVectors -update",
 		Valid: []validVector{
 			relayVector("one endpoint", r1), relayVector("three endpoints", r2),
+			relayVector("endpoints with parameters and an unknown transport", r3),
 			inviteVector("ascii name", inv), inviteVector("unicode name, three endpoints", inv2),
+			inviteVector("endpoints with parameters", inv3),
 		},
 		Invalid: bad,
 	}
@@ -298,7 +317,7 @@ func FuzzFormat(f *testing.F) {
 		}
 		inv := Invite{Name: name}
 		copy(inv.Relay.Key[:], key)
-		inv.Relay.Endpoints = []Endpoint{{"tcp", addr}}
+		inv.Relay.Endpoints = []Endpoint{{Transport: "tcp", Addr: addr}}
 		copy(inv.Identity[:], rest[0:32])
 		copy(inv.Mailbox[:], rest[32:48])
 		copy(inv.Token[:], rest[48:80])
@@ -347,5 +366,51 @@ func seedFuzz(f *testing.F) {
 	}
 	for _, v := range vf.Invalid {
 		f.Add(v.Link)
+	}
+}
+
+// FuzzParseEndpoint checks that an endpoint parses to a value that formats
+// back to the same text, or fails with an error and a zero Endpoint.
+func FuzzParseEndpoint(f *testing.F) {
+	f.Add("tcp=127.0.0.1:7443")
+	f.Add("https=relay.example.org:443,sni=www.example.org,s=AQIDBAUGBwgJCgsMDQ4PEA")
+	f.Add("obfs=[::1]:1,k=a~b,x=1")
+	f.Add("tcp=127.0.0.1:7443,a=1,a=2")
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := ParseEndpoint(s)
+		if err != nil {
+			if !reflect.DeepEqual(e, Endpoint{}) {
+				t.Fatalf("ParseEndpoint(%q) = %+v with error %v", s, e, err)
+			}
+			return
+		}
+		if got := e.String(); got != s {
+			t.Fatalf("String(ParseEndpoint(%q)) = %q", s, got)
+		}
+		if err := e.Check(); err != nil {
+			t.Fatalf("Check(ParseEndpoint(%q)): %v", s, err)
+		}
+	})
+}
+
+func TestEndpointParam(t *testing.T) {
+	e, err := ParseEndpoint("https=relay.example.org:443,sni=www.example.org,s=c2VjcmV0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := e.Param("sni"); !ok || v != "www.example.org" {
+		t.Fatalf(`Param("sni") = %q, %v; want "www.example.org", true`, v, ok)
+	}
+	if v, ok := e.Param("pin"); ok || v != "" {
+		t.Fatalf(`Param("pin") = %q, %v; want "", false`, v, ok)
+	}
+	o := e
+	o.Params = append([]Param(nil), e.Params...)
+	o.Params[1].Value = "other"
+	if e.Equal(o) || !e.Equal(e) {
+		t.Fatal("Equal does not compare parameters")
+	}
+	if err := (Endpoint{Transport: "tcp", Addr: "a:1", Params: []Param{{"k", "a,b=c"}}}).Check(); err == nil {
+		t.Fatal("Check accepted a parameter value holding link syntax")
 	}
 }
