@@ -34,7 +34,7 @@ func (c *Client) dialChannel(ctx context.Context, r link.Relay, static channel.K
 	var errs []error
 	for _, e := range r.Endpoints {
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		nc, err := c.cfg.Transports.Dial(dctx, e.Transport, e.Addr)
+		nc, err := c.cfg.Transports.Dial(dctx, e)
 		if err != nil {
 			cancel()
 			errs = append(errs, err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ferry-im/ferry"
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 	"github.com/ferry-im/ferry/transport/tcp"
 )
@@ -18,9 +19,9 @@ type countingDialer struct {
 	n atomic.Int32
 }
 
-func (d *countingDialer) DialContext(ctx context.Context, addr string) (net.Conn, error) {
+func (d *countingDialer) DialContext(ctx context.Context, ep link.Endpoint) (net.Conn, error) {
 	d.n.Add(1)
-	return d.Dialer.DialContext(ctx, addr)
+	return d.Dialer.DialContext(ctx, ep)
 }
 
 // TestClientDialsThroughRegistry: the client reaches a relay through the

@@ -30,9 +30,9 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	relay := link.Relay{Key: [32]byte{1}, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: l.Addr().String()}}}
+	relay := link.Relay{Key: [32]byte{1}, Endpoints: []link.Endpoint{tcp.Server{}.Endpoint(l.Addr().String())}}
 	ep := relay.Endpoints[0]
-	conn, err := reg.Dial(context.Background(), ep.Transport, ep.Addr)
+	conn, err := reg.Dial(context.Background(), ep)
 	if err != nil {
 		fmt.Println(err)
 		return

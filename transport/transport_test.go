@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 	"github.com/ferry-im/ferry/transport/transporttest"
 )
@@ -33,7 +34,7 @@ func TestRegistry(t *testing.T) {
 	if got := r.Names(); !reflect.DeepEqual(got, []string{"mem"}) {
 		t.Fatalf("Names = %v, want [mem]", got)
 	}
-	c, err := r.Dial(context.Background(), "mem", "relay:1")
+	c, err := r.Dial(context.Background(), link.Endpoint{Transport: "mem", Addr: "relay:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestRegistry(t *testing.T) {
 	if string(b) != "hi" {
 		t.Fatalf("read %q, want %q", b, "hi")
 	}
-	if _, err := r.Dial(context.Background(), "obfs", "x:1"); !errors.Is(err, transport.ErrUnknown) {
+	if _, err := r.Dial(context.Background(), link.Endpoint{Transport: "obfs", Addr: "x:1"}); !errors.Is(err, transport.ErrUnknown) {
 		t.Fatalf("Dial of unregistered transport: got %v, want ErrUnknown", err)
 	}
 	if _, err := transport.NewRegistry(transport.Entry{Name: "a", Dialer: &mem}, transport.Entry{Name: "a", Dialer: &mem}); err == nil {

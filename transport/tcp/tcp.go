@@ -11,6 +11,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 )
 
@@ -36,18 +37,30 @@ type Config struct {
 	LocalAddr *net.TCPAddr
 	// Resolver, if not nil, resolves host names; else net.DefaultResolver.
 	Resolver *net.Resolver
+	// NetDialer, if not nil, makes the connections instead of a net.Dialer
+	// (an upstream proxy); Timeout, KeepAlive, LocalAddr and Resolver then
+	// do not apply.
+	NetDialer transport.NetDialer
 }
 
 // Dialer dials TCP connections. It is safe for concurrent use.
 type Dialer struct {
-	d net.Dialer
+	d  net.Dialer
+	nd transport.NetDialer // d, or Config.NetDialer
 }
 
-var _ transport.Dialer = (*Dialer)(nil)
+var (
+	_ transport.Dialer = (*Dialer)(nil)
+	_ transport.Server = Server{}
+)
 
 // New returns a Dialer for cfg.
 func New(cfg Config) *Dialer {
 	d := &Dialer{}
+	d.nd = &d.d
+	if cfg.NetDialer != nil {
+		d.nd = cfg.NetDialer
+	}
 	d.d.Timeout = cfg.timeout()
 	d.d.KeepAlive = cfg.keepAlive()
 	d.d.Resolver = cfg.Resolver
@@ -74,13 +87,30 @@ func (c Config) keepAlive() time.Duration {
 	return c.KeepAlive // negative disables, as in net.Dialer
 }
 
-// DialContext connects to addr (host:port).
-func (d *Dialer) DialContext(ctx context.Context, addr string) (net.Conn, error) {
-	c, err := d.d.DialContext(ctx, "tcp", addr)
+// DialContext connects to ep.Addr (host:port). The tcp transport has no
+// parameters.
+func (d *Dialer) DialContext(ctx context.Context, ep link.Endpoint) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dial tcp: %w", err)
+	}
+	c, err := d.nd.DialContext(ctx, "tcp", ep.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial tcp: %w", err)
 	}
 	return c, nil
+}
+
+// Server is the relay half of the tcp transport: it adds nothing, so its
+// listener is the raw listener itself. The zero value is ready to use.
+type Server struct{}
+
+// Listener returns l: every accepted TCP connection is already a tcp
+// transport conn.
+func (Server) Listener(l net.Listener) net.Listener { return l }
+
+// Endpoint returns the endpoint tcp=addr.
+func (Server) Endpoint(addr string) link.Endpoint {
+	return link.Endpoint{Transport: Name, Addr: addr}
 }
 
 // Register adds the TCP transport, configured by cfg, to r under Name.

@@ -1,34 +1,63 @@
 package tcp
 
 import (
+	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 	"github.com/ferry-im/ferry/transport/transporttest"
 )
 
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Harness{
-		New: func(t *testing.T) (transport.Dialer, net.Listener, string) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { l.Close() })
-			return New(Config{}), l, l.Addr().String()
+		New: func(t *testing.T) (transport.Dialer, net.Listener, link.Endpoint) {
+			l, ep := transporttest.Serve(t, Server{})
+			return New(Config{}), l, ep
 		},
-		Unreachable: func(t *testing.T) string {
-			// A port that was just free: listen, note it, close.
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := l.Addr().String()
-			l.Close()
-			return addr
+		Unreachable: func(t *testing.T) link.Endpoint {
+			return transporttest.Unreachable(t, Server{}.Endpoint("127.0.0.1:1"))
 		},
 	})
+	transporttest.RunServer(t, transporttest.ServerHarness{
+		Name: Name,
+		New: func(t *testing.T) (transport.Server, transport.Dialer) {
+			return Server{}, New(Config{})
+		},
+	})
+}
+
+// countingDialer is a NetDialer that counts its dials and makes them with a
+// net.Dialer, as a proxy would.
+type countingDialer struct {
+	n atomic.Int32
+}
+
+func (d *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.n.Add(1)
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, addr)
+}
+
+func TestNetDialer(t *testing.T) {
+	t.Parallel()
+	l, ep := transporttest.Serve(t, Server{})
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	var nd countingDialer
+	c, err := New(Config{NetDialer: &nd}).DialContext(context.Background(), ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got := nd.n.Load(); got != 1 {
+		t.Fatalf("Config.NetDialer made %d dials, want 1", got)
+	}
 }
 
 func TestConfigDefaults(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 )
 
@@ -38,9 +39,10 @@ func (n *Network) Listen(addr string) (*Listener, error) {
 	return l, nil
 }
 
-// DialContext connects to the listener at addr. It blocks until the
+// DialContext connects to the listener at ep.Addr. It blocks until the
 // listener accepts, ctx ends, or the listener closes.
-func (n *Network) DialContext(ctx context.Context, addr string) (net.Conn, error) {
+func (n *Network) DialContext(ctx context.Context, ep link.Endpoint) (net.Conn, error) {
+	addr := ep.Addr
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dial memory %s: %w", addr, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 )
 
@@ -14,16 +15,16 @@ var addrs atomic.Int64
 func TestMemoryConformance(t *testing.T) {
 	var n Network
 	Run(t, Harness{
-		New: func(t *testing.T) (transport.Dialer, net.Listener, string) {
+		New: func(t *testing.T) (transport.Dialer, net.Listener, link.Endpoint) {
 			addr := fmt.Sprintf("relay-%d:1", addrs.Add(1))
 			l, err := n.Listen(addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { l.Close() })
-			return &n, l, addr
+			return &n, l, link.Endpoint{Transport: "mem", Addr: addr}
 		},
-		Unreachable: func(t *testing.T) string { return "nobody:1" },
+		Unreachable: func(t *testing.T) link.Endpoint { return link.Endpoint{Transport: "mem", Addr: "nobody:1"} },
 	})
 }
 

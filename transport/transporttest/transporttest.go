@@ -1,11 +1,14 @@
-// Package transporttest is the conformance suite for transport.Dialer
-// implementations, and an in-memory network (Network) that is both a fake
-// transport for other packages' tests and the suite's own reference run.
+// Package transporttest is the conformance suite for transport.Dialer and
+// transport.Server implementations, and an in-memory network (Network) that
+// is both a fake transport for other packages' tests and the suite's own
+// reference run.
 //
 // A transport's test calls Run with a Harness that makes a dialer and a
 // listener for the server side; the suite checks the contract written on
 // transport.Dialer: echo, close and EOF semantics, deadlines, and context
-// handling. It is test support: production code never imports it.
+// handling. A transport with a relay half also calls RunServer, which checks
+// the contract written on transport.Server over real loopback TCP. It is
+// test support: production code never imports it.
 package transporttest
 
 import (
@@ -19,18 +22,47 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 )
 
 // Harness describes the transport under test.
 type Harness struct {
 	// New returns a dialer, a listener that accepts the server side of the
-	// dialer's conns, and the address to dial. The harness closes the
-	// listener through t.Cleanup.
-	New func(t *testing.T) (d transport.Dialer, l net.Listener, addr string)
-	// Unreachable returns an address of this transport where nobody
+	// dialer's conns, and the endpoint to dial. The harness closes the
+	// listener through t.Cleanup. For a transport with a relay half, Serve
+	// makes the listener and the endpoint.
+	New func(t *testing.T) (d transport.Dialer, l net.Listener, ep link.Endpoint)
+	// Unreachable returns an endpoint of this transport where nobody
 	// listens; dialing it must fail.
-	Unreachable func(t *testing.T) string
+	Unreachable func(t *testing.T) link.Endpoint
+}
+
+// Serve wraps a fresh loopback TCP listener with srv and returns the
+// wrapped listener and the endpoint that reaches it. The listener is closed
+// through t.Cleanup.
+func Serve(t testing.TB, srv transport.Server) (net.Listener, link.Endpoint) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := srv.Listener(raw)
+	t.Cleanup(func() { l.Close() })
+	return l, srv.Endpoint(raw.Addr().String())
+}
+
+// Unreachable returns an endpoint of ep's transport and parameters at a
+// loopback port that was just free.
+func Unreachable(t testing.TB, ep link.Endpoint) link.Endpoint {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep.Addr = l.Addr().String()
+	l.Close()
+	return ep
 }
 
 // Run runs the conformance suite as parallel subtests of t.
@@ -61,7 +93,7 @@ func Run(t *testing.T, h Harness) {
 // dial returns a connected client conn and the server's side of it.
 func dial(t *testing.T, h Harness) (client, server net.Conn) {
 	t.Helper()
-	d, l, addr := h.New(t)
+	d, l, ep := h.New(t)
 	accepted := make(chan net.Conn, 1)
 	acceptErr := make(chan error, 1)
 	go func() {
@@ -74,9 +106,9 @@ func dial(t *testing.T, h Harness) (client, server net.Conn) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := d.DialContext(ctx, addr)
+	c, err := d.DialContext(ctx, ep)
 	if err != nil {
-		t.Fatalf("DialContext(%q): %v", addr, err)
+		t.Fatalf("DialContext(%s): %v", ep, err)
 	}
 	if c == nil {
 		t.Fatal("DialContext returned a nil conn and no error")
@@ -199,10 +231,10 @@ func testWriteDeadline(t *testing.T, h Harness) {
 }
 
 func testCanceledContext(t *testing.T, h Harness) {
-	d, _, addr := h.New(t)
+	d, _, ep := h.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	c, err := d.DialContext(ctx, addr)
+	c, err := d.DialContext(ctx, ep)
 	if err == nil {
 		c.Close()
 		t.Fatal("DialContext with a canceled context succeeded")
@@ -213,7 +245,7 @@ func testCanceledContext(t *testing.T, h Harness) {
 }
 
 func testContextAfterDial(t *testing.T, h Harness) {
-	d, l, addr := h.New(t)
+	d, l, ep := h.New(t)
 	go func() {
 		s, err := l.Accept()
 		if err == nil {
@@ -222,7 +254,7 @@ func testContextAfterDial(t *testing.T, h Harness) {
 		}
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := d.DialContext(ctx, addr)
+	c, err := d.DialContext(ctx, ep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +288,7 @@ func testUnreachable(t *testing.T, h Harness) {
 }
 
 func testConcurrentDials(t *testing.T, h Harness) {
-	d, l, addr := h.New(t)
+	d, l, ep := h.New(t)
 	const n = 8
 	var wg sync.WaitGroup
 	go func() {
@@ -275,7 +307,7 @@ func testConcurrentDials(t *testing.T, h Harness) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := d.DialContext(ctx, addr)
+			c, err := d.DialContext(ctx, ep)
 			if err != nil {
 				errs <- err
 				return
