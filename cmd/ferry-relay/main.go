@@ -5,17 +5,18 @@
 // SQLite database), listening on tcp=127.0.0.1:7443, and prints the relay's
 // link on a line of its own on standard output. Logs go to standard error.
 //
-//	ferry-relay [--data DIR] [--listen tcp=HOST:PORT]... [--public tcp=HOST:PORT]...
+//	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]
 //	ferry-relay link [--data DIR]
 //
 // "ferry-relay link" prints the link again, alone on one line: the key in
 // DIR and the endpoints the relay last served (or the defaults).
 //
-// --listen may be given once per transport (only tcp exists so far).
-// --public sets the endpoints written into the link when clients must use
-// another address than the one listened on (a public IP, a port forward);
-// by default the link carries the listening addresses. --metrics serves
+// --listen may be given once per transport (the list is in transports.go).
+// --public TRANSPORT=HOST:PORT sets the address written into the link for a
+// transport when clients must use another address than the one listened on
+// (a public IP, a port forward, a reverse proxy); by default the link
+// carries the listening addresses. --metrics serves
 // Prometheus metrics at http://ADDR/metrics; it is off by default. SIGINT
 // or SIGTERM shuts the relay down gracefully: it stops accepting, finishes
 // the frames in hand, and closes the database.

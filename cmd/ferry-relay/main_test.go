@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -532,5 +533,24 @@ func trySend(r link.Relay, tok [32]byte, mb [16]byte, msgID func(int) [16]byte, 
 			*done++
 		}
 		mu.Unlock()
+	}
+}
+
+// TestPublicAddress: --public replaces the listening address of its
+// transport in the link, and "ferry-relay link" prints the same link.
+func TestPublicAddress(t *testing.T) {
+	bin := buildRelay(t)
+	dir := t.TempDir()
+	r := startRelay(t, bin, "--data", dir, "--listen", "tcp=127.0.0.1:0", "--public", "tcp=relay.example.org:7443")
+	want := []link.Endpoint{{Transport: "tcp", Addr: "relay.example.org:7443"}}
+	if !slices.EqualFunc(r.link.Endpoints, want, link.Endpoint.Equal) {
+		t.Fatalf("link endpoints %v, want %v", r.link.Endpoints, want)
+	}
+	out, err := exec.Command(bin, "link", "--data", dir).Output()
+	if err != nil {
+		t.Fatalf("ferry-relay link: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != r.link.String() {
+		t.Fatalf("ferry-relay link printed %q, want %q", got, r.link.String())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,50 +32,11 @@ import (
 const (
 	keyFile       = "relay.key"  // base64url private key, one line, mode 0600
 	dbFile        = "relay.db"   // the SQLite store
-	endpointsFile = "endpoints"  // the link's endpoints, "transport=addr" per line
+	endpointsFile = "endpoints"  // the link's endpoints, one per line as in a link
 	defaultData   = "ferry-data" // relative to the working directory
 	defaultListen = "tcp=127.0.0.1:7443"
 	shutdownGrace = 10 * time.Second
 )
-
-// endpointList is a repeatable transport=addr flag.
-type endpointList []link.Endpoint
-
-func (l *endpointList) String() string {
-	var parts []string
-	for _, e := range *l {
-		parts = append(parts, e.Transport+"="+e.Addr)
-	}
-	return strings.Join(parts, ",")
-}
-
-func (l *endpointList) Set(v string) error {
-	e, err := parseEndpoint(v)
-	if err != nil {
-		return err
-	}
-	for _, old := range *l {
-		if old.Transport == e.Transport {
-			return fmt.Errorf("transport %s given twice (one --listen per transport)", e.Transport)
-		}
-	}
-	*l = append(*l, e)
-	return nil
-}
-
-func parseEndpoint(v string) (link.Endpoint, error) {
-	name, addr, ok := strings.Cut(v, "=")
-	if !ok || name == "" || addr == "" {
-		return link.Endpoint{}, fmt.Errorf("endpoint %q: want TRANSPORT=HOST:PORT, e.g. tcp=127.0.0.1:7443", v)
-	}
-	if name != "tcp" {
-		return link.Endpoint{}, fmt.Errorf("endpoint %q: unknown transport %q (this relay has: tcp)", v, name)
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return link.Endpoint{}, fmt.Errorf("endpoint %q: %v", v, err)
-	}
-	return link.Endpoint{Transport: name, Addr: addr}, nil
-}
 
 const usage = `Usage:
   ferry-relay [flags]            run the relay; prints its link on stdout
@@ -117,9 +79,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl := flag.NewFlagSet("ferry-relay", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database (created if missing)")
-	var listen, public endpointList
+	transports := serverTransports()
+	listen, public := listenList{known: transports}, listenList{known: transports}
 	fl.Var(&listen, "listen", "`TRANSPORT=HOST:PORT` to listen on, once per transport (default "+defaultListen+")")
-	fl.Var(&public, "public", "`TRANSPORT=HOST:PORT` to put in the link instead of the listening address")
+	fl.Var(&public, "public", "`TRANSPORT=HOST:PORT` to put in the link instead of the listening address of that transport")
+	for _, t := range transports {
+		if t.flags != nil {
+			t.flags(fl)
+		}
+	}
 	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
 	fl.Usage = func() {
@@ -137,8 +105,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	if len(listen) == 0 {
+	if len(listen.specs) == 0 {
 		listen.Set(defaultListen)
+	}
+	for _, p := range public.specs {
+		if !slices.ContainsFunc(listen.specs, func(l listenSpec) bool { return l.transport == p.transport }) {
+			return fmt.Errorf("--public %s=%s: the relay does not listen on %s (add --listen %s=HOST:PORT)", p.transport, p.addr, p.transport, p.transport)
+		}
 	}
 
 	key, err := loadOrCreateKey(*data)
@@ -172,22 +145,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			l.Close()
 		}
 	}()
+	env := serverEnv{dataDir: *data, log: log}
 	var eps []link.Endpoint
-	for _, e := range listen {
-		l, err := (&net.ListenConfig{KeepAlive: 30 * time.Second}).Listen(ctx, "tcp", e.Addr)
+	for _, spec := range listen.specs {
+		l, ep, err := listenOn(ctx, env, findTransport(transports, spec.transport), spec, public.specs)
 		if err != nil {
-			return fmt.Errorf("listen %s=%s: %w", e.Transport, e.Addr, err)
+			return err
 		}
 		listeners = append(listeners, l)
-		addr := l.Addr().String()
-		if ip := l.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() && len(public) == 0 {
-			log.Warn("listening on all addresses; the link needs a reachable one: pass --public", "transport", e.Transport, "addr", addr)
-		}
-		eps = append(eps, link.Endpoint{Transport: e.Transport, Addr: addr})
-		log.Info("listening", "transport", e.Transport, "addr", addr)
-	}
-	if len(public) > 0 {
-		eps = public
+		eps = append(eps, ep)
 	}
 	if err := saveEndpoints(*data, eps); err != nil {
 		return err
@@ -231,6 +197,34 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listenOn listens on spec's address with transport t and returns the
+// transport's listener and the endpoint for the link: at the listening
+// address, or at the --public address given for the transport.
+func listenOn(ctx context.Context, env serverEnv, t *serverTransport, spec listenSpec, public []listenSpec) (net.Listener, link.Endpoint, error) {
+	srv, err := t.new(env)
+	if err != nil {
+		return nil, link.Endpoint{}, fmt.Errorf("set up %s: %w", t.name, err)
+	}
+	raw, err := (&net.ListenConfig{KeepAlive: 30 * time.Second}).Listen(ctx, "tcp", spec.addr)
+	if err != nil {
+		return nil, link.Endpoint{}, fmt.Errorf("listen %s=%s: %w", spec.transport, spec.addr, err)
+	}
+	addr := raw.Addr().String()
+	env.log.Info("listening", "transport", t.name, "addr", addr)
+	i := slices.IndexFunc(public, func(p listenSpec) bool { return p.transport == t.name })
+	if i >= 0 {
+		addr = public[i].addr
+	} else if raw.Addr().(*net.TCPAddr).IP.IsUnspecified() {
+		env.log.Warn("listening on all addresses; the link needs a reachable one: pass --public", "transport", t.name, "addr", addr)
+	}
+	ep := srv.Endpoint(addr)
+	if err := ep.Check(); err != nil {
+		raw.Close()
+		return nil, link.Endpoint{}, fmt.Errorf("endpoint for the link: %w", err)
+	}
+	return srv.Listener(raw), ep, nil
 }
 
 // accept hands every connection of l to srv until l is closed. It returns
@@ -313,7 +307,8 @@ func loadKey(dir string) (channel.KeyPair, error) {
 func saveEndpoints(dir string, eps []link.Endpoint) error {
 	var b strings.Builder
 	for _, e := range eps {
-		fmt.Fprintf(&b, "%s=%s\n", e.Transport, e.Addr)
+		b.WriteString(e.String())
+		b.WriteByte('\n')
 	}
 	tmp := filepath.Join(dir, endpointsFile+".tmp")
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
@@ -330,7 +325,7 @@ func saveEndpoints(dir string, eps []link.Endpoint) error {
 func loadEndpoints(dir string) ([]link.Endpoint, error) {
 	b, err := os.ReadFile(filepath.Join(dir, endpointsFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		e, _ := parseEndpoint(defaultListen)
+		e, _ := link.ParseEndpoint(defaultListen)
 		return []link.Endpoint{e}, nil
 	}
 	if err != nil {
@@ -338,7 +333,7 @@ func loadEndpoints(dir string) ([]link.Endpoint, error) {
 	}
 	var eps []link.Endpoint
 	for _, line := range strings.Fields(string(b)) {
-		e, err := parseEndpoint(line)
+		e, err := link.ParseEndpoint(line)
 		if err != nil {
 			return nil, fmt.Errorf("read endpoints: %w", err)
 		}
