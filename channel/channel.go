@@ -71,8 +71,8 @@ const (
 	handOffAfter     = 64 << 10 // bytes a writer writes for others before handing off
 	writeBufLen      = writeBatch + MaxRecordData + 8*(lenPrefix+recordHeaderLen+tagLen)
 	readBufLen       = MaxNoiseMessage
-	smallReadLen     = 1024                    // bytes read into the Conn itself while none are buffered
-	preallocLimit    = wire.MaxEnvelope + 1024 // reassembly buffer allocated up front
+	smallReadLen     = 1024 // bytes read into the Conn itself while none are buffered
+	minFrameBuf      = 512  // smallest reassembly buffer
 )
 
 // Prologue is bound into the handshake hash: both sides must agree on the
@@ -126,16 +126,38 @@ var (
 	// ErrProtocol wraps a peer's violation of the record layer after the
 	// handshake (bad record, bad stream, oversized frame).
 	ErrProtocol = errors.New("channel protocol violation")
+	// ErrBudget is the final error of a Recv whose frame could not grow
+	// because Config.Budget refused the memory.
+	ErrBudget = errors.New("channel memory budget exhausted")
 )
+
+// Budget is charged for the memory of frames in transit: the buffers in
+// which a receiver reassembles frames that span several records. A
+// channel reserves before it grows a buffer (by at most the buffer's size
+// so far, so a buffer never holds more than twice the bytes received) and
+// releases when the frame is complete (its payload then belongs to the
+// caller of Recv), aborted, or the channel fails. Reserve and Release are
+// called only by the goroutine in Recv, but a Budget shared by many
+// channels must be safe for concurrent use.
+type Budget interface {
+	// Reserve asks for n more bytes. false refuses them: Recv then fails
+	// with ErrBudget and closes the channel.
+	Reserve(n int) bool
+	// Release gives back n bytes reserved earlier.
+	Release(n int)
+}
 
 // Config configures a channel end. The zero value works.
 type Config struct {
 	// Rand is the source of the handshake's ephemeral keys. If nil,
 	// crypto/rand is used.
 	Rand io.Reader
-	// Logger receives debug events (never keys or frame contents). If nil,
-	// nothing is logged.
+	// Logger receives debug events (never keys, frame contents or peer
+	// addresses). If nil, nothing is logged.
 	Logger *slog.Logger
+	// Budget, if not nil, is charged for the reassembly buffers of
+	// frames in transit on the channels made with this Config.
+	Budget Budget
 }
 
 func (c *Config) rand() io.Reader {
@@ -143,6 +165,13 @@ func (c *Config) rand() io.Reader {
 		return rand.Reader
 	}
 	return c.Rand
+}
+
+func (c *Config) budget() Budget {
+	if c == nil {
+		return nil
+	}
+	return c.Budget
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -182,7 +211,7 @@ func noiseConfig(initiator bool, static KeyPair, peer []byte, random io.Reader, 
 func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, relayKey [32]byte) (_ *Conn, err error) {
 	defer func() {
 		if err != nil {
-			cfg.logger().Debug("channel handshake failed", "side", "client", "remote", conn.RemoteAddr().String(), "err", err)
+			cfg.logger().Debug("channel handshake failed", "side", "client", "err", err)
 			conn.Close()
 		}
 	}()
@@ -213,6 +242,7 @@ func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, re
 		return nil, fmt.Errorf("client handshake: read message 2: %w: %v", ErrHandshake, err)
 	}
 	c := newConn(conn, relayKey, enc, dec, cfg.logger())
+	c.budget = cfg.budget()
 	// The confirmation record proves to the relay that we hold the
 	// ephemeral key of message 1 (a replayed message 1 cannot produce it).
 	var confirm [lenPrefix + tagLen]byte
@@ -235,7 +265,7 @@ func (cfg *Config) Client(ctx context.Context, conn net.Conn, static KeyPair, re
 func (cfg *Config) Server(ctx context.Context, conn net.Conn, static KeyPair) (_ *Conn, err error) {
 	defer func() {
 		if err != nil {
-			cfg.logger().Debug("channel handshake failed", "side", "server", "remote", conn.RemoteAddr().String(), "err", err)
+			cfg.logger().Debug("channel handshake failed", "side", "server", "err", err)
 			conn.Close()
 		}
 	}()
@@ -263,6 +293,7 @@ func (cfg *Config) Server(ctx context.Context, conn net.Conn, static KeyPair) (_
 		return nil, ctxErr(ctx, fmt.Errorf("server handshake: write message 2: %w", err))
 	}
 	c := newConn(conn, peer, enc, dec, cfg.logger())
+	c.budget = cfg.budget()
 	confirm, err := readHandshake(conn, tagLen)
 	if err != nil {
 		return nil, ctxErr(ctx, fmt.Errorf("server handshake: read confirmation: %w", err))
@@ -379,6 +410,11 @@ type Conn struct {
 	smallBuf []byte
 	// partial holds the frames in transit, at most maxPartial.
 	partial []*inFrame
+	budget  Budget // charged for the partial frames' buffers; may be nil
+	// inTransitSince is when the oldest frame in partial started to
+	// arrive (Unix nanoseconds), 0 when none is in transit. Written by
+	// the goroutine in Recv, read by InTransitSince from any goroutine.
+	inTransitSince atomic.Int64
 }
 
 func newConn(conn net.Conn, peer [32]byte, enc, dec *noise.CipherState, log *slog.Logger) *Conn {
@@ -388,6 +424,18 @@ func newConn(conn net.Conn, peer [32]byte, enc, dec *noise.CipherState, log *slo
 // PeerKey returns the peer's authenticated static public key: the relay's
 // key on a client, the client's device key on a relay.
 func (c *Conn) PeerKey() [32]byte { return c.peer }
+
+// InTransitSince returns when the oldest frame now in transit (received
+// in part) started to arrive, on the real clock, or the zero time if no
+// frame is in transit. It is safe to call from any goroutine; a relay uses
+// it to close connections whose frames stall while small frames (pings)
+// keep arriving.
+func (c *Conn) InTransitSince() time.Time {
+	if ns := c.inTransitSince.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 // LocalAddr returns the underlying conn's local address.
 func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }

@@ -112,8 +112,11 @@ func env(t wire.Type, n int) []byte {
 }
 
 // FuzzRecords feeds authenticated but arbitrary record plaintexts, then
-// arbitrary unauthenticated bytes, to a relay-side channel: it must never panic, never keep more than maxPartial
-// frames in transit, and return only frames within the limits.
+// arbitrary unauthenticated bytes, to a relay-side channel: it must never
+// panic, never keep more than maxPartial frames in transit, never hold a
+// reassembly buffer over twice the bytes received (or minFrameBuf), charge
+// exactly its buffers to the budget and give them all back at the end, and
+// return only frames within the limits.
 func FuzzRecords(f *testing.F) {
 	big := env(1, 40000)
 	f.Add(joinRecords(rec(1, flagFin, env(1, 5))), []byte(nil))
@@ -136,10 +139,22 @@ func FuzzRecords(f *testing.F) {
 		conn := &byteConn{r: bytes.NewReader(stream)}
 		var peer [32]byte
 		c := newConn(conn, peer, renc, dec, (*Config)(nil).logger())
+		var budget countingBudget
+		c.budget = &budget
 		for i := 0; ; i++ {
 			fr, err := c.Recv(context.Background())
 			if len(c.partial) > maxPartial {
 				t.Fatalf("%d frames in transit, limit %d", len(c.partial), maxPartial)
+			}
+			held := 0
+			for _, in := range c.partial {
+				held += cap(in.buf)
+				if cap(in.buf) > max(minFrameBuf, 2*len(in.buf)) {
+					t.Fatalf("buffer of %d bytes for %d received", cap(in.buf), len(in.buf))
+				}
+			}
+			if got, _ := budget.get(); got != held {
+				t.Fatalf("budget holds %d bytes, buffers %d", got, held)
 			}
 			if err != nil {
 				if err != io.EOF && !errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {

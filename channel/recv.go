@@ -20,7 +20,8 @@ type inFrame struct {
 	stream uint32
 	typ    wire.Type
 	want   int    // payload length from the envelope header
-	buf    []byte // payload received so far
+	buf    []byte // payload received so far; cap(buf) is reserved from the budget
+	start  int64  // when its first record arrived, Unix nanoseconds
 }
 
 // Recv returns the next complete frame, of any type (callers skip types
@@ -53,6 +54,9 @@ func (c *Conn) Recv(ctx context.Context) (wire.Frame, error) {
 		}
 		f, ok, err := c.handleRecord(plain)
 		c.releaseBuf(false)
+		if errors.Is(err, ErrBudget) {
+			return wire.Frame{}, c.fail(fmt.Errorf("read record: %w", err))
+		}
 		if err != nil {
 			return wire.Frame{}, c.fail(fmt.Errorf("read record: %w: %v", ErrProtocol, err))
 		}
@@ -104,13 +108,15 @@ func (c *Conn) fail(err error) error {
 	}
 	c.rerr = err
 	c.releaseBuf(true)
-	c.partial = nil
+	for len(c.partial) > 0 {
+		c.removePartial(0)
+	}
 	c.rwatch.mu.Lock()
 	c.unwatchLocked()
 	c.rwatch.mu.Unlock()
 	if err != io.EOF {
 		if errors.Is(err, ErrProtocol) {
-			c.log.Debug("channel closed on a protocol violation", "remote", c.conn.RemoteAddr().String(), "err", err)
+			c.log.Debug("channel closed on a protocol violation", "err", err)
 		}
 		c.Close()
 	}
@@ -259,23 +265,21 @@ func (c *Conn) handleRecord(p []byte) (wire.Frame, bool, error) {
 		if len(c.partial) >= maxPartial {
 			return wire.Frame{}, false, fmt.Errorf("more than %d frames in transit", maxPartial)
 		}
-		in := &inFrame{stream: stream, typ: t, want: n}
-		// Allocate what the header declares up to preallocLimit (every
-		// envelope fits), and grow past it only as data arrives, so a peer
-		// cannot make us hold more than it sends beyond that.
-		in.buf = append(make([]byte, 0, min(n, preallocLimit)), data...)
+		in := &inFrame{stream: stream, typ: t, want: n, start: time.Now().UnixNano()}
+		if err := c.grow(in, len(data)); err != nil {
+			return wire.Frame{}, false, err
+		}
+		in.buf = append(in.buf, data...)
 		c.partial = append(c.partial, in)
+		c.updateInTransit()
 		return wire.Frame{}, false, nil
 	}
 	in := c.partial[i]
 	if len(in.buf)+len(data) > in.want || fin && len(in.buf)+len(data) != in.want {
 		return wire.Frame{}, false, fmt.Errorf("stream %d: %d payload bytes for a frame of %d", stream, len(in.buf)+len(data), in.want)
 	}
-	if len(in.buf)+len(data) > cap(in.buf) {
-		// Past preallocLimit bytes received: allocate the declared size once.
-		nb := make([]byte, len(in.buf), in.want)
-		copy(nb, in.buf)
-		in.buf = nb
+	if err := c.grow(in, len(data)); err != nil {
+		return wire.Frame{}, false, err
 	}
 	in.buf = append(in.buf, data...)
 	if !fin {
@@ -283,6 +287,27 @@ func (c *Conn) handleRecord(p []byte) (wire.Frame, bool, error) {
 	}
 	c.removePartial(i)
 	return wire.Frame{Type: in.typ, Payload: in.buf}, true, nil
+}
+
+// grow makes room in in.buf for n more bytes. The buffer grows with the
+// data, never ahead of it: to twice its size or what the data needs,
+// whichever is more, and never past the declared length, so it holds at
+// most twice the bytes received (and at least minFrameBuf). Each growth
+// is reserved from the budget first; a refusal fails the channel with
+// ErrBudget.
+func (c *Conn) grow(in *inFrame, n int) error {
+	need := len(in.buf) + n
+	if need <= cap(in.buf) {
+		return nil
+	}
+	size := min(in.want, max(need, 2*cap(in.buf), minFrameBuf))
+	if c.budget != nil && !c.budget.Reserve(size-cap(in.buf)) {
+		return fmt.Errorf("stream %d: %w (frame of %d bytes, %d received)", in.stream, ErrBudget, in.want, len(in.buf))
+	}
+	nb := make([]byte, len(in.buf), size)
+	copy(nb, in.buf)
+	in.buf = nb
+	return nil
 }
 
 func clone(b []byte) []byte {
@@ -301,11 +326,28 @@ func (c *Conn) findPartial(stream uint32) int {
 	return -1
 }
 
+// removePartial forgets a frame in transit (complete, aborted or
+// abandoned) and releases its buffer from the budget.
 func (c *Conn) removePartial(i int) {
+	if c.budget != nil {
+		c.budget.Release(cap(c.partial[i].buf))
+	}
 	copy(c.partial[i:], c.partial[i+1:])
 	c.partial[len(c.partial)-1] = nil
 	c.partial = c.partial[:len(c.partial)-1]
 	if len(c.partial) == 0 {
 		c.partial = nil
 	}
+	c.updateInTransit()
+}
+
+// updateInTransit publishes when the oldest frame in transit started.
+func (c *Conn) updateInTransit() {
+	var oldest int64
+	for _, in := range c.partial {
+		if oldest == 0 || in.start < oldest {
+			oldest = in.start
+		}
+	}
+	c.inTransitSince.Store(oldest)
 }
