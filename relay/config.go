@@ -49,9 +49,21 @@ type Limits struct {
 	KeyRate  float64
 	KeyBurst int
 	// AddrRate and AddrBurst are the same per source address (an IPv4
-	// address or an IPv6 /64). Defaults 2,000/s and 10,000.
+	// address or an IPv6 /64). Defaults 2,000/s and 10,000. Acks are
+	// charged here too (as for AckRate).
 	AddrRate  float64
 	AddrBurst int
+	// SubscribeRate and SubscribeBurst bound Subscribes per connection
+	// key; one beyond them is answered Error{RateLimited}. Defaults 2/s
+	// and 20 (a client subscribes once per connection).
+	SubscribeRate  float64
+	SubscribeBurst int
+	// AckRate and AckBurst bound Acks per connection key, counted in
+	// units of 64 acknowledged seqs (an Ack of 1-64 seqs costs 1, of 4096
+	// costs 64). An Ack beyond them is ignored: its envelopes stay
+	// pending and are delivered again. Defaults 100/s and 1,000.
+	AckRate  float64
+	AckBurst int
 	// HandshakeRate and HandshakeBurst bound new connections per source
 	// address. Defaults 200/s and 1,000 (generous: many users may share
 	// one address behind a carrier-grade NAT, and all reconnect at once
@@ -135,6 +147,10 @@ func (l Limits) withDefaults() Limits {
 	num(&l.KeyBurst, 1000)
 	rate(&l.AddrRate, 2000)
 	num(&l.AddrBurst, 10000)
+	rate(&l.SubscribeRate, 2)
+	num(&l.SubscribeBurst, 20)
+	rate(&l.AckRate, 100)
+	num(&l.AckBurst, 1000)
 	rate(&l.HandshakeRate, 200)
 	num(&l.HandshakeBurst, 1000)
 	dur(&l.HandshakeTimeout, 10*time.Second)

@@ -32,6 +32,9 @@ type conn struct {
 	work       context.Context
 }
 
+// ackUnit is how many acknowledged seqs cost one token of Limits.AckRate.
+const ackUnit = 64
+
 // errViolation marks a frame that ends the connection.
 var errViolation = errors.New("protocol violation")
 
@@ -270,18 +273,31 @@ func (c *conn) storeFailed(ctx context.Context, what string, err error, answer f
 // client knows the backlog is done), and each new one as it is stored. A
 // second Subscribe re-sends everything pending, then its own OK.
 func (c *conn) handleSubscribe(ctx context.Context, m wire.Subscribe) error {
+	if !c.s.subscribeLimit.allow(c.keyID) {
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many subscriptions"})
+	}
 	if c.sub == nil {
 		c.sub = newSubscriber(c, ctx)
 		c.s.metrics.subscribers.Inc()
 		c.s.hub.add(c.sub)
 	}
-	c.sub.subscribe(m.ReqID)
+	if !c.sub.subscribe(m.ReqID) {
+		// The client is not reading the answers to its earlier
+		// Subscribes: answer this one now, which waits until it reads.
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "earlier subscriptions not yet answered"})
+	}
 	return nil
 }
 
 // handleAck deletes delivered envelopes from the connection's own mailbox.
-// Acks are not answered.
+// Acks are not answered. An Ack over the key's or address's rate is
+// ignored: its envelopes stay pending and are delivered again.
 func (c *conn) handleAck(ctx context.Context, m wire.Ack) error {
+	cost := float64((len(m.Seqs) + ackUnit - 1) / ackUnit)
+	if !c.s.ackLimit.allowN(c.keyID, cost) || !c.s.addrLimit.allowN(c.addr, cost) {
+		c.s.metrics.acksDropped.Inc()
+		return nil
+	}
 	if _, err := c.s.store.Ack(ctx, c.mailbox, m.Seqs); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -128,17 +128,27 @@ func (s *subscriber) publish(env Envelope) {
 	s.kick()
 }
 
+// maxPendingSubscribes bounds the Subscribes of one connection waiting for
+// their OK: a client that sends more without reading the answers is
+// answered at once instead (which waits until it reads).
+const maxPendingSubscribes = 8
+
 // subscribe makes the push goroutine send every pending envelope, then
-// the OK answering the Subscribe with reqID.
-func (s *subscriber) subscribe(reqID uint32) {
+// the OK answering the Subscribe with reqID. It reports false, doing
+// nothing, when maxPendingSubscribes are already waiting.
+func (s *subscriber) subscribe(reqID uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return
+		return true
+	}
+	if len(s.oks) >= maxPendingSubscribes {
+		return false
 	}
 	s.oks = append(s.oks, reqID)
 	s.markResync(0)
 	s.kick()
+	return true
 }
 
 // markResync records a resync from seq; mu held.

@@ -29,7 +29,11 @@ func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
 }
 
 // allow takes one token from key's bucket and reports whether there was one.
-func (l *limiter) allow(key string) bool {
+func (l *limiter) allow(key string) bool { return l.allowN(key, 1) }
+
+// allowN takes n tokens from key's bucket and reports whether there were
+// that many (a cost above the burst is charged as the burst).
+func (l *limiter) allowN(key string, n float64) bool {
 	if l.rate <= 0 {
 		return true
 	}
@@ -45,10 +49,11 @@ func (l *limiter) allow(key string) bool {
 		b.tokens = min(l.burst, b.tokens+elapsed*l.rate)
 		b.last = now
 	}
-	if b.tokens < 1 {
+	n = min(n, l.burst)
+	if b.tokens < n {
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
 }
 

@@ -100,3 +100,19 @@ func TestAddrKey(t *testing.T) {
 		})
 	}
 }
+
+func TestLimiterAllowN(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	l := newLimiter(10, 10, func() time.Time { return now })
+	if !l.allowN("a", 6) || l.allowN("a", 6) {
+		t.Fatal("two costs of 6 from a burst of 10: want the first only")
+	}
+	if !l.allowN("a", 4) {
+		t.Fatal("cost 4 with 4 tokens left refused")
+	}
+	now = now.Add(time.Second)
+	if !l.allowN("a", 100) {
+		t.Fatal("a cost over the burst must be charged as the burst once the bucket is full")
+	}
+}

@@ -21,6 +21,7 @@ type metrics struct {
 	sends       *prometheus.CounterVec  // result
 	deliveries  prometheus.Counter
 	resyncs     prometheus.Counter
+	acksDropped prometheus.Counter
 	subscribers prometheus.Gauge
 	bundles     *prometheus.CounterVec // result
 	expired     prometheus.Counter
@@ -58,6 +59,10 @@ func newMetrics() *metrics {
 			Name: "ferry_relay_delivery_resyncs_total",
 			Help: "Times a subscriber's push queue overflowed and was refilled from the store.",
 		}),
+		acksDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_acks_rate_limited_total",
+			Help: "Acks ignored because their key or address was over its rate (the envelopes stay pending).",
+		}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_relay_subscribers",
 			Help: "Connections subscribed to their mailbox.",
@@ -77,7 +82,7 @@ func newMetrics() *metrics {
 		}, []string{"op"}),
 	}
 	m.reg.MustRegister(m.connsOpen, m.connsTotal, m.handshakes, m.frames, m.sends,
-		m.deliveries, m.resyncs, m.subscribers, m.bundles, m.expired, m.storeTime)
+		m.deliveries, m.resyncs, m.acksDropped, m.subscribers, m.bundles, m.expired, m.storeTime)
 	for t := range m.frameByType {
 		m.frameByType[t] = m.frames.WithLabelValues(frameLabel(wire.Type(t)))
 	}

@@ -29,6 +29,7 @@ type Server struct {
 	hub     hub
 
 	keyLimit, addrLimit, handshakeLimit *limiter
+	subscribeLimit, ackLimit            *limiter
 
 	// readCtx ends on Shutdown: connections stop reading new frames.
 	// workCtx ends on Close: handlers and deliveries in flight give up.
@@ -74,6 +75,8 @@ func NewServer(cfg Config) (*Server, error) {
 		keyLimit:       newLimiter(lim.KeyRate, lim.KeyBurst, now),
 		addrLimit:      newLimiter(lim.AddrRate, lim.AddrBurst, now),
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),
+		subscribeLimit: newLimiter(lim.SubscribeRate, lim.SubscribeBurst, now),
+		ackLimit:       newLimiter(lim.AckRate, lim.AckBurst, now),
 		sweeperDone:    make(chan struct{}),
 		open:           make(map[*conn]struct{}),
 		perAddr:        make(map[string]int),
@@ -284,6 +287,8 @@ func (s *Server) Sweep(ctx context.Context) error {
 	s.keyLimit.sweep()
 	s.addrLimit.sweep()
 	s.handshakeLimit.sweep()
+	s.subscribeLimit.sweep()
+	s.ackLimit.sweep()
 	if s.limits.TTL <= 0 {
 		return nil
 	}
