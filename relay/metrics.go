@@ -103,7 +103,8 @@ func (m *metrics) frame(t wire.Type) { m.frameByType[t].Inc() }
 type timedStore struct {
 	s Store
 	// one observer per op, looked up once.
-	put, pending, ack, expire, usage, setToken, token, putPrekeys, popBundle, prekeyCounts prometheus.Observer
+	put, pending, ack, expire, usage, setToken, addToken, removeToken, hasToken prometheus.Observer
+	touch, deleteIdle, putPrekeys, popBundle, bundle, prekeyCounts, diskUsage   prometheus.Observer
 }
 
 var (
@@ -121,10 +122,16 @@ func newTimedStore(s Store, h *prometheus.HistogramVec) *timedStore {
 		expire:       h.WithLabelValues("expire"),
 		usage:        h.WithLabelValues("usage"),
 		setToken:     h.WithLabelValues("set_token"),
-		token:        h.WithLabelValues("token"),
+		addToken:     h.WithLabelValues("add_token"),
+		removeToken:  h.WithLabelValues("remove_token"),
+		hasToken:     h.WithLabelValues("has_token"),
+		touch:        h.WithLabelValues("touch"),
+		deleteIdle:   h.WithLabelValues("delete_idle"),
 		putPrekeys:   h.WithLabelValues("put_prekeys"),
 		popBundle:    h.WithLabelValues("pop_bundle"),
+		bundle:       h.WithLabelValues("bundle"),
 		prekeyCounts: h.WithLabelValues("prekey_counts"),
+		diskUsage:    h.WithLabelValues("disk_usage"),
 	}
 }
 
@@ -194,9 +201,45 @@ func (t *timedStore) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) e
 	return t.s.SetToken(ctx, mb, hash)
 }
 
-func (t *timedStore) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
-	defer since(t.token, time.Now())
-	return t.s.Token(ctx, mb)
+func (t *timedStore) AddToken(ctx context.Context, mb [16]byte, hash [32]byte, max int) error {
+	defer since(t.addToken, time.Now())
+	return t.s.AddToken(ctx, mb, hash, max)
+}
+
+func (t *timedStore) RemoveToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	defer since(t.removeToken, time.Now())
+	return t.s.RemoveToken(ctx, mb, hash)
+}
+
+func (t *timedStore) HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool, error) {
+	defer since(t.hasToken, time.Now())
+	return t.s.HasToken(ctx, mb, hash)
+}
+
+func (t *timedStore) Touch(ctx context.Context, mb [16]byte, at time.Time) error {
+	defer since(t.touch, time.Now())
+	return t.s.Touch(ctx, mb, at)
+}
+
+func (t *timedStore) DeleteIdle(ctx context.Context, cutoff time.Time) (int, error) {
+	defer since(t.deleteIdle, time.Now())
+	return t.s.DeleteIdle(ctx, cutoff)
+}
+
+func (t *timedStore) Bundle(ctx context.Context, mb [16]byte) (Bundle, error) {
+	defer since(t.bundle, time.Now())
+	return t.s.Bundle(ctx, mb)
+}
+
+// DiskUsage asks the store if it is a Sizer; ok is false if it is not.
+func (t *timedStore) DiskUsage(ctx context.Context) (u DiskUsage, ok bool, err error) {
+	sz, ok := t.s.(Sizer)
+	if !ok {
+		return DiskUsage{}, false, nil
+	}
+	defer since(t.diskUsage, time.Now())
+	u, err = sz.DiskUsage(ctx)
+	return u, true, err
 }
 
 func (t *timedStore) PutPrekeys(ctx context.Context, mb [16]byte, up PrekeyUpload, max int) error {

@@ -26,8 +26,9 @@ type Envelope struct {
 	Seq uint64
 	// ID is the sender-chosen message id; (mailbox, ID) is unique.
 	ID [16]byte
-	// Received is when the relay accepted the envelope, kept to the
-	// millisecond. The TTL runs from it.
+	// Received is when the relay accepted the envelope. The relay passes
+	// it rounded down to the minute (docs/protocol.md 6.10) and stores
+	// keep it to the millisecond at least. The TTL runs from it.
 	Received time.Time
 	// Data is the sealed envelope, never interpreted by the relay.
 	Data []byte
@@ -85,13 +86,18 @@ type Bundle struct {
 //
 // Contracts every implementation keeps (relay/storetest checks them):
 //   - All methods are safe for concurrent use.
-//   - A mailbox exists once SetToken or PutPrekeys has been called for it;
-//     Put to a mailbox that does not exist fails with ErrNotFound. Reads of
-//     a missing mailbox return empty results (Pending, Usage) or ErrNotFound
-//     (Token, PopBundle).
-//   - When Put, Ack, SetToken, PutPrekeys or PopBundle return without error
-//     the change is visible to every later call, and, for a backend that is
-//     durable, survives a crash of the process (kill -9) from that moment.
+//   - A mailbox exists once SetToken, AddToken or PutPrekeys has been
+//     called for it, until DeleteIdle deletes it; Put to a mailbox that
+//     does not exist fails with ErrNotFound. Reads of a missing mailbox
+//     return empty results (Pending, Usage, PrekeyCounts), false (HasToken)
+//     or ErrNotFound (PopBundle, Bundle).
+//   - When Put, Ack, SetToken, AddToken, RemoveToken, Touch, PutPrekeys,
+//     PopBundle, Expire or DeleteIdle return without error the change is
+//     visible to every later call, and, for a backend that is durable,
+//     survives a crash of the process (kill -9) from that moment.
+//   - Times are kept coarsely where the contract says so (the last
+//     activity of a mailbox to the UTC day, acknowledged ids to the day):
+//     a seized store should hold no more than the relay needs.
 //   - Byte slices passed in are not retained; byte slices returned are the
 //     caller's to keep.
 //   - After Close, every method returns ErrClosed. Close is idempotent and
@@ -101,8 +107,9 @@ type Store interface {
 	// Put stores env (its Seq is ignored) in mailbox mb, unless an envelope
 	// with the same (mb, env.ID) was stored before and has not expired: then
 	// nothing changes, and Put returns that envelope's seq and dup=true,
-	// whether or not it has been acknowledged since. A new envelope that
-	// would take the mailbox past q fails with ErrQuota.
+	// whether or not it has been acknowledged since (for an acknowledged
+	// one the seq may be 0: its seq is not kept). A new envelope that would
+	// take the mailbox past q fails with ErrQuota.
 	Put(ctx context.Context, mb [16]byte, env Envelope, q Quota) (seq uint64, dup bool, err error)
 	// Pending returns at most limit (limit > 0) unacknowledged envelopes of
 	// mb with Seq > after, in increasing Seq order.
@@ -110,20 +117,40 @@ type Store interface {
 	// Ack deletes the pending envelopes of mb with the given seqs and
 	// returns how many it deleted; seqs that are not pending are ignored.
 	// The envelopes' ids stay known to Put's de-duplication until they
-	// expire.
+	// expire; nothing else of them is kept.
 	Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error)
-	// Expire deletes every envelope and acknowledged id received before
-	// cutoff, in all mailboxes, and returns how many still-pending
-	// envelopes it deleted.
+	// Expire deletes every envelope received before cutoff, in all
+	// mailboxes, and returns how many still-pending envelopes it deleted.
+	// It also forgets acknowledged ids received before cutoff; a store
+	// that keeps their time to the day may forget them up to a day later,
+	// never earlier.
 	Expire(ctx context.Context, cutoff time.Time) (int, error)
 	// Usage reports the pending envelopes of mb.
 	Usage(ctx context.Context, mb [16]byte) (Usage, error)
 
-	// SetToken sets the hash of mb's delivery token, creating the mailbox
-	// if needed.
+	// SetToken replaces every delivery token hash of mb by hash, creating
+	// the mailbox if needed.
 	SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error
-	// Token returns the hash of mb's delivery token, or ErrNotFound.
-	Token(ctx context.Context, mb [16]byte) ([32]byte, error)
+	// AddToken adds hash to mb's delivery token hashes, creating the
+	// mailbox if needed; adding one it has changes nothing. If mb would
+	// then hold more than max hashes (max > 0) it fails with ErrQuota and
+	// changes nothing.
+	AddToken(ctx context.Context, mb [16]byte, hash [32]byte, max int) error
+	// RemoveToken removes hash from mb's delivery token hashes; a hash it
+	// does not have (or a missing mailbox) is ignored.
+	RemoveToken(ctx context.Context, mb [16]byte, hash [32]byte) error
+	// HasToken reports whether hash is one of mb's delivery token hashes.
+	HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool, error)
+
+	// Touch records that mb's owner was active at t; stores keep the UTC
+	// day only, and never move it back. A missing mailbox is ignored. A
+	// mailbox never touched counts as active on the day the store
+	// created it (by the store's own clock).
+	Touch(ctx context.Context, mb [16]byte, t time.Time) error
+	// DeleteIdle deletes every mailbox whose last activity is on a UTC
+	// day before cutoff's, with its envelopes, acknowledged ids, token
+	// hashes and prekeys, and returns how many mailboxes it deleted.
+	DeleteIdle(ctx context.Context, cutoff time.Time) (int, error)
 
 	// PutPrekeys adds up to mb's prekey directory entry, creating the
 	// mailbox if needed. If either one-time pool would then hold more than
@@ -134,6 +161,10 @@ type Store interface {
 	// fails with ErrNotFound if mb has no signed prekey record (and then
 	// removes nothing).
 	PopBundle(ctx context.Context, mb [16]byte) (Bundle, error)
+	// Bundle returns mb's bundle without one-time prekeys, consuming
+	// nothing: the signed record and the last-resort KEM prekey
+	// (HasOneTime false). It fails with ErrNotFound as PopBundle does.
+	Bundle(ctx context.Context, mb [16]byte) (Bundle, error)
 	// PrekeyCounts reports how many one-time and one-time KEM prekeys mb
 	// has left.
 	PrekeyCounts(ctx context.Context, mb [16]byte) (oneTime, kem int, err error)
@@ -166,4 +197,23 @@ type PollingPutter interface {
 	// without blocking, whether wait would return at once. ready may be
 	// called any number of times until wait is called.
 	PutAsyncPoll(ctx context.Context, mb [16]byte, env Envelope, q Quota) (wait func() (seq uint64, dup bool, err error), ready func() bool)
+}
+
+// Sizer is an optional Store capability: how much disk the store uses and
+// how much is left where it keeps its data. The relay's disk budget
+// (Budgets.Disk, Budgets.DiskFree) needs it; a store without it has no
+// disk budget.
+type Sizer interface {
+	// DiskUsage reports the store's use of its disk.
+	DiskUsage(ctx context.Context) (DiskUsage, error)
+}
+
+// DiskUsage is what a Sizer reports.
+type DiskUsage struct {
+	// Used is the bytes the store's data takes (for SQLite: the pages in
+	// use plus the write-ahead log).
+	Used int64
+	// Free is the bytes left on the file system that holds the data, or
+	// -1 if the store cannot tell.
+	Free int64
 }

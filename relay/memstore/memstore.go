@@ -30,8 +30,8 @@ type Store struct {
 }
 
 type mailbox struct {
-	hasToken   bool
-	token      [32]byte
+	tokens     map[[32]byte]struct{}
+	seen       int64 // UTC day of the last activity (Unix days)
 	nextSeq    uint64
 	count      int
 	bytes      int64
@@ -45,9 +45,15 @@ type mailbox struct {
 
 // idEntry remembers a stored id for de-duplication, pending or acknowledged.
 type idEntry struct {
-	seq      uint64
+	seq      uint64 // 0 once acknowledged: nothing but the id and day is kept
 	received time.Time
 }
+
+// unixDay is the UTC day of t, in days since 1970-01-01.
+func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
+
+// dayStart is the first instant of day d.
+func dayStart(d int64) time.Time { return time.Unix(d*86400, 0) }
 
 // New returns an empty store.
 func New() *Store {
@@ -72,6 +78,8 @@ func (s *Store) mailbox(mb [16]byte, create bool) *mailbox {
 	m := s.mailboxes[mb]
 	if m == nil && create {
 		m = &mailbox{
+			tokens:  make(map[[32]byte]struct{}),
+			seen:    unixDay(time.Now()),
 			nextSeq: 1,
 			ids:     make(map[[16]byte]idEntry),
 			oneTime: make(map[uint32][]byte),
@@ -168,6 +176,8 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 		n++
 		m.count--
 		m.bytes -= int64(len(e.Data))
+		// Keep only what de-duplication needs: the id and the day.
+		m.ids[e.ID] = idEntry{received: dayStart(unixDay(e.Received))}
 		return true
 	})
 	return n, nil
@@ -192,7 +202,7 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
 			return true
 		})
 		for id, e := range m.ids {
-			if e.received.UnixMilli() < cut {
+			if e.seq == 0 && unixDay(e.received) < unixDay(cutoff) || e.seq != 0 && e.received.UnixMilli() < cut {
 				delete(m.ids, id)
 			}
 		}
@@ -220,21 +230,83 @@ func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error 
 	}
 	defer s.mu.Unlock()
 	m := s.mailbox(mb, true)
-	m.token, m.hasToken = hash, true
+	clear(m.tokens)
+	m.tokens[hash] = struct{}{}
 	return nil
 }
 
-// Token implements relay.Store.
-func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
+// AddToken implements relay.Store.
+func (s *Store) AddToken(ctx context.Context, mb [16]byte, hash [32]byte, max int) error {
 	if err := s.lock(ctx); err != nil {
-		return [32]byte{}, err
+		return err
 	}
 	defer s.mu.Unlock()
 	m := s.mailbox(mb, false)
-	if m == nil || !m.hasToken {
-		return [32]byte{}, relay.ErrNotFound
+	if m != nil {
+		if _, ok := m.tokens[hash]; ok {
+			return nil
+		}
 	}
-	return m.token, nil
+	if max > 0 && m != nil && len(m.tokens) >= max {
+		return relay.ErrQuota
+	}
+	m = s.mailbox(mb, true)
+	m.tokens[hash] = struct{}{}
+	return nil
+}
+
+// RemoveToken implements relay.Store.
+func (s *Store) RemoveToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if m := s.mailbox(mb, false); m != nil {
+		delete(m.tokens, hash)
+	}
+	return nil
+}
+
+// HasToken implements relay.Store.
+func (s *Store) HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool, error) {
+	if err := s.lock(ctx); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil {
+		return false, nil
+	}
+	_, ok := m.tokens[hash]
+	return ok, nil
+}
+
+// Touch implements relay.Store.
+func (s *Store) Touch(ctx context.Context, mb [16]byte, t time.Time) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if m := s.mailbox(mb, false); m != nil {
+		m.seen = max(m.seen, unixDay(t))
+	}
+	return nil
+}
+
+// DeleteIdle implements relay.Store.
+func (s *Store) DeleteIdle(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	n := 0
+	for mb, m := range s.mailboxes {
+		if m.seen < unixDay(cutoff) {
+			delete(s.mailboxes, mb)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // PutPrekeys implements relay.Store.
@@ -294,6 +366,23 @@ func (s *Store) PopBundle(ctx context.Context, mb [16]byte) (relay.Bundle, error
 		b.KEM, b.HasKEM = relay.Prekey{ID: id, Data: m.kem[id]}, true
 		delete(m.kem, id)
 	} else if len(m.lastResort) > 0 {
+		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: slices.Clone(m.lastResort)}, true, true
+	}
+	return b, nil
+}
+
+// Bundle implements relay.Store.
+func (s *Store) Bundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
+	if err := s.lock(ctx); err != nil {
+		return relay.Bundle{}, err
+	}
+	defer s.mu.Unlock()
+	m := s.mailbox(mb, false)
+	if m == nil || len(m.signed) == 0 {
+		return relay.Bundle{}, relay.ErrNotFound
+	}
+	b := relay.Bundle{Signed: slices.Clone(m.signed)}
+	if len(m.lastResort) > 0 {
 		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: slices.Clone(m.lastResort)}, true, true
 	}
 	return b, nil

@@ -20,6 +20,17 @@ import (
 //     same id is recognised until the TTL removes it. size is len(data) as
 //     stored. received is Unix milliseconds.
 //   - prekeys: the one-time pools; kind 1 is X25519, kind 2 is ML-KEM.
+//
+// Version 2 (issue 13: per-contact tokens, clean-up, less metadata):
+//   - tokens: the set of delivery token hashes of each mailbox (SHA-256 of
+//     each token); mailboxes.token moves here and is dropped.
+//   - mailboxes.seen: the UTC day (days since 1970-01-01) of the owner's
+//     last activity, for the clean-up of abandoned mailboxes; existing
+//     mailboxes count as seen on the day of the migration.
+//   - acked: what is kept of an acknowledged envelope for de-duplication:
+//     its mailbox, id and the UTC day it was received; no seq, size or
+//     exact time. envelopes now holds pending envelopes only (data is
+//     never NULL), and its seq index is no longer partial.
 var migrations = []string{
 	`CREATE TABLE mailboxes (
 		id          BLOB PRIMARY KEY,
@@ -48,6 +59,27 @@ var migrations = []string{
 		data    BLOB    NOT NULL,
 		PRIMARY KEY (mailbox, kind, id)
 	) WITHOUT ROWID;`,
+
+	`CREATE TABLE tokens (
+		mailbox BLOB NOT NULL,
+		hash    BLOB NOT NULL,
+		PRIMARY KEY (mailbox, hash)
+	) WITHOUT ROWID;
+	INSERT INTO tokens (mailbox, hash) SELECT id, token FROM mailboxes WHERE token IS NOT NULL;
+	ALTER TABLE mailboxes DROP COLUMN token;
+	ALTER TABLE mailboxes ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+	UPDATE mailboxes SET seen = unixepoch() / 86400;
+	CREATE TABLE acked (
+		mailbox BLOB    NOT NULL,
+		id      BLOB    NOT NULL,
+		day     INTEGER NOT NULL,
+		PRIMARY KEY (mailbox, id)
+	) WITHOUT ROWID;
+	CREATE INDEX acked_day ON acked (day);
+	INSERT INTO acked (mailbox, id, day) SELECT mailbox, id, received / 86400000 FROM envelopes WHERE data IS NULL;
+	DELETE FROM envelopes WHERE data IS NULL;
+	DROP INDEX envelopes_pending;
+	CREATE UNIQUE INDEX envelopes_seq ON envelopes (mailbox, seq);`,
 }
 
 // Prekey pool kinds in the prekeys table.

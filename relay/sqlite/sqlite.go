@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ var (
 	_ relay.Store         = (*Store)(nil)
 	_ relay.AsyncPutter   = (*Store)(nil)
 	_ relay.PollingPutter = (*Store)(nil)
+	_ relay.Sizer         = (*Store)(nil)
 )
 
 // Options tunes a Store. The zero value is what the relay uses.
@@ -266,15 +268,20 @@ func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q
 		if !box.exists {
 			return relay.ErrNotFound
 		}
+		// An acknowledged id is remembered in acked only.
+		var one int
+		switch err := w.ackedFind.QueryRow(mb[:], env.ID[:]).Scan(&one); {
+		case err == nil:
+			dup = true
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("find acknowledged id: %w", err)
+		}
 		size := int64(len(env.Data))
 		full := q.MaxCount > 0 && box.count+1 > q.MaxCount || q.MaxBytes > 0 && box.bytes+size > q.MaxBytes
 		inserted := false
 		if !full {
-			data := env.Data
-			if data == nil {
-				data = []byte{} // NULL marks an acknowledged envelope
-			}
-			res, err := w.envInsert.Exec(mb[:], int64(box.nextSeq), env.ID[:], env.Received.UnixMilli(), size, data)
+			res, err := w.envInsert.Exec(mb[:], int64(box.nextSeq), env.ID[:], env.Received.UnixMilli(), size, nonNil(env.Data))
 			if err != nil {
 				return fmt.Errorf("insert envelope: %w", err)
 			}
@@ -341,6 +348,9 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 			list = strconv.AppendUint(list, seq, 10)
 		}
 		list = append(list, ']')
+		if _, err := w.ackedInsert.Exec(mb[:], string(list)); err != nil {
+			return fmt.Errorf("acknowledge envelopes: %w", err)
+		}
 		rows, err := w.envAck.Query(mb[:], string(list))
 		if err != nil {
 			return fmt.Errorf("acknowledge envelopes: %w", err)
@@ -372,80 +382,213 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 const expireChunk = 2000
 
 // Expire implements relay.Store. It deletes in chunks of expireChunk rows,
-// one transaction each.
+// one transaction each: first expired envelopes, then acknowledged ids
+// received on a day before cutoff's.
 func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
 	total := 0
 	for {
-		var rows, pending int
+		var rows int
 		err := s.write(ctx, func(w *writer) error {
-			rows, pending = 0, 0
-			res, err := w.envExpire.Query(cutoff.UnixMilli(), expireChunk)
-			if err != nil {
-				return fmt.Errorf("expire envelopes: %w", err)
-			}
-			type gone struct {
-				mb      [16]byte
-				size    int64
-				pending bool
-			}
-			var deleted []gone
-			for res.Next() {
-				var g gone
-				var mb []byte
-				if err := res.Scan(&mb, &g.size, &g.pending); err != nil {
-					res.Close()
-					return fmt.Errorf("expire envelopes: %w", err)
-				}
-				copy(g.mb[:], mb)
-				deleted = append(deleted, g)
-			}
-			if err := res.Close(); err != nil {
-				return fmt.Errorf("expire envelopes: %w", err)
-			}
-			if err := res.Err(); err != nil {
-				return fmt.Errorf("expire envelopes: %w", err)
-			}
-			for _, g := range deleted {
-				rows++
-				if !g.pending {
-					continue
-				}
-				pending++
-				box, err := w.box(g.mb)
-				if err != nil {
-					return err
-				}
-				box.count--
-				box.bytes -= g.size
-				box.dirty = true
-			}
-			return nil
+			n, err := w.expireEnvelopes(cutoff)
+			rows = n
+			return err
 		})
 		if err != nil {
 			return total, err
 		}
-		total += pending
+		total += rows
+		if rows < expireChunk {
+			break
+		}
+	}
+	for {
+		var rows int64
+		err := s.write(ctx, func(w *writer) error {
+			res, err := w.ackedExpire.Exec(unixDay(cutoff), expireChunk)
+			if err != nil {
+				return fmt.Errorf("expire acknowledged ids: %w", err)
+			}
+			rows, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
 		if rows < expireChunk {
 			return total, nil
 		}
 	}
 }
 
+// expireEnvelopes deletes up to expireChunk envelopes received before
+// cutoff and returns how many.
+func (w *writer) expireEnvelopes(cutoff time.Time) (int, error) {
+	res, err := w.envExpire.Query(cutoff.UnixMilli(), expireChunk)
+	if err != nil {
+		return 0, fmt.Errorf("expire envelopes: %w", err)
+	}
+	type gone struct {
+		mb   [16]byte
+		size int64
+	}
+	var deleted []gone
+	for res.Next() {
+		var g gone
+		var mb []byte
+		if err := res.Scan(&mb, &g.size); err != nil {
+			res.Close()
+			return 0, fmt.Errorf("expire envelopes: %w", err)
+		}
+		copy(g.mb[:], mb)
+		deleted = append(deleted, g)
+	}
+	if err := res.Close(); err != nil {
+		return 0, fmt.Errorf("expire envelopes: %w", err)
+	}
+	if err := res.Err(); err != nil {
+		return 0, fmt.Errorf("expire envelopes: %w", err)
+	}
+	for _, g := range deleted {
+		box, err := w.box(g.mb)
+		if err != nil {
+			return 0, err
+		}
+		box.count--
+		box.bytes -= g.size
+		box.dirty = true
+	}
+	return len(deleted), nil
+}
+
+// unixDay is the UTC day of t, in days since 1970-01-01.
+func unixDay(t time.Time) int64 { return t.Unix() / 86400 }
+
 // SetToken implements relay.Store.
 func (s *Store) SetToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
-	err := s.write(ctx, func(w *writer) error {
+	return s.tokenWrite(ctx, mb, func(w *writer) error {
 		if err := w.ensure(mb); err != nil {
 			return err
 		}
-		if _, err := w.setToken.Exec(hash[:], mb[:]); err != nil {
+		if _, err := w.tokenClear.Exec(mb[:]); err != nil {
+			return fmt.Errorf("set token: %w", err)
+		}
+		if _, err := w.tokenAdd.Exec(mb[:], hash[:]); err != nil {
 			return fmt.Errorf("set token: %w", err)
 		}
 		return nil
 	})
-	if err == nil {
-		s.tokens.set(mb, hash)
-	}
+}
+
+// AddToken implements relay.Store.
+func (s *Store) AddToken(ctx context.Context, mb [16]byte, hash [32]byte, max int) error {
+	return s.tokenWrite(ctx, mb, func(w *writer) error {
+		var one int
+		switch err := w.tokenHas.QueryRow(mb[:], hash[:]).Scan(&one); {
+		case err == nil:
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("add token: %w", err)
+		}
+		if max > 0 {
+			var n int
+			if err := w.tokenCount.QueryRow(mb[:]).Scan(&n); err != nil {
+				return fmt.Errorf("add token: %w", err)
+			}
+			if n >= max {
+				return relay.ErrQuota
+			}
+		}
+		if err := w.ensure(mb); err != nil {
+			return err
+		}
+		if _, err := w.tokenAdd.Exec(mb[:], hash[:]); err != nil {
+			return fmt.Errorf("add token: %w", err)
+		}
+		return nil
+	})
+}
+
+// RemoveToken implements relay.Store.
+func (s *Store) RemoveToken(ctx context.Context, mb [16]byte, hash [32]byte) error {
+	return s.tokenWrite(ctx, mb, func(w *writer) error {
+		if _, err := w.tokenDel.Exec(mb[:], hash[:]); err != nil {
+			return fmt.Errorf("remove token: %w", err)
+		}
+		return nil
+	})
+}
+
+// tokenWrite runs a write that changes mb's tokens and keeps the cache
+// exact: mb's cached hashes are dropped once it has committed (and reads
+// that began before it do not fill the cache).
+func (s *Store) tokenWrite(ctx context.Context, mb [16]byte, fn func(w *writer) error) error {
+	err := s.write(ctx, fn)
+	s.tokens.invalidate(mb)
 	return err
+}
+
+// Touch implements relay.Store.
+func (s *Store) Touch(ctx context.Context, mb [16]byte, t time.Time) error {
+	return s.write(ctx, func(w *writer) error {
+		if _, err := w.boxTouch.Exec(mb[:], unixDay(t)); err != nil {
+			return fmt.Errorf("touch mailbox: %w", err)
+		}
+		return nil
+	})
+}
+
+// idleChunk is how many mailboxes one DeleteIdle transaction deletes.
+const idleChunk = 100
+
+// DeleteIdle implements relay.Store, idleChunk mailboxes per transaction.
+func (s *Store) DeleteIdle(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		var deleted [][16]byte
+		err := s.write(ctx, func(w *writer) (err error) {
+			deleted, err = w.deleteIdle(unixDay(cutoff))
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		for _, mb := range deleted {
+			s.tokens.invalidate(mb)
+		}
+		total += len(deleted)
+		if len(deleted) < idleChunk {
+			return total, nil
+		}
+	}
+}
+
+// deleteIdle deletes up to idleChunk mailboxes last seen before day.
+func (w *writer) deleteIdle(day int64) ([][16]byte, error) {
+	rows, err := w.idleFind.Query(day, idleChunk)
+	if err != nil {
+		return nil, fmt.Errorf("find idle mailboxes: %w", err)
+	}
+	var ids [][16]byte
+	for rows.Next() {
+		var id []byte
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("find idle mailboxes: %w", err)
+		}
+		ids = append(ids, [16]byte(id))
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("find idle mailboxes: %w", err)
+	}
+	for _, mb := range ids {
+		for _, st := range w.idleDelete {
+			if _, err := st.Exec(mb[:]); err != nil {
+				return nil, fmt.Errorf("delete idle mailbox: %w", err)
+			}
+		}
+		w.boxes[mb] = &boxState{}
+	}
+	return ids, nil
 }
 
 // PutPrekeys implements relay.Store.
@@ -523,6 +666,29 @@ func (s *Store) PopBundle(ctx context.Context, mb [16]byte) (relay.Bundle, error
 	return b, nil
 }
 
+// Bundle implements relay.Store.
+func (s *Store) Bundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
+	if err := s.begin(ctx); err != nil {
+		return relay.Bundle{}, err
+	}
+	defer s.mu.RUnlock()
+	var b relay.Bundle
+	var lastResort []byte
+	switch err := s.read.bundle.QueryRowContext(ctx, mb[:]).Scan(&b.Signed, &lastResort); {
+	case errors.Is(err, sql.ErrNoRows):
+		return relay.Bundle{}, relay.ErrNotFound
+	case err != nil:
+		return relay.Bundle{}, fmt.Errorf("read bundle: %w", err)
+	}
+	if len(b.Signed) == 0 {
+		return relay.Bundle{}, relay.ErrNotFound
+	}
+	if len(lastResort) > 0 {
+		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: lastResort}, true, true
+	}
+	return b, nil
+}
+
 // Pending implements relay.Store.
 func (s *Store) Pending(ctx context.Context, mb [16]byte, after uint64, limit int) ([]relay.Envelope, error) {
 	if err := s.begin(ctx); err != nil {
@@ -575,47 +741,45 @@ func (s *Store) Usage(ctx context.Context, mb [16]byte) (relay.Usage, error) {
 	return u, nil
 }
 
-// Token implements relay.Store.
-func (s *Store) Token(ctx context.Context, mb [16]byte) ([32]byte, error) {
+// HasToken implements relay.Store. Hashes found are cached: every Send
+// checks one, and only this Store writes them, so the cache is exact.
+func (s *Store) HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool, error) {
 	if err := s.begin(ctx); err != nil {
-		return [32]byte{}, err
+		return false, err
 	}
 	defer s.mu.RUnlock()
-	if h, ok := s.tokens.get(mb); ok {
-		return h, nil
+	if s.tokens.has(mb, hash) {
+		return true, nil
 	}
 	gen := s.tokens.generation()
-	var h []byte
-	switch err := s.read.token.QueryRowContext(ctx, mb[:]).Scan(&h); {
+	var one int
+	switch err := s.read.token.QueryRowContext(ctx, mb[:], hash[:]).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
-		return [32]byte{}, relay.ErrNotFound
+		return false, nil
 	case err != nil:
-		return [32]byte{}, fmt.Errorf("read token: %w", err)
+		return false, fmt.Errorf("read token: %w", err)
 	}
-	if len(h) != 32 {
-		return [32]byte{}, relay.ErrNotFound
-	}
-	s.tokens.fill(mb, [32]byte(h), gen)
-	return [32]byte(h), nil
+	s.tokens.fill(mb, hash, gen)
+	return true, nil
 }
 
-// tokenCache keeps token hashes in memory: every Send checks one, and only
-// this Store writes them, so the cache is exact. It holds at most
-// maxCachedTokens entries.
+// tokenCache keeps token hashes known to exist, by mailbox. It holds at
+// most maxCachedTokens hashes.
 type tokenCache struct {
-	// mu protects m and gen.
+	// mu protects m, n and gen.
 	mu  sync.Mutex
-	m   map[[16]byte][32]byte
-	gen uint64 // incremented by every set
+	m   map[[16]byte]map[[32]byte]struct{}
+	n   int    // hashes in m
+	gen uint64 // incremented by every invalidation
 }
 
-const maxCachedTokens = 1 << 16
+const maxCachedTokens = 1 << 17
 
-func (c *tokenCache) get(mb [16]byte) ([32]byte, bool) {
+func (c *tokenCache) has(mb [16]byte, h [32]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h, ok := c.m[mb]
-	return h, ok
+	_, ok := c.m[mb][h]
+	return ok
 }
 
 func (c *tokenCache) generation() uint64 {
@@ -624,36 +788,44 @@ func (c *tokenCache) generation() uint64 {
 	return c.gen
 }
 
-// set records a committed SetToken.
-func (c *tokenCache) set(mb [16]byte, h [32]byte) {
+// invalidate drops mb's hashes after a write to its tokens committed (or
+// failed: it may have committed).
+func (c *tokenCache) invalidate(mb [16]byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.put(mb, h)
+	c.n -= len(c.m[mb])
+	delete(c.m, mb)
 }
 
-// fill caches a hash read from the database, unless a SetToken committed
-// since the read began (the read may then be stale).
+// fill caches a hash read from the database, unless a token write
+// committed since the read began (the read may then be stale). When full
+// it evicts an arbitrary mailbox's hashes.
 func (c *tokenCache) fill(mb [16]byte, h [32]byte, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen == gen {
-		c.put(mb, h)
+	if c.gen != gen {
+		return
 	}
-}
-
-// put stores h, evicting an arbitrary entry when full; mu held.
-func (c *tokenCache) put(mb [16]byte, h [32]byte) {
 	if c.m == nil {
-		c.m = make(map[[16]byte][32]byte)
+		c.m = make(map[[16]byte]map[[32]byte]struct{})
 	}
-	if _, ok := c.m[mb]; !ok && len(c.m) >= maxCachedTokens {
-		for k := range c.m {
+	for c.n >= maxCachedTokens {
+		for k, v := range c.m {
+			c.n -= len(v)
 			delete(c.m, k)
 			break
 		}
 	}
-	c.m[mb] = h
+	set := c.m[mb]
+	if set == nil {
+		set = make(map[[32]byte]struct{}, 1)
+		c.m[mb] = set
+	}
+	if _, ok := set[h]; !ok {
+		set[h] = struct{}{}
+		c.n++
+	}
 }
 
 // PrekeyCounts implements relay.Store.
@@ -685,6 +857,34 @@ func (s *Store) PrekeyCounts(ctx context.Context, mb [16]byte) (oneTime, kem int
 	return oneTime, kem, nil
 }
 
+// DiskUsage implements relay.Sizer: the pages in use (not the free ones
+// inside the file, which SQLite reuses) plus the write-ahead log, and the
+// free space of the file system that holds the database.
+func (s *Store) DiskUsage(ctx context.Context) (relay.DiskUsage, error) {
+	if err := s.begin(ctx); err != nil {
+		return relay.DiskUsage{}, err
+	}
+	defer s.mu.RUnlock()
+	var pages, free, size int64
+	for _, q := range []struct {
+		st *sql.Stmt
+		v  *int64
+	}{{s.read.pageCount, &pages}, {s.read.freePages, &free}, {s.read.pageSize, &size}} {
+		if err := q.st.QueryRowContext(ctx).Scan(q.v); err != nil {
+			return relay.DiskUsage{}, fmt.Errorf("read database size: %w", err)
+		}
+	}
+	u := relay.DiskUsage{Used: (pages - free) * size}
+	if fi, err := os.Stat(s.path + "-wal"); err == nil {
+		u.Used += fi.Size()
+	}
+	var err error
+	if u.Free, err = freeBytes(filepath.Dir(s.path)); err != nil {
+		return relay.DiskUsage{}, fmt.Errorf("read free disk space: %w", err)
+	}
+	return u, nil
+}
+
 func nonNil(b []byte) []byte {
 	if b == nil {
 		return []byte{}
@@ -694,7 +894,7 @@ func nonNil(b []byte) []byte {
 
 // readStmts are the statements of the read-only pool.
 type readStmts struct {
-	pending, usage, token, prekeyCounts *sql.Stmt
+	pending, usage, token, bundle, prekeyCounts, pageCount, freePages, pageSize *sql.Stmt
 }
 
 func (r *readStmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -703,14 +903,18 @@ func (r *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 		sql  string
 	}{
 		{&r.pending, `SELECT seq, id, received, data FROM envelopes
-			WHERE mailbox = ? AND seq > ? AND data IS NOT NULL ORDER BY seq LIMIT ?`},
+			WHERE mailbox = ? AND seq > ? ORDER BY seq LIMIT ?`},
 		{&r.usage, `SELECT count, bytes FROM mailboxes WHERE id = ?`},
-		{&r.token, `SELECT token FROM mailboxes WHERE id = ? AND token IS NOT NULL`},
+		{&r.token, `SELECT 1 FROM tokens WHERE mailbox = ? AND hash = ?`},
+		{&r.bundle, `SELECT signed, last_resort FROM mailboxes WHERE id = ?`},
+		{&r.pageCount, `PRAGMA page_count`},
+		{&r.freePages, `PRAGMA freelist_count`},
+		{&r.pageSize, `PRAGMA page_size`},
 		{&r.prekeyCounts, `SELECT kind, count(*) FROM prekeys WHERE mailbox = ? GROUP BY kind`},
 	} {
 		st, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
-			return fmt.Errorf("prepare %q: %w", strings.Fields(p.sql)[:3], err)
+			return fmt.Errorf("prepare %q: %w", strings.Join(strings.Fields(p.sql)[:2], " "), err)
 		}
 		*p.stmt = st
 	}
@@ -719,7 +923,7 @@ func (r *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 
 func (r *readStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{r.pending, r.usage, r.token, r.prekeyCounts} {
+	for _, st := range []*sql.Stmt{r.pending, r.usage, r.token, r.bundle, r.prekeyCounts, r.pageCount, r.freePages, r.pageSize} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

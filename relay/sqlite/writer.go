@@ -45,13 +45,17 @@ type writer struct {
 	// writes and batches count for Stats.
 	writes, batches atomic.Uint64
 
-	begin, commit, rollback               *sql.Stmt
-	savepointSet, savepointUndo, release  *sql.Stmt
-	boxGet, boxInsert, boxUpdate          *sql.Stmt
-	envFind, envInsert, envAck, envExpire *sql.Stmt
-	setToken, setSigned, setLastResort    *sql.Stmt
-	prekeyPut, prekeyCount, prekeyPop     *sql.Stmt
-	bundleGet                             *sql.Stmt
+	begin, commit, rollback                *sql.Stmt
+	savepointSet, savepointUndo, release   *sql.Stmt
+	boxGet, boxInsert, boxUpdate, boxTouch *sql.Stmt
+	envFind, envInsert, envAck, envExpire  *sql.Stmt
+	ackedFind, ackedInsert, ackedExpire    *sql.Stmt
+	tokenClear, tokenAdd, tokenDel         *sql.Stmt
+	tokenCount, tokenHas                   *sql.Stmt
+	setSigned, setLastResort               *sql.Stmt
+	prekeyPut, prekeyCount, prekeyPop      *sql.Stmt
+	bundleGet, idleFind                    *sql.Stmt
+	idleDelete                             [5]*sql.Stmt // one per table, the mailbox row last
 }
 
 func (w *writer) prepare(ctx context.Context) error {
@@ -66,18 +70,30 @@ func (w *writer) prepare(ctx context.Context) error {
 		{&w.savepointUndo, `ROLLBACK TO op`},
 		{&w.release, `RELEASE op`},
 		{&w.boxGet, `SELECT next_seq, count, bytes FROM mailboxes WHERE id = ?`},
-		{&w.boxInsert, `INSERT INTO mailboxes (id) VALUES (?)`},
+		{&w.boxInsert, `INSERT INTO mailboxes (id, seen) VALUES (?, unixepoch() / 86400)`},
 		{&w.boxUpdate, `UPDATE mailboxes SET next_seq = ?, count = ?, bytes = ? WHERE id = ?`},
+		{&w.boxTouch, `UPDATE mailboxes SET seen = ?2 WHERE id = ?1 AND seen < ?2`},
 		{&w.envFind, `SELECT seq FROM envelopes WHERE mailbox = ? AND id = ?`},
 		{&w.envInsert, `INSERT INTO envelopes (mailbox, seq, id, received, size, data) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (mailbox, id) DO NOTHING`},
-		{&w.envAck, `UPDATE envelopes SET data = NULL
-			WHERE mailbox = ? AND seq IN (SELECT value FROM json_each(?)) AND data IS NOT NULL
+		{&w.ackedInsert, `INSERT INTO acked (mailbox, id, day)
+			SELECT mailbox, id, received / 86400000 FROM envelopes
+			WHERE mailbox = ?1 AND seq IN (SELECT value FROM json_each(?2))
+			ON CONFLICT (mailbox, id) DO NOTHING`},
+		{&w.envAck, `DELETE FROM envelopes
+			WHERE mailbox = ? AND seq IN (SELECT value FROM json_each(?))
 			RETURNING size`},
 		{&w.envExpire, `DELETE FROM envelopes WHERE rowid IN
 			(SELECT rowid FROM envelopes WHERE received < ? LIMIT ?)
-			RETURNING mailbox, size, data IS NOT NULL`},
-		{&w.setToken, `UPDATE mailboxes SET token = ? WHERE id = ?`},
+			RETURNING mailbox, size`},
+		{&w.ackedFind, `SELECT 1 FROM acked WHERE mailbox = ? AND id = ?`},
+		{&w.ackedExpire, `DELETE FROM acked WHERE (mailbox, id) IN
+			(SELECT mailbox, id FROM acked WHERE day < ? LIMIT ?)`},
+		{&w.tokenClear, `DELETE FROM tokens WHERE mailbox = ?`},
+		{&w.tokenAdd, `INSERT INTO tokens (mailbox, hash) VALUES (?, ?) ON CONFLICT DO NOTHING`},
+		{&w.tokenDel, `DELETE FROM tokens WHERE mailbox = ? AND hash = ?`},
+		{&w.tokenCount, `SELECT count(*) FROM tokens WHERE mailbox = ?`},
+		{&w.tokenHas, `SELECT 1 FROM tokens WHERE mailbox = ? AND hash = ?`},
 		{&w.setSigned, `UPDATE mailboxes SET signed = ? WHERE id = ?`},
 		{&w.setLastResort, `UPDATE mailboxes SET last_resort = ? WHERE id = ?`},
 		{&w.prekeyPut, `INSERT INTO prekeys (mailbox, kind, id, data) VALUES (?, ?, ?, ?)
@@ -86,6 +102,12 @@ func (w *writer) prepare(ctx context.Context) error {
 		{&w.prekeyPop, `DELETE FROM prekeys WHERE mailbox = ?1 AND kind = ?2 AND id =
 			(SELECT min(id) FROM prekeys WHERE mailbox = ?1 AND kind = ?2) RETURNING id, data`},
 		{&w.bundleGet, `SELECT signed, last_resort FROM mailboxes WHERE id = ?`},
+		{&w.idleFind, `SELECT id FROM mailboxes WHERE seen < ? LIMIT ?`},
+		{&w.idleDelete[0], `DELETE FROM envelopes WHERE mailbox = ?`},
+		{&w.idleDelete[1], `DELETE FROM acked WHERE mailbox = ?`},
+		{&w.idleDelete[2], `DELETE FROM tokens WHERE mailbox = ?`},
+		{&w.idleDelete[3], `DELETE FROM prekeys WHERE mailbox = ?`},
+		{&w.idleDelete[4], `DELETE FROM mailboxes WHERE id = ?`},
 	} {
 		st, err := w.conn.PrepareContext(ctx, p.sql)
 		if err != nil {

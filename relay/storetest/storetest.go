@@ -45,8 +45,12 @@ func Run(t *testing.T, c Config) {
 		{"SeqNeverReused", testSeqNeverReused},
 		{"Quota", testQuota},
 		{"Expire", testExpire},
+		{"ExpireAcknowledged", testExpireAcknowledged},
 		{"Isolation", testIsolation},
 		{"Token", testToken},
+		{"TokenLimit", testTokenLimit},
+		{"DeleteIdle", testDeleteIdle},
+		{"BundleConsumesNothing", testBundleConsumesNothing},
 		{"Prekeys", testPrekeys},
 		{"PrekeyLimit", testPrekeyLimit},
 		{"PopWithoutSigned", testPopWithoutSigned},
@@ -203,7 +207,8 @@ func testPutDuplicate(t *testing.T, c Config) {
 	check := func(when string) {
 		t.Helper()
 		got, dup, err := s.Put(ctx, mb, relay.Envelope{ID: msgID(1), Received: t0.Add(time.Second), Data: []byte("second")}, relay.Quota{})
-		if err != nil || !dup || got != seq {
+		// An acknowledged envelope's seq need not be kept.
+		if err != nil || !dup || got != seq && !(when == "acknowledged" && got == 0) {
 			t.Fatalf("%s: Put of a stored id = (%d, %v, %v), want (%d, true, nil)", when, got, dup, err, seq)
 		}
 	}
@@ -367,8 +372,9 @@ func testExpire(t *testing.T, c Config) {
 	if u := usage(t, s, mb1); u != (relay.Usage{Count: 1, Bytes: 4}) {
 		t.Fatalf("Usage after Expire = %+v, want {1 4}", u)
 	}
-	// Expired ids are forgotten: the same id is a new envelope again.
-	for _, id := range []int{1, 2} {
+	// Expired ids are forgotten: the same id is a new envelope again
+	// (acknowledged ones: testExpireAcknowledged).
+	for _, id := range []int{1} {
 		seq, dup, err := s.Put(ctx, mb1, relay.Envelope{ID: msgID(id), Received: t0.Add(2 * time.Hour), Data: []byte("again")}, relay.Quota{})
 		if err != nil || dup || seq <= keep || seq == old1 {
 			t.Fatalf("Put of expired id %d = (%d, %v, %v), want a new seq above %d", id, seq, dup, err, keep)
@@ -377,8 +383,44 @@ func testExpire(t *testing.T, c Config) {
 	if n, err := s.Expire(ctx, t0.Add(time.Hour)); err != nil || n != 0 {
 		t.Fatalf("second Expire = (%d, %v), want (0, nil)", n, err)
 	}
-	if _, err := s.Token(ctx, mb1); err != nil {
-		t.Fatalf("Expire removed the mailbox: Token: %v", err)
+	if ok, err := s.HasToken(ctx, mb1, [32]byte{1}); err != nil || !ok {
+		t.Fatalf("Expire removed the mailbox: HasToken = (%v, %v)", ok, err)
+	}
+}
+
+// testExpireAcknowledged checks how long an acknowledged id is remembered:
+// never forgotten before cutoff passes its received time, forgotten once
+// cutoff is more than a day later (stores may keep the day only).
+func testExpireAcknowledged(t *testing.T, c Config) {
+	s := open(t, c)
+	ctx := context.Background()
+	mb := mailbox(30)
+	makeMailbox(t, s, mb)
+	seq := put(t, s, mb, msgID(1), t0, []byte("x"))
+	if _, err := s.Ack(ctx, mb, []uint64{seq}); err != nil {
+		t.Fatal(err)
+	}
+	again := func() bool {
+		t.Helper()
+		_, dup, err := s.Put(ctx, mb, relay.Envelope{ID: msgID(1), Received: t0.Add(72 * time.Hour), Data: []byte("y")}, relay.Quota{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dup
+	}
+	if _, err := s.Expire(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if !again() {
+		t.Fatal("an id acknowledged at t0 was forgotten by Expire(t0)")
+	}
+	if _, err := s.Expire(ctx, t0.Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// The retry above was stored again only if the id had been forgotten:
+	// it was not, so this must now be new.
+	if again() {
+		t.Fatal("an id acknowledged two days before the cutoff was still remembered")
 	}
 }
 
@@ -408,32 +450,190 @@ func testIsolation(t *testing.T, c Config) {
 	}
 }
 
+func hasToken(t *testing.T, s relay.Store, mb [16]byte, h [32]byte) bool {
+	t.Helper()
+	ok, err := s.HasToken(context.Background(), mb, h)
+	if err != nil {
+		t.Fatalf("HasToken: %v", err)
+	}
+	return ok
+}
+
 func testToken(t *testing.T, c Config) {
 	s := open(t, c)
 	ctx := context.Background()
 	mb := mailbox(12)
-	if _, err := s.Token(ctx, mb); !errors.Is(err, relay.ErrNotFound) {
-		t.Fatalf("Token of a missing mailbox: got %v, want ErrNotFound", err)
+	h1, h2, h3 := [32]byte{1, 2, 3}, [32]byte{4, 5, 6}, [32]byte{7, 8, 9}
+	if hasToken(t, s, mb, h1) {
+		t.Fatal("a missing mailbox has a token")
 	}
-	for _, h := range [][32]byte{{1, 2, 3}, {4, 5, 6}} {
+	if err := s.RemoveToken(ctx, mb, h1); err != nil {
+		t.Fatalf("RemoveToken on a missing mailbox: %v", err)
+	}
+	// SetToken replaces the whole set.
+	for _, h := range [][32]byte{h1, h2} {
 		if err := s.SetToken(ctx, mb, h); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.Token(ctx, mb)
-		if err != nil || got != h {
-			t.Fatalf("Token = (%x, %v), want (%x, nil)", got[:3], err, h[:3])
+		if !hasToken(t, s, mb, h) {
+			t.Fatalf("HasToken(%x) false after SetToken", h[:3])
 		}
 	}
-	// A mailbox made by PutPrekeys has no token yet.
+	if hasToken(t, s, mb, h1) {
+		t.Fatal("SetToken kept the earlier token")
+	}
+	// AddToken adds; RemoveToken removes one and leaves the others.
+	for range 2 { // adding one it has changes nothing
+		if err := s.AddToken(ctx, mb, h3, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !hasToken(t, s, mb, h2) || !hasToken(t, s, mb, h3) {
+		t.Fatal("AddToken lost a token")
+	}
+	if err := s.RemoveToken(ctx, mb, h2); err != nil {
+		t.Fatal(err)
+	}
+	if hasToken(t, s, mb, h2) || !hasToken(t, s, mb, h3) {
+		t.Fatal("RemoveToken removed the wrong token")
+	}
+	if err := s.RemoveToken(ctx, mb, h2); err != nil {
+		t.Fatalf("RemoveToken of a removed token: %v", err)
+	}
+	// AddToken creates a mailbox; a mailbox made by PutPrekeys has no token
+	// yet but takes envelopes.
+	added := mailbox(14)
+	if err := s.AddToken(ctx, added, h1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Put(ctx, added, relay.Envelope{ID: msgID(1), Received: t0, Data: []byte("x")}, relay.Quota{}); err != nil {
+		t.Fatalf("Put to a mailbox made by AddToken: %v", err)
+	}
 	other := mailbox(13)
 	if err := s.PutPrekeys(ctx, other, relay.PrekeyUpload{Signed: []byte("s")}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Token(ctx, other); !errors.Is(err, relay.ErrNotFound) {
-		t.Fatalf("Token of a mailbox without one: got %v, want ErrNotFound", err)
+	if hasToken(t, s, other, [32]byte{}) || hasToken(t, s, other, h1) {
+		t.Fatal("a mailbox made by PutPrekeys has a token")
 	}
 	if _, _, err := s.Put(ctx, other, relay.Envelope{ID: msgID(1), Received: t0, Data: []byte("x")}, relay.Quota{}); err != nil {
 		t.Fatalf("Put to a mailbox made by PutPrekeys: %v", err)
+	}
+}
+
+func testTokenLimit(t *testing.T, c Config) {
+	s := open(t, c)
+	ctx := context.Background()
+	mb := mailbox(15)
+	for i := range 3 {
+		if err := s.AddToken(ctx, mb, [32]byte{byte(i)}, 3); err != nil {
+			t.Fatalf("AddToken %d of 3: %v", i, err)
+		}
+	}
+	if err := s.AddToken(ctx, mb, [32]byte{9}, 3); !errors.Is(err, relay.ErrQuota) {
+		t.Fatalf("fourth AddToken with max 3 = %v, want ErrQuota", err)
+	}
+	if hasToken(t, s, mb, [32]byte{9}) {
+		t.Fatal("a refused AddToken added its token")
+	}
+	if err := s.AddToken(ctx, mb, [32]byte{1}, 3); err != nil {
+		t.Fatalf("re-adding a token at the limit: %v", err)
+	}
+	if err := s.RemoveToken(ctx, mb, [32]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddToken(ctx, mb, [32]byte{9}, 3); err != nil {
+		t.Fatalf("AddToken after a removal freed a place: %v", err)
+	}
+}
+
+// farDay is a time later than any real clock running the suite, so that
+// mailboxes created now count as older.
+var farDay = time.Date(2100, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func testDeleteIdle(t *testing.T, c Config) {
+	s := open(t, c)
+	ctx := context.Background()
+	idle, busy, never := mailbox(40), mailbox(41), mailbox(42)
+	for _, mb := range [][16]byte{idle, busy, never} {
+		makeMailbox(t, s, mb)
+	}
+	seq := put(t, s, idle, msgID(1), t0, []byte("left behind"))
+	if _, err := s.Ack(ctx, idle, []uint64{seq}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, idle, msgID(2), t0, []byte("left behind"))
+	if err := s.PutPrekeys(ctx, idle, relay.PrekeyUpload{Signed: []byte("s"), OneTime: []relay.Prekey{pk(1)}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, idle, farDay); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, busy, farDay.Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, busy, farDay); err != nil { // never moves back
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, mailbox(43), farDay); err != nil {
+		t.Fatalf("Touch of a missing mailbox: %v", err)
+	}
+	// The same day as the last activity is not before it.
+	if n, err := s.DeleteIdle(ctx, farDay.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("DeleteIdle(last activity's day) = (%d, %v), want (1, nil): only the never-touched mailbox", n, err)
+	}
+	if hasToken(t, s, never, [32]byte{1}) {
+		t.Fatal("the mailbox never touched since its creation was kept")
+	}
+	if n, err := s.DeleteIdle(ctx, farDay.Add(24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("DeleteIdle(a day later) = (%d, %v), want (1, nil)", n, err)
+	}
+	if hasToken(t, s, idle, [32]byte{1}) || !hasToken(t, s, busy, [32]byte{1}) {
+		t.Fatal("DeleteIdle deleted the wrong mailbox")
+	}
+	if envs := pending(t, s, idle, 0); len(envs) != 0 {
+		t.Fatalf("a deleted mailbox still has %d envelopes", len(envs))
+	}
+	if u := usage(t, s, idle); u != (relay.Usage{}) {
+		t.Fatalf("a deleted mailbox's usage = %+v", u)
+	}
+	if n, k, err := s.PrekeyCounts(ctx, idle); err != nil || n+k != 0 {
+		t.Fatalf("a deleted mailbox's prekeys = (%d, %d, %v)", n, k, err)
+	}
+	if _, err := s.PopBundle(ctx, idle); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("PopBundle of a deleted mailbox = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Put(ctx, idle, relay.Envelope{ID: msgID(3), Received: t0, Data: []byte("x")}, relay.Quota{}); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("Put to a deleted mailbox = %v, want ErrNotFound", err)
+	}
+	// Made again, it starts empty: its old ids are forgotten, seqs restart.
+	makeMailbox(t, s, idle)
+	if seq, dup, err := s.Put(ctx, idle, relay.Envelope{ID: msgID(1), Received: t0, Data: []byte("x")}, relay.Quota{}); err != nil || dup {
+		t.Fatalf("Put to a re-made mailbox = (%d, %v, %v), want a new envelope", seq, dup, err)
+	}
+}
+
+func testBundleConsumesNothing(t *testing.T, c Config) {
+	s := open(t, c)
+	ctx := context.Background()
+	mb := mailbox(44)
+	if _, err := s.Bundle(ctx, mb); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("Bundle of a missing mailbox = %v, want ErrNotFound", err)
+	}
+	if err := s.PutPrekeys(ctx, mb, relay.PrekeyUpload{Signed: []byte("s"), OneTime: []relay.Prekey{pk(1)}, KEM: []relay.Prekey{pk(2)}, LastResort: []byte("lr")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		b, err := s.Bundle(ctx, mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b.Signed) != "s" || b.HasOneTime || !b.HasKEM || !b.KEMLastResort || string(b.KEM.Data) != "lr" || b.KEM.ID != 0 {
+			t.Fatalf("Bundle = %+v, want the signed and last-resort keys only", b)
+		}
+	}
+	if n, k, err := s.PrekeyCounts(ctx, mb); err != nil || n != 1 || k != 1 {
+		t.Fatalf("PrekeyCounts after Bundle = (%d, %d, %v), want (1, 1, nil)", n, k, err)
 	}
 }
 
@@ -715,7 +915,12 @@ func testAfterClose(t *testing.T, c Config) {
 	_, calls["Expire"] = s.Expire(ctx, t0)
 	_, calls["Usage"] = s.Usage(ctx, mb)
 	calls["SetToken"] = s.SetToken(ctx, mb, [32]byte{})
-	_, calls["Token"] = s.Token(ctx, mb)
+	calls["AddToken"] = s.AddToken(ctx, mb, [32]byte{}, 0)
+	calls["RemoveToken"] = s.RemoveToken(ctx, mb, [32]byte{})
+	_, calls["HasToken"] = s.HasToken(ctx, mb, [32]byte{})
+	calls["Touch"] = s.Touch(ctx, mb, t0)
+	_, calls["DeleteIdle"] = s.DeleteIdle(ctx, t0)
+	_, calls["Bundle"] = s.Bundle(ctx, mb)
 	calls["PutPrekeys"] = s.PutPrekeys(ctx, mb, relay.PrekeyUpload{Signed: []byte("s")}, 0)
 	_, calls["PopBundle"] = s.PopBundle(ctx, mb)
 	_, _, calls["PrekeyCounts"] = s.PrekeyCounts(ctx, mb)
@@ -779,6 +984,12 @@ func testDurable(t *testing.T, c Config) {
 	if err := s.SetToken(ctx, mb, [32]byte{9, 9}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AddToken(ctx, mb, [32]byte{8}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, mb, farDay); err != nil {
+		t.Fatal(err)
+	}
 	a := put(t, s, mb, msgID(1), t0, []byte("a"))
 	b := put(t, s, mb, msgID(2), t0.Add(time.Millisecond), []byte("b"))
 	if _, err := s.Ack(ctx, mb, []uint64{a}); err != nil {
@@ -792,8 +1003,11 @@ func testDurable(t *testing.T, c Config) {
 
 	s = c.Reopen(t, s)
 	t.Cleanup(func() { s.Close() })
-	if h, err := s.Token(ctx, mb); err != nil || h != ([32]byte{9, 9}) {
-		t.Fatalf("Token after reopen = (%x, %v), want 0909...", h[:2], err)
+	if !hasToken(t, s, mb, [32]byte{9, 9}) || !hasToken(t, s, mb, [32]byte{8}) || hasToken(t, s, mb, [32]byte{1}) {
+		t.Fatal("tokens changed across a reopen")
+	}
+	if n, err := s.DeleteIdle(ctx, farDay); err != nil || n != 0 {
+		t.Fatalf("DeleteIdle after reopen = (%d, %v): the last activity was lost", n, err)
 	}
 	envs := pending(t, s, mb, 0)
 	if len(envs) != 1 || envs[0].Seq != b || string(envs[0].Data) != "b" || !envs[0].Received.Equal(t0.Add(time.Millisecond)) {
@@ -802,7 +1016,7 @@ func testDurable(t *testing.T, c Config) {
 	if u := usage(t, s, mb); u != (relay.Usage{Count: 1, Bytes: 1}) {
 		t.Fatalf("Usage after reopen = %+v, want {1 1}", u)
 	}
-	if seq, dup, err := s.Put(ctx, mb, relay.Envelope{ID: msgID(1), Received: t0, Data: []byte("a")}, relay.Quota{}); err != nil || !dup || seq != a {
+	if seq, dup, err := s.Put(ctx, mb, relay.Envelope{ID: msgID(1), Received: t0, Data: []byte("a")}, relay.Quota{}); err != nil || !dup || seq != a && seq != 0 {
 		t.Fatalf("retry of an acknowledged id after reopen = (%d, %v, %v), want (%d, true, nil)", seq, dup, err, a)
 	}
 	if c := put(t, s, mb, msgID(3), t0, []byte("c")); c <= b {
