@@ -349,30 +349,17 @@ func countAfter(pool map[uint32][]byte, add []relay.Prekey) int {
 
 // PopBundle implements relay.Store.
 func (s *Store) PopBundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
-	if err := s.lock(ctx); err != nil {
-		return relay.Bundle{}, err
-	}
-	defer s.mu.Unlock()
-	m := s.mailbox(mb, false)
-	if m == nil || len(m.signed) == 0 {
-		return relay.Bundle{}, relay.ErrNotFound
-	}
-	b := relay.Bundle{Signed: slices.Clone(m.signed)}
-	if id, ok := lowest(m.oneTime); ok {
-		b.OneTime, b.HasOneTime = relay.Prekey{ID: id, Data: m.oneTime[id]}, true
-		delete(m.oneTime, id)
-	}
-	if id, ok := lowest(m.kem); ok {
-		b.KEM, b.HasKEM = relay.Prekey{ID: id, Data: m.kem[id]}, true
-		delete(m.kem, id)
-	} else if len(m.lastResort) > 0 {
-		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: slices.Clone(m.lastResort)}, true, true
-	}
-	return b, nil
+	return s.bundle(ctx, mb, true)
 }
 
 // Bundle implements relay.Store.
 func (s *Store) Bundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
+	return s.bundle(ctx, mb, false)
+}
+
+// bundle returns mb's bundle, with (and removing) the lowest one-time
+// prekeys if pop is set.
+func (s *Store) bundle(ctx context.Context, mb [16]byte, pop bool) (relay.Bundle, error) {
 	if err := s.lock(ctx); err != nil {
 		return relay.Bundle{}, err
 	}
@@ -382,7 +369,14 @@ func (s *Store) Bundle(ctx context.Context, mb [16]byte) (relay.Bundle, error) {
 		return relay.Bundle{}, relay.ErrNotFound
 	}
 	b := relay.Bundle{Signed: slices.Clone(m.signed)}
-	if len(m.lastResort) > 0 {
+	if id, ok := lowest(m.oneTime); ok && pop {
+		b.OneTime, b.HasOneTime = relay.Prekey{ID: id, Data: m.oneTime[id]}, true
+		delete(m.oneTime, id)
+	}
+	if id, ok := lowest(m.kem); ok && pop {
+		b.KEM, b.HasKEM = relay.Prekey{ID: id, Data: m.kem[id]}, true
+		delete(m.kem, id)
+	} else if len(m.lastResort) > 0 {
 		b.KEM, b.HasKEM, b.KEMLastResort = relay.Prekey{Data: slices.Clone(m.lastResort)}, true, true
 	}
 	return b, nil
