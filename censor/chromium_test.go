@@ -210,17 +210,18 @@ func (ps pageServer) start(t *testing.T) (addr string, rec *helloRecorder) {
 
 // runChromium makes headless Chromium fetch url, with every example.com
 // name resolving to 127.0.0.1, and returns the DOM it dumped.
-func runChromium(ctx context.Context, t *testing.T, chromium, url string) (string, error) {
+func runChromium(ctx context.Context, t *testing.T, chromium, url string, flags ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, chromium,
+	args := append([]string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+filepath.Join(t.TempDir(), "profile"),
+		"--user-data-dir=" + filepath.Join(t.TempDir(), "profile"),
 		"--ignore-certificate-errors",
-		"--host-resolver-rules=MAP *.example.com 127.0.0.1, MAP example.com 127.0.0.1",
-		"--dump-dom", url)
+		"--host-resolver-rules=MAP *.example.com 127.0.0.1, MAP example.com 127.0.0.1"},
+		flags...)
+	cmd := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", url)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 2 * time.Second
@@ -382,13 +383,14 @@ type flowLog struct {
 type flowVerdict struct {
 	ja4, host string
 	v         Verdict
+	tls       []TLSRecord
 }
 
 func newFlowLog() *flowLog { return &flowLog{added: make(chan struct{}, 1)} }
 
 func (l *flowLog) onFlow(f *Flow, v Verdict) {
 	l.mu.Lock()
-	l.flows = append(l.flows, flowVerdict{ja4: f.JA4(), host: f.Host, v: v})
+	l.flows = append(l.flows, flowVerdict{ja4: f.JA4(), host: f.Host, v: v, tls: f.TLS})
 	l.mu.Unlock()
 	select {
 	case l.added <- struct{}{}:

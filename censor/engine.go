@@ -190,11 +190,13 @@ func (e *Engine) Inspect(f *Flow) Verdict {
 		case Throttle:
 			if merged.Action == Pass {
 				v.outages = append(merged.outages, v.outages...)
+				v.watch = append(merged.watch, v.watch...)
 				merged = v
 				continue
 			}
 		}
 		merged.outages = append(merged.outages, v.outages...)
+		merged.watch = append(merged.watch, v.watch...)
 	}
 	if merged.Action != Pass {
 		return e.logged(merged)
@@ -218,6 +220,34 @@ func (e *Engine) Disrupt(v Verdict) (Verdict, bool) {
 		}
 	}
 	return Verdict{}, false
+}
+
+// Observe decides again on a flow that v let through, once its TLS
+// records (f.TLS) have grown: the record-shape rules that watch it
+// (tls_in_tls) look at the first records after the TLS handshake. It
+// returns the flow's new verdict and true once every such rule has
+// decided (to block the flow, or that it passes and needs no more
+// records), and false while they wait for more. The Middlebox calls it;
+// f is a snapshot that nobody changes during the call.
+func (e *Engine) Observe(v Verdict, f *Flow) (Verdict, bool) {
+	if len(v.watch) == 0 {
+		return v, true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock().Now()
+	var waiting []*tlsInTLSEval
+	for _, ev := range v.watch {
+		bv, decided := ev.observe(e, f, now)
+		switch {
+		case !decided:
+			waiting = append(waiting, ev)
+		case bv.Action != Pass:
+			return e.logged(bv), true
+		}
+	}
+	v.watch = waiting
+	return v, len(waiting) == 0
 }
 
 // logged logs a verdict at debug level and returns it.
@@ -250,6 +280,14 @@ func (e *Engine) addBlock(k blockKey, b block, now time.Time) {
 		}
 	}
 	e.blocks[k] = b
+}
+
+// blockTuple blocks the flow's (client IP, server IP, server port)
+// 3-tuple for d: later connections on it get action. e.mu must be held.
+func (e *Engine) blockTuple(f *Flow, rule string, action Action, d time.Duration, now time.Time) {
+	e.addBlock(blockKey{client: f.Client.Addr().Unmap(), server: f.Server}, block{
+		until: now.Add(d), rule: rule, action: action, fail: 1,
+	}, now)
 }
 
 // blocked returns the number of live entries in the block table, for

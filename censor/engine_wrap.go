@@ -2,6 +2,7 @@ package censor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,8 +49,11 @@ type censoredConn struct {
 	mu        sync.Mutex // mu protects the fields below
 	flow      *Flow
 	inspected bool
+	tls       tlsWatch
+	watching  bool // a record-shape rule waits for more TLS records
 	verdict   Verdict
 	dropping  bool // the client's bytes vanish
+	nullRoute bool // nothing passes either way
 	reset     bool
 	up, down  *bucket
 }
@@ -67,9 +71,10 @@ func (w *censoredConn) Verdict() Verdict {
 	return w.verdict
 }
 
-// apply puts the connection under v. w.mu must be held or w unshared.
+// apply puts the connection under v: any verdict replaces a pass, a pass
+// never replaces another verdict. w.mu must be held or w unshared.
 func (w *censoredConn) apply(v Verdict) {
-	if v.Action != Pass || w.verdict.Action == "" {
+	if v.Action != Pass || w.verdict.Action == "" || w.verdict.Action == Pass {
 		w.verdict = v
 	}
 	switch v.Action {
@@ -78,6 +83,8 @@ func (w *censoredConn) apply(v Verdict) {
 		reset(w.Conn)
 	case Drop:
 		w.dropping = true
+	case NullRoute:
+		w.dropping, w.nullRoute = true, true
 	case Throttle:
 		w.up = newBucket(w.e.clock(), v.RateBPS, v.Burst)
 		w.down = newBucket(w.e.clock(), v.RateBPS, v.Burst)
@@ -86,6 +93,17 @@ func (w *censoredConn) apply(v Verdict) {
 
 func resetErr(op string, c net.Conn) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, syscall.ECONNRESET)}
+}
+
+// observe scans b, read from direction d, for TLS records, and asks the
+// record-shape rules watching the flow about them. w.mu must be held.
+func (w *censoredConn) observe(d Direction, b []byte) {
+	if !w.watching || !w.tls.add(d, b, w.e.clock().Now().Sub(w.flow.Start)) {
+		return
+	}
+	v, done := w.e.Observe(w.verdict, w.tls.snapshot(w.flow))
+	w.watching = !done
+	w.apply(v)
 }
 
 // check applies a disruption under way. w.mu must be held.
@@ -104,7 +122,12 @@ func (w *censoredConn) Write(b []byte) (int, error) {
 	if !w.inspected && len(b) > 0 {
 		w.inspected = true
 		w.flow.setFirst(b)
-		w.apply(w.e.Inspect(w.flow))
+		v := w.e.Inspect(w.flow)
+		w.apply(v)
+		w.watching = len(v.watch) > 0
+		w.tls.add(Up, b, w.e.clock().Now().Sub(w.flow.Start))
+	} else {
+		w.observe(Up, b)
 	}
 	w.check()
 	rst, drop, bk := w.reset, w.dropping, w.up
@@ -136,15 +159,23 @@ func (w *censoredConn) Write(b []byte) (int, error) {
 func (w *censoredConn) Read(b []byte) (int, error) {
 	w.mu.Lock()
 	w.check()
-	rst, bk := w.reset, w.down
+	rst, bk, null := w.reset, w.down, w.nullRoute
 	w.mu.Unlock()
 	if rst {
 		return 0, resetErr("read", w.Conn)
+	}
+	if null {
+		return 0, discardUntilError(w.Conn)
 	}
 	if bk != nil && len(b) > int(bk.burst) {
 		b = b[:int(bk.burst)]
 	}
 	n, err := w.Conn.Read(b)
+	if n > 0 {
+		w.mu.Lock()
+		w.observe(Down, b[:n])
+		w.mu.Unlock()
+	}
 	if bk != nil && n > 0 {
 		if werr := bk.wait(w.ctx, n); werr != nil && err == nil {
 			err = fmt.Errorf("read: %w", net.ErrClosed)
@@ -158,6 +189,17 @@ func (w *censoredConn) Read(b []byte) (int, error) {
 		return 0, resetErr("read", w.Conn)
 	}
 	return n, err
+}
+
+// discardUntilError reads and discards c's bytes until a read fails
+// (its deadline, or Close), and returns that error.
+func discardUntilError(c net.Conn) error {
+	var buf [512]byte
+	for {
+		if _, err := c.Read(buf[:]); err != nil {
+			return err
+		}
+	}
 }
 
 // Close closes the underlying connection and ends throttle waits.
@@ -179,8 +221,19 @@ type Dialer struct {
 }
 
 // DialContext dials addr and returns the connection through the censor
-// (see Engine.Wrap).
+// (see Engine.Wrap). A dial to an address the policy null-routes (an
+// ip_block rule) sends nothing and fails as a connect whose SYNs are
+// dropped does: when ctx ends, or after SYNTimeout on the engine's clock,
+// with an error whose Timeout method reports true (ctx's error when it is
+// cancelled).
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.Engine != nil {
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			if _, null := d.Engine.NullRouted(ap); null {
+				return nil, d.Engine.hang(ctx, network, ap)
+			}
+		}
+	}
 	dial := d.Dial
 	if dial == nil {
 		nd := net.Dialer{Timeout: 30 * time.Second}
@@ -200,4 +253,14 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 	}
 	return d.Engine.Wrap(c, local, remote), nil
+}
+
+// hang waits as a connect to a null-routed address does, and returns its
+// error.
+func (e *Engine) hang(ctx context.Context, network string, server netip.AddrPort) error {
+	err := e.clock().Sleep(ctx, SYNTimeout)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		err = os.ErrDeadlineExceeded // "i/o timeout", as a dial that timed out
+	}
+	return &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(server), Err: err}
 }

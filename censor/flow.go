@@ -15,6 +15,11 @@ const MaxFirst = 16 << 10
 // MaxRecords bounds the records a Flow keeps in each direction.
 const MaxRecords = 16
 
+// MaxTLSRecords bounds the TLS records a Flow keeps, both directions
+// together: enough for the outer handshake and the first records after
+// it, which are what record-shape rules look at.
+const MaxTLSRecords = 64
+
 // Kind says what the first client payload of a flow looks like.
 type Kind string
 
@@ -170,6 +175,10 @@ type Flow struct {
 	// Records are the first MaxRecords reads in each direction, in order
 	// (filled in by the Middlebox).
 	Records []Record
+	// TLS are the first MaxTLSRecords TLS records of both directions, in
+	// the order their last bytes arrived (filled in by the Middlebox); they
+	// stop at the first bytes of a direction that are not a TLS record.
+	TLS []TLSRecord
 	// BytesUp and BytesDown count the bytes forwarded to the server and to
 	// the client.
 	BytesUp, BytesDown int64
@@ -181,7 +190,8 @@ type Flow struct {
 	// Duration is the time from Start until the flow ended.
 	Duration time.Duration
 
-	ja4 string // Hello's JA4, computed once
+	ja4     string // Hello's JA4, computed once
+	tlsDone bool   // no more TLS records will be added
 }
 
 // NewFlow returns the flow of a connection from client to server whose

@@ -161,6 +161,11 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
+	if v, ok := e.NullRouted(server); ok {
+		if plug, ok := blackhole(ln); ok {
+			return m.serveNullRoute(ctx, ln, plug, server, v)
+		}
+	}
 
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
@@ -191,6 +196,27 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 			m.handle(ctx, e, server, c)
 		})
 	}
+}
+
+// serveNullRoute serves a listener whose upstream is null-routed and
+// whose SYNs blackhole drops: it logs the block once and accepts nothing
+// until ctx is done or Close is called.
+func (m *Middlebox) serveNullRoute(ctx context.Context, ln net.Listener, plug net.Conn, server netip.AddrPort, v Verdict) error {
+	m.writeLog(LogEntry{
+		Time: m.clock().Now().UTC(), Server: server.String(), Rule: v.Rule, Action: v.Action,
+		Evidence: v.Evidence + "; connections to " + ln.Addr().String() + " never open",
+	})
+	<-ctx.Done()
+	_ = ln.Close()
+	if plug != nil {
+		_ = plug.Close()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrMiddleboxClosed
+	}
+	return nil
 }
 
 // Close stops every Serve, closes every connection, waits for them and
@@ -271,32 +297,49 @@ type flowRun struct {
 	flow    *Flow
 	verdict atomic.Pointer[Verdict]
 
-	mu      sync.Mutex // mu protects records, final and the buckets
-	records []Record
-	nUp     int
-	nDown   int
-	final   Verdict // the latest verdict other than pass
-	up      *bucket
-	down    *bucket
+	mu       sync.Mutex // mu protects the fields below
+	records  []Record
+	nUp      int
+	nDown    int
+	tls      tlsWatch
+	watching bool    // a record-shape rule waits for more TLS records
+	final    Verdict // the latest verdict other than pass
+	up       *bucket
+	down     *bucket
 }
 
-func (r *flowRun) record(d Direction, n int) {
+// record notes the bytes b read from direction d: the read, and the TLS
+// records they complete. While a record-shape rule watches the flow, it
+// asks the engine about the new records and applies its verdict.
+func (r *flowRun) record(d Direction, b []byte) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	at := r.m.clock().Now().Sub(r.flow.Start)
 	cnt := &r.nUp
 	if d == Down {
 		cnt = &r.nDown
 	}
-	if *cnt >= MaxRecords {
+	if *cnt < MaxRecords {
+		*cnt++
+		r.records = append(r.records, Record{Dir: d, Size: len(b), At: at})
+	}
+	defer r.mu.Unlock()
+	if !r.tls.add(d, b, at) || !r.watching {
 		return
 	}
-	*cnt++
-	r.records = append(r.records, Record{Dir: d, Size: n, At: r.m.clock().Now().Sub(r.flow.Start)})
+	// Under r.mu, so that the two directions' verdicts apply in order.
+	v, done := r.e.Observe(*r.verdict.Load(), r.tls.snapshot(r.flow))
+	r.watching = !done
+	r.setVerdictLocked(v)
 }
 
+// recorded reports whether the middlebox has seen all it keeps of
+// direction d, so that it may splice it.
 func (r *flowRun) recorded(d Direction) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.watching {
+		return false
+	}
 	if d == Up {
 		return r.nUp >= MaxRecords
 	}
@@ -306,6 +349,12 @@ func (r *flowRun) recorded(d Direction) bool {
 // setVerdict records a verdict for the flow and the log.
 func (r *flowRun) setVerdict(v Verdict) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.setVerdictLocked(v)
+}
+
+// setVerdictLocked is setVerdict with r.mu held.
+func (r *flowRun) setVerdictLocked(v Verdict) {
 	if v.Action != Pass || r.final.Action == "" {
 		r.final = v
 	}
@@ -313,7 +362,6 @@ func (r *flowRun) setVerdict(v Verdict) {
 		r.up = newBucket(r.m.clock(), v.RateBPS, v.Burst)
 		r.down = newBucket(r.m.clock(), v.RateBPS, v.Burst)
 	}
-	r.mu.Unlock()
 	r.verdict.Store(&v)
 }
 
@@ -363,17 +411,7 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, server netip.AddrPort
 	down.Go(r.copyDown)
 	defer down.Wait()
 
-	first, clientDone := m.readFirst(c)
-	var v Verdict
-	if len(first) > 0 {
-		r.flow.setFirst(first)
-		r.record(Up, len(first))
-		v = e.Inspect(r.flow)
-	} else {
-		r.flow.Kind = KindNone
-		v = passVerdict
-	}
-	r.setVerdict(v)
+	first, clientDone, v := r.inspectFirst()
 	switch v.Action {
 	case Reset:
 		reset(c)
@@ -396,6 +434,26 @@ func (m *Middlebox) handle(ctx context.Context, e *Engine, server netip.AddrPort
 		return
 	}
 	closeWrite(s)
+}
+
+// inspectFirst reads the first client payload and puts the flow under
+// the engine's verdict on it. clientDone reports that the client's side
+// has ended.
+func (r *flowRun) inspectFirst() (first []byte, clientDone bool, v Verdict) {
+	first, clientDone = r.m.readFirst(r.c)
+	v = passVerdict
+	if len(first) > 0 {
+		r.flow.setFirst(first)
+		r.record(Up, first)
+		v = r.e.Inspect(r.flow)
+	} else {
+		r.flow.Kind = KindNone
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.setVerdictLocked(v)
+	r.watching = len(v.watch) > 0
+	return first, clientDone, v
 }
 
 // readFirst reads the first client payload: one read, and more while it
@@ -442,16 +500,18 @@ func (r *flowRun) forward(d Direction, dst net.Conn, b []byte) bool {
 	if v != nil && len(v.outages) > 0 {
 		if dv, ok := r.e.Disrupt(*v); ok {
 			r.setVerdict(dv)
-			if dv.Action == Reset {
-				reset(r.c)
-				reset(r.s)
-				return false
-			}
-			if d == Up { // Drop: the client's bytes vanish from now on
-				r.sink()
-				return false
-			}
+			v = &dv
 		}
+	}
+	switch {
+	case v == nil:
+	case v.Action == Reset:
+		reset(r.c)
+		reset(r.s)
+		return false
+	case v.Action == Drop && d == Up: // the client's bytes vanish from now on
+		r.sink()
+		return false
 	}
 	r.mu.Lock()
 	bk := r.up
@@ -489,7 +549,7 @@ func (r *flowRun) forward(d Direction, dst net.Conn, b []byte) bool {
 // with no throttle and no outage to watch.
 func (r *flowRun) plain() bool {
 	v := r.verdict.Load()
-	return v != nil && v.Action == Pass && len(v.outages) == 0
+	return v != nil && v.Action == Pass && len(v.outages) == 0 && len(v.watch) == 0
 }
 
 // copyUp forwards the client's bytes after the first payload.
@@ -505,7 +565,7 @@ func (r *flowRun) copyUp() {
 		}
 		n, err := r.c.Read(buf)
 		if n > 0 {
-			r.record(Up, n)
+			r.record(Up, buf[:n])
 			if !r.forward(Up, r.s, buf[:n]) {
 				return
 			}
@@ -533,7 +593,7 @@ func (r *flowRun) copyDown() {
 		}
 		n, err := r.s.Read(buf)
 		if n > 0 {
-			r.record(Down, n)
+			r.record(Down, buf[:n])
 			if v := r.verdict.Load(); v != nil && v.Action == Reset {
 				return
 			}
@@ -577,6 +637,7 @@ func (m *Middlebox) finish(r *flowRun) {
 	r.mu.Lock()
 	f := r.flow
 	f.Records = r.records
+	f.TLS = r.tls.recs
 	f.Duration = m.clock().Now().Sub(f.Start)
 	if f.ServerClose == "" {
 		f.ServerClose = "open"

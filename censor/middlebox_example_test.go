@@ -38,10 +38,12 @@ func ExamplePolicyNames() {
 	// esni-2020
 	// fet-2021
 	// intermittent
+	// ip-block
 	// open
 	// probing
 	// throttle
 	// tls-gate
+	// tls-in-tls
 	// whatsapp-2017-07
 	// whatsapp-2017-09
 	// whitelist

@@ -55,7 +55,13 @@ func (u *upstream) endings() []string {
 // echoes (echo) or discards what it reads.
 func startUpstream(t testing.TB, banner string, echo bool) *upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startUpstreamOn(t, "127.0.0.1", banner, echo)
+}
+
+// startUpstreamOn is startUpstream on the loopback address ip.
+func startUpstreamOn(t testing.TB, ip, banner string, echo bool) *upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

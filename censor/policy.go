@@ -28,7 +28,8 @@ import (
 //
 // Each rule object has an optional name and exactly one rule key: one of
 // "signature", "fet", "host", "tls_gate", "whitelist", "throttle",
-// "outage", "probe", "ech". docs/censor.md lists every field.
+// "outage", "probe", "ech", "ip_block", "tls_in_tls". docs/censor.md
+// lists every field.
 type Policy struct {
 	Name        string     `json:"name"`
 	Description string     `json:"description,omitempty"`
@@ -49,6 +50,8 @@ type RuleSpec struct {
 	Outage    *OutageRule      `json:"outage,omitempty"`
 	Probe     *ProbeRule       `json:"probe,omitempty"`
 	ECH       *ECHRule         `json:"ech,omitempty"`
+	IPBlock   *IPBlockRule     `json:"ip_block,omitempty"`
+	TLSInTLS  *TLSInTLSRule    `json:"tls_in_tls,omitempty"`
 }
 
 // maxPolicy bounds a policy file.
@@ -144,9 +147,11 @@ func (s *RuleSpec) rule() (key string, r interface{ validate() error }, err erro
 	add("outage", s.Outage != nil, s.Outage)
 	add("probe", s.Probe != nil, s.Probe)
 	add("ech", s.ECH != nil, s.ECH)
+	add("ip_block", s.IPBlock != nil, s.IPBlock)
+	add("tls_in_tls", s.TLSInTLS != nil, s.TLSInTLS)
 	switch len(found) {
 	case 0:
-		return "", nil, errors.New("no rule key (signature, fet, host, tls_gate, whitelist, throttle, outage, probe or ech)")
+		return "", nil, errors.New("no rule key (signature, fet, host, tls_gate, whitelist, throttle, outage, probe, ech, ip_block or tls_in_tls)")
 	case 1:
 		return key, r, nil
 	}
@@ -194,6 +199,10 @@ func (p *Policy) compile() ([]evaluator, error) {
 			ev = &probeEval{rule: s.Probe, id: name}
 		case s.ECH != nil:
 			ev = &echEval{rule: s.ECH, id: name}
+		case s.IPBlock != nil:
+			ev, err = newIPBlockEval(s.IPBlock, name)
+		case s.TLSInTLS != nil:
+			ev = &tlsInTLSEval{rule: s.TLSInTLS, id: name}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("rule %d (%s): %w", i, name, err)

@@ -9,11 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scenarios are the scenarios of the censor the project must beat
 // (shared/censor.md section 5), each a shipped policy.
-var scenarios = []string{"open", "whatsapp-2017-07", "whatsapp-2017-09", "fet-2021", "probing", "tls-gate", "whitelist", "throttle", "intermittent"}
+var scenarios = []string{"open", "whatsapp-2017-07", "whatsapp-2017-09", "fet-2021", "probing", "tls-gate", "whitelist", "throttle", "intermittent", "ip-block", "tls-in-tls"}
 
 // TestPoliciesCoverScenarios checks that every scenario ships as a policy
 // that loads, and that docs/censor.md documents every policy.
@@ -118,6 +119,11 @@ func FuzzParsePolicy(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"name":"x","rules":[{"signature":{"patterns":["57 41 ?? ??"],"servers":["10.0.0.0/8"],"ports":[443]}}]}`))
+	f.Add([]byte(`{"name":"x","rules":[{"ip_block":{"addresses":["192.0.2.1:443","2001:db8::/32"]}},{"tls_in_tls":{"records":4,"gap":"1s"}}]}`))
+	hello, err := os.ReadFile(chromiumHelloFile)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParsePolicy(b)
 		if err != nil {
@@ -144,6 +150,10 @@ func FuzzParsePolicy(f *testing.F) {
 		e := &Engine{Policy: p, Rand: seeded(1), Clock: &FakeClock{}}
 		_ = e.Admit(clientN(1).Addr(), testServer)
 		_ = inspect(e, clientN(1), testServer, []byte("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"))
+		_, _ = e.NullRouted(testServer)
+		fl := NewFlow(clientN(2), testServer, time.Time{}, hello)
+		fl.TLS = flowRecords(t, handshake13, 17, "^98 v50 ^18")
+		_, _ = e.Observe(e.Inspect(fl), fl)
 		_ = e.Close()
 	})
 }

@@ -27,6 +27,11 @@ const (
 	Reset Action = "reset"
 	// Throttle forwards both directions at a limited rate.
 	Throttle Action = "throttle"
+	// NullRoute makes the server unreachable, as a censor that drops its
+	// SYNs (or its SYN/ACKs): connecting hangs until the client gives up,
+	// with no RST, and nothing passes either way. The Middlebox drops the
+	// SYNs themselves when its listener allows (see Middlebox.Serve).
+	NullRoute Action = "null-route"
 )
 
 // valid reports whether a is one of allowed.
@@ -51,6 +56,9 @@ type Verdict struct {
 
 	// outages are the outage rules that may still disrupt the flow.
 	outages []*outageEval
+	// watch are the record-shape rules still waiting for the flow's TLS
+	// records.
+	watch []*tlsInTLSEval
 }
 
 // passVerdict is the verdict of a flow no rule touched.

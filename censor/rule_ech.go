@@ -63,9 +63,7 @@ func (ev *echEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	}
 	residual := ev.rule.Residual.or(ECHResidual)
 	action := cmpAction(ev.rule.Action, Drop)
-	e.addBlock(blockKey{client: f.Client.Addr().Unmap(), server: f.Server}, block{
-		until: now.Add(residual), rule: ev.id, action: action, fail: 1,
-	}, now)
+	e.blockTuple(f, ev.id, action, residual, now)
 	return Verdict{
 		Rule:     ev.id,
 		Action:   action,

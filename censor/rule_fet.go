@@ -191,9 +191,7 @@ func (ev *fetEval) inspect(e *Engine, f *Flow, now time.Time) (Verdict, bool) {
 	}
 	residual := r.Residual.or(FETResidual)
 	s := MeasureFET(f.First)
-	e.addBlock(blockKey{client: f.Client.Addr().Unmap(), server: f.Server}, block{
-		until: now.Add(residual), rule: ev.id, action: Drop, fail: 1,
-	}, now)
+	e.blockTuple(f, ev.id, Drop, residual, now)
 	return Verdict{
 		Rule:   ev.id,
 		Action: Drop,

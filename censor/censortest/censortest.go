@@ -14,7 +14,14 @@ import (
 // for the handlers. It returns the listener's address.
 func Serve(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ServeOn(t, "127.0.0.1", handle)
+}
+
+// ServeOn is Serve on a listener on the address ip (any of 127.0.0.0/8
+// is loopback on Linux).
+func ServeOn(t testing.TB, ip string, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
