@@ -2,7 +2,8 @@
 // plays a censor policy (the scenarios of docs/censor.md) on the
 // connections it forwards, and logs one JSON line per flow and verdict.
 //
-//	ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]
+//	ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--block ADDR]... [--log FILE] [--seed N] [-v]
+//	ferry-censor --forward LISTEN=UPSTREAM... --policy NAME|FILE [flags]
 //	ferry-censor policies
 //	ferry-censor probe [flags] ADDR   (the active prober on its own; see probe.go)
 //
@@ -12,6 +13,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,9 +21,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-im/ferry/censor"
 )
@@ -73,13 +81,28 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("ferry-censor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--log FILE] [--seed N] [-v]")
+		fmt.Fprintln(stderr, "usage: ferry-censor --listen ADDR --upstream ADDR --policy NAME|FILE [--block ADDR]... [--log FILE] [--seed N] [-v]")
+		fmt.Fprintln(stderr, "       ferry-censor --forward LISTEN=UPSTREAM... --policy NAME|FILE [flags]")
 		fmt.Fprintln(stderr, "       ferry-censor policies")
 		fmt.Fprintln(stderr, "       ferry-censor probe [flags] ADDR   (ferry-censor probe -h for its flags)")
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:8443", "address to accept connections on")
 	upstream := fs.String("upstream", "", "host:port every connection is forwarded to")
+	var forwards []forward
+	fs.Func("forward", "LISTEN=UPSTREAM: accept on LISTEN and forward to UPSTREAM (repeatable; all share one censor)", func(s string) error {
+		l, u, ok := strings.Cut(s, "=")
+		if !ok || l == "" || u == "" {
+			return errors.New("want LISTEN=UPSTREAM, such as 127.0.0.1:9443=127.0.0.2:443")
+		}
+		forwards = append(forwards, forward{listen: l, upstream: u})
+		return nil
+	})
+	var blocked []string
+	fs.Func("block", "null-route an IP address, range or IP address and port, such as 203.0.113.7:443 (repeatable; added to the policy's ip_block rule)", func(s string) error {
+		blocked = append(blocked, s)
+		return nil
+	})
 	policy := fs.String("policy", "open", "a shipped policy's name (see 'ferry-censor policies') or a policy file")
 	logPath := fs.String("log", "-", "file the JSON lines of flows and verdicts are appended to; - for standard output")
 	seed := fs.Uint64("seed", 0, "seed of the censor's randomness, for reproducible runs; 0 for crypto/rand")
@@ -90,11 +113,20 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *upstream == "" {
+	if *upstream != "" {
+		forwards = append(forwards, forward{listen: *listen, upstream: *upstream})
+	}
+	if fs.NArg() > 0 || len(forwards) == 0 {
 		fs.Usage()
 		return 2
 	}
 	p, err := censor.LoadPolicy(*policy)
+	if err == nil && len(blocked) > 0 {
+		p = p.WithBlocked(blocked...)
+		if verr := p.Validate(); verr != nil {
+			err = fmt.Errorf("--block: %w", verr)
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
 		return 1
@@ -109,30 +141,68 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		defer f.Close()
 		log = f
 	}
-	m := &censor.Middlebox{
-		Upstream: *upstream,
-		Policy:   p,
-		Log:      log,
-		Logger:   newLogger(stderr, *verbose),
-	}
+	e := &censor.Engine{Policy: p, Logger: newLogger(stderr, *verbose)}
 	if *seed != 0 {
-		m.Rand = rand.NewChaCha8(seedKey(*seed))
+		e.Rand = rand.NewChaCha8(seedKey(*seed))
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stderr, "ferry-censor: policy %s, listening on %s, forwarding to %s\n", p.Name, ln.Addr(), *upstream)
-	err = m.Serve(ctx, ln)
-	if cerr := m.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := serve(ctx, e, forwards, &lockedWriter{w: log}, stderr); err != nil {
 		fmt.Fprintf(stderr, "ferry-censor: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// forward is one --forward pair.
+type forward struct{ listen, upstream string }
+
+// serve runs a middlebox for each forward, all deciding with e, until ctx
+// is done or one fails, then closes them and e.
+func serve(ctx context.Context, e *censor.Engine, forwards []forward, log io.Writer, stderr io.Writer) error {
+	defer e.Close()
+	e.OnBlock = func(server netip.AddrPort, v censor.Verdict) {
+		b, _ := json.Marshal(censor.LogEntry{Time: time.Now().UTC(), Server: server.String(), Rule: v.Rule, Action: v.Action, Evidence: v.Evidence})
+		_, _ = log.Write(append(b, '\n'))
+	}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for _, f := range forwards {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	for i, f := range forwards {
+		m := &censor.Middlebox{Upstream: f.upstream, Engine: e, Log: log, Logger: e.Logger}
+		fmt.Fprintf(stderr, "ferry-censor: policy %s, listening on %s, forwarding to %s\n", e.Policy.Name, lns[i].Addr(), f.upstream)
+		g.Go(func() error {
+			err := m.Serve(ctx, lns[i])
+			if cerr := m.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+// lockedWriter serializes the log lines of several middleboxes.
+type lockedWriter struct {
+	mu sync.Mutex // mu protects w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // seedKey is the ChaCha8 key of a --seed: the seed's little-endian bytes,

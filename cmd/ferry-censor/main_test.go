@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/censor"
+	"github.com/ferry-im/ferry/censor/censortest"
 )
 
 func TestPolicies(t *testing.T) {
@@ -42,6 +44,9 @@ func TestUsageErrors(t *testing.T) {
 		{"extra argument", []string{"--upstream", "127.0.0.1:1", "extra"}, 2, "usage"},
 		{"policies with args", []string{"policies", "x"}, 2, "usage"},
 		{"probe dispatched", []string{"probe"}, 2, "usage: ferry-censor probe"},
+		{"bad forward", []string{"--forward", "127.0.0.1:1"}, 2, "want LISTEN=UPSTREAM"},
+		{"bad block", []string{"--upstream", "127.0.0.1:1", "--block", "relay.example"}, 1, "--block: "},
+		{"block range with bits", []string{"--upstream", "127.0.0.1:1", "--block", "10.0.0.1/8"}, 1, "write 10.0.0.0/8"},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer
@@ -107,17 +112,7 @@ func TestServe(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"--listen", listen, "--upstream", up.Addr().String(), "--policy", policy, "--log", logPath, "--seed", "7"}, io.Discard, &stderr)
 	}()
-	var c net.Conn
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err = net.Dial("tcp", listen)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("dial the censor: %v; stderr: %s", err, stderr.String())
-	}
+	c := dialCensor(t, listen, &stderr)
 	if _, err := c.Write([]byte("hello\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +163,80 @@ func TestServe(t *testing.T) {
 	}
 	if ents[1].Rule != "wa" || ents[1].Action != censor.Reset {
 		t.Errorf("second flow %+v", ents[1])
+	}
+}
+
+// freeAddr returns a loopback address on ip with a port free a moment ago.
+func freeAddr(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// echoServer echoes every connection on a listener on ip.
+func echoServer(t *testing.T, ip string) string {
+	t.Helper()
+	return censortest.ServeOn(t, ip, func(c net.Conn) { _, _ = io.Copy(c, c) })
+}
+
+// dialCensor connects to the censor at addr once it listens.
+func dialCensor(t *testing.T, addr string, stderr *lockedBuffer) net.Conn {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dial the censor: %v; stderr: %s", err, stderr.String())
+		}
+	}
+}
+
+// TestBlockAndForwards runs one censor with two forwards under ip-block
+// with --block: the relay's own address is null-routed (connecting times
+// out, no RST), a second address that forwards to it is not.
+func TestBlockAndForwards(t *testing.T) {
+	relay := echoServer(t, "127.0.0.2")
+	proxy := echoServer(t, "127.0.0.3") // stands for a reverse proxy in front of the relay
+	direct, viaProxy := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--policy", "ip-block", "--block", "127.0.0.2",
+			"--forward", direct + "=" + relay, "--forward", viaProxy + "=" + proxy}, &stdout, &stderr)
+	}()
+	c := dialCensor(t, viaProxy, &stderr)
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("through the second address: %q, %v", line, err)
+	}
+	c.Close()
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", direct, 500*time.Millisecond)
+	var ne net.Error
+	if err == nil {
+		c.Close()
+		t.Fatal("connected to the null-routed relay")
+	}
+	if !errors.As(err, &ne) || !ne.Timeout() || time.Since(start) < 400*time.Millisecond {
+		t.Errorf("dial the null-routed relay: %v after %v, want a timeout", err, time.Since(start))
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d; stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"action":"null-route"`) || !strings.Contains(stdout.String(), "127.0.0.2") {
+		t.Errorf("log lacks the null route:\n%s", stdout.String())
+	}
+	if n := strings.Count(stderr.String(), "listening on"); n != 2 {
+		t.Errorf("stderr: %d listeners announced, want 2:\n%s", n, stderr.String())
 	}
 }
