@@ -7,6 +7,8 @@ require (
 	modernc.org/sqlite v1.61.1
 )
 
+require filippo.io/edwards25519 v1.1.0
+
 require (
 	charm.land/bubbletea/v2 v2.0.10
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -20,7 +22,7 @@ require (
 	github.com/clipperhouse/displaywidth v0.11.0 // indirect
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
-	github.com/flynn/noise v1.1.0 // indirect
+	github.com/flynn/noise v1.1.0
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/lucasb-eyer/go-colorful v1.4.0 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect
