@@ -123,29 +123,39 @@ func newKeyPair(rnd io.Reader) (*keyPair, error) {
 		if _, err := io.ReadFull(rnd, seed[:]); err != nil {
 			return nil, fmt.Errorf("read key randomness: %w", err)
 		}
-		s, err := new(edwards25519.Scalar).SetBytesWithClamping(seed[:32])
-		if err != nil {
-			return nil, err
+		if kp, ok := keyPairFrom(&seed); ok {
+			return kp, nil
 		}
-		p := new(edwards25519.Point).ScalarBaseMult(s)
-		t := new(edwards25519.Point).Set(edwards25519.NewIdentityPoint())
-		for range seed[32] & 7 {
-			t.Add(t, lowOrder)
-		}
-		p.Add(p, t)
-		var u [32]byte
-		copy(u[:], p.BytesMontgomery())
-		repr, ok := encodeU(&u, seed[32]>>3)
-		if !ok {
-			continue
-		}
-		priv, err := ecdh.X25519().NewPrivateKey(seed[:32])
-		if err != nil {
-			return nil, err
-		}
-		return &keyPair{priv: priv, pub: u, repr: repr}, nil
 	}
 	return nil, errors.New("generate key pair: no representable key in 128 draws")
+}
+
+// keyPairFrom makes the key pair of seed: the private key is its first 32
+// bytes; byte 32 picks the low-order component (bits 0-2) and the
+// representative (bits 3-5, see encodeU). ok is false if the public key
+// has no representative.
+func keyPairFrom(seed *[33]byte) (kp *keyPair, ok bool) {
+	s, err := new(edwards25519.Scalar).SetBytesWithClamping(seed[:32])
+	if err != nil {
+		return nil, false
+	}
+	p := new(edwards25519.Point).ScalarBaseMult(s)
+	t := new(edwards25519.Point).Set(edwards25519.NewIdentityPoint())
+	for range seed[32] & 7 {
+		t.Add(t, lowOrder)
+	}
+	p.Add(p, t)
+	var u [32]byte
+	copy(u[:], p.BytesMontgomery())
+	repr, ok := encodeU(&u, seed[32]>>3)
+	if !ok {
+		return nil, false
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(seed[:32])
+	if err != nil {
+		return nil, false
+	}
+	return &keyPair{priv: priv, pub: u, repr: repr}, true
 }
 
 // x25519 computes the shared secret of priv and the peer's u-coordinate;
