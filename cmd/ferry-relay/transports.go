@@ -32,6 +32,7 @@ type serverEnv struct {
 func serverTransports() []serverTransport {
 	return []serverTransport{
 		tcpTransport(),
+		obfsTransport(),
 	}
 }
 
