@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/obfs"
 	"github.com/ferry-im/ferry/transport/tcp"
 	"github.com/ferry-im/ferry/wire"
 )
@@ -133,8 +134,8 @@ func (cfg *Config) fill() {
 	}
 	if cfg.Transports == nil {
 		cfg.Transports = new(transport.Registry)
-		if err := tcp.Register(cfg.Transports, tcp.Config{}); err != nil {
-			panic(err) // an empty registry always takes tcp
+		if err := errors.Join(tcp.Register(cfg.Transports, tcp.Config{}), obfs.Register(cfg.Transports, obfs.Config{})); err != nil {
+			panic(err) // an empty registry always takes tcp and obfs
 		}
 	}
 	if cfg.prekeys == 0 {
