@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 )
 
@@ -97,12 +98,13 @@ type Conn struct {
 
 	rmu   sync.Mutex // rmu protects the fields up to wmu
 	rd    direction
-	rbuf  *[]byte // pooled while bytes are buffered; nil when idle
-	rpos  int     // next unread byte of *rbuf
-	rend  int     // end of the bytes read into *rbuf
-	flen  int     // length of the current frame's ct once its header is read, else -1
-	plain []byte  // payload not yet returned, inside *rbuf
-	rerr  error   // sticky: a frame failed
+	rbuf  *[]byte   // pooled while bytes are buffered; nil when idle
+	rpos  int       // next unread byte of *rbuf
+	rend  int       // end of the bytes read into *rbuf
+	flen  int       // length of the current frame's ct once its header is read, else -1
+	plain []byte    // payload not yet returned, inside *rbuf
+	rerr  error     // sticky: a frame failed
+	small [256]byte // an idle conn's reads land here, so it holds no big buffer
 
 	wmu   sync.Mutex // wmu protects the fields below
 	wd    direction
@@ -215,7 +217,16 @@ func (c *Conn) openFrame() error {
 // io.EOF; inside a frame, io.ErrUnexpectedEOF.
 func (c *Conn) fill() error {
 	if c.rbuf == nil {
+		n, err := c.Conn.Read(c.small[:])
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
 		c.rbuf = readPool.Get().(*[]byte)
+		c.rpos, c.rend = 0, copy(*c.rbuf, c.small[:n])
+		return nil
 	}
 	buf := *c.rbuf
 	if len(buf)-c.rend < hdrLen+maxCT && c.rpos > 0 {
@@ -318,12 +329,12 @@ func (c *Conn) seal(buf, payload []byte, padLen int) []byte {
 	ptLen := ptHdrLen + len(payload) + padLen
 	ctLen := ptLen + tagLen
 	at := len(buf)
-	buf = append(buf, make([]byte, hdrLen+ptLen)...)
+	buf = slices.Grow(buf, hdrLen+ctLen)[:at+hdrLen+ptLen]
 	binary.BigEndian.PutUint16(buf[at:], uint16(ctLen)^c.wd.lengthMask())
 	pt := buf[at+hdrLen:]
 	pt[0] = frameData
 	binary.BigEndian.PutUint16(pt[1:], uint16(len(payload)))
-	copy(pt[ptHdrLen:], payload)
+	clear(pt[ptHdrLen+copy(pt[ptHdrLen:], payload):])
 	nonce := c.wd.nonce()
 	buf = c.wd.aead.Seal(buf[:at+hdrLen], nonce[:], pt[:ptLen], nil)
 	c.wd.count++
