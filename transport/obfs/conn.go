@@ -34,6 +34,7 @@ const (
 	bulkMin     = 2048                       // writes this long go out unpadded, in maxPayload frames
 	writeBatch  = 64 << 10                   // plaintext encrypted per write to the raw conn
 	readBufSize = 2*(hdrLen+maxCT) + 2       // room for a whole frame after any partial one
+	busyRead    = 4096                       // a raw read this long means a stream is flowing
 )
 
 // errFrame is the cause of a frame that fails authentication or parsing.
@@ -105,6 +106,7 @@ type Conn struct {
 	plain []byte    // payload not yet returned, inside *rbuf
 	rerr  error     // sticky: a frame failed
 	small [256]byte // an idle conn's reads land here, so it holds no big buffer
+	busy  bool      // the last raw read filled at least busyRead bytes
 
 	wmu   sync.Mutex // wmu protects the fields below
 	wd    direction
@@ -158,9 +160,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// releaseIfIdle returns the read buffer to its pool when it holds nothing.
+// releaseIfIdle returns the read buffer to its pool when it holds nothing
+// and the stream is quiet (the last raw read was short); a conn in the
+// middle of a bulk transfer keeps it.
 func (c *Conn) releaseIfIdle() {
-	if c.rbuf != nil && len(c.plain) == 0 && c.rpos == c.rend && c.flen < 0 {
+	if c.rbuf != nil && !c.busy && len(c.plain) == 0 && c.rpos == c.rend && c.flen < 0 {
 		readPool.Put(c.rbuf)
 		c.rbuf, c.rpos, c.rend = nil, 0, 0
 	}
@@ -233,8 +237,12 @@ func (c *Conn) fill() error {
 		c.rend = copy(buf, buf[c.rpos:c.rend])
 		c.rpos = 0
 	}
+	if c.rpos == c.rend && c.flen < 0 {
+		c.rpos, c.rend = 0, 0
+	}
 	n, err := c.Conn.Read(buf[c.rend:])
 	c.rend += n
+	c.busy = n >= busyRead
 	if n > 0 {
 		return nil
 	}

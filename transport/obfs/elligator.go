@@ -21,11 +21,10 @@ import (
 const reprLen = 32
 
 var (
-	feA     = new(field.Element).Mult32(new(field.Element).One(), 486662)
-	feNegA  = new(field.Element).Negate(feA)
-	feOne   = new(field.Element).One()
-	feTwo   = new(field.Element).Add(feOne, feOne)
-	feNegTw = new(field.Element).Negate(feTwo)
+	feA    = new(field.Element).Mult32(new(field.Element).One(), 486662)
+	feNegA = new(field.Element).Negate(feA)
+	feOne  = new(field.Element).One()
+	feTwo  = new(field.Element).Add(feOne, feOne)
 	// lowOrder is a point of order 8 of edwards25519: adding a random
 	// multiple of it to a public key spreads public keys over the whole
 	// curve, as Elligator's preimages of random strings are (a key in the

@@ -315,18 +315,6 @@ type handshakeVector struct {
 	Frame       string `json:"frame0_client_to_server"`
 }
 
-// recordingReader passes reads through and keeps a copy.
-type recordingReader struct {
-	r   io.Reader
-	got []byte
-}
-
-func (r *recordingReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	r.got = append(r.got, p[:n]...)
-	return n, err
-}
-
 func TestHandshakeVector(t *testing.T) {
 	path := filepath.Join("testdata", "handshake.json")
 	if *update {
