@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	pt "gitlab.torproject.org/tpo/anti-censorship/pluggable-transports/goptlib"
 	"gitlab.com/yawning/obfs4.git/transports/obfs4"
+	pt "gitlab.torproject.org/tpo/anti-censorship/pluggable-transports/goptlib"
 
 	"github.com/ferry-im/ferry/transport/obfs"
 	"github.com/ferry-im/ferry/transport/tcp"
@@ -172,7 +172,7 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 			b.StopTimer()
 			gib := float64(want) / (1 << 30)
-			b.ReportMetric((cpuTime() - cpu0).Seconds()/gib, "cpu-s/GiB")
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/gib, "cpu-s/GiB")
 			s.Close()
 		})
 	}
@@ -258,4 +258,3 @@ func memInUse() int64 {
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse + m.StackInuse)
 }
-
