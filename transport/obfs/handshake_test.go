@@ -39,6 +39,7 @@ var allShapes = func() []shape {
 // TestFirstPacketsPassFET judges 10,000 client hellos, over every shape,
 // with package censor's fet rule at probability 1: none may be blocked.
 func TestFirstPacketsPassFET(t *testing.T) {
+	t.Parallel()
 	pol, err := censor.ParsePolicy([]byte(`{"name":"fet-always","rules":[{"name":"fet","fet":{"probability":1}}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -107,41 +108,49 @@ func TestFETExemptMatchesCensor(t *testing.T) {
 // spread evenly over [minHello, maxHello]: no length is more frequent than
 // a binomial allows, and the histogram passes a chi-square test.
 func TestHelloLengthsSpread(t *testing.T) {
+	t.Parallel()
 	relay, pub := testRelayKey(t, 2)
 	rnd := seeded(12)
-	const n = 10000
+	kp, err := newKeyPair(rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	k := maxHello - minHello + 1
-	var client, server = make([]int, k), make([]int, k)
-	for i := range n {
-		h, err := newClientHello(rnd, pub, allShapes[i%len(allShapes)], testNow)
+	const nClient, nServer = 10000, 3000
+	client, server := make([]int, k), make([]int, k)
+	for i := range nClient {
+		// Lengths do not depend on the key: one key pair serves all.
+		raw, err := buildClientHello(rnd, pub, allShapes[i%len(allShapes)], testNow, kp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		client[len(h.raw)-minHello]++
-		var xr [reprLen]byte
-		copy(xr[:], h.raw[allShapes[i%len(allShapes)].prefixLen():])
-		reply, _, err := serverHandshake(rnd, relay, h.raw, &xr)
+		client[len(raw)-minHello]++
+	}
+	for range nServer {
+		reply, _, err := serverHandshake(rnd, relay, nil, &kp.repr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		server[len(reply)-minHello]++
 	}
 	for _, c := range []struct {
-		name string
-		hist []int
-	}{{"client", client}, {"server", server}} {
-		mean := float64(n) / float64(k)
+		name  string
+		hist  []int
+		n     int
+		limit int // P(Binomial(n, 1/1073) >= limit) is below 1e-8 per length
+	}{{"client", client, nClient, 30}, {"server", server, nServer, 15}} {
+		mean := float64(c.n) / float64(k)
 		chi, most := 0.0, 0
 		for _, v := range c.hist {
 			chi += (float64(v) - mean) * (float64(v) - mean) / mean
 			most = max(most, v)
 		}
-		// P(Binomial(10000, 1/1073) >= 30) is about 1e-8 per length.
-		if most >= 30 {
-			t.Errorf("%s hellos: one length occurs %d times in %d, want < 30", c.name, most, n)
+		if most >= c.limit {
+			t.Errorf("%s hellos: one length occurs %d times in %d, want < %d", c.name, most, c.n, c.limit)
 		}
-		// chi-square with 1072 degrees of freedom: mean 1072, sd 46.3.
-		if chi > 1072+6*46.3 {
+		// Chi-square over 1073 lengths: mean 1072, variance about
+		// 1072 (2 + 1/mean) for Poisson counts.
+		if sd := math.Sqrt(1072 * (2 + 1/mean)); chi > 1072+6*sd {
 			t.Errorf("%s hellos: chi-square %.0f over %d lengths, want about %d", c.name, chi, k, k-1)
 		}
 	}
@@ -151,6 +160,7 @@ func TestHelloLengthsSpread(t *testing.T) {
 // their shape: at every offset, the byte values over many hellos are
 // spread as random bytes are (printable ones inside a prefix).
 func TestNoSharedBytes(t *testing.T) {
+	t.Parallel()
 	_, pub := testRelayKey(t, 3)
 	for _, sh := range []shape{{kind: 'p', prefix: 11}, {kind: 'l'}, {kind: 'h'}} {
 		rnd := seeded(13)
