@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +21,9 @@ import (
 // TestObfsListener runs the built relay with --listen obfs: the link
 // carries an obfs endpoint with its key and shape, the key is kept in the
 // data directory across restarts, a client completes the channel handshake
-// over obfs, and the prober's replays and random probes all meet the same
-// reaction (no bytes back, still open after the prober's wait).
+// over obfs, and ferry-censor probe finds one reaction for every replay and
+// random probe (no bytes back, still open after its wait) and no read
+// limit.
 func TestObfsListener(t *testing.T) {
 	bin := buildRelay(t)
 	dir := t.TempDir()
@@ -43,16 +47,7 @@ func TestObfsListener(t *testing.T) {
 	}
 	ch.Close()
 
-	p := &censor.Prober{ReadTimeout: 2 * time.Second, Soon: time.Millisecond, Later: -1, Concurrency: 32}
-	rep, err := p.Probe(ctx, ep.Addr, rec.get())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, re := range rep.Reactions {
-		if re.Received != 0 || re.Close != censor.CloseOpen {
-			t.Errorf("probe %s: %d bytes back, %s; want none, still open", re.Probe, re.Received, re.Close)
-		}
-	}
+	probeWithBinary(t, ep.Addr, rec.get())
 
 	r.cmd.Process.Kill()
 	<-r.exited
@@ -114,4 +109,37 @@ func (c *firstWriteConn) Write(p []byte) (int, error) {
 	}
 	c.f.mu.Unlock()
 	return c.Conn.Write(p)
+}
+
+// probeWithBinary runs ferry-censor probe against addr with first as the
+// replays' material, and checks that every probe met one reaction.
+func probeWithBinary(t *testing.T, addr string, first []byte) {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "ferry-censor")
+	if out, err := exec.Command(goBin, "build", "-o", bin, "../ferry-censor").CombinedOutput(); err != nil {
+		t.Fatalf("build ferry-censor: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "probe", "--first", hex.EncodeToString(first), "--read-timeout", "2s",
+		"--soon", "1ms", "--concurrency", "32", "--read-limit", "4096", addr).Output()
+	if err != nil {
+		t.Fatalf("ferry-censor probe: %v\n%s", err, out)
+	}
+	rows := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[0], "replay") && !strings.HasPrefix(f[0], "random-") {
+			continue
+		}
+		rows++
+		if f[2] != "0" || f[3] != censor.CloseOpen {
+			t.Errorf("probe %s: %s bytes back, %s; want 0, open", f[0], f[2], f[3])
+		}
+	}
+	if rows < 20 || !strings.Contains(string(out), "read limit: still open after 4096 random bytes") {
+		t.Fatalf("ferry-censor probe printed %d probe rows, or a read limit:\n%s", rows, out)
+	}
 }
