@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,8 @@ const (
 	// DefaultReplayEntries bounds the replay filter when
 	// ServerConfig.ReplayEntries is 0.
 	DefaultReplayEntries = 1 << 18
+	// DefaultMaxPending is ServerConfig.MaxPending's default.
+	DefaultMaxPending = 1 << 14
 	// replayWindow is how long a client hello's mark is remembered: its
 	// epoch hour is accepted for up to about two hours, plus clock skew.
 	replayWindow = 3 * time.Hour
@@ -51,6 +54,11 @@ type ServerConfig struct {
 	// ReplayEntries bounds the replay filter; if zero,
 	// DefaultReplayEntries.
 	ReplayEntries int
+	// MaxPending bounds the connections a listener holds in the handshake
+	// or after failing it; past it, the oldest is closed before its time
+	// (a flood of probes costs a goroutine and a socket each). If zero,
+	// DefaultMaxPending.
+	MaxPending int
 	// Rand supplies ephemeral keys, padding and jitter; if nil,
 	// crypto/rand.Reader.
 	Rand io.Reader
@@ -164,8 +172,9 @@ type listener struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex // mu protects active
+	mu     sync.Mutex // mu protects active and queue
 	active map[net.Conn]struct{}
+	queue  []net.Conn // active conns in accept order, and some gone since
 }
 
 func (l *listener) Addr() net.Addr { return l.raw.Addr() }
@@ -242,6 +251,18 @@ func (l *listener) track(raw net.Conn) bool {
 	default:
 	}
 	l.active[raw] = struct{}{}
+	l.queue = append(l.queue, raw)
+	for len(l.active) > cmp(l.srv.cfg.MaxPending, DefaultMaxPending) {
+		old := l.queue[0]
+		l.queue = l.queue[1:]
+		if _, ok := l.active[old]; ok {
+			delete(l.active, old)
+			old.Close()
+		}
+	}
+	if len(l.queue) > 2*len(l.active)+64 {
+		l.queue = slices.DeleteFunc(l.queue, func(c net.Conn) bool { _, ok := l.active[c]; return !ok })
+	}
 	return true
 }
 
