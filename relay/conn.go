@@ -7,15 +7,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/wire"
 )
 
 // conn is one authenticated client connection.
+//
+// An idle connection costs one goroutine, the one in ServeConn, blocked
+// reading the channel; its stack stays small because nothing deep runs on
+// it: the handshake runs on a goroutine of its own, and frames are handled
+// by a handler goroutine that runs only while frames come (dispatch), as
+// the send pipeline's and the push goroutines do. The idle timeout is
+// checked by one server-wide reaper (idle.go), not a timer per connection.
 type conn struct {
 	s       *Server
 	ch      *channel.Conn
@@ -25,10 +32,24 @@ type conn struct {
 	keyID   string   // rate-limit key of the client's static key
 	mailbox [16]byte // the mailbox the client's key owns
 
-	sub        *subscriber    // set by the first Subscribe; read loop only
+	// work is the context of handlers and deliveries (ended by the
+	// caller's ctx or Close); read, derived from it, also ends on
+	// Shutdown, on the idle timeout and when a handler fails.
+	work, read context.Context
+	cancelRead context.CancelFunc
+	lastFrame  atomic.Int64 // when the last frame came, as Server.since
+	idle       atomic.Bool  // the reaper ended read
+
+	frames   chan wire.Frame // at most one frame waiting for the handler; made on first use
+	handlers sync.WaitGroup  // the handler goroutine
+	// hmu protects handling and herr.
+	hmu      sync.Mutex
+	handling bool  // a handler goroutine runs
+	herr     error // the error that ended handling
+
+	sub        *subscriber    // set by the first Subscribe; handler goroutine only
 	deliveries sync.WaitGroup // the subscriber's push goroutine
 	pipe       sendPipe       // Sends in flight
-	work       context.Context
 }
 
 // ackUnit is how many acknowledged seqs cost one token of Limits.AckRate.
@@ -40,23 +61,38 @@ var errViolation = errors.New("protocol violation")
 // errIdle ends a connection that has been silent for Limits.IdleTimeout.
 var errIdle = errors.New("connection idle")
 
+// setup makes the connection's contexts. Handlers run on work (ended by
+// the caller's ctx or Close) so that Shutdown lets the frames in hand
+// finish; reads stop on read (also ended by Shutdown, which cancels every
+// tracked connection's read). A caller's ctx that never ends (the usual
+// case) costs nothing: work is then the server's own.
+func (c *conn) setup(ctx context.Context) (cleanup func()) {
+	c.work = c.s.workCtx
+	cancelWork := func() {}
+	var unhook func() bool
+	if ctx.Done() != nil {
+		var cancel context.CancelFunc
+		c.work, cancel = context.WithCancel(ctx)
+		unhook = context.AfterFunc(c.s.workCtx, cancel)
+		cancelWork = cancel
+	}
+	c.read, c.cancelRead = context.WithCancel(c.work)
+	c.lastFrame.Store(c.s.since())
+	return func() {
+		c.cancelRead()
+		if unhook != nil {
+			unhook()
+		}
+		cancelWork()
+	}
+}
+
 // serve reads and handles frames until the connection ends, then cleans
 // up: on Shutdown the Sends in flight are answered before the channel
 // closes; otherwise the channel closes first (the peer hung up or
 // misbehaved) and they are only collected.
-func (c *conn) serve(ctx context.Context) error {
-	// Handlers run on work (ended by the caller's ctx or Close) so that
-	// Shutdown lets the frames in hand finish; reads stop on read (also
-	// ended by Shutdown).
-	work, cancelWork := context.WithCancel(ctx)
-	defer cancelWork()
-	defer context.AfterFunc(c.s.workCtx, cancelWork)()
-	read, cancelRead := context.WithCancel(work)
-	defer cancelRead()
-	defer context.AfterFunc(c.s.readCtx, cancelRead)()
-	c.work = work
-
-	graceful, err := c.readLoop(read, work)
+func (c *conn) serve() error {
+	graceful, err := c.readLoop()
 	if !graceful {
 		c.ch.Close()
 	}
@@ -71,68 +107,93 @@ func (c *conn) serve(ctx context.Context) error {
 	return err
 }
 
-// readLoop handles frames until the connection ends. graceful reports a
-// Shutdown (a clean hang-up returns a nil error too, not graceful).
-func (c *conn) readLoop(read, work context.Context) (graceful bool, err error) {
-	read, cancelRead := context.WithCancel(read)
-	defer cancelRead()
-	var idle atomic.Bool
-	timeout := c.s.limits.IdleTimeout
-	// The timer is not reset per frame (that costs more than the frame's
-	// handling): each frame records when it came, and the timer, when it
-	// fires, waits again for what is left of the timeout since the last.
-	start := time.Now()
-	var lastFrame atomic.Int64 // time.Since(start) at the last frame
-	var timer *time.Timer
-	if timeout > 0 {
-		var mu sync.Mutex // orders the timer's re-arming with its creation and Stop
-		stopped := false
-		mu.Lock()
-		timer = time.AfterFunc(timeout, func() {
-			mu.Lock()
-			defer mu.Unlock()
-			if stopped {
-				return
-			}
-			if left := timeout - (time.Since(start) - time.Duration(lastFrame.Load())); left > 0 {
-				timer.Reset(left)
-				return
-			}
-			idle.Store(true)
-			cancelRead()
-		})
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			stopped = true
-			timer.Stop()
-			mu.Unlock()
-		}()
-	}
+// readLoop reads frames and hands them to the handler goroutine until the
+// connection ends, and returns once the handler is done. graceful reports
+// a Shutdown (a clean hang-up returns a nil error too, not graceful).
+func (c *conn) readLoop() (graceful bool, err error) {
+	defer c.handlers.Wait()
 	for {
-		f, err := c.ch.Recv(read)
+		f, err := c.ch.Recv(c.read)
 		if err != nil {
+			c.handlers.Wait()
+			c.hmu.Lock()
+			herr := c.herr
+			c.hmu.Unlock()
 			switch {
+			case herr != nil:
+				return false, herr
 			case errors.Is(err, io.EOF):
 				return false, nil
-			case read.Err() != nil && c.s.readCtx.Err() != nil:
+			case c.read.Err() != nil && c.s.readCtx.Err() != nil:
 				return true, nil // shutdown
-			case idle.Load():
-				return false, fmt.Errorf("no frame for %v: %w", timeout, errIdle)
-			case read.Err() != nil:
-				return false, read.Err()
+			case c.idle.Load():
+				return false, fmt.Errorf("no frame for %v: %w", c.s.limits.IdleTimeout, errIdle)
+			case c.read.Err() != nil:
+				return false, c.read.Err()
 			}
 			return false, fmt.Errorf("read frame: %w", err)
 		}
-		if timer != nil {
-			lastFrame.Store(int64(time.Since(start)))
-		}
+		c.lastFrame.Store(c.s.since())
 		c.s.metrics.frame(f.Type)
-		if err := c.handle(work, f); err != nil {
+		c.dispatch(f)
+	}
+}
+
+// dispatch hands f to the handler goroutine, starting one if none runs.
+// It waits while an earlier frame is still waiting, so the reader runs at
+// most one frame ahead of the handler (and a handler that waits, e.g. for
+// room in the send pipeline, stops the reading).
+func (c *conn) dispatch(f wire.Frame) {
+	if c.frames == nil {
+		c.frames = make(chan wire.Frame, 1)
+	}
+	c.frames <- f
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if !c.handling {
+		c.handling = true
+		c.handlers.Add(1)
+		go c.handleFrames()
+	}
+}
+
+// handleFrames handles the frames dispatch hands over, in order, until
+// none is waiting. After a handler fails, the frames still coming are
+// dropped and the read is cancelled, which ends readLoop with that error.
+func (c *conn) handleFrames() {
+	defer c.handlers.Done()
+	yielded := false
+	for {
+		c.hmu.Lock()
+		if len(c.frames) == 0 {
+			if !yielded {
+				// The next frame is often a moment away (a client
+				// pipelining Sends): wait for it rather than leave and
+				// start again.
+				c.hmu.Unlock()
+				yielded = true
+				runtime.Gosched()
+				continue
+			}
+			c.handling = false
+			c.hmu.Unlock()
+			return
+		}
+		failed := c.herr != nil
+		c.hmu.Unlock()
+		yielded = false
+		f := <-c.frames
+		if failed {
+			continue
+		}
+		if err := c.handle(c.work, f); err != nil {
 			if errors.Is(err, errViolation) {
 				c.log.Debug("closing connection", "reason", err)
 			}
-			return false, err
+			c.hmu.Lock()
+			c.herr = err
+			c.hmu.Unlock()
+			c.cancelRead()
 		}
 	}
 }

@@ -36,6 +36,8 @@ type Server struct {
 	readCtx, workCtx   context.Context
 	stopRead, stopWork context.CancelFunc
 	sweeperDone        chan struct{}
+	reaperDone         chan struct{}
+	started            time.Time // for conn.lastFrame
 	nextConnID         atomic.Uint64
 	conns              sync.WaitGroup // ServeConn calls in flight
 	shutdownOnce       sync.Once
@@ -78,12 +80,15 @@ func NewServer(cfg Config) (*Server, error) {
 		subscribeLimit: newLimiter(lim.SubscribeRate, lim.SubscribeBurst, now),
 		ackLimit:       newLimiter(lim.AckRate, lim.AckBurst, now),
 		sweeperDone:    make(chan struct{}),
+		reaperDone:     make(chan struct{}),
+		started:        time.Now(),
 		open:           make(map[*conn]struct{}),
 		perAddr:        make(map[string]int),
 	}
 	s.readCtx, s.stopRead = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
 	go s.sweeper()
+	go s.reapIdle()
 	return s, nil
 }
 
@@ -128,17 +133,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		return errors.New("serve conn: too many handshakes from this address")
 	}
 
-	// The handshake ends early on ctx, Shutdown or Close.
-	hctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(s.readCtx, cancel)
-	if t := s.limits.HandshakeTimeout; t > 0 {
-		var cancelTimeout context.CancelFunc
-		hctx, cancelTimeout = context.WithTimeout(hctx, t)
-		defer cancelTimeout()
-	}
-	ch, err := (&channel.Config{Rand: s.rand, Logger: log}).Server(hctx, nc, s.key)
-	stop()
-	cancel()
+	ch, err := s.handshake(ctx, nc, log)
 	if err != nil {
 		s.metrics.handshakes.WithLabelValues("failed").Inc()
 		log.Debug("handshake failed", "err", err)
@@ -157,19 +152,46 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	}
 	peer := ch.PeerKey()
 	c.keyID = string(peer[:])
+	defer c.setup(ctx)()
 	if !s.track(c) {
 		ch.Close()
 		return ErrClosed
 	}
 	defer s.untrack(c)
 	log.Debug("connection open")
-	err = c.serve(ctx)
+	err = c.serve()
 	if err != nil {
 		log.Debug("connection closed", "err", err)
 	} else {
 		log.Debug("connection closed")
 	}
 	return err
+}
+
+// handshake runs the channel handshake on a goroutine of its own, so that
+// the deep stack it needs is not kept, idle, by the connection's
+// goroutine. It ends early on ctx, Shutdown or Close, or after
+// HandshakeTimeout.
+func (s *Server) handshake(ctx context.Context, nc net.Conn, log *slog.Logger) (*channel.Conn, error) {
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.readCtx, cancel)()
+	if t := s.limits.HandshakeTimeout; t > 0 {
+		var cancelTimeout context.CancelFunc
+		hctx, cancelTimeout = context.WithTimeout(hctx, t)
+		defer cancelTimeout()
+	}
+	type result struct {
+		ch  *channel.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ch, err := (&channel.Config{Rand: s.rand, Logger: log}).Server(hctx, nc, s.key)
+		done <- result{ch, err}
+	}()
+	r := <-done
+	return r.ch, r.err
 }
 
 // countAddr counts a connection from addr, or reports false if addr has
@@ -220,6 +242,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closing = true
 		s.mu.Unlock()
 		s.stopRead()
+		for _, c := range s.openConns(nil) {
+			c.cancelRead()
+		}
 	})
 	done := make(chan struct{})
 	go func() {
@@ -257,6 +282,7 @@ func (s *Server) Close() error {
 	})
 	s.conns.Wait()
 	<-s.sweeperDone
+	<-s.reaperDone
 	return nil
 }
 
