@@ -73,8 +73,9 @@ type Limits struct {
 	// HandshakeTimeout bounds the channel handshake. Default 10 seconds.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection that has sent no frame for that
-	// long, on the real clock (clients ping well within it). Default 5
-	// minutes.
+	// long, on the real clock (clients ping well within it); it is
+	// checked every quarter of it, so the close comes at most a quarter
+	// late. Default 5 minutes.
 	IdleTimeout time.Duration
 	// ConnsPerAddr bounds the connections open at once from one source
 	// address (as for AddrRate). Default 10,000 (about 130 MiB of relay
