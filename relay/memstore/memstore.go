@@ -17,8 +17,9 @@ import (
 )
 
 var (
-	_ relay.Store       = (*Store)(nil)
-	_ relay.AsyncPutter = (*Store)(nil)
+	_ relay.Store         = (*Store)(nil)
+	_ relay.AsyncPutter   = (*Store)(nil)
+	_ relay.ArrivalLister = (*Store)(nil)
 )
 
 // Store is an in-memory relay.Store. Its zero value is not usable; call New.
@@ -208,6 +209,28 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// Arrivals implements relay.ArrivalLister, so that relays in one process
+// can share a memstore as a cluster's store in tests.
+func (s *Store) Arrivals(ctx context.Context, since time.Time, limit int) ([]relay.Arrival, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var out []relay.Arrival
+	for mb, m := range s.mailboxes {
+		if len(out) == limit {
+			break
+		}
+		for _, e := range slices.Backward(m.pending) {
+			if !e.Received.Before(since) {
+				out = append(out, relay.Arrival{Mailbox: mb, Seq: m.pending[len(m.pending)-1].Seq})
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // Usage implements relay.Store.

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/internal/rowscan"
+	"github.com/ferry-im/ferry/relay/internal/tokencache"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -70,7 +72,7 @@ type Store struct {
 	done     chan struct{} // closed when the writer goroutine has returned
 	maxBatch int
 
-	tokens tokenCache
+	tokens tokencache.Cache // exact: only this Store writes tokens
 
 	// mu protects closed. Every method holds it for reading for its whole
 	// call, so Close (which takes it for writing) waits for calls in
@@ -523,7 +525,7 @@ func (s *Store) RemoveToken(ctx context.Context, mb [16]byte, hash [32]byte) err
 // that began before it do not fill the cache).
 func (s *Store) tokenWrite(ctx context.Context, mb [16]byte, fn func(w *writer) error) error {
 	err := s.write(ctx, fn)
-	s.tokens.invalidate(mb)
+	s.tokens.Invalidate(mb)
 	return err
 }
 
@@ -553,7 +555,7 @@ func (s *Store) DeleteIdle(ctx context.Context, cutoff time.Time) (int, error) {
 			return total, err
 		}
 		for _, mb := range deleted {
-			s.tokens.invalidate(mb)
+			s.tokens.Invalidate(mb)
 		}
 		total += len(deleted)
 		if len(deleted) < idleChunk {
@@ -703,26 +705,7 @@ func (s *Store) Pending(ctx context.Context, mb [16]byte, after uint64, limit in
 		return nil, fmt.Errorf("read pending envelopes: %w", err)
 	}
 	defer rows.Close()
-	var out []relay.Envelope
-	for rows.Next() {
-		var (
-			e        relay.Envelope
-			seq, ms  int64
-			id, data []byte
-		)
-		if err := rows.Scan(&seq, &id, &ms, &data); err != nil {
-			return nil, fmt.Errorf("read pending envelopes: %w", err)
-		}
-		e.Seq = uint64(seq)
-		copy(e.ID[:], id)
-		e.Received = time.UnixMilli(ms)
-		e.Data = data
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read pending envelopes: %w", err)
-	}
-	return out, nil
+	return rowscan.Envelopes(rows)
 }
 
 // Usage implements relay.Store.
@@ -748,10 +731,10 @@ func (s *Store) HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool,
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if s.tokens.has(mb, hash) {
+	if s.tokens.Has(mb, hash) {
 		return true, nil
 	}
-	gen := s.tokens.generation()
+	gen := s.tokens.Generation()
 	var one int
 	switch err := s.read.token.QueryRowContext(ctx, mb[:], hash[:]).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -759,73 +742,8 @@ func (s *Store) HasToken(ctx context.Context, mb [16]byte, hash [32]byte) (bool,
 	case err != nil:
 		return false, fmt.Errorf("read token: %w", err)
 	}
-	s.tokens.fill(mb, hash, gen)
+	s.tokens.Fill(mb, hash, gen)
 	return true, nil
-}
-
-// tokenCache keeps token hashes known to exist, by mailbox. It holds at
-// most maxCachedTokens hashes.
-type tokenCache struct {
-	// mu protects m, n and gen.
-	mu  sync.Mutex
-	m   map[[16]byte]map[[32]byte]struct{}
-	n   int    // hashes in m
-	gen uint64 // incremented by every invalidation
-}
-
-const maxCachedTokens = 1 << 17
-
-func (c *tokenCache) has(mb [16]byte, h [32]byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.m[mb][h]
-	return ok
-}
-
-func (c *tokenCache) generation() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gen
-}
-
-// invalidate drops mb's hashes after a write to its tokens committed (or
-// failed: it may have committed).
-func (c *tokenCache) invalidate(mb [16]byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gen++
-	c.n -= len(c.m[mb])
-	delete(c.m, mb)
-}
-
-// fill caches a hash read from the database, unless a token write
-// committed since the read began (the read may then be stale). When full
-// it evicts an arbitrary mailbox's hashes.
-func (c *tokenCache) fill(mb [16]byte, h [32]byte, gen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != gen {
-		return
-	}
-	if c.m == nil {
-		c.m = make(map[[16]byte]map[[32]byte]struct{})
-	}
-	for c.n >= maxCachedTokens {
-		for k, v := range c.m {
-			c.n -= len(v)
-			delete(c.m, k)
-			break
-		}
-	}
-	set := c.m[mb]
-	if set == nil {
-		set = make(map[[32]byte]struct{}, 1)
-		c.m[mb] = set
-	}
-	if _, ok := set[h]; !ok {
-		set[h] = struct{}{}
-		c.n++
-	}
 }
 
 // PrekeyCounts implements relay.Store.

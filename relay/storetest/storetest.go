@@ -26,6 +26,12 @@ type Config struct {
 	// set for a backend that claims durability; the suite then checks that
 	// everything acknowledged survives a reopen.
 	Reopen func(t *testing.T, s relay.Store) relay.Store
+	// Peer, if set, opens another Store on the same data as s, as another
+	// relay of a cluster does (relay/postgres). The suite then spreads its
+	// concurrent writers over both and checks that they still never
+	// reuse a seq, store an id twice or hand out a prekey twice. The suite
+	// closes the peer.
+	Peer func(t *testing.T, s relay.Store) relay.Store
 }
 
 // t0 is the suite's reference time; stores see only times the suite gives.
@@ -77,6 +83,18 @@ func Run(t *testing.T, c Config) {
 			tt.fn(t, c)
 		})
 	}
+}
+
+// peers returns s and, if the backend can share its data, a peer of it:
+// concurrent writers alternate between them.
+func peers(t *testing.T, c Config, s relay.Store) []relay.Store {
+	t.Helper()
+	if c.Peer == nil {
+		return []relay.Store{s}
+	}
+	p := c.Peer(t, s)
+	t.Cleanup(func() { p.Close() })
+	return []relay.Store{s, p}
 }
 
 func open(t *testing.T, c Config) relay.Store {
@@ -768,11 +786,12 @@ func testConcurrentPops(t *testing.T, c Config) {
 		oneSeen = map[uint32]int{}
 		kemSeen = map[uint32]int{}
 		wg      sync.WaitGroup
+		stores  = peers(t, c, s)
 	)
-	for range workers {
+	for w := range workers {
 		wg.Go(func() {
 			for {
-				b, err := s.PopBundle(ctx, mb)
+				b, err := stores[w%len(stores)].PopBundle(ctx, mb)
 				if err != nil {
 					t.Errorf("PopBundle: %v", err)
 					return
@@ -811,16 +830,17 @@ func testConcurrentPuts(t *testing.T, c Config) {
 	makeMailbox(t, s, mb)
 	const workers, each = 8, 25
 	var (
-		mu  sync.Mutex
-		got = map[uint64][16]byte{}
-		wg  sync.WaitGroup
+		mu     sync.Mutex
+		got    = map[uint64][16]byte{}
+		wg     sync.WaitGroup
+		stores = peers(t, c, s)
 	)
 	for w := range workers {
 		wg.Go(func() {
 			var last uint64
 			for i := range each {
 				id := msgID(w*each + i)
-				seq, dup, err := s.Put(ctx, mb, relay.Envelope{ID: id, Received: t0, Data: id[:]}, relay.Quota{})
+				seq, dup, err := stores[w%len(stores)].Put(ctx, mb, relay.Envelope{ID: id, Received: t0, Data: id[:]}, relay.Quota{})
 				if err != nil || dup {
 					t.Errorf("Put = (%d, %v, %v)", seq, dup, err)
 					return
@@ -866,9 +886,10 @@ func testConcurrentDuplicates(t *testing.T, c Config) {
 	var news sync.WaitGroup
 	var mu sync.Mutex
 	fresh := 0
-	for range workers {
+	stores := peers(t, c, s)
+	for w := range workers {
 		news.Go(func() {
-			seq, dup, err := s.Put(ctx, mb, relay.Envelope{ID: msgID(7), Received: t0, Data: []byte("same")}, relay.Quota{})
+			seq, dup, err := stores[w%len(stores)].Put(ctx, mb, relay.Envelope{ID: msgID(7), Received: t0, Data: []byte("same")}, relay.Quota{})
 			if err != nil {
 				t.Errorf("Put: %v", err)
 				return
