@@ -27,6 +27,15 @@ type Config struct {
 	// Limits bounds what clients may do. The zero value gives the defaults
 	// documented on each field.
 	Limits Limits
+
+	// Bus links this relay to the other relays of a cluster, which share
+	// Store (see relay.Bus): envelopes stored through one are pushed by
+	// the others to their subscribers. Store must then implement
+	// ArrivalLister. If nil, the relay is alone: the default.
+	Bus Bus
+	// BusPoll is how often, while Bus is down, the Store is polled for
+	// envelopes that other relays stored. If zero, one second.
+	BusPoll time.Duration
 }
 
 // Limits are the relay's quotas and rate limits. A zero field takes its
@@ -99,6 +108,13 @@ func (c *Config) now() func() time.Time {
 		return time.Now
 	}
 	return c.Now
+}
+
+func (c *Config) busPoll() time.Duration {
+	if c.BusPoll <= 0 {
+		return time.Second
+	}
+	return c.BusPoll
 }
 
 func (c *Config) rand() io.Reader {

@@ -53,8 +53,12 @@ const deliverQueueBytes = 1 << 20
 // pendingPage is how many envelopes a resync reads from the store at a time.
 const pendingPage = 64
 
-// hub maps mailboxes to their subscribed connections.
+// hub maps mailboxes to their subscribed connections, and, in a cluster,
+// keeps the Bus watching exactly the mailboxes that have one here.
 type hub struct {
+	bus      Bus                          // nil: a relay alone
+	busError func(what string, err error) // reports a failed Watch, Unwatch or Publish
+
 	// mu protects subs.
 	mu   sync.RWMutex
 	subs map[[16]byte][]*subscriber
@@ -63,7 +67,15 @@ type hub struct {
 func (h *hub) add(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.subs[s.c.mailbox] = append(h.subs[s.c.mailbox], s)
+	mb := s.c.mailbox
+	if len(h.subs[mb]) == 0 && h.bus != nil {
+		// Under mu, so that Watch and Unwatch of one mailbox reach the
+		// bus in the order of the subscriptions' changes.
+		if err := h.bus.Watch(mb); err != nil {
+			h.busError("watch", err)
+		}
+	}
+	h.subs[mb] = append(h.subs[mb], s)
 }
 
 func (h *hub) remove(s *subscriber) {
@@ -71,19 +83,45 @@ func (h *hub) remove(s *subscriber) {
 	defer h.mu.Unlock()
 	mb := s.c.mailbox
 	list := slices.DeleteFunc(h.subs[mb], func(x *subscriber) bool { return x == s })
-	if len(list) == 0 {
-		delete(h.subs, mb)
-	} else {
+	if len(list) > 0 {
 		h.subs[mb] = list
+		return
+	}
+	delete(h.subs, mb)
+	if h.bus != nil {
+		if err := h.bus.Unwatch(mb); err != nil {
+			h.busError("unwatch", err)
+		}
 	}
 }
 
-// publish hands a committed envelope to every subscriber of mb.
-func (h *hub) publish(mb [16]byte, env Envelope) {
+// publish hands an envelope this relay has committed to every subscriber
+// of mb here, and announces it to the other relays of the cluster.
+func (h *hub) publish(ctx context.Context, mb [16]byte, env Envelope) {
+	h.deliver(mb, env)
+	if h.bus != nil {
+		if err := h.bus.Publish(ctx, mb, env); err != nil {
+			h.busError("publish", err)
+		}
+	}
+}
+
+// deliver hands a committed envelope to every subscriber of mb here.
+func (h *hub) deliver(mb [16]byte, env Envelope) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, s := range h.subs[mb] {
 		s.publish(env)
+	}
+}
+
+// wake tells the subscribers of mb here that the store holds envelopes up
+// to seq, which they may not have been told of.
+func (h *hub) wake(mb [16]byte, seq uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, s := range h.subs[mb] {
+		s.wake(seq)
 	}
 }
 
@@ -105,6 +143,9 @@ type subscriber struct {
 	oks     []uint32
 	running bool // the push goroutine is running
 	stopped bool
+	// floor is a seq up to which every pending envelope has been pushed
+	// since the Subscribe: a wake at or below it needs no store read.
+	floor uint64
 }
 
 func newSubscriber(c *conn, ctx context.Context) *subscriber {
@@ -149,6 +190,30 @@ func (s *subscriber) subscribe(reqID uint32) bool {
 	s.markResync(0)
 	s.kick()
 	return true
+}
+
+// wake makes the push goroutine read the store from floor if the mailbox
+// holds envelopes (up to seq) it may not have pushed: the cluster's poll
+// when the Bus is down (cluster.go).
+func (s *subscriber) wake(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || seq <= s.floor {
+		return
+	}
+	s.markResync(s.floor)
+	s.kick()
+}
+
+// pushed raises floor over the envelopes just pushed that continue it.
+func (s *subscriber) pushed(envs []Envelope) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, env := range envs {
+		if env.Seq == s.floor+1 {
+			s.floor = env.Seq
+		}
+	}
 }
 
 // markResync records a resync from seq; mu held.
@@ -218,6 +283,10 @@ func (s *subscriber) run() {
 			}
 			s.mu.Lock()
 			s.coverLo, s.coverHi = from, hi
+			if from <= s.floor {
+				// The read pushed every envelope pending in (from, hi].
+				s.floor = max(s.floor, hi)
+			}
 			s.mu.Unlock()
 		case len(s.queue) > 0:
 			// The Sends of one group commit publish one after another as
@@ -234,10 +303,12 @@ func (s *subscriber) run() {
 			batch, lo, hi := s.queue, s.coverLo, s.coverHi
 			s.queue, s.queued = nil, 0
 			s.mu.Unlock()
-			if err := s.deliverAll(uncovered(batch, lo, hi)); err != nil {
+			batch = uncovered(batch, lo, hi)
+			if err := s.deliverAll(batch); err != nil {
 				s.fail(err)
 				return
 			}
+			s.pushed(batch)
 		default:
 			s.running = false
 			s.mu.Unlock()

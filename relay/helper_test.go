@@ -60,6 +60,7 @@ func newEnv(t *testing.T, edit func(*relay.Config)) *env {
 	if cfg.Store != e.store {
 		e.store = cfg.Store
 	}
+	e.key = cfg.Key
 	srv, err := relay.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)

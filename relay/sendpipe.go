@@ -175,7 +175,7 @@ func (c *conn) finishSend(s pendingSend) wire.Message {
 		c.s.metrics.sends.WithLabelValues("stored").Inc()
 		env := s.env
 		env.Seq = seq
-		c.s.hub.publish(s.to, env)
+		c.s.hub.publish(c.work, s.to, env)
 	}
 	return wire.SendOK{ID: s.id}
 }

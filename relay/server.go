@@ -27,6 +27,7 @@ type Server struct {
 	limits  Limits
 	metrics *metrics
 	hub     hub
+	cluster *cluster // nil for a relay alone
 
 	keyLimit, addrLimit, handshakeLimit *limiter
 	subscribeLimit, ackLimit            *limiter
@@ -87,6 +88,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.readCtx, s.stopRead = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
+	if err := s.startCluster(cfg); err != nil {
+		s.stopRead()
+		s.stopWork()
+		return nil, err
+	}
 	go s.sweeper()
 	go s.reapIdle()
 	return s, nil
@@ -283,6 +289,7 @@ func (s *Server) Close() error {
 	s.conns.Wait()
 	<-s.sweeperDone
 	<-s.reaperDone
+	s.stopCluster()
 	return nil
 }
 
