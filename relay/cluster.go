@@ -25,8 +25,8 @@ import (
 // pollWindow, so a long outage costs a bounded read per round.
 
 const (
-	pollMargin = 30 * time.Second
-	pollWindow = 2 * time.Minute
+	pollMargin = 2 * time.Minute // received may be rounded down to the minute
+	pollWindow = 5 * time.Minute
 	// pollLimit bounds the mailboxes one poll returns.
 	pollLimit = 1 << 20
 )
