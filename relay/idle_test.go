@@ -59,7 +59,7 @@ func TestIdleConnCost(t *testing.T) {
 	if goroutines > n {
 		t.Errorf("%d idle connections keep %d goroutines, want at most one each", n, goroutines)
 	}
-	perConn := float64(stacks()-s0) / n
+	perConn := float64(stacks()-s0) / float64(n)
 	if perConn > 6<<10 && !raceEnabled {
 		t.Errorf("an idle connection keeps %.0f bytes of goroutine stack, want the 4 KiB class", perConn)
 	}
