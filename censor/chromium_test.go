@@ -1,27 +1,20 @@
 package censor
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"flag"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-im/ferry/censor/censortest"
 )
 
 // The Chromium ClientHello in testdata, and its JA4, come from Debian's
@@ -44,22 +37,6 @@ const (
 	chromiumMarker = "ferry-censor-chromium-marker"
 )
 
-// chromiumPath finds Chromium. Without it the test fails when the CI
-// variable is set (.ci/run installs Chromium) and is skipped otherwise.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed, and CI is set: .ci/run installs it (apt-get install chromium)")
-	}
-	t.Skip("chromium is not installed; install Debian's chromium package to run the real-browser tests (they fail instead of skipping when CI is set)")
-	return ""
-}
-
 // chromiumWantJA4 is the JA4 in testdata/chromium-ja4.txt.
 func chromiumWantJA4(t *testing.T) string {
 	t.Helper()
@@ -74,29 +51,6 @@ func readJA4File(t *testing.T, name string) string {
 		t.Fatalf("%v (capture it: go test ./censor -run 'TestChromiumHello$' -chromium-update)", err)
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// exampleComCert is a self-signed certificate for example.com names.
-func exampleComCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "www.example.com"},
-		DNSNames:     []string{"example.com", "*.example.com"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // helloRecorder keeps the ClientHellos that arrive on its listener's
@@ -188,7 +142,7 @@ func (ps pageServer) start(t *testing.T) (addr string, rec *helloRecorder) {
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{censortest.ExampleComCert(t)}},
 		ErrorLog:  discardLog(),
 	}
 	if ps.sameHost > 0 {
@@ -208,32 +162,12 @@ func (ps pageServer) start(t *testing.T) (addr string, rec *helloRecorder) {
 	return ln.Addr().String(), rec
 }
 
-// runChromium makes headless Chromium fetch url, with every example.com
-// name resolving to 127.0.0.1, and returns the DOM it dumped.
+// The Chromium helpers of censortest, under the names this package's
+// tests use.
+func chromiumPath(t *testing.T) string            { return censortest.ChromiumPath(t) }
+func exampleComCert(t testing.TB) tls.Certificate { return censortest.ExampleComCert(t) }
 func runChromium(ctx context.Context, t *testing.T, chromium, url string, flags ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	args := append([]string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + filepath.Join(t.TempDir(), "profile"),
-		"--ignore-certificate-errors",
-		"--host-resolver-rules=MAP *.example.com 127.0.0.1, MAP example.com 127.0.0.1"},
-		flags...)
-	cmd := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", url)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("run chromium: %w; stderr:\n%s", err, lastLines(stderr.String(), 10))
-	}
-	return stdout.String(), nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return censortest.RunChromium(ctx, t, chromium, url, flags...)
 }
 
 // extPreSharedKey is the pre_shared_key extension (RFC 8446 4.2.11) a
@@ -247,10 +181,10 @@ const extPreSharedKey = 0x0029
 // well, so it has a JA4 of its own, also kept in testdata; it differs from
 // the full hello's by exactly that extension.
 func TestChromiumHello(t *testing.T) {
-	chromium := chromiumPath(t)
+	chromium := censortest.ChromiumPath(t)
 	addr, rec := pageServer{otherHosts: 3, sameHost: 3}.start(t)
 	_, port, _ := net.SplitHostPort(addr)
-	dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
+	dom, err := censortest.RunChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +229,7 @@ func TestChromiumHello(t *testing.T) {
 			t.Errorf("%s hellos: JA4 differs between connections of one Chromium: %q", k.name, k.ja4s)
 		}
 		distinct := len(slices.Compact(slices.Sorted(slices.Values(k.orders))))
-		t.Logf("%s: %s hellos: JA4 %s over %d connections with %d extension orders", chromiumVersion(chromium), k.name, k.ja4s[0], len(k.ja4s), distinct)
+		t.Logf("%s: %s hellos: JA4 %s over %d connections with %d extension orders", censortest.ChromiumVersion(chromium), k.name, k.ja4s[0], len(k.ja4s), distinct)
 		if *chromiumUpdate {
 			if err := os.WriteFile(k.helloFile, k.main, 0o644); err != nil {
 				t.Fatal(err)
@@ -319,15 +253,6 @@ func TestChromiumHello(t *testing.T) {
 
 func sameSet(a, b []uint16) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
-}
-
-// chromiumVersion is Chromium's --version, for logs.
-func chromiumVersion(chromium string) string {
-	out, err := exec.Command(chromium, "--version").Output()
-	if err != nil {
-		return "(unknown version)"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // TestChromiumHelloTestdata checks the captured hellos in testdata without
@@ -466,7 +391,7 @@ func policyJA4s(t *testing.T, name string) []string {
 // tls-gate allow-list (when Chromium is upgraded, this fails and tells how
 // to refresh them), for full and for resumed connections.
 func TestChromiumThroughMiddlebox(t *testing.T) {
-	chromium := chromiumPath(t)
+	chromium := censortest.ChromiumPath(t)
 	// Images on the page's own host, each over a new connection that
 	// resumes the first one's session: a real browser's full and resumed
 	// hellos both go through the gate.
@@ -484,7 +409,7 @@ func TestChromiumThroughMiddlebox(t *testing.T) {
 			mb := startChromiumMiddlebox(t, policy, upstream, log)
 			_, port, _ := net.SplitHostPort(mb)
 			before := len(rec.recorded())
-			dom, err := runChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
+			dom, err := censortest.RunChromium(t.Context(), t, chromium, "https://www.example.com:"+port+"/")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -505,7 +430,7 @@ func TestChromiumThroughMiddlebox(t *testing.T) {
 					resumed++
 				default:
 					t.Errorf("the middlebox computes JA4 %s for live %s, testdata has %s (full) and %s (resumed): refresh with go test ./censor -run 'TestChromiumHello$' -chromium-update and update the tls-gate allow-list",
-						f.ja4, chromiumVersion(chromium), fullJA4, resumedJA4)
+						f.ja4, censortest.ChromiumVersion(chromium), fullJA4, resumedJA4)
 				}
 			}
 			if full == 0 || resumed == 0 {

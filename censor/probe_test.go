@@ -32,7 +32,7 @@ func startStockServer(t *testing.T, handler http.Handler, useTLS bool) string {
 	go func() {
 		defer close(done)
 		if useTLS {
-			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{exampleComCert(t)}}
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{censortest.ExampleComCert(t)}}
 			srv.ServeTLS(ln, "", "")
 		} else {
 			srv.Serve(ln)
