@@ -1,0 +1,484 @@
+package https
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// tunnelStream is the stream id of the tunnel request: the client's first.
+const tunnelStream = 1
+
+// maxDataFrame is the largest DATA frame payload the client sends or
+// accepts (the HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which Chromium
+// keeps).
+const maxDataFrame = 16384
+
+// ErrRefused is returned (wrapped) by a Read on a conn whose upgrade the
+// server did not accept: it answered like its website would, because the
+// link's secret is not the server's, the clocks are too far apart, or the
+// address is not a Ferry relay.
+var ErrRefused = errors.New("the server answered as a website, not as a Ferry relay")
+
+// h2conn is the client side of a tunnel: HTTP/2 stream 1 on a TLS
+// connection, as a net.Conn. A goroutine (readLoop) reads frames; Read and
+// Write wait on flow control and deadlines without holding locks the
+// reader needs.
+type h2conn struct {
+	tc net.Conn
+	fr *http2.Framer
+
+	writeMu sync.Mutex // writeMu serialises Write calls, so each is contiguous
+
+	frameMu sync.Mutex // frameMu protects the framer's writing side and bw
+	bw      *bufio.Writer
+
+	mu         sync.Mutex // mu protects the fields below
+	recv       []byte     // received, unread data is recv[roff:]
+	roff       int
+	recvErr    error // ends Read once recv is drained: io.EOF or the stream's error
+	status     int   // the response's :status, 0 before the response
+	unackConn  int   // bytes read by the caller not yet returned by WINDOW_UPDATE
+	unackStrm  int
+	connSend   int64 // the server's flow-control windows for our DATA
+	strmSend   int64
+	initSend   int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame   int
+	closed     bool
+	changed    chan struct{} // closed and replaced whenever the state above changes
+	rd, wd     *deadline
+	loopDone   chan struct{}
+	closedChan chan struct{}
+}
+
+func newH2Conn(tc net.Conn) *h2conn {
+	c := &h2conn{
+		tc:         tc,
+		bw:         bufio.NewWriterSize(tc, 2*maxDataFrame),
+		connSend:   65535, // RFC 9113 6.9.2: until the server's SETTINGS
+		strmSend:   65535,
+		initSend:   65535,
+		maxFrame:   maxDataFrame,
+		changed:    make(chan struct{}),
+		rd:         newDeadline(),
+		wd:         newDeadline(),
+		loopDone:   make(chan struct{}),
+		closedChan: make(chan struct{}),
+	}
+	c.fr = http2.NewFramer(c.bw, tc)
+	c.fr.SetMaxReadFrameSize(maxDataFrame)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil) // the server's table: the default size
+	c.fr.MaxHeaderListSize = 262144
+	c.fr.SetReuseFrames()
+	return c
+}
+
+// start writes the connection's opening, as Chromium does, with the
+// request in headers, and starts the frame reader.
+func (c *h2conn) start(headers []hpack.HeaderField) error {
+	var block []byte
+	{
+		var buf writeBuffer
+		enc := hpack.NewEncoder(&buf)
+		for _, f := range headers {
+			if err := enc.WriteField(f); err != nil {
+				return fmt.Errorf("encode request: %w", err)
+			}
+		}
+		block = buf
+	}
+	c.frameMu.Lock()
+	defer c.frameMu.Unlock()
+	if _, err := c.bw.WriteString(http2.ClientPreface); err != nil {
+		return err
+	}
+	c.fr.WriteSettings(chromiumSettings...)
+	c.fr.WriteWindowUpdate(0, chromiumWindowUpdate)
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{
+		StreamID:      tunnelStream,
+		BlockFragment: block,
+		EndHeaders:    true,
+		Priority:      http2.PriorityParam{Exclusive: true, Weight: chromiumPriorityWeight},
+	})
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("write request: %w", err)
+	}
+	go c.readLoop()
+	return nil
+}
+
+type writeBuffer []byte
+
+func (b *writeBuffer) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
+
+// broadcast wakes every waiter; c.mu is held.
+func (c *h2conn) broadcast() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// fail ends the stream with err (if it has not ended); c.mu is held.
+func (c *h2conn) failLocked(err error) {
+	if c.recvErr == nil {
+		c.recvErr = err
+	}
+	c.broadcast()
+}
+
+func (c *h2conn) readLoop() {
+	defer close(c.loopDone)
+	for {
+		f, err := c.fr.ReadFrame()
+		if err == nil {
+			err = c.handle(f)
+		}
+		if err != nil {
+			c.mu.Lock()
+			if c.closed {
+				err = net.ErrClosed
+			} else if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the TLS connection ended without END_STREAM
+			}
+			c.failLocked(err)
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// handle processes one frame from the server.
+func (c *h2conn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.handleData(f)
+	case *http2.MetaHeadersFrame:
+		return c.handleHeaders(f)
+	case *http2.SettingsFrame:
+		return c.handleSettings(f)
+	case *http2.WindowUpdateFrame:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch f.StreamID {
+		case 0:
+			c.connSend += int64(f.Increment)
+		case tunnelStream:
+			c.strmSend += int64(f.Increment)
+		}
+		c.broadcast()
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			return c.writeFrames(func() error { return c.fr.WritePing(true, f.Data) })
+		}
+	case *http2.RSTStreamFrame:
+		if f.StreamID == tunnelStream {
+			c.mu.Lock()
+			c.failLocked(fmt.Errorf("read tunnel: server reset the stream (%v)", f.ErrCode))
+			c.mu.Unlock()
+		}
+	case *http2.GoAwayFrame:
+		if f.LastStreamID < tunnelStream {
+			return fmt.Errorf("read tunnel: server went away (%v)", f.ErrCode)
+		}
+	case *http2.PushPromiseFrame:
+		return errors.New("read tunnel: server pushed although push is off")
+	}
+	return nil
+}
+
+func (c *h2conn) handleHeaders(f *http2.MetaHeadersFrame) error {
+	if f.StreamID != tunnelStream {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status != 0 {
+		if f.StreamEnded() { // trailers
+			c.failLocked(io.EOF)
+		}
+		return nil
+	}
+	status, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || status < 100 || status > 999 {
+		return errors.New("read tunnel: response without a valid :status")
+	}
+	if status < 200 {
+		return nil // 1xx: informational, the response follows
+	}
+	c.status = status
+	if status != 200 {
+		c.failLocked(fmt.Errorf("read tunnel: %w (status %d)", ErrRefused, status))
+	} else if f.StreamEnded() {
+		c.failLocked(io.EOF)
+	}
+	c.broadcast()
+	return nil
+}
+
+func (c *h2conn) handleData(f *http2.DataFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// The whole frame, padding included, counts against the window
+	// (RFC 9113 6.9.1); padding is returned to the server at once, with
+	// the data it consumes.
+	size := int(f.Header().Length)
+	pad := size - len(f.Data())
+	c.unackConn += pad
+	if f.StreamID != tunnelStream || c.status != 200 || c.recvErr != nil {
+		c.unackConn += len(f.Data())
+		return nil
+	}
+	c.unackStrm += pad
+	if c.roff == len(c.recv) && cap(c.recv) > 4*maxDataFrame {
+		c.recv, c.roff = nil, 0 // drained after a burst: let the big buffer go
+	}
+	if c.roff > 0 && c.roff == len(c.recv) {
+		c.recv, c.roff = c.recv[:0], 0
+	}
+	c.recv = append(c.recv, f.Data()...)
+	if len(c.recv)-c.roff > chromiumStreamWindow {
+		return errors.New("read tunnel: server overran the flow-control window")
+	}
+	if f.StreamEnded() {
+		c.failLocked(io.EOF)
+	}
+	c.broadcast()
+	return nil
+}
+
+func (c *h2conn) handleSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			if s.Val > 1<<31-1 {
+				return errors.New("read tunnel: server's initial window too large")
+			}
+			// RFC 9113 6.9.2: the change applies to open streams.
+			c.strmSend += int64(s.Val) - c.initSend
+			c.initSend = int64(s.Val)
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = min(int(s.Val), maxDataFrame)
+		}
+		return nil
+	})
+	c.broadcast()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.writeFrames(func() error { return c.fr.WriteSettingsAck() })
+}
+
+// writeFrames runs write (which writes frames with c.fr) and flushes.
+func (c *h2conn) writeFrames(write func() error) error {
+	c.frameMu.Lock()
+	defer c.frameMu.Unlock()
+	if err := write(); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+func (c *h2conn) Read(p []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		select {
+		case <-c.rd.wait():
+			c.mu.Unlock()
+			return 0, timeoutError{"read tunnel"}
+		default:
+		}
+		if c.roff < len(c.recv) {
+			n := copy(p, c.recv[c.roff:])
+			c.roff += n
+			update := c.consumedLocked(n)
+			c.mu.Unlock()
+			if update != nil {
+				if err := c.writeFrames(update); err != nil {
+					return n, err
+				}
+			}
+			return n, nil
+		}
+		if c.recvErr != nil {
+			err := c.recvErr
+			c.mu.Unlock()
+			return 0, err
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-c.rd.wait():
+		}
+	}
+}
+
+// consumedLocked counts n bytes read by the caller and returns a write of
+// the WINDOW_UPDATE frames due, if any: like Chromium, once half of a
+// window has been consumed. c.mu is held.
+func (c *h2conn) consumedLocked(n int) func() error {
+	c.unackConn += n
+	c.unackStrm += n
+	var conn, strm uint32
+	if c.unackConn >= chromiumConnWindow/2 {
+		conn, c.unackConn = uint32(c.unackConn), 0
+	}
+	if c.unackStrm >= chromiumStreamWindow/2 && c.recvErr == nil {
+		strm, c.unackStrm = uint32(c.unackStrm), 0
+	}
+	if conn == 0 && strm == 0 {
+		return nil
+	}
+	return func() error {
+		if conn > 0 {
+			if err := c.fr.WriteWindowUpdate(0, conn); err != nil {
+				return err
+			}
+		}
+		if strm > 0 {
+			return c.fr.WriteWindowUpdate(tunnelStream, strm)
+		}
+		return nil
+	}
+}
+
+func (c *h2conn) Write(p []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		m, err := c.reserve(len(p))
+		if err != nil {
+			return n, err
+		}
+		// Frames go out as they are granted; the last partial buffer is
+		// flushed below.
+		c.frameMu.Lock()
+		err = c.fr.WriteData(tunnelStream, false, p[:m])
+		c.frameMu.Unlock()
+		if err != nil {
+			return n, fmt.Errorf("write tunnel: %w", err)
+		}
+		n += m
+		p = p[m:]
+	}
+	if err := c.flush(); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// flush writes out the buffered frames, giving up at the write deadline.
+func (c *h2conn) flush() error {
+	c.frameMu.Lock()
+	defer c.frameMu.Unlock()
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	if err := c.bw.Flush(); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return timeoutError{"write tunnel"}
+		}
+		return fmt.Errorf("write tunnel: %w", err)
+	}
+	return nil
+}
+
+// reserve waits until the server's windows allow sending, and takes up to
+// want bytes of them (at most one frame's worth).
+func (c *h2conn) reserve(want int) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if c.closed {
+			return 0, net.ErrClosed
+		}
+		select {
+		case <-c.wd.wait():
+			return 0, timeoutError{"write tunnel"}
+		default:
+		}
+		if c.recvErr != nil && c.recvErr != io.EOF {
+			return 0, c.recvErr
+		}
+		if c.connSend > 0 && c.strmSend > 0 {
+			n := int(min(int64(want), int64(c.maxFrame), c.connSend, c.strmSend))
+			c.connSend -= int64(n)
+			c.strmSend -= int64(n)
+			return n, nil
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-c.wd.wait():
+		}
+		c.mu.Lock()
+	}
+}
+
+// Close ends the stream (END_STREAM, if no write is in progress) and the
+// TLS connection, and waits for the frame reader.
+func (c *h2conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closedChan)
+	c.broadcast()
+	c.mu.Unlock()
+	if c.frameMu.TryLock() {
+		c.tc.SetWriteDeadline(time.Now().Add(time.Second))
+		if c.fr.WriteData(tunnelStream, true, nil) == nil {
+			c.bw.Flush()
+		}
+		c.frameMu.Unlock()
+	}
+	err := c.tc.Close()
+	<-c.loopDone
+	return err
+}
+
+func (c *h2conn) LocalAddr() net.Addr  { return c.tc.LocalAddr() }
+func (c *h2conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
+func (c *h2conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+func (c *h2conn) SetReadDeadline(t time.Time) error {
+	c.rd.set(t)
+	return nil
+}
+
+// SetWriteDeadline bounds Write's wait for flow control and its write to
+// TLS. A write that times out inside TLS breaks the conn (crypto/tls
+// cannot resume it); one that times out waiting for the server's window
+// leaves it usable.
+func (c *h2conn) SetWriteDeadline(t time.Time) error {
+	c.wd.set(t)
+	return c.tc.SetWriteDeadline(t)
+}
