@@ -23,10 +23,10 @@ var chromiumSettings = []http2.Setting{
 }
 
 const (
-	chromiumWindowUpdate  = 15663105
-	chromiumStreamWindow  = 6291456                             // SETTINGS_INITIAL_WINDOW_SIZE
-	chromiumConnWindow    = 65535 + chromiumWindowUpdate        // after the WINDOW_UPDATE
-	chromiumPriorityWeight = 255                                // on the wire: weight 256
+	chromiumWindowUpdate   = 15663105
+	chromiumStreamWindow   = 6291456                      // SETTINGS_INITIAL_WINDOW_SIZE
+	chromiumConnWindow     = 65535 + chromiumWindowUpdate // after the WINDOW_UPDATE
+	chromiumPriorityWeight = 255                          // on the wire: weight 256
 	chromiumUserAgent      = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
 )
 
