@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/https"
 	"github.com/ferry-im/ferry/transport/obfs"
 	"github.com/ferry-im/ferry/transport/tcp"
 	"github.com/ferry-im/ferry/wire"
@@ -134,8 +135,8 @@ func (cfg *Config) fill() {
 	}
 	if cfg.Transports == nil {
 		cfg.Transports = new(transport.Registry)
-		if err := errors.Join(tcp.Register(cfg.Transports, tcp.Config{}), obfs.Register(cfg.Transports, obfs.Config{})); err != nil {
-			panic(err) // an empty registry always takes tcp and obfs
+		if err := errors.Join(tcp.Register(cfg.Transports, tcp.Config{}), obfs.Register(cfg.Transports, obfs.Config{}), https.Register(cfg.Transports, https.Config{})); err != nil {
+			panic(err) // an empty registry always takes tcp, obfs and https
 		}
 	}
 	if cfg.prekeys == 0 {

@@ -264,24 +264,29 @@ func loadOrCreateKey(dir string) (channel.KeyPair, error) {
 		return channel.KeyPair{}, err
 	}
 	text := base64.RawURLEncoding.EncodeToString(key.Private[:]) + "\n"
-	path := filepath.Join(dir, keyFile)
+	if err := createPrivateFile(filepath.Join(dir, keyFile), []byte(text)); err != nil {
+		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+	}
+	return key, nil
+}
+
+// createPrivateFile creates path, which must not exist, with mode 0600
+// and writes and syncs data; on failure it removes what it created.
+func createPrivateFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return channel.KeyPair{}, fmt.Errorf("create relay key: %w", err)
+		return err
 	}
-	_, err = f.WriteString(text)
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
 		f.Close()
 		os.Remove(path)
-		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
+		return err
 	}
-	if err := f.Close(); err != nil {
-		return channel.KeyPair{}, fmt.Errorf("write relay key: %w", err)
-	}
-	return key, nil
+	return f.Close()
 }
 
 // loadKey reads the relay key from dir.

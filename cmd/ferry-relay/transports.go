@@ -33,6 +33,7 @@ func serverTransports() []serverTransport {
 	return []serverTransport{
 		tcpTransport(),
 		obfsTransport(),
+		httpsTransport(),
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	utls "github.com/refraction-networking/utls"
+
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/transport"
 )
 
 // Name is the transport's name in links and registries.
@@ -37,16 +40,10 @@ const (
 // DefaultTimeout bounds a dial when Config.Timeout is zero.
 const DefaultTimeout = 20 * time.Second
 
-// NetDialer dials the TCP connection under TLS; *net.Dialer and the proxy
-// dialers satisfy it.
-type NetDialer interface {
-	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-}
-
 // Config configures the client. The zero value works.
 type Config struct {
 	// NetDialer dials the TCP connection. If nil, a net.Dialer is used.
-	NetDialer NetDialer
+	NetDialer transport.NetDialer
 	// RootCAs verifies servers without a pin. If nil, the system roots.
 	RootCAs *x509.CertPool
 	// Rand is the source of every random choice (TLS randoms, key shares,
@@ -67,16 +64,56 @@ type Target struct {
 	Secret Secret
 }
 
-// Client dials https endpoints. It is safe for concurrent use.
-type Client struct {
+// Dialer dials https endpoints. It is safe for concurrent use.
+type Dialer struct {
 	cfg   Config
 	randM sync.Mutex // randM serialises reads of cfg.Rand
 }
 
-// NewClient returns a client for cfg.
-func NewClient(cfg Config) *Client { return &Client{cfg: cfg} }
+var _ transport.Dialer = (*Dialer)(nil)
 
-func (c *Client) now() time.Time {
+// New returns a dialer for cfg.
+func New(cfg Config) *Dialer { return &Dialer{cfg: cfg} }
+
+// DialContext dials the https endpoint ep (see Dial).
+func (c *Dialer) DialContext(ctx context.Context, ep link.Endpoint) (net.Conn, error) {
+	t, err := TargetOf(ep)
+	if err != nil {
+		return nil, err
+	}
+	return c.Dial(ctx, t)
+}
+
+// TargetOf reads an https endpoint's parameters. Parameters it does not
+// know are ignored.
+func TargetOf(ep link.Endpoint) (Target, error) {
+	t := Target{Addr: ep.Addr}
+	if ep.Transport != Name {
+		return t, fmt.Errorf("https endpoint %s: transport is %q", ep.Addr, ep.Transport)
+	}
+	if _, _, err := net.SplitHostPort(ep.Addr); err != nil {
+		return t, fmt.Errorf("https endpoint %s: the address is not host:port", ep.Addr)
+	}
+	key, ok := ep.Param(ParamKey)
+	if !ok {
+		return t, fmt.Errorf("https endpoint %s has no %s parameter: ask the relay's operator for a fresh link", ep.Addr, ParamKey)
+	}
+	var err error
+	if t.Secret, err = ParseSecret(key); err != nil {
+		return t, fmt.Errorf("https endpoint %s: the %s parameter is damaged: copy the whole link again", ep.Addr, ParamKey)
+	}
+	if pin, ok := ep.Param(ParamPin); ok {
+		raw, err := b64.DecodeString(pin)
+		if err != nil || len(raw) != sha256.Size {
+			return t, fmt.Errorf("https endpoint %s: the %s parameter is damaged: copy the whole link again", ep.Addr, ParamPin)
+		}
+		t.Pin = raw
+	}
+	t.SNI, _ = ep.Param(ParamSNI)
+	return t, nil
+}
+
+func (c *Dialer) now() time.Time {
 	if c.cfg.Now != nil {
 		return c.cfg.Now()
 	}
@@ -84,7 +121,7 @@ func (c *Client) now() time.Time {
 }
 
 // read fills b from the configured randomness.
-func (c *Client) read(b []byte) error {
+func (c *Dialer) read(b []byte) error {
 	if c.cfg.Rand == nil {
 		_, err := rand.Read(b)
 		return err
@@ -96,7 +133,7 @@ func (c *Client) read(b []byte) error {
 }
 
 // lockedRand is an io.Reader over the client's randomness.
-type lockedRand struct{ c *Client }
+type lockedRand struct{ c *Dialer }
 
 func (r lockedRand) Read(b []byte) (int, error) {
 	if err := r.c.read(b); err != nil {
@@ -108,7 +145,7 @@ func (r lockedRand) Read(b []byte) (int, error) {
 // Dial connects to t and opens the tunnel. The conn it returns carries the
 // relay's bytes; if the server turns out not to accept the upgrade, the
 // first Read fails with an error wrapping ErrRefused.
-func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
+func (c *Dialer) Dial(ctx context.Context, t Target) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dial https %s: %w", t.Addr, err)
 	}
@@ -127,7 +164,7 @@ func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
 	return conn, nil
 }
 
-func (c *Client) timeout() time.Duration {
+func (c *Dialer) timeout() time.Duration {
 	switch {
 	case c.cfg.Timeout == 0:
 		return DefaultTimeout
@@ -137,7 +174,7 @@ func (c *Client) timeout() time.Duration {
 	return c.cfg.Timeout
 }
 
-func (c *Client) dial(ctx context.Context, t Target) (net.Conn, error) {
+func (c *Dialer) dial(ctx context.Context, t Target) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(t.Addr)
 	if err != nil {
 		return nil, err
@@ -187,7 +224,7 @@ func (c *Client) dial(ctx context.Context, t Target) (net.Conn, error) {
 }
 
 // handshake runs the TLS handshake with Chromium's ClientHello.
-func (c *Client) handshake(ctx context.Context, raw net.Conn, sni string, pin []byte) (*utls.UConn, error) {
+func (c *Dialer) handshake(ctx context.Context, raw net.Conn, sni string, pin []byte) (*utls.UConn, error) {
 	cfg := &utls.Config{
 		ServerName: sni,
 		RootCAs:    c.cfg.RootCAs,
@@ -245,4 +282,9 @@ func checkPin(certs [][]byte, pin []byte, now time.Time) error {
 func Pin(cert *x509.Certificate) []byte {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return sum[:]
+}
+
+// Register adds the https transport, configured by cfg, to r under Name.
+func Register(r *transport.Registry, cfg Config) error {
+	return r.Register(Name, New(cfg))
 }

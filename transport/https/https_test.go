@@ -1,13 +1,13 @@
 package https
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"testing"
 
 	"github.com/ferry-im/ferry/censor/censortest"
+	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
 	"github.com/ferry-im/ferry/transport/transporttest"
 )
@@ -15,10 +15,9 @@ import (
 // testSecret is the secret of the test relays.
 var testSecret = Secret{1, 2, 3, 4, 5, 6, 7, 8}
 
-// testRelay starts a Server on a loopback listener with a self-signed
-// example.com certificate and returns its tunnel listener and a client
-// target.
-func testRelay(t testing.TB, cfg ServerConfig) (net.Listener, Target) {
+// testServer returns a Server with a self-signed example.com certificate,
+// pinned in its endpoints, unless cfg says otherwise.
+func testServer(t testing.TB, cfg ServerConfig) (*Server, tls.Certificate) {
 	t.Helper()
 	cert := censortest.ExampleComCert(t)
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
@@ -31,45 +30,46 @@ func testRelay(t testing.TB, cfg ServerConfig) (net.Listener, Target) {
 	if cfg.TLS == nil && !cfg.Cleartext {
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
+	if cfg.SNI == "" {
+		cfg.SNI = "www.example.com"
+	}
+	if cfg.Pin == nil {
+		cfg.Pin = Pin(leaf)
+	}
 	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := s.Listener(raw)
-	t.Cleanup(func() { ln.Close() })
-	return ln, Target{Addr: raw.Addr().String(), SNI: "www.example.com", Pin: Pin(leaf), Secret: cfg.Secret}
+	return s, cert
 }
 
-// addrDialer dials a fixed target at the address it is given.
-type addrDialer struct {
-	c *Client
-	t Target
-}
-
-func (d addrDialer) DialContext(ctx context.Context, addr string) (net.Conn, error) {
-	t := d.t
-	t.Addr = addr
-	return d.c.Dial(ctx, t)
+// testRelay starts a test server on a loopback listener and returns its
+// tunnel listener and endpoint.
+func testRelay(t testing.TB, cfg ServerConfig) (net.Listener, link.Endpoint) {
+	t.Helper()
+	s, _ := testServer(t, cfg)
+	return transporttest.Serve(t, s)
 }
 
 func TestTransport(t *testing.T) {
 	transporttest.Run(t, transporttest.Harness{
-		New: func(t *testing.T) (transport.Dialer, net.Listener, string) {
+		New: func(t *testing.T) (transport.Dialer, net.Listener, link.Endpoint) {
 			ln, target := testRelay(t, ServerConfig{})
-			return addrDialer{NewClient(Config{}), target}, ln, target.Addr
+			return New(Config{}), ln, target
 		},
-		Unreachable: func(t *testing.T) string {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := l.Addr().String()
-			l.Close()
-			return addr
+		Unreachable: func(t *testing.T) link.Endpoint {
+			_, ep := testRelay(t, ServerConfig{})
+			return transporttest.Unreachable(t, ep)
+		},
+	})
+}
+
+func TestServer(t *testing.T) {
+	transporttest.RunServer(t, transporttest.ServerHarness{
+		Name: Name,
+		New: func(t *testing.T) (transport.Server, transport.Dialer) {
+			s, _ := testServer(t, ServerConfig{})
+			return s, New(Config{})
 		},
 	})
 }

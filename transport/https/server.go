@@ -12,6 +12,9 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/transport"
 )
 
 // The relay's net/http settings: those of a careful operator's Go HTTPS
@@ -99,6 +102,27 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		site = BuiltinSite()
 	}
 	return &Server{cfg: cfg, keys: deriveKeys(cfg.Secret), replay: newReplayFilter(capacity), site: site}, nil
+}
+
+var _ transport.Server = (*Server)(nil)
+
+// Endpoint returns the link endpoint through which clients reach this
+// server at addr: the server name (SNI, or addr's host), the pin if the
+// certificate is pinned, and the secret.
+func (s *Server) Endpoint(addr string) link.Endpoint {
+	ep := link.Endpoint{Transport: Name, Addr: addr}
+	sni := s.cfg.SNI
+	if sni == "" {
+		sni, _, _ = net.SplitHostPort(addr)
+	}
+	if sni != "" && net.ParseIP(sni) == nil { // no SNI for an IP address, as in Chromium
+		ep.Params = append(ep.Params, link.Param{Key: ParamSNI, Value: sni})
+	}
+	if s.cfg.Pin != nil {
+		ep.Params = append(ep.Params, link.Param{Key: ParamPin, Value: b64.EncodeToString(s.cfg.Pin)})
+	}
+	ep.Params = append(ep.Params, link.Param{Key: ParamKey, Value: s.cfg.Secret.String()})
+	return ep
 }
 
 // Path is the secret path of the upgrade request, for a reverse proxy's
