@@ -87,7 +87,7 @@ func (c *h2conn) start(headers []hpack.HeaderField) error {
 	var block []byte
 	{
 		var buf writeBuffer
-		enc := hpack.NewEncoder(&buf)
+		enc := newHPACK(&buf)
 		for _, f := range headers {
 			if err := enc.WriteField(f); err != nil {
 				return fmt.Errorf("encode request: %w", err)
@@ -117,6 +117,11 @@ func (c *h2conn) start(headers []hpack.HeaderField) error {
 	go c.readLoop()
 	return nil
 }
+
+// newHPACK returns the request header encoder: Huffman strings and
+// incremental indexing, which is how Chromium encodes (checked by
+// TestHelloMatchesChromium).
+func newHPACK(w io.Writer) *hpack.Encoder { return hpack.NewEncoder(w) }
 
 type writeBuffer []byte
 
