@@ -25,7 +25,7 @@ import (
 // client's first bytes after the handshake, decrypted.
 type captureServer struct {
 	ln   net.Listener
-	pin  []byte // of its certificate
+	pin  []byte     // of its certificate
 	mu   sync.Mutex // mu protects caps
 	caps []*capture
 }
