@@ -21,6 +21,13 @@
 // or SIGTERM shuts the relay down gracefully: it stops accepting, finishes
 // the frames in hand, and closes the database.
 //
+// The https transport (--listen https=HOST:PORT, https.go) serves a website
+// to everyone without the link's secret: --https-site DIR, --https-upstream
+// URL, or a built-in plain site. Its certificate comes from --acme-domain,
+// from --tls-cert and --tls-key, or is self-signed and kept in DIR (then
+// pinned in the link); --https-behind-proxy serves a TLS-terminating
+// reverse proxy instead (docs/transports.md section 3.6).
+//
 // It is a thin layer over package relay, which does the work.
 package main
 
