@@ -26,7 +26,7 @@
 // URL, or a built-in plain site. Its certificate comes from --acme-domain,
 // from --tls-cert and --tls-key, or is self-signed and kept in DIR (then
 // pinned in the link); --https-behind-proxy serves a TLS-terminating
-// reverse proxy instead (docs/transports.md section 3.6).
+// reverse proxy instead (docs/transports.md section 4.6).
 //
 // It is a thin layer over package relay, which does the work.
 package main

@@ -23,7 +23,7 @@ import (
 const Name = "https"
 
 // The endpoint parameters of the https transport in links
-// (docs/transports.md section 3.3). Unknown parameters are ignored.
+// (docs/transports.md section 4.3). Unknown parameters are ignored.
 const (
 	// ParamSNI is the server name: the TLS SNI, the name the certificate
 	// must be valid for (unless pinned) and the HTTP :authority. If absent,

@@ -11,5 +11,5 @@
 //
 // It is not a channel: the tunnel is never trusted for authentication or
 // confidentiality; package channel authenticates the relay inside it.
-// docs/transports.md section 3 is the specification.
+// docs/transports.md section 4 is the specification.
 package https

@@ -14,7 +14,7 @@ import (
 // captured by go test ./censor -run 'TestChromiumHello$' -chromium-update),
 // kept by hand: when Chromium changes its hello, TestHelloMatchesChromium
 // fails and prints every list that differs; update the lists here to match
-// (docs/transports.md section 3.2).
+// (docs/transports.md section 4.2).
 //
 // What varies per connection, as in Chromium (BoringSSL): the GREASE values
 // (RFC 8701) of the cipher suites, groups and key share, supported

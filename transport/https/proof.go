@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The upgrade request (docs/transports.md section 3.4). A client proves that
+// The upgrade request (docs/transports.md section 4.4). A client proves that
 // it holds the relay's secret with a cookie on a request to the relay's
 // secret path:
 //

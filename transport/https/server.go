@@ -126,7 +126,7 @@ func (s *Server) Endpoint(addr string) link.Endpoint {
 }
 
 // Path is the secret path of the upgrade request, for a reverse proxy's
-// configuration (docs/transports.md section 3.6). It is not secret from
+// configuration (docs/transports.md section 4.6). It is not secret from
 // the proxy, and useless without the secret.
 func (s *Server) Path() string { return s.keys.path }
 

@@ -10,7 +10,7 @@ import (
 	"sync"
 )
 
-// Shaping (docs/transports.md section 3.5). The first shapeFrames writes in
+// Shaping (docs/transports.md section 4.5). The first shapeFrames writes in
 // each direction of the tunnel's byte stream are framed with padding, so
 // that the sizes of the first records a censor sees are drawn from a page
 // load's rather than being those of the channel's handshake:

@@ -34,7 +34,7 @@ func NginxPath(t testing.TB) string {
 	return ""
 }
 
-// NginxConfig is the server block of docs/transports.md section 3.6:
+// NginxConfig is the server block of docs/transports.md section 4.6:
 // nginx terminates TLS (HTTP/2 and HTTP/1.1) with the certificate, passes
 // the relay's secret path to the backend over h2c with grpc_pass, which
 // streams both ways, and everything else to the backend (or to Site, if
