@@ -80,8 +80,14 @@ func startCaptureServer(t *testing.T) (string, *captureServer) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, "<!doctype html><title>capture</title><p>captured</p>")
 	})
+	// The decrypted conns go to a net/http server speaking HTTP/2 with
+	// prior knowledge (they carry the client's preface).
+	plain := &chanListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: ln.Addr()}
+	hs := &http.Server{Handler: page, Protocols: new(http.Protocols)}
+	hs.Protocols.SetUnencryptedHTTP2(true)
 	var wg sync.WaitGroup
 	var conns sync.Map
+	wg.Go(func() { hs.Serve(plain) })
 	wg.Go(func() {
 		for {
 			raw, err := ln.Accept()
@@ -94,22 +100,47 @@ func startCaptureServer(t *testing.T) (string, *captureServer) {
 			cs.caps = append(cs.caps, c)
 			cs.mu.Unlock()
 			wg.Go(func() {
-				defer raw.Close()
 				tc := tls.Server(teeConn{raw, &c.mu, &c.raw}, cfg)
 				if tc.Handshake() != nil {
+					raw.Close()
 					return
 				}
-				(&http2.Server{}).ServeConn(teeConn{tc, &c.mu, &c.plain}, &http2.ServeConnOpts{Handler: page})
+				select {
+				case plain.conns <- teeConn{tc, &c.mu, &c.plain}:
+				case <-plain.done:
+					raw.Close()
+				}
 			})
 		}
 	})
 	t.Cleanup(func() {
 		ln.Close()
+		close(plain.done)
+		hs.Close()
 		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
 		wg.Wait()
 	})
 	return ln.Addr().String(), cs
 }
+
+// chanListener is a net.Listener of the conns sent on conns.
+type chanListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	addr  net.Addr
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error   { return nil }
+func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // captures returns the connections' captures that carried a ClientHello.
 func (cs *captureServer) captures() []*capture {
