@@ -73,3 +73,16 @@ func TestServer(t *testing.T) {
 		},
 	})
 }
+
+// closeAccepted closes every tunnel ln accepts, until ln is closed.
+func closeAccepted(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}

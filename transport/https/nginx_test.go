@@ -71,15 +71,7 @@ func TestBehindNginx(t *testing.T) {
 // pages are the same.
 func TestBehindNginxProbeEqualsStock(t *testing.T) {
 	ln, ep, reference := behindNginx(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(ln)
 	rec := new(firstWrite)
 	c, err := New(Config{NetDialer: rec}).DialContext(t.Context(), ep)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"sync"
 	"testing"
@@ -109,15 +108,7 @@ func TestProbeEqualsStockServer(t *testing.T) {
 	}
 	ln := s.Listener(raw)
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(ln)
 	ep := s.Endpoint(raw.Addr().String())
 	rec := new(firstWrite)
 	c, err := New(Config{NetDialer: rec}).DialContext(t.Context(), ep)
@@ -169,13 +160,7 @@ func TestPlainHTTPAndPagesEqualStockServer(t *testing.T) {
 // fetchDump GETs path over HTTP/2 and dumps the response without its Date.
 func fetchDump(t *testing.T, addr, path string) string {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "www.example.com"}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+path, nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, addr, path, "")
 	defer resp.Body.Close()
 	resp.Header.Del("Date")
 	b, err := httputil.DumpResponse(resp, true)

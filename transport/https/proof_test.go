@@ -99,15 +99,15 @@ func FuzzParseProof(f *testing.F) {
 	})
 }
 
-// upgradeRequest sends an upgrade request with cookie to the relay's
-// secret path with net/http (an honest-looking client that is not Ferry's)
-// and returns the response's status and body.
-func upgradeRequest(t *testing.T, addr, path, cookie string) (int, string) {
+// roundTrip sends a GET for path with cookie (if any) over HTTP/2 with
+// net/http (an honest-looking client that is not Ferry's) and returns the
+// response; the caller closes its body.
+func roundTrip(t *testing.T, addr, path, cookie string) *http.Response {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "www.example.com"}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
+	t.Cleanup(tr.CloseIdleConnections)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
@@ -116,6 +116,14 @@ func upgradeRequest(t *testing.T, addr, path, cookie string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// upgradeRequest sends roundTrip's request and returns the response's
+// status and body.
+func upgradeRequest(t *testing.T, addr, path, cookie string) (int, string) {
+	t.Helper()
+	resp := roundTrip(t, addr, path, cookie)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, string(b)
@@ -128,15 +136,7 @@ func upgradeRequest(t *testing.T, addr, path, cookie string) (int, string) {
 func TestWithoutProofTheWebsite(t *testing.T) {
 	now := time.Now() // fixed for the proofs; near enough for the certificate
 	ln, ep := testRelay(t, ServerConfig{Now: func() time.Time { return now }})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closeAccepted(ln)
 	k := deriveKeys(testSecret)
 	valid := cookieName + "=" + k.proof(now, [nonceLen]byte{7})
 	wantStatus, wantBody := upgradeRequest(t, ep.Addr, "/no-such-page", "")
@@ -155,8 +155,11 @@ func TestWithoutProofTheWebsite(t *testing.T) {
 	}
 	// A valid proof opens a tunnel (the 200 and the first padding frame
 	// arrive); the same request replayed gets the website.
-	if status, _ := upgradeRequestHead(t, ep.Addr, k.path, valid); status != http.StatusOK {
-		t.Fatalf("valid proof: status %d, want 200", status)
+	// (The tunnel never ends: only its headers are read.)
+	if resp := roundTrip(t, ep.Addr, k.path, valid); resp.StatusCode != http.StatusOK {
+		t.Fatalf("valid proof: status %d, want 200", resp.StatusCode)
+	} else {
+		resp.Body.Close()
 	}
 	if status, body := upgradeRequest(t, ep.Addr, k.path, valid); status != wantStatus || body != wantBody {
 		t.Errorf("replay: got %d %q, want the website's %d", status, body, wantStatus)
@@ -176,22 +179,4 @@ func TestWithoutProofTheWebsite(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrRefused) {
 		t.Fatalf("Read through a refused upgrade: got %v, want ErrRefused", err)
 	}
-}
-
-// upgradeRequestHead is upgradeRequest that returns at the response's
-// headers, for a tunnel that never ends.
-func upgradeRequestHead(t *testing.T, addr, path, cookie string) (int, error) {
-	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "www.example.com"}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
-	req.Header.Set("Cookie", cookie)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
 }
