@@ -31,6 +31,8 @@ var setups = []struct {
 	{"tcp", newTCP},
 	{"obfs", newObfs},
 	{"obfs4", newObfs4},
+	{"https", newHTTPS},
+	{"tls", newTLS},
 }
 
 func loopback(b *testing.B) net.Listener {
