@@ -165,11 +165,18 @@ func (d *Dialer) DialContext(ctx context.Context, ep link.Endpoint) (net.Conn, e
 		ctx, cancel = context.WithTimeout(ctx, cmpOr(t, DefaultTimeout))
 		defer cancel()
 	}
+	// The hello is made before connecting, so the time from connect to
+	// first packet does not show how many key draws it took (obfs4 does
+	// the same).
+	hello, err := newClientHello(d.cfg.rand(), pub, sh, d.cfg.now())
+	if err != nil {
+		return nil, fmt.Errorf("dial obfs %s: %w", ep.Addr, err)
+	}
 	raw, err := d.nd.DialContext(ctx, "tcp", ep.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial obfs: %w", err)
 	}
-	c, err := d.handshake(ctx, raw, pub, sh)
+	c, err := d.handshake(ctx, raw, pub, hello)
 	if err != nil {
 		raw.Close()
 		if ctx.Err() != nil {
@@ -188,17 +195,13 @@ func cmpOr(d, def time.Duration) time.Duration {
 }
 
 // handshake sends the client hello and reads the server's.
-func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pub []byte, sh shape) (*Conn, error) {
+func (d *Dialer) handshake(ctx context.Context, raw net.Conn, pub []byte, hello *clientHello) (*Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		raw.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	r := d.cfg.rand()
-	hello, err := newClientHello(r, pub, sh, d.cfg.now())
-	if err != nil {
-		return nil, err
-	}
 	if _, err := raw.Write(hello.raw); err != nil {
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
