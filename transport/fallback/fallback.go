@@ -42,6 +42,11 @@ type Config struct {
 	// Memory is what worked on which network; if nil, a new empty one.
 	// The client keeps it in its profile (Memory is JSON-encodable).
 	Memory *Memory
+	// Prefer lists transports to try before the others, in this order,
+	// where the memory knows nothing better; the rest keep the link's
+	// order. The client prefers the disguised transports (https, obfs)
+	// over tcp, which a censor sees through (docs/transports.md section 2).
+	Prefer []string
 	// Network returns the key of the network the client is on now; if
 	// nil, NetworkKey.
 	Network func() string
@@ -99,10 +104,23 @@ func (d *Dialer) stagger() time.Duration {
 
 // Order returns eps in the order a race tries them on the current network:
 // transports that worked here and have not failed since first, then those
-// not tried here, in the link's order, then those that failed here, the
-// most recent failure last.
+// not tried here (those in Config.Prefer first, in its order, then the
+// others in the link's order), then those that failed here, the most
+// recent failure last.
 func (d *Dialer) Order(eps []link.Endpoint) []link.Endpoint {
-	return d.mem.order(d.network(), eps, d.now())
+	pref := slices.Clone(eps)
+	slices.SortStableFunc(pref, func(a, b link.Endpoint) int {
+		return preferRank(d.cfg.Prefer, a.Transport) - preferRank(d.cfg.Prefer, b.Transport)
+	})
+	return d.mem.order(d.network(), pref, d.now())
+}
+
+// preferRank is name's index in prefer, or len(prefer) if absent.
+func preferRank(prefer []string, name string) int {
+	if i := slices.Index(prefer, name); i >= 0 {
+		return i
+	}
+	return len(prefer)
 }
 
 // Failed records that a session over ep's transport was stopped after it

@@ -220,3 +220,22 @@ func TestNetworkKeyStable(t *testing.T) {
 		t.Fatalf("NetworkKey = %q then %q", a, b)
 	}
 }
+
+func TestPreferWhenMemoryIsEmpty(t *testing.T) {
+	d := fallback.New(fallback.Config{Prefer: []string{"https", "obfs"}, Network: func() string { return "n" }})
+	var got []string
+	for _, e := range d.Order(eps("tcp", "obfs", "quic", "https")) {
+		got = append(got, e.Transport)
+	}
+	if want := []string{"https", "obfs", "tcp", "quic"}; !slices.Equal(got, want) {
+		t.Fatalf("order = %v, want %v", got, want)
+	}
+	d.Failed(link.Endpoint{Transport: "https"}, "reset")
+	got = got[:0]
+	for _, e := range d.Order(eps("tcp", "obfs", "quic", "https")) {
+		got = append(got, e.Transport)
+	}
+	if want := []string{"obfs", "tcp", "quic", "https"}; !slices.Equal(got, want) {
+		t.Fatalf("order after https failed = %v, want %v", got, want)
+	}
+}
