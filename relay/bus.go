@@ -23,7 +23,11 @@ import (
 //     every other relay watching its mailbox at that time, unless the bus
 //     reports itself down in between. A relay is never told of its own
 //     announcements.
-//   - Watch and Unwatch are idempotent: a mailbox is watched or not.
+//   - Watch and Unwatch count: a mailbox is watched while it has had more
+//     Watches than Unwatches (the relay watches once per subscribed
+//     connection). An announcement published after Watch returns reaches
+//     Listen: a relay reads the store after it has watched, so nothing
+//     stored in between is missed.
 //   - Announcements are handed to Listen's deliver in the order one relay
 //     published them; deliver's env is the caller's to keep.
 //   - After Close, Publish, Watch and Unwatch return ErrClosed and Listen

@@ -15,6 +15,12 @@ import (
 // in-memory bus network, as the relays of a cluster share PostgreSQL and
 // NATS.
 func newCluster(t *testing.T, n int) ([]*env, *membus.Network) {
+	return newClusterPolling(t, n, 20*time.Millisecond)
+}
+
+// newClusterPolling is newCluster with the store polled every poll while
+// the bus is down.
+func newClusterPolling(t *testing.T, n int, poll time.Duration) ([]*env, *membus.Network) {
 	t.Helper()
 	store := memstore.New()
 	key := mustKey(t)
@@ -23,7 +29,7 @@ func newCluster(t *testing.T, n int) ([]*env, *membus.Network) {
 	for range n {
 		bus := net.Node()
 		nodes = append(nodes, newEnv(t, func(c *relay.Config) {
-			c.Key, c.Store, c.Bus, c.BusPoll = key, store, bus, 20*time.Millisecond
+			c.Key, c.Store, c.Bus, c.BusPoll = key, store, bus, poll
 		}))
 		t.Cleanup(func() { bus.Close() })
 	}
@@ -104,4 +110,26 @@ func TestClusterNeedsArrivals(t *testing.T) {
 		srv.Close()
 		t.Fatal("NewServer accepted a Bus with an SQLite store")
 	}
+}
+
+// TestClusterRetryRepublishes checks that in a cluster a retried Send is
+// announced again: the relay that stored the first attempt may have died
+// before announcing it (played here by storing it behind the relays'
+// backs), and the subscriber, on another relay, must still be pushed it.
+func TestClusterRetryRepublishes(t *testing.T) {
+	t.Parallel()
+	nodes, _ := newClusterPolling(t, 2, time.Hour) // no poll: only the bus pushes
+	bob := nodes[0].dial(mustKey(t), nil)
+	bob.register(token(1))
+	bob.subscribe()
+	// The Subscribe's read of the store goes on a moment after its OK:
+	// let it end, so that only the bus can push what comes next.
+	time.Sleep(100 * time.Millisecond)
+	env := relay.Envelope{ID: id(1), Received: time.Now(), Data: []byte("stored, never announced")}
+	if _, _, err := nodes[0].store.Put(t.Context(), bob.mailbox, env, relay.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	anon := nodes[1].dial(mustKey(t), nil)
+	mustSendOK(t, anon.sendTo(bob.mailbox, token(1), id(1), env.Data))
+	pushedWithin(t, bob, id(1), 5*time.Second)
 }

@@ -54,7 +54,8 @@ const deliverQueueBytes = 1 << 20
 const pendingPage = 64
 
 // hub maps mailboxes to their subscribed connections, and, in a cluster,
-// keeps the Bus watching exactly the mailboxes that have one here.
+// keeps the Bus watching the mailboxes that have one here (a Watch per
+// subscribed connection; the Bus counts them).
 type hub struct {
 	bus      Bus                          // nil: a relay alone
 	busError func(what string, err error) // reports a failed Watch, Unwatch or Publish
@@ -64,30 +65,29 @@ type hub struct {
 	subs map[[16]byte][]*subscriber
 }
 
+// add registers s, and has the bus (if any) announce its mailbox here
+// before it returns, so that s's first read of the store misses nothing.
 func (h *hub) add(s *subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	mb := s.c.mailbox
-	if len(h.subs[mb]) == 0 && h.bus != nil {
-		// Under mu, so that Watch and Unwatch of one mailbox reach the
-		// bus in the order of the subscriptions' changes.
+	if h.bus != nil {
 		if err := h.bus.Watch(mb); err != nil {
 			h.busError("watch", err)
 		}
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.subs[mb] = append(h.subs[mb], s)
 }
 
 func (h *hub) remove(s *subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	mb := s.c.mailbox
-	list := slices.DeleteFunc(h.subs[mb], func(x *subscriber) bool { return x == s })
-	if len(list) > 0 {
+	h.mu.Lock()
+	if list := slices.DeleteFunc(h.subs[mb], func(x *subscriber) bool { return x == s }); len(list) > 0 {
 		h.subs[mb] = list
-		return
+	} else {
+		delete(h.subs, mb)
 	}
-	delete(h.subs, mb)
+	h.mu.Unlock()
 	if h.bus != nil {
 		if err := h.bus.Unwatch(mb); err != nil {
 			h.busError("unwatch", err)

@@ -173,6 +173,12 @@ func (c *conn) finishSend(s pendingSend) wire.Message {
 		c.s.metrics.sends.WithLabelValues("duplicate").Inc()
 	} else {
 		c.s.metrics.sends.WithLabelValues("stored").Inc()
+	}
+	if seq > 0 && (!dup || c.s.cluster != nil) {
+		// In a cluster a retry (dup) is pushed again too: the first
+		// attempt may have been stored by a relay that died before it
+		// could announce it, and the retry is the client's sign of that.
+		// A subscriber may then see it twice; clients de-duplicate by id.
 		env := s.env
 		env.Seq = seq
 		c.s.hub.publish(c.work, s.to, env)

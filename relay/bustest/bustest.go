@@ -31,6 +31,7 @@ func Run(t *testing.T, c Config) {
 		fn   func(t *testing.T, c Config)
 	}{
 		{"Deliver", testDeliver},
+		{"WatchIsImmediate", testWatchIsImmediate},
 		{"OnlyWatched", testOnlyWatched},
 		{"Unwatch", testUnwatch},
 		{"NoEcho", testNoEcho},
@@ -193,11 +194,24 @@ func testOnlyWatched(t *testing.T, c Config) {
 	}
 }
 
+func testWatchIsImmediate(t *testing.T, c Config) {
+	a, b := pair(t, c)
+	l := listen(t, b)
+	for i := range byte(20) {
+		// No waiting between the Watch and the Publish.
+		watch(t, b, mailbox(i))
+		publish(t, a, mailbox(i), envelope(uint64(i)+1, "right after"))
+		if n := l.next(t); n.mb != mailbox(i) {
+			t.Fatalf("got an announcement for %x, want %x", n.mb, mailbox(i))
+		}
+	}
+}
+
 func testUnwatch(t *testing.T, c Config) {
 	a, b := pair(t, c)
 	l := listen(t, b)
 	watch(t, b, mailbox(1))
-	watch(t, b, mailbox(1)) // idempotent: one Unwatch undoes it
+	watch(t, b, mailbox(1)) // two subscribers: watched until both leave
 	if err := b.Unwatch(mailbox(1)); err != nil {
 		t.Fatalf("Unwatch: %v", err)
 	}
@@ -205,10 +219,23 @@ func testUnwatch(t *testing.T, c Config) {
 		t.Fatalf("Unwatch of a mailbox not watched: %v", err)
 	}
 	settle(t, a, b, l, 200)
-	publish(t, a, mailbox(1), envelope(1, "unwatched"))
-	publish(t, a, mailbox(200), envelope(2, "marker"))
-	if n := l.next(t); n.mb != mailbox(200) {
-		t.Fatalf("delivered an announcement for %x after Unwatch", n.mb)
+	publish(t, a, mailbox(1), envelope(1, "still watched"))
+	if n := l.next(t); n.mb != mailbox(1) {
+		t.Fatalf("delivered an announcement for %x, want mailbox 1, still watched once", n.mb)
+	}
+	if err := b.Unwatch(mailbox(1)); err != nil {
+		t.Fatalf("Unwatch: %v", err)
+	}
+	publish(t, a, mailbox(1), envelope(2, "unwatched"))
+	publish(t, a, mailbox(200), envelope(3, "marker"))
+	for {
+		n := l.next(t)
+		if n.mb == mailbox(1) {
+			t.Fatalf("delivered an announcement for mailbox 1 after its last Unwatch")
+		}
+		if n.env.Seq == 3 {
+			break
+		}
 	}
 }
 

@@ -31,7 +31,7 @@ type Network struct {
 
 // Node returns a new relay's Bus on n.
 func (n *Network) Node() *Bus {
-	b := &Bus{net: n, watched: map[[16]byte]bool{}, events: make(chan event, queueLen), states: make(chan bool, 16)}
+	b := &Bus{net: n, watched: map[[16]byte]int{}, events: make(chan event, queueLen), states: make(chan bool, 16)}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.nodes = append(n.nodes, b)
@@ -60,7 +60,7 @@ type Bus struct {
 
 	// mu protects watched and closed.
 	mu      sync.Mutex
-	watched map[[16]byte]bool
+	watched map[[16]byte]int // Watches minus Unwatches
 	closed  bool
 	done    chan struct{} // closed by Close; made by Listen or Close
 }
@@ -114,7 +114,7 @@ func (b *Bus) Publish(ctx context.Context, mb [16]byte, env relay.Envelope) erro
 func (b *Bus) isWatching(mb [16]byte) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.watched[mb] && !b.closed
+	return b.watched[mb] > 0 && !b.closed
 }
 
 func (b *Bus) enqueue(e event) {
@@ -139,8 +139,8 @@ func (b *Bus) setWatch(mb [16]byte, on bool) error {
 		return relay.ErrClosed
 	}
 	if on {
-		b.watched[mb] = true
-	} else {
+		b.watched[mb]++
+	} else if b.watched[mb]--; b.watched[mb] <= 0 {
 		delete(b.watched, mb)
 	}
 	return nil

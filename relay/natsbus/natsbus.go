@@ -82,7 +82,7 @@ type Bus struct {
 
 	// mu protects subs and isClosed.
 	mu       sync.Mutex
-	subs     map[[16]byte]*nats.Subscription
+	subs     map[[16]byte]*watch
 	isClosed bool
 }
 
@@ -96,7 +96,7 @@ func Dial(url string, opts *Options) (*Bus, error) {
 		msgs:    make(chan *nats.Msg, opts.queue()),
 		closed:  make(chan struct{}),
 		changed: make(chan struct{}, 1),
-		subs:    map[[16]byte]*nats.Subscription{},
+		subs:    map[[16]byte]*watch{},
 	}
 	name := ""
 	if opts != nil {
@@ -150,21 +150,42 @@ func (b *Bus) Publish(ctx context.Context, mb [16]byte, env relay.Envelope) erro
 	return nil
 }
 
-// Watch implements relay.Bus.
+// watch is a watched mailbox's subscription and its count of Watches.
+type watch struct {
+	sub *nats.Subscription
+	n   int
+}
+
+// flushWait bounds how long Watch waits for NATS to confirm a
+// subscription; while NATS is down the relay polls anyway.
+const flushWait = 2 * time.Second
+
+// Watch implements relay.Bus. It returns once the NATS server has the
+// subscription (a round trip), so that every announcement published after
+// it reaches Listen.
 func (b *Bus) Watch(mb [16]byte) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.isClosed {
+		b.mu.Unlock()
 		return relay.ErrClosed
 	}
-	if b.subs[mb] != nil {
-		return nil
+	w := b.subs[mb]
+	if w == nil {
+		sub, err := b.nc.ChanSubscribe(subject(b.prefix, mb), b.msgs)
+		if err != nil {
+			b.mu.Unlock()
+			return fmt.Errorf("subscribe on nats: %w", err)
+		}
+		w = &watch{sub: sub}
+		b.subs[mb] = w
 	}
-	sub, err := b.nc.ChanSubscribe(subject(b.prefix, mb), b.msgs)
-	if err != nil {
-		return fmt.Errorf("subscribe on nats: %w", err)
+	w.n++
+	b.mu.Unlock()
+	if b.nc.IsConnected() {
+		if err := b.nc.FlushTimeout(flushWait); err != nil {
+			return fmt.Errorf("subscribe on nats: %w", err)
+		}
 	}
-	b.subs[mb] = sub
 	return nil
 }
 
@@ -175,12 +196,15 @@ func (b *Bus) Unwatch(mb [16]byte) error {
 	if b.isClosed {
 		return relay.ErrClosed
 	}
-	sub := b.subs[mb]
-	if sub == nil {
+	w := b.subs[mb]
+	if w == nil {
+		return nil
+	}
+	if w.n--; w.n > 0 {
 		return nil
 	}
 	delete(b.subs, mb)
-	if err := sub.Unsubscribe(); err != nil {
+	if err := w.sub.Unsubscribe(); err != nil {
 		return fmt.Errorf("unsubscribe on nats: %w", err)
 	}
 	return nil
