@@ -7,10 +7,23 @@
 //
 //	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]
-//	ferry-relay link [--data DIR]
+//	            [--store postgres://... [--cluster nats://...] [--node NAME]] [--config FILE]
+//	ferry-relay link [--data DIR] [--store postgres://... | --config FILE]
 //
 // "ferry-relay link" prints the link again, alone on one line: the key in
-// DIR and the endpoints the relay last served (or the defaults).
+// DIR and the endpoints the relay last served (or the defaults); with a
+// cluster's store, every node's endpoints.
+//
+// --store postgres://... keeps the relay's state in PostgreSQL instead of
+// SQLite in DIR, so that several relays (a cluster, docs/operations.md)
+// can share it; they must hold the same key (copy relay.key). --cluster
+// nats://... links them through NATS, so that a subscriber on one is
+// pushed at once what a sender stored through another. Each registers its
+// endpoints in the store under --node (default: host name and first
+// listening address), and prints the cluster's link: its own endpoints,
+// then the others'. --config FILE reads flags from a file, one
+// "name = value" per line (# starts a comment); flags on the command line
+// win.
 //
 // --listen may be given once per transport (the list is in transports.go).
 // --public TRANSPORT=HOST:PORT sets the address written into the link for a

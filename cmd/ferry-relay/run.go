@@ -19,13 +19,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay"
-	"github.com/ferry-im/ferry/relay/sqlite"
 )
 
 // Files in the data directory.
@@ -40,7 +38,8 @@ const (
 
 const usage = `Usage:
   ferry-relay [flags]            run the relay; prints its link on stdout
-  ferry-relay link [--data DIR]  print the relay's link again
+  ferry-relay link [--data DIR] [--store URL | --config FILE]
+                                 print the relay's link again (a cluster's: every node's endpoints)
 
 Flags:
 `
@@ -48,20 +47,24 @@ Flags:
 // run is the whole command, with its environment passed in for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "link" {
-		return runLink(args[1:], stdout, stderr)
+		return runLink(ctx, args[1:], stdout, stderr)
 	}
 	return runServe(ctx, args, stdout, stderr)
 }
 
-func runLink(args []string, stdout, stderr io.Writer) error {
+func runLink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("ferry-relay link", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database")
+	storeOpts := addStoreFlags(fl)
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	if fl.NArg() > 0 {
 		return fmt.Errorf("link: unexpected argument %q", fl.Arg(0))
+	}
+	if err := storeOpts.applyConfig(fl); err != nil {
+		return err
 	}
 	key, err := loadKey(*data)
 	if err != nil {
@@ -70,6 +73,11 @@ func runLink(args []string, stdout, stderr io.Writer) error {
 	eps, err := loadEndpoints(*data)
 	if err != nil {
 		return err
+	}
+	if isPostgres(storeOpts.store) {
+		if eps, err = storeOpts.clusterLink(ctx, eps); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: eps})
 	return nil
@@ -90,11 +98,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
+	storeOpts := addStoreFlags(fl)
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if err := storeOpts.applyConfig(fl); err != nil {
 		return err
 	}
 	if fl.NArg() > 0 {
@@ -114,30 +126,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 
+	raiseFileLimit()
 	key, err := loadOrCreateKey(*data)
 	if err != nil {
 		return err
 	}
-	store, err := sqlite.Open(ctx, filepath.Join(*data, dbFile), nil)
+	back, err := storeOpts.openBackend(ctx, *data, key, log)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	srv, err := relay.NewServer(relay.Config{Key: key, Store: store, Logger: log})
+	defer back.close()
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	srv.Registry().MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ferry_relay_store_writes_total",
-			Help: "Writes the SQLite store committed or refused.",
-		}, func() float64 { return float64(store.Stats().Writes) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ferry_relay_store_batches_total",
-			Help: "Transactions (and fsyncs) those writes took: writes/batches is the group-commit size.",
-		}, func() float64 { return float64(store.Stats().Batches) }),
-	)
+	srv.Registry().MustRegister(back.stats...)
 
 	var listeners []net.Listener
 	defer func() {
@@ -158,6 +162,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := saveEndpoints(*data, eps); err != nil {
 		return err
 	}
+	if storeOpts.node == "" {
+		storeOpts.node = defaultNode(eps)
+	}
+	linkEps, err := back.linkEndpoints(ctx, storeOpts.node, eps, log)
+	if err != nil {
+		return err
+	}
 
 	var metricsSrv *http.Server
 	if *metricsAddr != "" {
@@ -172,7 +183,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 
-	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: eps})
+	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: linkEps})
 
 	var wg sync.WaitGroup
 	for _, l := range listeners {
@@ -192,7 +203,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Warn("shutdown", "err", err)
 	}
 	wg.Wait()
-	if err := store.Close(); err != nil {
+	if err := back.close(); err != nil {
 		return fmt.Errorf("close database: %w", err)
 	}
 	log.Info("stopped")

@@ -75,8 +75,8 @@ func PostgresURL(t testing.TB) string {
 	t.Helper()
 	admin := PostgresAdminURL()
 	schema := Name("ferry_t_")
-	exec(t, admin, "CREATE SCHEMA "+schema)
-	t.Cleanup(func() { exec(t, admin, "DROP SCHEMA "+schema+" CASCADE") })
+	runSQL(t, admin, "CREATE SCHEMA "+schema)
+	t.Cleanup(func() { runSQL(t, admin, "DROP SCHEMA "+schema+" CASCADE") })
 	return WithParam(admin, "search_path", schema)
 }
 
@@ -90,7 +90,7 @@ func WithParam(u, name, value string) string {
 }
 
 // exec runs one statement on a connection of its own.
-func exec(t testing.TB, u, sql string) {
+func runSQL(t testing.TB, u, sql string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -101,5 +101,31 @@ func exec(t testing.TB, u, sql string) {
 	defer c.Close(context.Background())
 	if _, err := c.Exec(ctx, sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitTCP waits until something accepts connections at addr.
+func waitTCP(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("nothing accepts connections at %s after %v", addr, within)
+		}
 	}
 }
