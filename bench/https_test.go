@@ -42,9 +42,9 @@ func benchCert(b *testing.B) (tls.Certificate, *x509.Certificate) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
 }
 
-// newHTTPS sets up the https transport with a self-signed, pinned
-// certificate and the built-in website.
-func newHTTPS(b *testing.B) setup {
+// newHTTPSServer is the relay half of the https transport with a
+// self-signed, pinned certificate and the built-in website.
+func newHTTPSServer(b *testing.B) *https.Server {
 	cert, leaf := benchCert(b)
 	var secret https.Secret
 	rand.Read(secret[:])
@@ -57,6 +57,12 @@ func newHTTPS(b *testing.B) setup {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return srv
+}
+
+// newHTTPS sets up the https transport.
+func newHTTPS(b *testing.B) setup {
+	srv := newHTTPSServer(b)
 	raw := loopback(b)
 	l := srv.Listener(raw)
 	b.Cleanup(func() { l.Close() })

@@ -62,7 +62,7 @@ type h2conn struct {
 func newH2Conn(tc net.Conn) *h2conn {
 	c := &h2conn{
 		tc:         tc,
-		bw:         bufio.NewWriterSize(tc, 2*maxDataFrame),
+		bw:         bufio.NewWriterSize(tc, 2048), // the opening and control frames; DATA passes through
 		connSend:   65535, // RFC 9113 6.9.2: until the server's SETTINGS
 		strmSend:   65535,
 		initSend:   65535,
@@ -276,7 +276,7 @@ func (c *h2conn) handleSettings(f *http2.SettingsFrame) error {
 			c.strmSend += int64(s.Val) - c.initSend
 			c.initSend = int64(s.Val)
 		case http2.SettingMaxFrameSize:
-			c.maxFrame = min(int(s.Val), maxDataFrame)
+			c.maxFrame = min(int(s.Val), sendFrame)
 		}
 		return nil
 	})
@@ -369,49 +369,78 @@ func (c *h2conn) consumedLocked(n int) func() error {
 func (c *h2conn) Write(p []byte) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	bp := sendPool.Get().(*[]byte)
+	defer sendPool.Put(bp)
 	n := 0
 	for len(p) > 0 {
-		m, err := c.reserve(len(p))
-		if err != nil {
+		// Frames go out as the server's windows grant them, gathered into
+		// writes of up to sendBatch bytes (TLS cuts them into records).
+		buf := (*bp)[:0]
+		for len(p) > 0 && len(buf) < sendBatch {
+			m, err := c.reserve(len(p), len(buf) == 0)
+			if err != nil {
+				if len(buf) > 0 {
+					c.writeRaw(buf)
+				}
+				return n, err
+			}
+			if m == 0 {
+				break // no window now: send what we have, then wait
+			}
+			buf = appendDataFrame(buf, p[:m])
+			n += m
+			p = p[m:]
+		}
+		if err := c.writeRaw(buf); err != nil {
 			return n, err
 		}
-		// Frames go out as they are granted; the last partial buffer is
-		// flushed below.
-		c.frameMu.Lock()
-		err = c.fr.WriteData(tunnelStream, false, p[:m])
-		c.frameMu.Unlock()
-		if err != nil {
-			return n, fmt.Errorf("write tunnel: %w", err)
-		}
-		n += m
-		p = p[m:]
-	}
-	if err := c.flush(); err != nil {
-		return n, err
 	}
 	return n, nil
 }
 
-// flush writes out the buffered frames, giving up at the write deadline.
-func (c *h2conn) flush() error {
+// sendBatch is how many bytes of DATA frames a Write gathers before it
+// hands them to TLS; sendFrame the largest DATA payload it sends (within
+// the server's SETTINGS_MAX_FRAME_SIZE; inside TLS nobody sees frames).
+const (
+	sendBatch = 64 << 10
+	sendFrame = 64 << 10
+)
+
+var sendPool = sync.Pool{New: func() any { b := make([]byte, 0, sendBatch+sendFrame+9); return &b }}
+
+// appendDataFrame appends a DATA frame of stream 1 carrying data
+// (RFC 9113 4.1, 6.1): length(3) type(1)=0 flags(1)=0 stream(4).
+func appendDataFrame(b, data []byte) []byte {
+	n := len(data)
+	b = append(b, byte(n>>16), byte(n>>8), byte(n), 0, 0, 0, 0, 0, tunnelStream)
+	return append(b, data...)
+}
+
+// writeRaw writes frames already encoded, after any buffered ones.
+func (c *h2conn) writeRaw(b []byte) error {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
-	if c.bw.Buffered() == 0 {
-		return nil
+	if _, err := c.bw.Write(b); err != nil {
+		return c.writeErr(err)
 	}
 	if err := c.bw.Flush(); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return timeoutError{"write tunnel"}
-		}
-		return fmt.Errorf("write tunnel: %w", err)
+		return c.writeErr(err)
 	}
 	return nil
 }
 
-// reserve waits until the server's windows allow sending, and takes up to
-// want bytes of them (at most one frame's worth).
-func (c *h2conn) reserve(want int) (int, error) {
+func (c *h2conn) writeErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return timeoutError{"write tunnel"}
+	}
+	return fmt.Errorf("write tunnel: %w", err)
+}
+
+// reserve takes up to want bytes (at most one frame's worth) of the
+// server's windows. If they are empty it waits (until the write deadline)
+// when wait is set, and returns 0 otherwise.
+func (c *h2conn) reserve(want int, wait bool) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -431,6 +460,9 @@ func (c *h2conn) reserve(want int) (int, error) {
 			c.connSend -= int64(n)
 			c.strmSend -= int64(n)
 			return n, nil
+		}
+		if !wait {
+			return 0, nil
 		}
 		changed := c.changed
 		c.mu.Unlock()

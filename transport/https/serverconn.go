@@ -12,7 +12,7 @@ import (
 // Read buffer sizes of the relay side's pump: small while the stream is
 // quiet, so that an idle connection holds little; large during bulk.
 const (
-	pumpSmall = 2 << 10
+	pumpSmall = 1 << 10
 	pumpLarge = 32 << 10
 )
 
@@ -216,7 +216,7 @@ func (c *serverConn) Write(p []byte) (int, error) {
 		})
 		defer t.Stop()
 	}
-	n, err := c.w.Write(p)
+	n, err := c.write(p)
 	if err == nil {
 		err = c.rc.Flush()
 	}
@@ -225,6 +225,29 @@ func (c *serverConn) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// write writes p to the response. Small writes (the shaped first frames)
+// go in pieces of at most smallWrite bytes, so that net/http's HTTP/2
+// framer, which keeps a buffer as large as the largest frame it wrote,
+// holds little for a quiet tunnel; bulk writes go whole.
+func (c *serverConn) write(p []byte) (int, error) {
+	if len(p) > shapeHdrLen+maxShapeData+maxShapePad {
+		return c.w.Write(p)
+	}
+	n := 0
+	for len(p) > 0 {
+		m, err := c.w.Write(p[:min(len(p), smallWrite)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// smallWrite is the piece size of write.
+const smallWrite = 4 << 10
 
 // Close ends the tunnel: the response ends (the client reads EOF after
 // the data written), the request body is abandoned, and Close waits for

@@ -45,7 +45,6 @@ type shapedConn struct {
 	rng     *rand.Rand
 	min     int // a frame's drawn total size is in [min, max)
 	max     int
-	wbuf    []byte
 
 	rmu     sync.Mutex // rmu protects the read side
 	rframes int
@@ -102,16 +101,18 @@ func (s *shapedConn) Write(p []byte) (int, error) {
 	return n + m, err
 }
 
-// writeFrame writes one frame; s.wmu is held.
+// writeFrame writes one frame; s.wmu is held. The frame's buffer is
+// pooled, so an idle conn holds none.
 func (s *shapedConn) writeFrame(data []byte, pad int) error {
-	s.wbuf = appendShapeFrame(s.wbuf[:0], data, pad)
+	bp := shapePool.Get().(*[]byte)
+	defer shapePool.Put(bp)
+	*bp = appendShapeFrame((*bp)[:0], data, pad)
 	s.wframes++
-	_, err := s.Conn.Write(s.wbuf)
-	if s.wframes == shapeFrames {
-		s.wbuf = nil
-	}
+	_, err := s.Conn.Write(*bp)
 	return err
 }
+
+var shapePool = sync.Pool{New: func() any { b := make([]byte, 0, shapeHdrLen+maxShapeData+maxShapePad); return &b }}
 
 // appendShapeFrame appends a frame of data and pad zero bytes to b.
 func appendShapeFrame(b, data []byte, pad int) []byte {
