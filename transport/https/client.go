@@ -66,8 +66,9 @@ type Target struct {
 
 // Dialer dials https endpoints. It is safe for concurrent use.
 type Dialer struct {
-	cfg   Config
-	randM sync.Mutex // randM serialises reads of cfg.Rand
+	cfg      Config
+	unshaped bool       // tests only: no padding of the first frames
+	randM    sync.Mutex // randM serialises reads of cfg.Rand
 }
 
 var _ transport.Dialer = (*Dialer)(nil)
@@ -220,7 +221,7 @@ func (c *Dialer) dial(ctx context.Context, t Target) (net.Conn, error) {
 		return nil, err
 	}
 	tc.SetWriteDeadline(time.Time{})
-	return newShapedConn(h, true, seed), nil
+	return newShapedConn(h, true, seed, frames(c.unshaped)), nil
 }
 
 // handshake runs the TLS handshake with Chromium's ClientHello.
@@ -282,6 +283,14 @@ func checkPin(certs [][]byte, pin []byte, now time.Time) error {
 func Pin(cert *x509.Certificate) []byte {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return sum[:]
+}
+
+// frames is the number of shaped frames each way.
+func frames(unshaped bool) int {
+	if unshaped {
+		return 0
+	}
+	return shapeFrames
 }
 
 // Register adds the https transport, configured by cfg, to r under Name.

@@ -63,7 +63,7 @@ func newH2Conn(tc net.Conn) *h2conn {
 	c := &h2conn{
 		tc:         tc,
 		bw:         bufio.NewWriterSize(tc, 2048), // the opening and control frames; DATA passes through
-		connSend:   65535, // RFC 9113 6.9.2: until the server's SETTINGS
+		connSend:   65535,                         // RFC 9113 6.9.2: until the server's SETTINGS
 		strmSend:   65535,
 		initSend:   65535,
 		maxFrame:   maxDataFrame,

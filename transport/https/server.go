@@ -83,6 +83,8 @@ type Server struct {
 	replay *replayFilter
 	site   http.Handler
 	randMu sync.Mutex // randMu serialises reads of cfg.Rand
+
+	unshaped bool // tests only: no padding of the first frames
 }
 
 // NewServer returns a server for cfg.
@@ -289,8 +291,10 @@ func (ln *listener) tunnel(w http.ResponseWriter, r *http.Request) bool {
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		laddr = a
 	}
-	sc := newServerConn(w, r, laddr)
-	shaped := newShapedConn(sc, false, seed)
+	pieces := seed
+	pieces[0] ^= 1 // a stream of its own for the piece sizes
+	sc := newServerConn(w, r, laddr, pieces)
+	shaped := newShapedConn(sc, false, seed, frames(ln.s.unshaped))
 	if shaped.writePage() != nil {
 		return false
 	}

@@ -2,6 +2,7 @@ package https
 
 import (
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -28,6 +29,7 @@ type serverConn struct {
 	body  io.ReadCloser
 	laddr net.Addr
 	raddr net.Addr
+	rng   *rand.Rand // piece sizes of small writes; used under writeMu
 
 	writeMu sync.Mutex // writeMu serialises Writes; the handler takes it to return
 
@@ -49,8 +51,9 @@ type serverConn struct {
 	finished chan struct{} // closed when the handler returns
 }
 
-func newServerConn(w http.ResponseWriter, r *http.Request, laddr net.Addr) *serverConn {
+func newServerConn(w http.ResponseWriter, r *http.Request, laddr net.Addr, seed [32]byte) *serverConn {
 	c := &serverConn{
+		rng:      rand.New(rand.NewChaCha8(seed)),
 		w:        w,
 		rc:       http.NewResponseController(w),
 		body:     r.Body,
@@ -227,17 +230,22 @@ func (c *serverConn) Write(p []byte) (int, error) {
 }
 
 // write writes p to the response. Small writes (the shaped first frames)
-// go in pieces of at most smallWrite bytes, so that net/http's HTTP/2
-// framer, which keeps a buffer as large as the largest frame it wrote,
-// holds little for a quiet tunnel; bulk writes go whole.
+// go in pieces of smallWrite/2 to smallWrite bytes (each its own record),
+// so that net/http's HTTP/2 framer, which keeps a buffer as large as the
+// largest frame it wrote, holds little for a quiet tunnel, and no record
+// size repeats; bulk writes go whole.
 func (c *serverConn) write(p []byte) (int, error) {
 	if len(p) > shapeHdrLen+maxShapeData+maxShapePad {
 		return c.w.Write(p)
 	}
 	n := 0
 	for len(p) > 0 {
-		m, err := c.w.Write(p[:min(len(p), smallWrite)])
+		piece := smallWrite/2 + c.rng.IntN(smallWrite/2)
+		m, err := c.w.Write(p[:min(len(p), piece)])
 		n += m
+		if err == nil {
+			err = c.rc.Flush() // net/http would cut 4 KiB frames otherwise
+		}
 		if err != nil {
 			return n, err
 		}

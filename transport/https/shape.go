@@ -40,6 +40,8 @@ var errShape = errors.New("bad shaping frame")
 type shapedConn struct {
 	net.Conn
 
+	frames int // shapeFrames, or 0 in tests of an unshaped tunnel
+
 	wmu     sync.Mutex // wmu protects the write side
 	wframes int
 	rng     *rand.Rand
@@ -56,9 +58,9 @@ type shapedConn struct {
 }
 
 // newShapedConn returns c shaped; client picks the client's sizes. seed
-// drives the sizes.
-func newShapedConn(c net.Conn, client bool, seed [32]byte) *shapedConn {
-	s := &shapedConn{Conn: c, rng: rand.New(rand.NewChaCha8(seed))}
+// drives the sizes. frames is shapeFrames (tests use 0: no shaping).
+func newShapedConn(c net.Conn, client bool, seed [32]byte, frames int) *shapedConn {
+	s := &shapedConn{Conn: c, frames: frames, rng: rand.New(rand.NewChaCha8(seed))}
 	s.min, s.max = relaySizeMin, relaySizeMax
 	if client {
 		s.min, s.max = clientSizeMin, clientSizeMax
@@ -70,7 +72,7 @@ func newShapedConn(c net.Conn, client bool, seed [32]byte) *shapedConn {
 func (s *shapedConn) writePage() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.wframes >= shapeFrames {
+	if s.wframes >= s.frames {
 		return nil
 	}
 	pad := pageMin + s.rng.IntN(pageMax-pageMin)
@@ -81,7 +83,7 @@ func (s *shapedConn) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	n := 0
-	for s.wframes < shapeFrames && len(p) > 0 {
+	for s.wframes < s.frames && len(p) > 0 {
 		chunk := p[:min(len(p), maxShapeData)]
 		size := s.min + s.rng.IntN(s.max-s.min)
 		pad := size - shapeHdrLen - len(chunk)
@@ -125,7 +127,7 @@ func appendShapeFrame(b, data []byte, pad int) []byte {
 func (s *shapedConn) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	for s.rframes < shapeFrames || s.rdata > 0 || s.rpad > 0 {
+	for s.rframes < s.frames || s.rdata > 0 || s.rpad > 0 {
 		if len(p) == 0 {
 			return 0, nil
 		}
@@ -159,11 +161,11 @@ func (s *shapedConn) readShaped(p []byte) (n int, done bool, err error) {
 		m, err := s.Conn.Read(s.scratch[:min(len(s.scratch), s.rpad)])
 		s.rpad -= m
 		s.finishFrame()
-		if s.rframes == shapeFrames && s.rpad == 0 {
+		if s.rframes == s.frames && s.rpad == 0 {
 			s.scratch = nil
 		}
-		return 0, s.rframes == shapeFrames && s.rpad == 0, unexpectedEOF(err)
-	case s.rframes == shapeFrames:
+		return 0, s.rframes == s.frames && s.rpad == 0, unexpectedEOF(err)
+	case s.rframes == s.frames:
 		return 0, true, nil
 	}
 	m, err := s.Conn.Read(s.hdr[s.nhdr:])

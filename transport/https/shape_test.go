@@ -9,8 +9,8 @@ import (
 
 func TestShapeRoundTrip(t *testing.T) {
 	a, b := net.Pipe()
-	ca := newShapedConn(a, true, [32]byte{1})
-	cb := newShapedConn(b, false, [32]byte{2})
+	ca := newShapedConn(a, true, [32]byte{1}, shapeFrames)
+	cb := newShapedConn(b, false, [32]byte{2}, shapeFrames)
 	want := make([]byte, 300000)
 	for i := range want {
 		want[i] = byte(i * 7)
@@ -43,7 +43,7 @@ func FuzzShapedRead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, z := net.Pipe()
 		go func() { a.Write(b); a.Close() }()
-		got, _ := io.ReadAll(newShapedConn(z, false, [32]byte{}))
+		got, _ := io.ReadAll(newShapedConn(z, false, [32]byte{}, shapeFrames))
 		if len(got) > len(b) {
 			t.Fatalf("read %d bytes from %d", len(got), len(b))
 		}
