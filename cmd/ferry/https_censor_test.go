@@ -374,4 +374,3 @@ func waitListening(t *testing.T, addr string) {
 		}
 	}
 }
-
