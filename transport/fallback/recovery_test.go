@@ -126,6 +126,7 @@ func (s *session) connect(ctx context.Context) error {
 				return
 			}
 			seq := binary.BigEndian.Uint64(b[:])
+			s.conn.Answered()
 			s.mu.Lock()
 			s.unack = slices.DeleteFunc(s.unack, func(x uint64) bool { return x == seq })
 			s.mu.Unlock()
@@ -147,6 +148,7 @@ func (s *session) write(seq uint64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], seq)
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.conn.Awaiting()
 	_, err := s.conn.Write(b[:])
 	return err
 }

@@ -22,10 +22,10 @@ var ErrStalled = errors.New("session stalled")
 
 // WatchConfig configures Watch. The zero value works.
 type WatchConfig struct {
-	// MinStall and MaxStall bound how long bytes written may go without
-	// any byte read before the session counts as blocked: four smoothed
-	// round trips, clamped to [MinStall, MaxStall]. If zero,
-	// DefaultMinStall and DefaultMaxStall.
+	// MinStall and MaxStall bound how long an answer may be awaited
+	// before the session counts as blocked: four smoothed round trips,
+	// clamped to [MinStall, MaxStall]. If zero, DefaultMinStall and
+	// DefaultMaxStall.
 	MinStall, MaxStall time.Duration
 	// ThrottleRate and ThrottleFor: while the client expects bytes
 	// (Expect), reading fewer than ThrottleRate bytes per second for
@@ -37,17 +37,21 @@ type WatchConfig struct {
 	Now func() time.Time
 }
 
-// Watched is a conn whose progress is watched. The relay answers every
-// frame a client sends (acks, pongs), so bytes written and never answered
-// mean the path is cut even when no error shows: a censor that drops
-// packets leaves the connection open and silent. Its methods are safe for
-// concurrent use.
+// Watched is a conn whose progress is watched. The relay answers a
+// client's requests (sends, subscribes, pings), so a request left
+// unanswered means the path is cut even when no error shows: a censor that
+// drops packets leaves the connection open and silent, and one that drops
+// only the client's packets still lets the relay's pushes through. The
+// client says when it sends a request (Awaiting) and when an answer comes
+// (Answered); bytes read are counted for throttling. Its methods are safe
+// for concurrent use.
 type Watched struct {
 	net.Conn
 	cfg WatchConfig
 
 	mu        sync.Mutex // mu protects the fields below
-	owedSince time.Time  // first write not followed by a read; zero when none
+	pending   int        // requests awaiting an answer
+	owedSince time.Time  // since when the next answer is awaited; zero when none is
 	srtt      time.Duration
 	expect    int64     // bytes the client still expects
 	slowSince time.Time // start of the current slow stretch while expecting; zero when none
@@ -79,15 +83,6 @@ func (w *Watched) Read(p []byte) (int, error) {
 func (w *Watched) read(n int64, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.owedSince.IsZero() {
-		rtt := now.Sub(w.owedSince)
-		if w.srtt == 0 {
-			w.srtt = rtt
-		} else {
-			w.srtt = (7*w.srtt + rtt) / 8
-		}
-		w.owedSince = time.Time{}
-	}
 	w.expect = max(w.expect-n, 0)
 	w.winBytes += n
 	w.rate(now)
@@ -114,14 +109,36 @@ func (w *Watched) rate(now time.Time) {
 	w.winStart, w.winBytes = now, 0
 }
 
-// Write writes to the conn, noting that an answer is owed.
-func (w *Watched) Write(p []byte) (int, error) {
+// Awaiting notes that the client sent a request the peer answers.
+func (w *Watched) Awaiting() {
 	w.mu.Lock()
-	if w.owedSince.IsZero() {
+	defer w.mu.Unlock()
+	if w.pending == 0 {
 		w.owedSince = w.now()
 	}
-	w.mu.Unlock()
-	return w.Conn.Write(p)
+	w.pending++
+}
+
+// Answered notes that an answer came. Answers come in order, so the clock
+// of the next one awaited starts now.
+func (w *Watched) Answered() {
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == 0 {
+		return
+	}
+	rtt := now.Sub(w.owedSince)
+	if w.srtt == 0 {
+		w.srtt = rtt
+	} else {
+		w.srtt = (7*w.srtt + rtt) / 8
+	}
+	w.pending--
+	w.owedSince = time.Time{}
+	if w.pending > 0 {
+		w.owedSince = now
+	}
 }
 
 // Expect tells the watcher that the client waits for n more bytes (a
@@ -147,7 +164,7 @@ func (w *Watched) throttleRate() int64 {
 	return DefaultThrottleRate
 }
 
-// StallAfter returns how long an unanswered write may wait now.
+// StallAfter returns how long an answer may be awaited now.
 func (w *Watched) StallAfter() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -174,7 +191,7 @@ func (w *Watched) Check() error {
 	w.rate(now)
 	if !w.owedSince.IsZero() {
 		if waited := now.Sub(w.owedSince); waited > w.stallAfter() {
-			return fmt.Errorf("no answer for %v after a write (round trip %v): %w", waited.Round(time.Millisecond), w.srtt.Round(time.Millisecond), ErrStalled)
+			return fmt.Errorf("no answer from the relay for %v (round trip %v): %w", waited.Round(time.Millisecond), w.srtt.Round(time.Millisecond), ErrStalled)
 		}
 	}
 	throttleFor := w.cfg.ThrottleFor

@@ -21,17 +21,19 @@ func pipe(t *testing.T) (net.Conn, net.Conn) {
 	return a, b
 }
 
-// exchange writes a byte on w's side and reads the answer after rtt.
+// exchange sends a request on w's side and reads the answer after rtt.
 func exchange(t *testing.T, w *fallback.Watched, peer net.Conn, c *clock, rtt time.Duration) {
 	t.Helper()
 	go func() { b := make([]byte, 1); peer.Read(b); peer.Write(b) }()
 	if _, err := w.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
+	w.Awaiting()
 	c.add(rtt)
 	if _, err := w.Read(make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
+	w.Answered()
 }
 
 func TestStallAfterUnansweredWrite(t *testing.T) {
@@ -46,6 +48,7 @@ func TestStallAfterUnansweredWrite(t *testing.T) {
 	}
 	go func() { b.Read(make([]byte, 1)) }() // the peer reads but never answers
 	w.Write([]byte{2})
+	w.Awaiting()
 	c.add(1400 * time.Millisecond)
 	if err := w.Check(); err != nil {
 		t.Fatalf("Check before the threshold: %v", err)
@@ -53,6 +56,33 @@ func TestStallAfterUnansweredWrite(t *testing.T) {
 	c.add(200 * time.Millisecond)
 	if err := w.Check(); !errors.Is(err, fallback.ErrStalled) {
 		t.Fatalf("Check after 1.6 s unanswered: %v, want ErrStalled", err)
+	}
+}
+
+// TestPushesDoNotHideAStall: a censor that drops only the client's packets
+// lets the relay's pushes through; the request still goes unanswered.
+func TestPushesDoNotHideAStall(t *testing.T) {
+	c := newClock()
+	a, b := pipe(t)
+	w := fallback.Watch(a, fallback.WatchConfig{Now: c.now})
+	go func() {
+		for {
+			if _, err := b.Write([]byte("push")); err != nil {
+				return
+			}
+		}
+	}()
+	w.Awaiting()
+	for range 20 {
+		c.add(100 * time.Millisecond)
+		w.Read(make([]byte, 4))
+	}
+	if err := w.Check(); !errors.Is(err, fallback.ErrStalled) {
+		t.Fatalf("Check with pushes flowing and the request unanswered for 2 s: %v", err)
+	}
+	w.Answered()
+	if err := w.Check(); err != nil {
+		t.Fatalf("Check once answered: %v", err)
 	}
 }
 
