@@ -29,7 +29,7 @@ type serverConn struct {
 	body  io.ReadCloser
 	laddr net.Addr
 	raddr net.Addr
-	rng   *rand.Rand // piece sizes of small writes; used under writeMu
+	rng   *rand.Rand // piece sizes of writePieces; used by the shaped writer only
 
 	writeMu sync.Mutex // writeMu serialises Writes; the handler takes it to return
 
@@ -219,7 +219,7 @@ func (c *serverConn) Write(p []byte) (int, error) {
 		})
 		defer t.Stop()
 	}
-	n, err := c.write(p)
+	n, err := c.w.Write(p)
 	if err == nil {
 		err = c.rc.Flush()
 	}
@@ -229,23 +229,16 @@ func (c *serverConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// write writes p to the response. Small writes (the shaped first frames)
-// go in pieces of smallWrite/2 to smallWrite bytes (each its own record),
-// so that net/http's HTTP/2 framer, which keeps a buffer as large as the
-// largest frame it wrote, holds little for a quiet tunnel, and no record
-// size repeats; bulk writes go whole.
-func (c *serverConn) write(p []byte) (int, error) {
-	if len(p) > shapeHdrLen+maxShapeData+maxShapePad {
-		return c.w.Write(p)
-	}
+// writePieces writes p, a shaped frame, in pieces of smallWrite/2 to
+// smallWrite bytes, each flushed into a record of its own: net/http's
+// HTTP/2 framer keeps a buffer as large as the largest frame it wrote, so
+// a quiet tunnel holds little, and no record size repeats.
+func (c *serverConn) writePieces(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		piece := smallWrite/2 + c.rng.IntN(smallWrite/2)
-		m, err := c.w.Write(p[:min(len(p), piece)])
+		m, err := c.Write(p[:min(len(p), piece)])
 		n += m
-		if err == nil {
-			err = c.rc.Flush() // net/http would cut 4 KiB frames otherwise
-		}
 		if err != nil {
 			return n, err
 		}
@@ -254,7 +247,7 @@ func (c *serverConn) write(p []byte) (int, error) {
 	return n, nil
 }
 
-// smallWrite is the piece size of write.
+// smallWrite is the largest piece of writePieces.
 const smallWrite = 4 << 10
 
 // Close ends the tunnel: the response ends (the client reads EOF after

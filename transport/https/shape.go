@@ -110,8 +110,18 @@ func (s *shapedConn) writeFrame(data []byte, pad int) error {
 	defer shapePool.Put(bp)
 	*bp = appendShapeFrame((*bp)[:0], data, pad)
 	s.wframes++
+	if pw, ok := s.Conn.(piecesWriter); ok {
+		_, err := pw.writePieces(*bp)
+		return err
+	}
 	_, err := s.Conn.Write(*bp)
 	return err
+}
+
+// piecesWriter is a conn that writes a shaped frame in records of its
+// own choosing (the relay side; see serverConn.writePieces).
+type piecesWriter interface {
+	writePieces(p []byte) (int, error)
 }
 
 var shapePool = sync.Pool{New: func() any { b := make([]byte, 0, shapeHdrLen+maxShapeData+maxShapePad); return &b }}
