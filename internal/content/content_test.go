@@ -1,0 +1,207 @@
+package content
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata vectors")
+
+// vectorFile holds the content vectors, language-neutral.
+const vectorFile = "../../testdata/client/content.json"
+
+// vector is one content vector: the bytes and, for a valid one, the
+// decoded fields (each kind fills its own).
+type vector struct {
+	Name  string `json:"name"`
+	Hex   string `json:"hex"`
+	Valid bool   `json:"valid"`
+
+	Kind   Kind     `json:"kind,omitempty"`
+	ID     string   `json:"id,omitempty"`
+	Sent   int64    `json:"sent,omitempty"`
+	Text   string   `json:"text,omitempty"`
+	N      uint64   `json:"n,omitempty"`
+	Status byte     `json:"status,omitempty"`
+	IDs    []string `json:"ids,omitempty"`
+	Name2  string   `json:"intro_name,omitempty"`
+	Relay  string   `json:"relay,omitempty"`
+	Secret string   `json:"secret,omitempty"`
+	Mbox   string   `json:"mailbox,omitempty"`
+	Token  string   `json:"token,omitempty"`
+	Intro  string   `json:"introduction,omitempty"`
+	Reason byte     `json:"reason,omitempty"`
+	Data   string   `json:"data,omitempty"`
+}
+
+var vid = [16]byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10}
+
+func validContents() []struct {
+	name string
+	c    Content
+} {
+	return []struct {
+		name string
+		c    Content
+	}{
+		{"text", Content{ID: vid, Sent: 1795000000000, Body: &Text{N: 1, Text: "hello, world"}}},
+		{"text empty", Content{ID: vid, Sent: 0, Body: &Text{N: 2, Text: ""}}},
+		{"text unicode", Content{ID: vid, Sent: 1, Body: &Text{N: 1 << 40, Text: "你好 🌍"}}},
+		{"receipt delivered", Content{ID: vid, Sent: 2, Body: &Receipt{Status: ReceiptDelivered, IDs: [][16]byte{{1}, {2}}}}},
+		{"receipt read", Content{ID: vid, Sent: 3, Body: &Receipt{Status: ReceiptRead, IDs: [][16]byte{{0xff}}}}},
+		{"introduction", Content{ID: vid, Sent: 4, Body: &Introduction{Secret: [16]byte{9}, Mailbox: [16]byte{8}, Token: [32]byte{7}, Name: "bob", Relay: "ferry://relay?k=x"}}},
+		{"refusal used", Content{ID: vid, Sent: 5, Body: &Refusal{Introduction: [16]byte{6}, Reason: RefusedUsed}}},
+		{"refusal unknown", Content{ID: vid, Sent: 6, Body: &Refusal{Introduction: [16]byte{6}, Reason: RefusedUnknown}}},
+		{"unknown kind", Content{ID: vid, Sent: 7, Body: &Unknown{K: 200, Data: []byte("from a newer Ferry")}}},
+		{"unknown kind empty", Content{ID: vid, Sent: 8, Body: &Unknown{K: 5, Data: []byte{}}}},
+	}
+}
+
+func invalidVectors() []vector {
+	h := strings.Repeat("00", 24)
+	return []vector{
+		{Name: "empty", Hex: ""},
+		{Name: "short header", Hex: "0101" + strings.Repeat("00", 10)},
+		{Name: "bad version", Hex: "0201" + h},
+		{Name: "kind zero", Hex: "0100" + h},
+		{Name: "text not utf8", Hex: "0101" + h + "0000000000000001" + "ff"},
+		{Name: "text without counter", Hex: "0101" + h + "000000"},
+		{Name: "receipt bad status", Hex: "0102" + h + "030001" + strings.Repeat("00", 16)},
+		{Name: "receipt zero ids", Hex: "0102" + h + "010000"},
+		{Name: "receipt count mismatch", Hex: "0102" + h + "010002" + strings.Repeat("00", 16)},
+		{Name: "introduction empty name", Hex: "0103" + h + strings.Repeat("00", 64) + "00" + "0000"},
+		{Name: "introduction truncated relay", Hex: "0103" + h + strings.Repeat("00", 64) + "0161" + "0005" + "6162"},
+		{Name: "introduction trailing bytes", Hex: "0103" + h + strings.Repeat("00", 64) + "0161" + "0000" + "00"},
+		{Name: "refusal short", Hex: "0104" + h + strings.Repeat("00", 16)},
+		{Name: "refusal bad reason", Hex: "0104" + h + strings.Repeat("00", 16) + "09"},
+	}
+}
+
+func hexIDs(ids [][16]byte) []string {
+	var out []string
+	for _, id := range ids {
+		out = append(out, hex.EncodeToString(id[:]))
+	}
+	return out
+}
+
+func toVector(name string, c *Content, b []byte) vector {
+	v := vector{Name: name, Hex: hex.EncodeToString(b), Valid: true, Kind: c.Body.Kind(), ID: hex.EncodeToString(c.ID[:]), Sent: c.Sent}
+	switch body := c.Body.(type) {
+	case *Text:
+		v.Text, v.N = body.Text, body.N
+	case *Receipt:
+		v.Status, v.IDs = body.Status, hexIDs(body.IDs)
+	case *Introduction:
+		v.Name2, v.Relay = body.Name, body.Relay
+		v.Secret, v.Mbox, v.Token = hex.EncodeToString(body.Secret[:]), hex.EncodeToString(body.Mailbox[:]), hex.EncodeToString(body.Token[:])
+	case *Refusal:
+		v.Intro, v.Reason = hex.EncodeToString(body.Introduction[:]), body.Reason
+	case *Unknown:
+		v.Data = hex.EncodeToString(body.Data)
+	}
+	return v
+}
+
+func loadVectors(t testing.TB) []vector {
+	if *update {
+		var vs []vector
+		for _, tc := range validContents() {
+			b, err := tc.c.Marshal()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			vs = append(vs, toVector(tc.name, &tc.c, b))
+		}
+		vs = append(vs, invalidVectors()...)
+		out, _ := json.MarshalIndent(vs, "", "  ")
+		os.MkdirAll(filepath.Dir(vectorFile), 0o755)
+		if err := os.WriteFile(vectorFile, append(out, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(vectorFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func TestVectors(t *testing.T) {
+	for _, v := range loadVectors(t) {
+		t.Run(v.Name, func(t *testing.T) {
+			t.Parallel()
+			b, err := hex.DecodeString(v.Hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := Parse(b)
+			if !v.Valid {
+				if err == nil {
+					t.Fatalf("parsed invalid content: %+v", c)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if got := toVector(v.Name, c, b); !equalJSON(got, v) {
+				t.Fatalf("got %+v, want %+v", got, v)
+			}
+			again, err := c.Marshal()
+			if err != nil || !bytes.Equal(again, b) {
+				t.Fatalf("marshal: got %x (%v), want %x", again, err, b)
+			}
+		})
+	}
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+func TestMarshalRejects(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		body Body
+	}{
+		{"long text", &Text{Text: strings.Repeat("a", MaxText+1)}},
+		{"invalid utf8", &Text{Text: "\xff"}},
+		{"receipt no ids", &Receipt{Status: ReceiptRead}},
+		{"receipt status", &Receipt{Status: 9, IDs: [][16]byte{{}}}},
+		{"intro no name", &Introduction{}},
+		{"intro long name", &Introduction{Name: strings.Repeat("n", MaxNameLen+1)}},
+		{"refusal reason", &Refusal{}},
+		{"no body", nil},
+		{"kind zero", &Unknown{}},
+		{"unknown too long", &Unknown{K: 99, Data: make([]byte, MaxBody+1)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if b, err := (&Content{Body: tt.body}).Marshal(); err == nil {
+				t.Fatalf("got %x, want an error", b)
+			}
+		})
+	}
+}
+
+// TestKnown: Unknown never shadows a kind this version parses.
+func TestKnown(t *testing.T) {
+	for k := range 256 {
+		body, err := ParseBody(Kind(k), nil)
+		if _, unknown := body.(*Unknown); unknown == Known(Kind(k)) && err == nil {
+			t.Errorf("kind %d: Known %v but parsed as %T", k, Known(Kind(k)), body)
+		}
+	}
+}
