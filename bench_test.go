@@ -1,4 +1,4 @@
-package ferry_test
+package ferry
 
 import (
 	"context"
@@ -8,8 +8,45 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-im/ferry"
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/relaytest"
+	"github.com/ferry-im/ferry/relay/sqlite"
 )
+
+// benchPair starts a relay on loopback TCP with its durable SQLite store
+// and the relay's default limits (as ferry-relay runs it), and two
+// clients on it, alice and bob, who have exchanged an invite.
+func benchPair(b *testing.B) (alice, bob *Client) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "relay.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := relaytest.Start(b, &relay.Config{Store: st, Limits: relay.Limits{
+		AddrRate: 2000, AddrBurst: 10000, HandshakeRate: 200, HandshakeBurst: 1000, // the defaults
+	}})
+	dir := b.TempDir()
+	mk := func(name string) *Client {
+		c, err := Init(ctx, Config{Home: filepath.Join(dir, name)}, r.Link.String(), name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		return c
+	}
+	alice, bob = mk("alice"), mk("bob")
+	inv, err := alice.Invite(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := bob.Accept(ctx, inv); err != nil {
+		b.Fatal(err)
+	}
+	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	return alice, bob
+}
 
 // BenchmarkSendReceive measures the client end to end through a relay on
 // loopback with its durable SQLite store: bob encrypts, stores and sends
@@ -19,19 +56,24 @@ import (
 // through both clients.
 func BenchmarkSendReceive(b *testing.B) {
 	ctx := context.Background()
-	alice, bob := relayPair(b, filepath.Join(b.TempDir(), "relay.db"), nil)
+	alice, bob := benchPair(b)
 	texts := make([]string, 100)
 	for i := range texts {
 		texts[i] = fmt.Sprintf("benchmark message %03d with some text in it", i)
 	}
+	to := conversationOf(b, bob, "alice")
 	// alice stays connected and counts what she stores.
 	sctx, cancel := context.WithCancel(ctx)
 	all := make(chan struct{})
 	received := 0
 	syncDone := make(chan error, 1)
 	go func() {
-		syncDone <- alice.Sync(sctx, ferry.SyncOptions{Wait: time.Hour, OnMessages: func(ms []*ferry.Message) {
-			received += len(ms)
+		syncDone <- alice.Sync(sctx, SyncOptions{Wait: time.Hour, OnMessages: func(ms []*Message) {
+			for _, m := range ms {
+				if m.Kind == KindText {
+					received++
+				}
+			}
 			if received == b.N {
 				close(all)
 			}
@@ -39,7 +81,7 @@ func BenchmarkSendReceive(b *testing.B) {
 	}()
 	b.ResetTimer()
 	for sent := 0; sent < b.N; sent += len(texts) {
-		if _, err := bob.SendMany(ctx, "alice", texts[:min(len(texts), b.N-sent)]); err != nil {
+		if _, err := bob.SendMany(ctx, to, texts[:min(len(texts), b.N-sent)]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -60,14 +102,17 @@ func BenchmarkSendReceive(b *testing.B) {
 // decrypt, store, in p50 and p99.
 func BenchmarkDeliveryLatency(b *testing.B) {
 	ctx := context.Background()
-	alice, bob := relayPair(b, filepath.Join(b.TempDir(), "relay.db"), nil)
+	alice, bob := benchPair(b)
+	to := conversationOf(b, bob, "alice")
 	arrived := make(chan time.Time, 16)
 	sctx, cancel := context.WithCancel(ctx)
 	syncDone := make(chan error, 1)
 	go func() {
-		syncDone <- alice.Sync(sctx, ferry.SyncOptions{Wait: time.Hour, OnMessages: func(ms []*ferry.Message) {
-			for range ms {
-				arrived <- time.Now()
+		syncDone <- alice.Sync(sctx, SyncOptions{Wait: time.Hour, OnMessages: func(ms []*Message) {
+			for _, m := range ms {
+				if m.Kind == KindText {
+					arrived <- time.Now()
+				}
 			}
 		}})
 	}()
@@ -75,7 +120,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		start := time.Now()
-		if _, err := bob.Send(ctx, "alice", fmt.Sprint("ping ", i)); err != nil {
+		if _, err := bob.Send(ctx, to, fmt.Sprint("ping ", i)); err != nil {
 			b.Fatal(err)
 		}
 		select {
@@ -92,4 +137,12 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)*90/100].Microseconds())/1000, "p90-ms")
+}
+
+func conversationOf(tb testing.TB, c *Client, name string) ConversationID {
+	cv, err := c.FindConversation(context.Background(), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cv.ID
 }

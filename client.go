@@ -7,18 +7,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/account"
+	"github.com/ferry-im/ferry/internal/inbox"
 	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/internal/outbox"
+	"github.com/ferry-im/ferry/internal/prekeys"
+	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
 	"github.com/ferry-im/ferry/transport"
 	"github.com/ferry-im/ferry/transport/https"
 	"github.com/ferry-im/ferry/transport/obfs"
 	"github.com/ferry-im/ferry/transport/tcp"
-	"github.com/ferry-im/ferry/wire"
 )
 
 // Config configures a Client. Only Home is required; the zero value of
@@ -27,8 +33,8 @@ type Config struct {
 	// Home is the profile directory (created by Init with mode 0700).
 	Home string
 	// Passphrase, if non-nil, protects the profile key with Argon2id
-	// (Init) or unlocks it (Open). If nil, the key is kept in a 0600 file
-	// in Home. docs/client.md explains the trade-off.
+	// (Init, Restore) or unlocks it (Open). If nil, the key is kept in a
+	// 0600 file in Home. docs/client.md explains the trade-off.
 	Passphrase []byte
 	// Rand is the source of every key, nonce and message id. If nil,
 	// crypto/rand is used.
@@ -38,92 +44,84 @@ type Config struct {
 	// Logger receives operational events; never keys, tokens or message
 	// text. If nil, nothing is logged.
 	Logger *slog.Logger
-	// Transports maps the transport names of link endpoints ("tcp") to the
+	// Transports maps the transport names of link endpoints to the
 	// dialers that reach them; endpoints of other transports are skipped.
-	// If nil, a registry holding transport/tcp with its defaults is used.
+	// If nil, DefaultTransports(NetDialer) is used.
 	Transports *transport.Registry
+	// TransportOrder, if not empty, restricts the client to the transports
+	// named, tried in this order. Each must be in Transports, and the
+	// user's own relay must offer at least one of them.
+	TransportOrder []string
+	// NetDialer makes the connections the default transports run over
+	// (for example an upstream proxy). If nil, they dial directly. It is
+	// not used when Transports is set.
+	NetDialer transport.NetDialer
+}
 
-	// dial replaces dialChannel in tests.
-	dial dialFunc
-	// prekeys and minPrekeys replace initialPrekeys and minPrekeys in tests.
-	prekeys, minPrekeys int
-	// outboxRetry replaces outboxRetry in tests.
-	outboxRetry time.Duration
-	// maxDrain and drainStall replace maxDrain and responseTimeout as the
-	// limits of a drain in tests.
-	maxDrain, drainStall time.Duration
-	// open replaces session.Open in tests.
-	open func(*session.Identity, []byte) (session.PublicIdentity, byte, []byte, error)
+// DefaultTransports returns the registry of every transport this Ferry
+// has, with its defaults, making its connections with nd (nil: directly).
+// Adding a transport to Ferry is one line here.
+func DefaultTransports(nd transport.NetDialer) *transport.Registry {
+	reg := new(transport.Registry)
+	for _, err := range []error{
+		tcp.Register(reg, tcp.Config{NetDialer: nd}),
+		obfs.Register(reg, obfs.Config{NetDialer: nd}),
+		https.Register(reg, https.Config{NetDialer: nd}),
+	} {
+		if err != nil {
+			panic(err) // each name is registered once, with a dialer
+		}
+	}
+	return reg
 }
 
 // Errors callers branch on.
 var (
 	// ErrNoProfile means Home holds no profile (run Init).
 	ErrNoProfile = localstore.ErrNoProfile
-	// ErrExists means Init found a profile already in Home.
+	// ErrExists means Init or Restore found a profile already in Home.
 	ErrExists = localstore.ErrExists
-	// ErrWrongPassphrase means the passphrase does not unlock the profile.
+	// ErrWrongPassphrase means the passphrase does not unlock the profile
+	// (or the backup).
 	ErrWrongPassphrase = localstore.ErrWrongPassphrase
-	// ErrUnreachable means a relay could not be reached.
-	ErrUnreachable = errors.New("the relay could not be reached")
+	// ErrUnreachable means a relay could not be reached. The error that
+	// wraps it says why in one sentence (a wrong relay key, another
+	// version, something on the path blocking or resetting).
+	ErrUnreachable = relayclient.ErrUnreachable
 	// ErrQueued means a message was stored in the outbox but its relay
-	// could not be reached; a later Send or Sync delivers it.
+	// could not be reached; a later Send, Flush or Sync delivers it.
 	ErrQueued = errors.New("the relay could not be reached; the message stays in the outbox and will be sent by the next command that connects")
-	// ErrUnknownContact means no contact has the given name.
+	// ErrUnknownContact means no contact or conversation has the given
+	// name or id.
 	ErrUnknownContact = errors.New("no contact with that name")
+	// ErrEmpty means a message to send was empty (or only white space).
+	ErrEmpty = errors.New("the message is empty")
+	// ErrUnknownTransport means Config.TransportOrder names a transport
+	// this Ferry does not have.
+	ErrUnknownTransport = errors.New("unknown transport")
 )
 
-// Tunables.
-const (
-	initialPrekeys  = 32 // one-time prekeys of each kind made by Init
-	minPrekeys      = 8  // replenish below this many
-	dialTimeout     = 5 * time.Second
-	responseTimeout = 15 * time.Second
-	sendWindow      = 256              // Send frames in flight per relay connection
-	batchSize       = 256              // Deliver frames stored per transaction
-	maxDrain        = 30 * time.Second // longest Sync without Wait (the relay's backlog, then its OK)
-	outboxRetry     = 10 * time.Second // outbox retry period while Sync waits
-	pingInterval    = 25 * time.Second
-	seenRetention   = 60 * 24 * time.Hour // twice the relay's TTL
-)
-
-// contentTypeV1 is the sealed-sender content type of Ferry's messages:
-// the inner bytes are a session message (initial or ratchet) whose
-// plaintext is a content (content.go).
-const contentTypeV1 = 0x01
-
-// ratchetAD is the associated data every ratchet message authenticates.
-var ratchetAD = []byte("ferry content v1")
+// DialError says why a relay could not be reached; errors wrapping
+// ErrUnreachable hold one when a dial failed. Its Error is one sentence
+// for the user naming the cause: a wrong relay key or another Ferry
+// version, a reset or silence on the network path, nothing listening, a
+// name that does not resolve, or no transport in common.
+type DialError = relayclient.DialError
 
 // Client is a user's messaging client over one profile. Its methods are
 // safe for concurrent use; several processes may also use one profile at
 // once (the store serialises their transactions).
 type Client struct {
-	cfg   Config
-	store *localstore.Store
-	log   *slog.Logger
-	rand  io.Reader
-	now   func() time.Time
-	dial  dialFunc
-
-	// Immutable after open: the profile's keys.
-	identity *session.Identity
-	device   channel.KeyPair
-	relay    link.Relay
-	mailbox  [16]byte
-	token    [32]byte
-	name     string
-
-	// flushMu serialises outbox flushes, so envelopes reach each relay in
-	// the order they were queued, and protects anon.
-	flushMu sync.Mutex
-	anon    map[string]*anon // cached anonymous connections by relay and mailbox
+	cfg Config
+	a   *account.Account
+	ob  *outbox.Outbox
+	in  *inbox.Inbox
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-func (cfg *Config) fill() {
+func (cfg *Config) fill() error {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
@@ -134,38 +132,45 @@ func (cfg *Config) fill() {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Transports == nil {
-		cfg.Transports = new(transport.Registry)
-		if err := errors.Join(tcp.Register(cfg.Transports, tcp.Config{}), obfs.Register(cfg.Transports, obfs.Config{}), https.Register(cfg.Transports, https.Config{})); err != nil {
-			panic(err) // an empty registry always takes tcp, obfs and https
+		cfg.Transports = DefaultTransports(cfg.NetDialer)
+	}
+	for _, name := range cfg.TransportOrder {
+		if _, ok := cfg.Transports.Lookup(name); !ok {
+			return fmt.Errorf("%w %q: this Ferry has %s", ErrUnknownTransport, name, strings.Join(cfg.Transports.Names(), ", "))
 		}
 	}
-	if cfg.prekeys == 0 {
-		cfg.prekeys = initialPrekeys
-	}
-	if cfg.minPrekeys == 0 {
-		cfg.minPrekeys = minPrekeys
-	}
-	if cfg.outboxRetry == 0 {
-		cfg.outboxRetry = outboxRetry
-	}
-	if cfg.maxDrain == 0 {
-		cfg.maxDrain = maxDrain
-	}
-	if cfg.open == nil {
-		cfg.open = session.Open
-	}
-	if cfg.drainStall == 0 {
-		cfg.drainStall = responseTimeout
-	}
+	return nil
 }
 
-func newClient(cfg Config, st *localstore.Store) *Client {
-	c := &Client{cfg: cfg, store: st, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now}
-	c.dial = c.dialChannel
-	if cfg.dial != nil {
-		c.dial = cfg.dial
+// checkOrder fails if the user's own relay offers none of the transports
+// of TransportOrder.
+func (cfg *Config) checkOrder(r link.Relay) error {
+	if len(cfg.TransportOrder) == 0 {
+		return nil
 	}
-	return c
+	var have []string
+	for _, e := range r.Endpoints {
+		if slices.Contains(cfg.TransportOrder, e.Transport) {
+			return nil
+		}
+		have = append(have, e.Transport)
+	}
+	return fmt.Errorf("your relay's link offers %s, not %s", strings.Join(have, ", "), strings.Join(cfg.TransportOrder, ", "))
+}
+
+func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client, error) {
+	a := &account.Account{
+		Home: cfg.Home, Store: st, Rand: cfg.Rand, Now: cfg.Now, Log: cfg.Logger,
+		Dialer: &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger},
+	}
+	if err := a.Load(p); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkOrder(a.Relay); err != nil {
+		return nil, err
+	}
+	ob := outbox.New(a)
+	return &Client{cfg: cfg, a: a, ob: ob, in: inbox.New(a, ob, inbox.Options{})}, nil
 }
 
 // Init creates a profile in cfg.Home: a new identity, device key, delivery
@@ -175,7 +180,9 @@ func newClient(cfg Config, st *localstore.Store) *Client {
 // returns the open Client together with an error wrapping ErrUnreachable,
 // and the next connection registers.
 func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, error) {
-	cfg.fill()
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
 	relay, err := link.ParseRelay(relayLink)
 	if err != nil {
 		return nil, err
@@ -183,9 +190,37 @@ func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, err
 	if err := link.CheckName(name); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkOrder(relay); err != nil {
+		return nil, err
+	}
 	if localstore.Exists(cfg.Home) {
 		return nil, ErrExists
 	}
+	prof, err := newProfile(cfg, relay, name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := localstore.Create(ctx, cfg.Home, localstore.Options{Passphrase: cfg.Passphrase, Rand: cfg.Rand})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Update(ctx, func(tx *localstore.Tx) error { return tx.PutProfile(prof) }); err != nil {
+		st.Close()
+		return nil, err
+	}
+	c, err := newClient(cfg, st, prof)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := (prekeys.Policy{}).Register(ctx, c.a); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// newProfile makes the keys of a new profile.
+func newProfile(cfg Config, relay link.Relay, name string) (*localstore.Profile, error) {
 	id, err := session.NewIdentity(cfg.Rand)
 	if err != nil {
 		return nil, err
@@ -194,7 +229,7 @@ func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, err
 	if err != nil {
 		return nil, err
 	}
-	ps, err := session.GeneratePrekeys(cfg.Rand, id, cfg.prekeys)
+	ps, err := (prekeys.Policy{}).Generate(cfg.Rand, id)
 	if err != nil {
 		return nil, err
 	}
@@ -208,34 +243,25 @@ func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, err
 	if prof.Prekeys, err = ps.MarshalBinary(); err != nil {
 		return nil, err
 	}
-	st, err := localstore.Create(ctx, cfg.Home, localstore.Options{Passphrase: cfg.Passphrase, Rand: cfg.Rand})
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Update(ctx, func(tx *localstore.Tx) error { return tx.PutProfile(prof) }); err != nil {
-		st.Close()
-		return nil, err
-	}
-	c := newClient(cfg, st)
-	if err := c.load(prof); err != nil {
-		st.Close()
-		return nil, err
-	}
-	if err := c.register(ctx); err != nil {
-		return c, err
-	}
-	return c, nil
+	return prof, nil
 }
 
-// Open opens the profile in cfg.Home.
+// Open opens the profile in cfg.Home, moving a profile made by an older
+// Ferry to the current layout first.
 func Open(ctx context.Context, cfg Config) (*Client, error) {
-	cfg.fill()
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
 	st, err := localstore.Open(ctx, cfg.Home, localstore.Options{Passphrase: cfg.Passphrase, Rand: cfg.Rand})
 	if err != nil {
 		return nil, err
 	}
+	return openStore(ctx, cfg, st)
+}
+
+func openStore(ctx context.Context, cfg Config, st *localstore.Store) (*Client, error) {
 	var prof *localstore.Profile
-	err = st.Update(ctx, func(tx *localstore.Tx) (err error) {
+	err := st.Update(ctx, func(tx *localstore.Tx) (err error) {
 		prof, err = tx.Profile()
 		return err
 	})
@@ -246,60 +272,57 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		st.Close()
 		return nil, err
 	}
-	c := newClient(cfg, st)
-	if err := c.load(prof); err != nil {
+	c, err := newClient(cfg, st, prof)
+	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Client) load(p *localstore.Profile) error {
-	c.identity = new(session.Identity)
-	if err := c.identity.UnmarshalBinary(p.Identity); err != nil {
-		return fmt.Errorf("load identity: %w", err)
-	}
-	if len(p.Device) != 32 || len(p.Token) != 32 {
-		return fmt.Errorf("load profile: %w", localstore.ErrCorrupt)
-	}
-	dev, err := channel.NewKeyPair([32]byte(p.Device))
-	if err != nil {
-		return fmt.Errorf("load device key: %w", err)
-	}
-	c.device = dev
-	c.mailbox = wire.MailboxID(dev.Public)
-	c.token = [32]byte(p.Token)
-	c.name = p.Name
-	if c.relay, err = link.ParseRelay(p.RelayLink); err != nil {
-		return fmt.Errorf("load relay link: %w", err)
-	}
-	return nil
-}
-
 // Close closes the profile. It is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
-		c.flushMu.Lock()
-		for key := range c.anon {
-			c.dropAnon(key)
-		}
-		c.flushMu.Unlock()
-		c.closeErr = c.store.Close()
+		c.ob.Close()
+		c.closeErr = c.a.Store.Close()
 	})
 	return c.closeErr
 }
 
 // Name returns the user's own name.
-func (c *Client) Name() string { return c.name }
+func (c *Client) Name() string { return c.a.Name }
 
 // Identity returns the user's public identity key.
-func (c *Client) Identity() session.PublicIdentity { return c.identity.Public() }
+func (c *Client) Identity() session.PublicIdentity { return c.a.Identity.Public() }
 
 // RelayLink returns the link of the user's relay.
-func (c *Client) RelayLink() string { return c.relay.String() }
+func (c *Client) RelayLink() string { return c.a.Relay.String() }
 
-func (c *Client) newID() ([16]byte, error) {
-	var id [16]byte
-	_, err := io.ReadFull(c.rand, id[:])
-	return id, err
+// ChangePassphrase protects the profile key with passphrase from now on,
+// or keeps it in the clear if passphrase is nil. The profile itself does
+// not change.
+func (c *Client) ChangePassphrase(passphrase []byte) error {
+	return c.a.Store.SetPassphrase(passphrase)
+}
+
+// Backup writes an encrypted copy of the whole profile (keys, contacts,
+// sessions, history, outbox) to w, readable with passphrase by Restore on
+// another machine. Use the copy instead of this profile, never both: two
+// copies of one profile would reuse the same ratchet keys.
+func (c *Client) Backup(ctx context.Context, w io.Writer, passphrase []byte) error {
+	return c.a.Store.Backup(ctx, w, passphrase)
+}
+
+// Restore makes the profile in cfg.Home (which must hold none) from a
+// backup read from r, unlocked with backupPassphrase, and protects it with
+// cfg.Passphrase.
+func Restore(ctx context.Context, cfg Config, r io.Reader, backupPassphrase []byte) (*Client, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	st, err := localstore.Restore(ctx, cfg.Home, r, backupPassphrase, localstore.Options{Passphrase: cfg.Passphrase, Rand: cfg.Rand})
+	if err != nil {
+		return nil, err
+	}
+	return openStore(ctx, cfg, st)
 }

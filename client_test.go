@@ -5,122 +5,65 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ferry-im/ferry/channel"
-	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/internal/clienttest"
+	"github.com/ferry-im/ferry/internal/inbox"
 )
-
-func newTestClient(t *testing.T, r *fakeRelay, name string) *Client {
-	t.Helper()
-	c, err := Init(context.Background(), Config{Home: t.TempDir(), dial: r.dial}, r.link.String(), name)
-	if err != nil {
-		t.Fatalf("Init %s: %v", name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// pair makes alice and bob contacts of each other through r.
-func pair(t *testing.T, r *fakeRelay) (alice, bob *Client) {
-	t.Helper()
-	ctx := context.Background()
-	alice, bob = newTestClient(t, r, "alice"), newTestClient(t, r, "bob")
-	inv, err := alice.Invite(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, err := bob.Accept(ctx, inv)
-	if err != nil {
-		t.Fatalf("Accept: %v", err)
-	}
-	if name != "alice" {
-		t.Fatalf("Accept: got name %q, want alice", name)
-	}
-	var added []string
-	if err := alice.Sync(ctx, SyncOptions{OnContact: func(n string) { added = append(added, n) }}); err != nil {
-		t.Fatalf("alice Sync: %v", err)
-	}
-	if len(added) != 1 || added[0] != "bob" {
-		t.Fatalf("alice learned contacts %q, want [bob]", added)
-	}
-	return alice, bob
-}
-
-func texts(ms []*Message) []string {
-	var out []string
-	for _, m := range ms {
-		out = append(out, m.Contact+":"+m.Text)
-	}
-	return out
-}
 
 func TestClientConversation(t *testing.T) {
 	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
+	w := newWorld(t)
+	alice, bob := w.pair(t)
 
-	m, err := bob.Send(ctx, "alice", "hello alice")
+	m, err := bob.Send(ctx, conv(t, bob, "alice"), "hello alice")
 	if err != nil {
 		t.Fatalf("bob Send: %v", err)
 	}
-	if m.State != StateSent {
-		t.Fatalf("state after Send: got %v, want sent", m.State)
+	if m.State != StateSent || m.Kind != KindText || m.Text() != "hello alice" || !m.Outgoing {
+		t.Fatalf("after Send: got %+v", m)
 	}
-	if _, err := alice.Send(ctx, "bob", "hello bob"); err != nil {
-		t.Fatalf("alice Send: %v", err)
+	send(t, alice, "bob", "hello bob")
+	syncNow(t, alice)
+	got := unread(t, alice)
+	if show(got) != "[bob:hello alice]" || got[0].ConversationName != "bob" || got[0].Sender != contactID(t, alice, "bob") {
+		t.Fatalf("alice unread: got %s", show(got))
 	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
+	if err := alice.MarkShown(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	unread, err := alice.Messages(ctx, Query{Unread: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fmt.Sprint(texts(unread)); got != "[bob:hello alice]" {
-		t.Fatalf("alice unread: got %s", got)
-	}
-	if err := alice.MarkShown(ctx, unread); err != nil {
-		t.Fatal(err)
-	}
-	if again, _ := alice.Messages(ctx, Query{Unread: true}); len(again) != 0 {
+	if again := unread(t, alice); len(again) != 0 {
 		t.Fatalf("unread after MarkShown: got %d, want 0", len(again))
 	}
 	// bob gets alice's message and the delivery and read receipts.
-	if err := bob.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	hist, err := bob.Messages(ctx, Query{Contact: "alice"})
+	syncNow(t, bob)
+	hist, err := bob.Messages(ctx, Query{Conversation: conv(t, bob, "alice")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hist) != 2 || hist[0].Text != "hello alice" || hist[1].Text != "hello bob" {
-		t.Fatalf("bob history: got %q", texts(hist))
+	if show(hist) != "[me:hello alice alice:hello bob]" {
+		t.Fatalf("bob history: got %s", show(hist))
 	}
 	if hist[0].State != StateRead {
 		t.Fatalf("bob's message state: got %v, want read", hist[0].State)
 	}
 	// alice receives bob's delivery receipt for "hello bob".
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ah, _ := alice.Messages(ctx, Query{Contact: "bob"})
+	syncNow(t, alice)
+	ah, _ := alice.Messages(ctx, Query{Conversation: conv(t, alice, "bob")})
 	for _, m := range ah {
 		if m.Outgoing && m.State != StateDelivered {
 			t.Fatalf("alice's message state: got %v, want delivered", m.State)
 		}
 	}
-	if n := r.pendingAfterAcks(alice.mailbox, bob.mailbox); n != 0 {
+	if n := w.relay.PendingSoon(alice.a.Mailbox, bob.a.Mailbox); n != 0 {
 		t.Fatalf("relay still holds %d envelopes after both synced", n)
 	}
-	sa, err := alice.SafetyNumber(ctx, "bob")
+	sa, err := alice.SafetyNumber(ctx, contactID(t, alice, "bob"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := bob.SafetyNumber(ctx, "alice")
+	sb, err := bob.SafetyNumber(ctx, contactID(t, bob, "alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,12 +74,11 @@ func TestClientConversation(t *testing.T) {
 
 func TestClientOutboxSurvivesOutage(t *testing.T) {
 	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
-	r.setDown(true)
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	w.relay.Down()
 	for i := range 3 {
-		if _, err := bob.Send(ctx, "alice", fmt.Sprint("queued ", i)); !errors.Is(err, ErrQueued) {
+		if _, err := bob.Send(ctx, conv(t, bob, "alice"), fmt.Sprint("queued ", i)); !errors.Is(err, ErrQueued) {
 			t.Fatalf("Send with relay down: got %v, want ErrQueued", err)
 		}
 	}
@@ -146,101 +88,62 @@ func TestClientOutboxSurvivesOutage(t *testing.T) {
 	// A restarted client (new process) still has the outbox.
 	home := bob.cfg.Home
 	bob.Close()
-	bob2, err := Open(ctx, Config{Home: home, dial: r.dial})
+	bob2, err := Open(ctx, Config{Home: home, Transports: w.Transports()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bob2.Close()
-	r.setDown(false)
+	if n, err := bob2.Queued(ctx); err != nil || n != 3 {
+		t.Fatalf("Queued after reopening: %d, %v", n, err)
+	}
+	w.relay.Up()
 	left, err := bob2.Flush(ctx)
 	if err != nil || left != 0 {
 		t.Fatalf("Flush: %d left, %v", left, err)
 	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := alice.Messages(ctx, Query{Unread: true})
-	if fmt.Sprint(texts(got)) != "[bob:queued 0 bob:queued 1 bob:queued 2]" {
-		t.Fatalf("alice got %q", texts(got))
+	syncNow(t, alice)
+	if got := show(unread(t, alice)); got != "[bob:queued 0 bob:queued 1 bob:queued 2]" {
+		t.Fatalf("alice got %s", got)
 	}
 }
 
+// TestClientDeduplicates has the relay deliver the same envelope again, as
+// after a crash between storing and acknowledging it: it is stored once.
 func TestClientDeduplicates(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
-	if _, err := bob.Send(ctx, "alice", "once"); err != nil {
-		t.Fatal(err)
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	send(t, bob, "alice", "once")
+	w.relay.Faults.DropAcks.Store(true)
+	syncNow(t, alice)
+	syncNow(t, alice) // the relay delivers it again: nothing was acknowledged
+	w.relay.Faults.DropAcks.Store(false)
+	syncNow(t, alice)
+	got, _ := alice.Messages(context.Background(), Query{Conversation: conv(t, alice, "bob"), After: 1})
+	if show(got) != "[bob:once]" {
+		t.Fatalf("got %s, want it once", show(got))
 	}
-	// The relay delivers the same envelope twice (as after a crash
-	// before the Ack), once more under a new sequence number.
-	r.mu.Lock()
-	d := r.box(alice.mailbox).queue[0]
-	r.mu.Unlock()
-	d.Seq = 99
-	r.inject(alice.mailbox, d)
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r.inject(alice.mailbox, d)
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := alice.Messages(ctx, Query{})
-	if len(got) != 1 {
-		t.Fatalf("got %d messages, want 1: %q", len(got), texts(got))
-	}
-	if n := r.pendingAfterAcks(alice.mailbox); n != 0 {
+	if n := w.relay.PendingSoon(alice.a.Mailbox); n != 0 {
 		t.Fatalf("duplicates not acknowledged: %d left", n)
-	}
-}
-
-func TestClientInviteIsOneTime(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice := newTestClient(t, r, "alice")
-	bob := newTestClient(t, r, "bob")
-	carol := newTestClient(t, r, "carol")
-	inv, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := carol.Accept(ctx, inv); err != nil {
-		t.Fatal(err) // carol cannot know the invite is used
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ks, _ := alice.Contacts(ctx)
-	if len(ks) != 1 || ks[0].Name != "bob" {
-		t.Fatalf("alice's contacts: got %+v, want only bob", ks)
-	}
-	if _, err := alice.Accept(ctx, inv); !errors.Is(err, ErrOwnInvite) {
-		t.Fatalf("accepting own invite: got %v", err)
-	}
-	inv2, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv2); err == nil || !strings.Contains(err.Error(), "already your contact") {
-		t.Fatalf("accepting a second invite from a contact: got %v", err)
 	}
 }
 
 func TestClientBadInput(t *testing.T) {
 	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice := newTestClient(t, r, "alice")
-	if _, err := alice.Send(ctx, "nobody", "hi"); !errors.Is(err, ErrUnknownContact) {
-		t.Fatalf("Send to unknown: got %v", err)
+	w := newWorld(t)
+	alice := w.client(t, "alice", nil)
+	if _, err := alice.Send(ctx, 99, "hi"); !errors.Is(err, ErrUnknownContact) {
+		t.Fatalf("Send to an unknown conversation: got %v", err)
+	}
+	if _, err := alice.FindConversation(ctx, "nobody"); !errors.Is(err, ErrUnknownContact) {
+		t.Fatalf("FindConversation of nobody: got %v", err)
 	}
 	if _, err := alice.Accept(ctx, "ferry://invite?garbage"); err == nil {
 		t.Fatal("Accept of a malformed link succeeded")
 	}
-	if _, err := Init(ctx, Config{Home: t.TempDir(), dial: r.dial}, "not a link", "x"); err == nil {
+	if _, err := Init(ctx, w.config(t, "x"), "not a link", "x"); err == nil {
 		t.Fatal("Init with a malformed relay link succeeded")
 	}
-	if _, err := Init(ctx, Config{Home: alice.cfg.Home, dial: r.dial}, r.link.String(), "x"); !errors.Is(err, ErrExists) {
+	if _, err := Init(ctx, Config{Home: alice.cfg.Home, Transports: w.Transports()}, w.relay.Link.String(), "x"); !errors.Is(err, ErrExists) {
 		t.Fatalf("Init over a profile: got %v, want ErrExists", err)
 	}
 	if _, err := Open(ctx, Config{Home: t.TempDir()}); !errors.Is(err, ErrNoProfile) {
@@ -248,11 +151,26 @@ func TestClientBadInput(t *testing.T) {
 	}
 }
 
+// TestClientEmptyMessage: an empty or blank message is refused and
+// nothing is queued (a new user sent one by mistake).
+func TestClientEmptyMessage(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	_, bob := w.pair(t)
+	for _, text := range []string{"", " \n\t"} {
+		if _, err := bob.Send(ctx, conv(t, bob, "alice"), text); !errors.Is(err, ErrEmpty) {
+			t.Fatalf("Send(%q): got %v, want ErrEmpty", text, err)
+		}
+	}
+	if ms, _ := bob.Messages(ctx, Query{}); len(ms) != 0 {
+		t.Fatalf("bob's history holds %s", show(ms))
+	}
+}
+
 func TestClientSyncWaitReconnects(t *testing.T) {
 	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
+	w := newWorld(t)
+	alice, bob := w.pair(t)
 	got := make(chan string, 10)
 	done := make(chan error, 1)
 	sctx, cancel := context.WithCancel(ctx)
@@ -260,20 +178,18 @@ func TestClientSyncWaitReconnects(t *testing.T) {
 	go func() {
 		done <- alice.Sync(sctx, SyncOptions{Wait: time.Minute, OnMessages: func(ms []*Message) {
 			for _, m := range ms {
-				got <- m.Text
+				got <- m.Text()
 			}
 		}})
 	}()
 	for i, down := range []bool{false, true} {
 		if down {
-			r.setDown(true)
+			w.relay.Down()
 			time.Sleep(200 * time.Millisecond)
-			r.setDown(false)
+			w.relay.Up()
 		}
 		want := fmt.Sprint("message ", i)
-		if _, err := bob.Send(ctx, "alice", want); err != nil {
-			t.Fatal(err)
-		}
+		send(t, bob, "alice", want)
 		select {
 		case s := <-got:
 			if s != want {
@@ -289,116 +205,46 @@ func TestClientSyncWaitReconnects(t *testing.T) {
 	}
 }
 
-func TestClientPrekeysReplenish(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, err := Init(ctx, Config{Home: t.TempDir(), dial: r.dial, prekeys: 4, minPrekeys: 2}, r.link.String(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	const n = 4 - 2 + 2
-	for i := range n {
-		b := newTestClient(t, r, fmt.Sprint("b", i))
-		inv, _ := alice.Invite(ctx)
-		if _, err := b.Accept(ctx, inv); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	left := len(r.oneTime[alice.mailbox])
-	r.mu.Unlock()
-	if left < 2 {
-		t.Fatalf("relay has %d one-time prekeys after replenishing, want at least 2", left)
-	}
-	ks, _ := alice.Contacts(ctx)
-	if len(ks) != n {
-		t.Fatalf("got %d contacts", len(ks))
-	}
-}
-
+// TestClientRetriesBusyRelay: the relay refuses 1, 2 and 3 for a moment
+// and stores 4 and 5; the client retries 1-3, and alice holds 4 and 5 back
+// to show all five in order.
 func TestClientRetriesBusyRelay(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
-	r.mu.Lock()
-	r.busy = 3
-	r.mu.Unlock()
-	if _, err := bob.SendMany(ctx, "alice", []string{"1", "2", "3", "4", "5"}); err != nil {
-		t.Fatalf("SendMany through a busy relay: %v", err)
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// The relay stored 4 and 5 before 1, 2 and 3 (rejected, then
-	// retried): alice holds 4 and 5 back and shows all five in order.
-	got, _ := alice.Messages(ctx, Query{Unread: true})
-	if fmt.Sprint(texts(got)) != "[bob:1 bob:2 bob:3 bob:4 bob:5]" {
-		t.Fatalf("alice got %q, want 1..5 in order", texts(got))
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	w.relay.Faults.FailPuts.Store(3)
+	send(t, bob, "alice", "1", "2", "3", "4", "5")
+	syncNow(t, alice)
+	if got := show(unread(t, alice)); got != "[bob:1 bob:2 bob:3 bob:4 bob:5]" {
+		t.Fatalf("alice got %s, want 1..5 in order", got)
 	}
 }
 
 // TestClientHoldTimeout loses a message at the relay: the ones after it
-// are held back, then shown once holdTimeout has passed.
+// are held back, then shown once the hold timeout has passed.
 func TestClientHoldTimeout(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	alice, err := Init(ctx, Config{Home: t.TempDir(), dial: r.dial, Now: clock}, r.link.String(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	bob := newTestClient(t, r, "bob")
-	inv, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.SendMany(ctx, "alice", []string{"1", "2", "3"}); err != nil {
-		t.Fatal(err)
-	}
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	send(t, bob, "alice", "1", "2", "3")
 	// The relay loses message 1 (the ratchet copes with the gap).
-	r.mu.Lock()
-	b := r.box(alice.mailbox)
-	b.queue = b.queue[1:]
-	r.mu.Unlock()
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
+	envs := w.relay.Take(alice.a.Mailbox)
+	for _, e := range envs[1:] {
+		e.ID[0] ^= 0xff // a new relay id: the store remembers taken ones
+		w.relay.Put(alice.a.Mailbox, e)
 	}
-	if got, _ := alice.Messages(ctx, Query{Unread: true}); len(got) != 0 {
-		t.Fatalf("shown before the timeout: %q", texts(got))
+	syncNow(t, alice)
+	if got := unread(t, alice); len(got) != 0 {
+		t.Fatalf("shown before the timeout: %s", show(got))
 	}
-	mu.Lock()
-	now = now.Add(holdTimeout + time.Second)
-	mu.Unlock()
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := alice.Messages(ctx, Query{Unread: true})
-	if fmt.Sprint(texts(got)) != "[bob:2 bob:3]" {
-		t.Fatalf("after the timeout: got %q, want 2 and 3", texts(got))
+	w.Clock.Advance(2*time.Minute + time.Second)
+	syncNow(t, alice)
+	if got := show(unread(t, alice)); got != "[bob:2 bob:3]" {
+		t.Fatalf("after the timeout: got %s, want 2 and 3", got)
 	}
 	// Later messages flow normally.
-	if _, err := bob.Send(ctx, "alice", "4"); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ = alice.Messages(ctx, Query{Unread: true})
-	if fmt.Sprint(texts(got)) != "[bob:2 bob:3 bob:4]" {
-		t.Fatalf("got %q", texts(got))
+	send(t, bob, "alice", "4")
+	syncNow(t, alice)
+	if got := show(unread(t, alice)); got != "[bob:2 bob:3 bob:4]" {
+		t.Fatalf("got %s", got)
 	}
 }
 
@@ -408,46 +254,28 @@ func TestClientHoldTimeout(t *testing.T) {
 // relay is back, without another Send.
 func TestClientRetriesOutboxWhileWaiting(t *testing.T) {
 	ctx := context.Background()
-	ra, rb := newFakeRelay(), newFakeRelay()
-	rb.link.Key = [32]byte{2}
-	defer ra.close()
-	defer rb.close()
-	dial := func(ctx context.Context, l link.Relay, k channel.KeyPair) (frameConn, error) {
-		if l.Key == rb.link.Key {
-			return rb.dial(ctx, l, k)
-		}
-		return ra.dial(ctx, l, k)
-	}
-	alice, err := Init(ctx, Config{Home: t.TempDir(), dial: dial, outboxRetry: 100 * time.Millisecond}, ra.link.String(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	bob, err := Init(ctx, Config{Home: t.TempDir(), dial: dial}, rb.link.String(), "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	inv, _ := alice.Invite(ctx)
-	if _, err := bob.Accept(ctx, inv); err != nil {
-		t.Fatal(err)
-	}
-	rb.setDown(true)
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.Send(ctx, "bob", "through the outage"); !errors.Is(err, ErrQueued) {
+	w := newWorld(t)
+	rb := w.StartRelay(clienttest.RelayConfig{})
+	alice := w.client(t, "alice", nil).with(inbox.Options{OutboxRetry: 100 * time.Millisecond})
+	bob := w.client(t, "bob", rb)
+	introduce(t, alice, bob)
+	rb.Down()
+	if _, err := alice.Send(ctx, conv(t, alice, "bob"), "through the outage"); !errors.Is(err, ErrQueued) {
 		t.Fatalf("Send with bob's relay down: got %v, want ErrQueued", err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	delivered := make(chan struct{})
+	delivered := make(chan struct{}, 1)
 	done := make(chan error, 1)
 	go func() {
-		var once sync.Once
-		done <- alice.Sync(sctx, SyncOptions{Wait: time.Minute, OnState: func() { once.Do(func() { close(delivered) }) }})
+		done <- alice.Sync(sctx, SyncOptions{Wait: time.Minute, OnState: func() {
+			select {
+			case delivered <- struct{}{}:
+			default:
+			}
+		}})
 	}()
 	time.Sleep(300 * time.Millisecond)
-	rb.setDown(false)
+	rb.Up()
 	select {
 	case <-delivered:
 	case <-time.After(20 * time.Second):
@@ -455,49 +283,120 @@ func TestClientRetriesOutboxWhileWaiting(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if err := bob.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := bob.Messages(ctx, Query{Unread: true})
-	if len(got) != 1 || got[0].Text != "through the outage" {
-		t.Fatalf("bob got %q", texts(got))
+	syncNow(t, bob)
+	if got := show(unread(t, bob)); got != "[alice:through the outage]" {
+		t.Fatalf("bob got %s", got)
 	}
 }
 
 // TestClientAnonymousConnections checks what the relay can learn from
-// connections: sends come from keys that are not the sender's device key,
-// one such key never sends to two recipients, and a cached connection that
-// died with a relay restart does not fail the next Send.
+// connections: sends come from keys that own no mailbox, one such key
+// never sends to two recipients, and a kept connection that died with a
+// relay restart does not fail the next Send.
 func TestClientAnonymousConnections(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
-	carol := newTestClient(t, r, "carol")
-	inv, _ := carol.Invite(ctx)
-	if _, err := alice.Accept(ctx, inv); err != nil {
-		t.Fatal(err)
-	}
+	w := newWorld(t)
+	alice, _ := w.pair(t)
+	carol := w.client(t, "carol", nil)
+	introduce(t, carol, alice)
 	for i := range 3 {
 		for _, to := range []string{"bob", "carol"} {
-			if _, err := alice.Send(ctx, to, fmt.Sprint("hi ", i)); err != nil {
-				t.Fatal(err)
+			send(t, alice, to, fmt.Sprint("hi ", i))
+		}
+	}
+	w.relay.Restart()
+	send(t, alice, "bob", "after a restart")
+	sends := 0
+	for _, c := range w.relay.Faults.Conns() {
+		if len(c.SentTo) > 0 && c.Owned != nil {
+			t.Errorf("a mailbox owner's key was used to send")
+		}
+		if len(c.SentTo) > 1 {
+			t.Errorf("one anonymous key sent to %d mailboxes", len(c.SentTo))
+		}
+		sends += len(c.SentTo)
+	}
+	if sends == 0 {
+		t.Fatal("the relay recorded no sends: the test proves nothing")
+	}
+}
+
+// TestClientPrekeysReplenish: when introductions leave fewer one-time
+// prekeys than the policy's minimum, more are made and uploaded at once.
+func TestClientPrekeysReplenish(t *testing.T) {
+	w := newWorld(t)
+	alice := w.client(t, "alice", nil)
+	// Init made 32 of each kind; with a minimum of 32, the first
+	// introduction leaves too few.
+	alice.in = inbox.New(alice.a, alice.ob, inbox.Options{Prekeys: prekeysPolicy(4, 32)})
+	_, _, oneTime, kem := w.relay.Faults.Uploaded(alice.a.Mailbox)
+	if oneTime != 32 || kem != 32 {
+		t.Fatalf("Init uploaded %d and %d one-time prekeys, want 32 each", oneTime, kem)
+	}
+	introduce(t, alice, w.client(t, "bob", nil))
+	_, _, oneTime, kem = w.relay.Faults.Uploaded(alice.a.Mailbox)
+	if oneTime != 36 || kem != 36 {
+		t.Fatalf("after replenishing the relay got %d and %d one-time prekeys, want 36 each", oneTime, kem)
+	}
+}
+
+// TestDrainGetsWholeBacklog checks that one Sync without Wait (what
+// `ferry read` runs) stores every waiting message, however slowly the
+// relay reads its store: the drain ends at the relay's answer to
+// Subscribe, which follows the backlog (docs/protocol.md section 6.4), not
+// after a quiet spell.
+func TestDrainGetsWholeBacklog(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	const n = 500 // about 8 of the relay's store pages
+	lines := make([]string, n)
+	for i := range lines {
+		lines[i] = "message " + string(rune('a'+i%26))
+	}
+	send(t, bob, "alice", lines...)
+	// Longer than a page takes to store, and longer than the quiet spells
+	// after which a drain once gave up.
+	w.relay.Faults.PendingDelay.Store(int64(400 * time.Millisecond))
+	syncNow(t, alice)
+	if got := unread(t, alice); len(got) != n {
+		t.Fatalf("one drain stored %d of the %d waiting messages", len(got), n)
+	}
+}
+
+// TestDrainBounded checks that a drain against a relay that goes silent in
+// the middle of the backlog, or that delivers it too slowly, ends with
+// ErrUnreachable after the stall limit or the overall limit, keeping what
+// it received.
+func TestDrainBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  inbox.Options
+		fault func(f *clienttest.Faults)
+	}{
+		{"stall", inbox.Options{DrainStall: 300 * time.Millisecond}, func(f *clienttest.Faults) { f.StallAfter.Store(1) }},
+		{"overall", inbox.Options{MaxDrain: time.Second}, func(f *clienttest.Faults) { f.PendingDelay.Store(int64(400 * time.Millisecond)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t)
+			alice, bob := w.pair(t)
+			lines := make([]string, 300)
+			for i := range lines {
+				lines[i] = fmt.Sprint("before the silence ", i)
 			}
-		}
-	}
-	r.setDown(true)
-	r.setDown(false)
-	if _, err := alice.Send(ctx, "bob", "after a restart"); err != nil {
-		t.Fatalf("Send after the relay restarted: %v", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for from, tos := range r.recipients {
-		if from == alice.mailbox || from == bob.mailbox || from == carol.mailbox {
-			t.Errorf("a device key was used to send")
-		}
-		if len(tos) > 1 {
-			t.Errorf("one anonymous key sent to %d mailboxes", len(tos))
-		}
+			send(t, bob, "alice", lines...)
+			alice.with(tc.opts)
+			tc.fault(w.relay.Faults)
+			start := time.Now()
+			err := alice.Sync(ctx, SyncOptions{})
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("Sync against a stalling relay: %v, want ErrUnreachable", err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Fatalf("Sync took %v", d)
+			}
+			if got := unread(t, alice); len(got) == 0 || len(got) == len(lines) || got[0].Text() != lines[0] {
+				t.Fatalf("alice kept %d messages, want the first pages and not all", len(got))
+			}
+		})
 	}
 }

@@ -2,31 +2,118 @@ package ferry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/invite"
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
-	"github.com/ferry-im/ferry/wire"
 )
+
+// ContactID identifies a contact in this profile.
+type ContactID int64
+
+// ContactStatus is where a contact stands.
+type ContactStatus int
+
+// Contact statuses.
+const (
+	// ContactConfirmed: both sides know each other.
+	ContactConfirmed ContactStatus = iota + 1
+	// ContactPending: the user accepted the contact's invite; the
+	// contact's Ferry has not answered yet (it may be offline). Messages
+	// wait at its relay meanwhile.
+	ContactPending
+	// ContactRefused: the contact's Ferry refused the user's introduction
+	// (the invite was used already, altered or expired); nothing sent
+	// reaches it. Ask for a new invite.
+	ContactRefused
+)
+
+var statusNames = map[ContactStatus]string{ContactConfirmed: "confirmed", ContactPending: "pending", ContactRefused: "refused"}
+
+func (s ContactStatus) String() string {
+	if n, ok := statusNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("status(%d)", int(s))
+}
 
 // Contact is a peer the user can message.
 type Contact struct {
-	Name     string
-	Identity session.PublicIdentity
-	Relay    string // the contact's relay link
+	ID           ContactID
+	Name         string
+	Identity     session.PublicIdentity
+	Relay        string // the contact's relay link
+	Conversation ConversationID
+	Status       ContactStatus
+	// Blocked contacts' messages are dropped unread and nothing is sent
+	// to them.
+	Blocked bool
+	Added   time.Time
+}
+
+var contactStatus = map[localstore.ContactStatus]ContactStatus{
+	localstore.Confirmed: ContactConfirmed,
+	localstore.Pending:   ContactPending,
+	localstore.Refused:   ContactRefused,
+}
+
+func publicContact(tx *localstore.Tx, k *localstore.Contact) (Contact, error) {
+	conv, err := tx.DirectConversation(k.ID)
+	if err != nil {
+		return Contact{}, err
+	}
+	return Contact{
+		ID: ContactID(k.ID), Name: k.Name, Identity: session.PublicIdentity(k.Identity), Relay: k.RelayLink,
+		Conversation: ConversationID(conv.ID), Status: contactStatus[k.Status], Blocked: k.Blocked,
+		Added: time.UnixMilli(k.Added),
+	}, nil
 }
 
 // ErrOwnInvite means Accept was given the user's own invite.
-var ErrOwnInvite = errors.New("this is your own invite")
+var ErrOwnInvite = invite.ErrOwnInvite
+
+// InviteTTL is how long an invite link stays usable.
+const InviteTTL = invite.TTL
+
+// Contacts returns the user's contacts in the order they were added.
+func (c *Client) Contacts(ctx context.Context) ([]Contact, error) {
+	var out []Contact
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		ks, err := tx.Contacts()
+		if err != nil {
+			return err
+		}
+		out = make([]Contact, 0, len(ks))
+		for _, k := range ks {
+			pk, err := publicContact(tx, k)
+			if err != nil {
+				return err
+			}
+			out = append(out, pk)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FindContact returns the contact with the given name.
+func (c *Client) FindContact(ctx context.Context, name string) (Contact, error) {
+	var out Contact
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := findContact(tx, name)
+		if err != nil {
+			return err
+		}
+		out, err = publicContact(tx, k)
+		return err
+	})
+	return out, err
+}
 
 func findContact(tx *localstore.Tx, name string) (*localstore.Contact, error) {
 	ks, err := tx.Contacts()
@@ -41,248 +128,130 @@ func findContact(tx *localstore.Tx, name string) (*localstore.Contact, error) {
 	return nil, fmt.Errorf("%w: %q", ErrUnknownContact, name)
 }
 
-// checkNotContact fails if identity belongs to a contact already.
-func checkNotContact(tx *localstore.Tx, identity session.PublicIdentity) error {
-	ks, err := tx.Contacts()
-	if err != nil {
-		return err
+func contactByID(tx *localstore.Tx, id ContactID) (*localstore.Contact, error) {
+	k, err := tx.Contact(int64(id))
+	if errors.Is(err, localstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: id %d", ErrUnknownContact, id)
 	}
-	for _, k := range ks {
-		if session.PublicIdentity(k.Identity).Equal(identity) {
-			return fmt.Errorf("%s is already your contact", k.Name)
-		}
-	}
-	return nil
-}
-
-// uniqueName returns want, or want-2, want-3... if a contact has it.
-func uniqueName(ks []*localstore.Contact, want string) string {
-	taken := make(map[string]bool, len(ks))
-	for _, k := range ks {
-		taken[k.Name] = true
-	}
-	if !taken[want] {
-		return want
-	}
-	for i := 2; ; i++ {
-		n := want + "-" + strconv.Itoa(i)
-		if !taken[n] {
-			return n
-		}
-	}
-}
-
-// Contacts returns the user's contacts in the order they were added.
-func (c *Client) Contacts(ctx context.Context) ([]Contact, error) {
-	var out []Contact
-	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
-		ks, err := tx.Contacts()
-		out = out[:0]
-		for _, k := range ks {
-			out = append(out, Contact{Name: k.Name, Identity: session.PublicIdentity(k.Identity), Relay: k.RelayLink})
-		}
-		return err
-	})
-	return out, err
+	return k, err
 }
 
 // Invite registers a new one-time invite secret and returns the invite
 // link to give to one new contact. The link carries the user's relay,
-// identity key, mailbox, delivery token, name and the secret.
-//
-// The link works for InviteTTL after Invite returns, once.
+// identity key, mailbox, delivery token, name and the secret. It works
+// for InviteTTL, once; a second use is refused, and the user is told.
 func (c *Client) Invite(ctx context.Context) (string, error) {
-	var secret [16]byte
-	if _, err := io.ReadFull(c.rand, secret[4:]); err != nil {
-		return "", err
-	}
-	binary.BigEndian.PutUint32(secret[:4], uint32(c.now().Unix()))
-	if err := c.store.Update(ctx, func(tx *localstore.Tx) error { return tx.AddInvite(secret[:], c.now()) }); err != nil {
-		return "", err
-	}
-	inv := link.Invite{Relay: c.relay, Identity: c.identity.Public(), Mailbox: c.mailbox, Token: c.token, Secret: secret, Name: c.name}
-	return inv.String(), nil
-}
-
-// InviteTTL is how long an invite link stays usable.
-const InviteTTL = 7 * 24 * time.Hour
-
-// An invite secret is issued(4) || random(12): issued is the Unix time in
-// seconds, big-endian, at which Invite made it. Only the inviter makes
-// and reads secrets (the invitee copies it into its introduction), and an
-// introduction counts only if its secret is outstanding, so the time read
-// back is the one Invite wrote.
-
-// inviteIssued returns the time at which the invite secret was made.
-func inviteIssued(secret [16]byte) time.Time {
-	return time.Unix(int64(binary.BigEndian.Uint32(secret[:4])), 0)
-}
-
-// usedInvite returns the marker stored, in the invites table, for an invite
-// secret used by the contact with this id: it lets a later introduction with
-// the same secret name the contact that came first.
-func usedInvite(secret [16]byte, contact int64) []byte {
-	h := sha256.New()
-	h.Write([]byte("ferry used invite\x00"))
-	h.Write(secret[:])
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(contact)))
-	return h.Sum(nil)[:16]
+	return invite.Make(ctx, c.a)
 }
 
 // Accept accepts an invite link: it fetches the inviter's prekey bundle
 // from the inviter's relay, sets up a session (PQXDH), stores the inviter
-// as a contact and sends the inviter an introduction (the user's name,
-// relay, mailbox and delivery token, and the invite's secret). It returns
-// the contact's name (the inviter's chosen name, made unique among the
-// user's contacts). The inviter learns of the user the next time it syncs.
+// as a ContactPending contact (named as the inviter chose, made unique)
+// and sends the inviter an introduction. The contact becomes
+// ContactConfirmed when the inviter's Ferry answers (Sync reports it with
+// OnContact), or ContactRefused if it refuses the invite.
 //
-// If the inviter's relay cannot be reached, nothing is stored and the error
-// wraps ErrUnreachable. If the introduction cannot be delivered, the contact
-// is kept, the introduction stays queued and the error is ErrQueued.
-func (c *Client) Accept(ctx context.Context, invite string) (string, error) {
-	inv, err := link.ParseInvite(invite)
+// If the inviter's relay cannot be reached, nothing is stored and the
+// error wraps ErrUnreachable. If the introduction cannot be delivered, the
+// contact is kept, the introduction stays queued and the error is
+// ErrQueued.
+func (c *Client) Accept(ctx context.Context, inviteLink string) (Contact, error) {
+	n, err := invite.Accept(ctx, c.a, inviteLink)
 	if err != nil {
-		return "", err
+		return Contact{}, err
 	}
-	if session.PublicIdentity(inv.Identity).Equal(c.identity.Public()) {
-		return "", ErrOwnInvite
+	k := Contact{
+		ID: ContactID(n.Contact.ID), Name: n.Contact.Name, Identity: session.PublicIdentity(n.Contact.Identity),
+		Relay: n.Contact.RelayLink, Conversation: ConversationID(n.Conversation.ID), Status: ContactPending,
+		Added: time.UnixMilli(n.Contact.Added),
 	}
-	// Check before fetching: a fetch uses up one of the inviter's
-	// one-time prekeys.
-	if err := c.store.Update(ctx, func(tx *localstore.Tx) error { return checkNotContact(tx, inv.Identity) }); err != nil {
-		return "", err
-	}
-	bundle, err := c.fetchBundle(ctx, inv)
+	res, err := c.ob.Flush(ctx)
 	if err != nil {
-		return "", err
+		return k, err
 	}
-	s, err := session.Initiate(c.rand, c.identity, bundle)
-	if err != nil {
-		return "", fmt.Errorf("start session: %w", err)
+	if !res.Sent[n.Contact.Introduction] {
+		return k, queued(res.Unreachable)
 	}
-	s.Rand = c.rand
-	var name string
-	var introID [16]byte
-	err = c.store.Update(ctx, func(tx *localstore.Tx) error {
-		ks, err := tx.Contacts()
+	return k, nil
+}
+
+// RenameContact gives a contact another name, which no other contact may
+// have.
+func (c *Client) RenameContact(ctx context.Context, id ContactID, name string) error {
+	if err := link.CheckName(name); err != nil {
+		return err
+	}
+	return c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := contactByID(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := checkNotContact(tx, inv.Identity); err != nil {
+		if other, err := findContact(tx, name); err == nil && other.ID != k.ID {
+			return fmt.Errorf("you already have a contact named %q", name)
+		}
+		k.Name = name
+		return tx.PutContact(k)
+	})
+}
+
+// RemoveContact deletes a contact with its conversation, history, session
+// and what waits in the outbox for it. A later invite from the same
+// person makes a new contact.
+func (c *Client) RemoveContact(ctx context.Context, id ContactID) error {
+	return c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := contactByID(tx, id)
+		if err != nil {
 			return err
 		}
-		name = uniqueName(ks, inv.Name)
-		k := &localstore.Contact{
-			Name: name, Identity: inv.Identity[:], RelayLink: inv.Relay.String(),
-			Mailbox: inv.Mailbox[:], Token: inv.Token[:], Added: c.now().UnixMilli(),
+		if conv, err := tx.DirectConversation(k.ID); err == nil {
+			if err := tx.DeleteConversation(conv.ID); err != nil {
+				return err
+			}
 		}
-		if err := tx.PutContact(k); err != nil {
+		if err := tx.DropOutbox(k.ID); err != nil {
 			return err
 		}
-		if introID, err = c.newID(); err != nil {
+		return tx.DeleteContact(k.ID)
+	})
+}
+
+// BlockContact blocks a contact (its messages are dropped unread, nothing
+// is sent to it, and what waits in the outbox for it is dropped) or
+// unblocks it.
+func (c *Client) BlockContact(ctx context.Context, id ContactID, blocked bool) error {
+	return c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := contactByID(tx, id)
+		if err != nil {
 			return err
 		}
-		intro := &content{
-			Kind: KindIntroduction, ID: introID, Sent: c.now().UnixMilli(),
-			Secret: inv.Secret, Mailbox: c.mailbox, Token: c.token, Name: c.name, Relay: c.relay.String(),
-		}
-		if err := c.encryptTo(tx, k, s, intro); err != nil {
-			return err
-		}
-		if err := saveSession(k, s); err != nil {
-			return err
+		k.Blocked = blocked
+		if blocked {
+			if err := tx.DropOutbox(k.ID); err != nil {
+				return err
+			}
 		}
 		return tx.PutContact(k)
 	})
-	if err != nil {
-		return "", err
-	}
-	res, err := c.flush(ctx)
-	if err != nil {
-		return name, err
-	}
-	if !res.sent[introID] {
-		return name, ErrQueued
-	}
-	return name, nil
 }
 
-// fetchBundle asks the inviter's relay, on an anonymous connection, for a
-// prekey bundle of the inviter's mailbox.
-func (c *Client) fetchBundle(ctx context.Context, inv link.Invite) (*session.Bundle, error) {
-	anon, err := channel.GenerateKeyPair(c.rand)
-	if err != nil {
-		return nil, err
-	}
-	fc, err := c.dial(ctx, inv.Relay, anon)
-	if err != nil {
-		return nil, err
-	}
-	cn := newConn(fc)
-	defer cn.Close()
-	if err := cn.send(ctx, wire.GetBundle{ReqID: 1, Mailbox: inv.Mailbox, Token: inv.Token}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
-	for {
-		m, err := cn.next(ctx, responseTimeout)
-		if err != nil {
-			return nil, err
-		}
-		switch m := m.(type) {
-		case wire.Bundle:
-			if m.ReqID != 1 {
-				continue
-			}
-			return assembleBundle(inv.Identity, &m)
-		case wire.Error:
-			if m.ReqID != 1 {
-				continue
-			}
-			if m.Code == wire.CodeDenied || m.Code == wire.CodeNotFound {
-				return nil, errors.New("the inviter's relay does not know this invite (it may be stale or the inviter has not connected yet)")
-			}
-			return nil, fmt.Errorf("the inviter's relay refused the invite: %s", m.Code)
-		}
-	}
-}
-
-// assembleBundle turns the relay's opaque records into a session bundle:
-// version(1)=1 || identity(32) || signed record || [one-time record] || KEM
-// record (docs/protocol.md section 2.4). The identity comes from the
-// invite, so the signatures Initiate checks bind the prekeys to it.
-func assembleBundle(identity [32]byte, m *wire.Bundle) (*session.Bundle, error) {
-	b := make([]byte, 0, 1+32+len(m.Signed)+len(m.OneTime)+len(m.KEM))
-	b = append(b, 0x01)
-	b = append(b, identity[:]...)
-	b = append(b, m.Signed...)
-	b = append(b, m.OneTime...)
-	b = append(b, m.KEM...)
-	bundle, err := session.ParseBundle(b)
-	if err != nil {
-		return nil, fmt.Errorf("the inviter's prekeys are malformed: %w", err)
-	}
-	return bundle, nil
-}
-
-// SafetyNumber returns the 60-digit safety number of the user and the
-// named contact, in twelve groups of five: the same on both sides, so two
+// SafetyNumber returns the 60-digit safety number of the user and a
+// contact, in twelve groups of five: the same on both sides, so two
 // people can compare them (in person or over another channel) to rule out
 // a relay or invite link that swapped keys. Each side's stable identifier
 // is its own identity key.
-func (c *Client) SafetyNumber(ctx context.Context, contact string) (string, error) {
+func (c *Client) SafetyNumber(ctx context.Context, id ContactID) (string, error) {
 	var remote session.PublicIdentity
-	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
-		k, err := findContact(tx, contact)
-		if err != nil {
-			return err
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := contactByID(tx, id)
+		if err == nil {
+			remote = session.PublicIdentity(k.Identity)
 		}
-		remote = session.PublicIdentity(k.Identity)
-		return nil
+		return err
 	})
 	if err != nil {
 		return "", err
 	}
-	local := c.identity.Public()
+	local := c.a.Identity.Public()
 	f, err := session.SafetyNumber(local, remote, local[:], remote[:])
 	if err != nil {
 		return "", err

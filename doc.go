@@ -1,11 +1,18 @@
 // Package ferry is the client library: a user's profile (identity, device
-// key, relay), contacts made by invites, 1:1 text messages with delivery and
-// read receipts, an outbox that survives crashes and unreachable relays, and
-// de-duplication so each message is stored exactly once. State lives in an
-// encrypted SQLite database in the profile directory (internal/localstore).
+// key, relay), contacts made by invites, conversations with their
+// messages (text now; a message of a kind from a newer Ferry is kept as
+// unsupported, and Ferry's own notices are a kind of their own), delivery
+// and read receipts, an outbox that survives crashes and unreachable
+// relays, de-duplication so each message is stored exactly once, and
+// encrypted backups.
 //
-// It speaks to relays through packages transport, channel and wire, and
-// leaves all end-to-end cryptography to package session. It is not a user
-// interface: cmd/ferry is the command-line client and terminal UI over it.
-// docs/client.md describes its state machines and the content format.
+// It is the API only, thin over internal packages named for what they
+// hold: internal/relayclient (the relay protocol), internal/inbox
+// (receiving, one handler per content kind), internal/outbox (delivery),
+// internal/invite (contacts), internal/prekeys, internal/content (the
+// bytes inside the encryption) and internal/localstore (the encrypted
+// SQLite store in the profile directory). All cryptography is package
+// session's; it is not a user interface: cmd/ferry is the command line
+// and terminal UI over it. docs/client.md describes the layers, the
+// state machines and the formats.
 package ferry

@@ -3,157 +3,260 @@ package ferry
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"time"
 
+	"github.com/ferry-im/ferry/internal/content"
 	"github.com/ferry-im/ferry/internal/localstore"
-	"github.com/ferry-im/ferry/session"
 )
 
 // State is a message's delivery state. Outgoing messages move through
-// queued, sent (the contact's relay has it), delivered (the contact's
-// client stored it) and read (the contact was shown it); incoming messages
-// are delivered until the user reads them. failed means the relay refused
-// the message for good.
+// queued, sent (the recipient's relay has it), delivered (the recipient's
+// client stored it) and read (the recipient was shown it); incoming
+// messages are delivered until the user is shown them, then read. Failed
+// means the message will never arrive: the relay refused it for good, or
+// the recipient's Ferry refused the user as a contact.
 type State int
 
 // Message states, in order.
 const (
-	StateQueued    = State(localstore.Queued)
-	StateSent      = State(localstore.Sent)
-	StateDelivered = State(localstore.Delivered)
-	StateRead      = State(localstore.Read)
-	StateFailed    = State(localstore.Failed)
+	StateQueued State = iota + 1
+	StateSent
+	StateDelivered
+	StateRead
+	StateFailed
 )
 
-func (s State) String() string { return localstore.State(s).String() }
+var stateNames = map[State]string{
+	StateQueued: "queued", StateSent: "sent", StateDelivered: "delivered", StateRead: "read", StateFailed: "failed",
+}
 
-// Message is one text message, incoming or outgoing.
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+var fromStore = map[localstore.State]State{
+	localstore.Queued: StateQueued, localstore.Sent: StateSent, localstore.Delivered: StateDelivered,
+	localstore.Read: StateRead, localstore.Failed: StateFailed,
+}
+
+// Kind is what a message holds; its Body is of the kind's type.
+type Kind int
+
+// Message kinds.
+const (
+	// KindText is a text message: Body is *Text.
+	KindText Kind = iota + 1
+	// KindNotice is a notice from Ferry itself, never from a contact:
+	// Body is *Notice.
+	KindNotice
+	// KindUnsupported is a message of a kind this Ferry does not know
+	// (from a newer one): Body is *Unsupported.
+	KindUnsupported
+)
+
+// Body is a message's kind-specific part: *Text, *Notice or *Unsupported.
+type Body interface{ kind() Kind }
+
+// Text is the body of a text message.
+type Text struct{ Text string }
+
+// NoticeCode says what a notice is about.
+type NoticeCode int
+
+// Notice codes.
+const (
+	// NoticeNewContact: someone accepted the user's invite.
+	NoticeNewContact NoticeCode = 1
+	// NoticeInviteReused: someone else came back with an invite a
+	// contact had already used (the link was copied); Ferry refused them.
+	NoticeInviteReused NoticeCode = 2
+	// NoticeRefused: the contact's Ferry refused the user's introduction.
+	NoticeRefused NoticeCode = 3
+)
+
+// Notice is the body of a notice: what Ferry itself tells the user in a
+// conversation.
+type Notice struct {
+	Code NoticeCode
+	Text string
+}
+
+// Unsupported is the body of a message of a kind this Ferry does not know.
+type Unsupported struct{ Kind byte }
+
+func (*Text) kind() Kind        { return KindText }
+func (*Notice) kind() Kind      { return KindNotice }
+func (*Unsupported) kind() Kind { return KindUnsupported }
+
+// Message is one message of a conversation, incoming or outgoing, or a
+// notice.
 type Message struct {
 	// ID is the message id chosen by its sender; the same on both sides.
 	ID [16]byte
 	// Seq orders messages in the local history (arrival order).
-	Seq      int64
-	Contact  string // the conversation's contact name
+	Seq              int64
+	Conversation     ConversationID
+	ConversationName string
+	// Sender is the contact who wrote the message; 0 for the user's own
+	// messages and for notices.
+	Sender ContactID
+	// From is the sender's name; empty for the user's own messages and
+	// for notices.
+	From     string
 	Outgoing bool
 	Sent     time.Time // as claimed by the sender
 	Received time.Time // when it was stored here (zero for outgoing)
 	State    State
-	Text     string
+	Kind     Kind
+	Body     Body
 }
 
 // IDString returns the message id in hex.
 func (m *Message) IDString() string { return hex.EncodeToString(m.ID[:]) }
 
-func publicMessage(m *localstore.Message, contact string) *Message {
-	return &Message{
-		ID: m.ID, Seq: m.Seq, Contact: contact, Outgoing: m.Outgoing,
-		Sent: m.Sent, Received: m.Received, State: State(m.State), Text: m.Text,
+// Text returns what to show for the message: its text, a notice's text,
+// or a sentence saying it is of an unsupported kind.
+func (m *Message) Text() string {
+	switch b := m.Body.(type) {
+	case *Text:
+		return b.Text
+	case *Notice:
+		return b.Text
+	case *Unsupported:
+		return fmt.Sprintf("(a message of a kind this Ferry cannot show (%d); a newer Ferry can)", b.Kind)
 	}
+	return ""
+}
+
+// publicMessage makes the API's message of a stored one.
+func (n *names) message(m *localstore.Message) *Message {
+	out := &Message{
+		ID: m.ID, Seq: m.Seq, Conversation: ConversationID(m.Conversation), Outgoing: m.Outgoing(),
+		Sent: m.Sent, Received: m.Received, State: fromStore[m.State],
+	}
+	if conv := n.byID[m.Conversation]; conv != nil {
+		out.ConversationName = n.name(conv)
+	}
+	if k := n.contacts[m.Sender]; k != nil && m.Sender > 0 {
+		out.Sender, out.From = ContactID(k.ID), k.Name
+	}
+	out.Kind, out.Body = decodeBody(m)
+	return out
+}
+
+func decodeBody(m *localstore.Message) (Kind, Body) {
+	if m.Kind == localstore.KindNotice {
+		if len(m.Body) == 0 {
+			return KindNotice, &Notice{}
+		}
+		return KindNotice, &Notice{Code: NoticeCode(m.Body[0]), Text: string(m.Body[1:])}
+	}
+	if m.Kind > 0 && m.Kind < 256 {
+		body, err := content.ParseBody(content.Kind(m.Kind), m.Body)
+		if t, ok := body.(*content.Text); ok && err == nil {
+			return KindText, &Text{Text: t.Text}
+		}
+	}
+	return KindUnsupported, &Unsupported{Kind: byte(m.Kind)}
 }
 
 // Query selects messages from the history.
 type Query struct {
-	// Contact, if set, selects one conversation.
-	Contact string
-	// After selects messages with Seq greater than it.
-	After int64
-	// Unread selects incoming messages that arrived after the last
-	// MarkShown (what "ferry read" prints). It overrides After.
+	// Conversation, if set, selects one conversation.
+	Conversation ConversationID
+	// After selects messages with Seq greater than it; Before, if
+	// positive, those with Seq less than it.
+	After, Before int64
+	// Unread selects incoming messages and notices that arrived after the
+	// last MarkShown (what "ferry read" prints). It overrides After.
 	Unread bool
 	// Last, if positive, returns only the last Last messages.
 	Last int
 }
 
+const readCursor = "read"
+
 // Messages returns the messages matching q in arrival order.
 func (c *Client) Messages(ctx context.Context, q Query) ([]*Message, error) {
-	var out []*Message
-	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
-		out = nil
-		ks, err := tx.Contacts()
-		if err != nil {
-			return err
-		}
-		names := make(map[int64]string, len(ks))
-		for _, k := range ks {
-			names[k.ID] = k.Name
-		}
-		lq := localstore.MessageQuery{After: q.After}
-		if q.Contact != "" {
-			k, err := findContact(tx, q.Contact)
-			if err != nil {
-				return err
-			}
-			lq.Contact = k.ID
-		}
+	return c.read(ctx, func(tx *localstore.Tx) ([]*localstore.Message, error) {
+		lq := localstore.MessageQuery{After: q.After, Before: q.Before, Conversation: int64(q.Conversation)}
 		if q.Unread {
+			var err error
 			if lq.After, err = tx.Cursor(readCursor); err != nil {
-				return err
+				return nil, err
 			}
 			lq.Incoming = true
 		}
 		if q.Last > 0 {
 			lq.Limit, lq.Last = q.Last, true
 		}
-		ms, err := tx.Messages(lq)
+		return tx.Messages(lq)
+	})
+}
+
+// convert turns stored messages into the API's.
+func (c *Client) convert(ctx context.Context, ms []*localstore.Message) ([]*Message, error) {
+	return c.read(ctx, func(*localstore.Tx) ([]*localstore.Message, error) { return ms, nil })
+}
+
+// read returns the messages get reads, as the API's, in one transaction.
+func (c *Client) read(ctx context.Context, get func(*localstore.Tx) ([]*localstore.Message, error)) ([]*Message, error) {
+	var out []*Message
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		n, err := loadNames(tx)
 		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			out = append(out, publicMessage(m, names[m.Contact]))
+		ms, err := get(tx)
+		if err != nil {
+			return err
+		}
+		out = make([]*Message, len(ms))
+		for i, m := range ms {
+			out[i] = n.message(m)
 		}
 		return nil
 	})
 	return out, err
 }
 
-const readCursor = "read"
-
 // MarkShown records that the user was shown msgs: the incoming ones become
-// read, read receipts are queued for their senders, and Query.Unread starts
-// after the last of them. It then delivers the outbox, best effort (the
-// receipts stay queued if a relay cannot be reached).
+// read, read receipts are queued for their senders, and Query.Unread
+// starts after the last of them. It then delivers the outbox, best effort
+// (the receipts stay queued if a relay cannot be reached).
 func (c *Client) MarkShown(ctx context.Context, msgs []*Message) error {
-	byContact := make(map[string][][16]byte)
-	var order []string
 	var last int64
+	byConv := make(map[ConversationID][]*Message)
+	var order []ConversationID
 	for _, m := range msgs {
 		last = max(last, m.Seq)
 		if m.Outgoing || m.State >= StateRead {
 			continue
 		}
-		if _, ok := byContact[m.Contact]; !ok {
-			order = append(order, m.Contact)
+		if _, ok := byConv[m.Conversation]; !ok {
+			order = append(order, m.Conversation)
 		}
-		byContact[m.Contact] = append(byContact[m.Contact], m.ID)
+		byConv[m.Conversation] = append(byConv[m.Conversation], m)
 	}
-	err := c.store.Update(ctx, func(tx *localstore.Tx) error {
-		cur, err := tx.Cursor(readCursor)
-		if err != nil {
+	queued := false
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		if cur, err := tx.Cursor(readCursor); err != nil {
 			return err
-		}
-		if last > cur {
+		} else if last > cur {
 			if err := tx.SetCursor(readCursor, last); err != nil {
 				return err
 			}
 		}
-		for _, name := range order {
-			k, err := findContact(tx, name)
+		for _, id := range order {
+			q, err := c.markRead(tx, id, byConv[id])
 			if err != nil {
-				continue // renamed or gone: no receipt
-			}
-			var fresh [][16]byte
-			for _, id := range byContact[name] {
-				moved, err := tx.AdvanceState(id, k.ID, localstore.Read)
-				if err != nil {
-					return err
-				}
-				if moved {
-					fresh = append(fresh, id)
-				}
-			}
-			if err := c.queueReceipt(tx, k, nil, ReceiptRead, fresh); err != nil {
 				return err
 			}
+			queued = queued || q
 		}
 		return nil
 	})
@@ -165,45 +268,44 @@ func (c *Client) MarkShown(ctx context.Context, msgs []*Message) error {
 			m.State = StateRead
 		}
 	}
-	if len(order) > 0 {
-		if _, err := c.flush(ctx); err != nil {
-			c.log.Info("read receipts stay queued", "err", err)
+	if queued {
+		if _, err := c.ob.Flush(ctx); err != nil {
+			c.a.Log.Info("read receipts stay queued", "err", err)
 		}
 	}
 	return nil
 }
 
-// queueReceipt encrypts a receipt for ids to contact k and queues it. If s
-// is nil the contact's session is loaded and saved here; otherwise the
-// caller owns s and saves it.
-func (c *Client) queueReceipt(tx *localstore.Tx, k *localstore.Contact, s *session.Session, status byte, ids [][16]byte) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	own := s == nil
-	if own {
-		var err error
-		if s, err = c.loadSession(k); err != nil {
-			return err
-		}
-	}
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), maxReceiptIDs)]
-		ids = ids[len(chunk):]
-		id, err := c.newID()
+// markRead marks msgs of one conversation read and queues a read receipt
+// for those from its contact. It reports whether it queued one.
+func (c *Client) markRead(tx *localstore.Tx, id ConversationID, msgs []*Message) (bool, error) {
+	var fresh [][16]byte
+	for _, m := range msgs {
+		moved, err := tx.AdvanceState(m.ID, int64(id), false, localstore.Read)
 		if err != nil {
-			return err
+			return false, err
 		}
-		ct := &content{Kind: KindReceipt, ID: id, Sent: c.now().UnixMilli(), Status: status, IDs: chunk}
-		if err := c.encryptTo(tx, k, s, ct); err != nil {
-			return err
+		if moved && m.Kind != KindNotice {
+			fresh = append(fresh, m.ID)
 		}
 	}
-	if own {
-		if err := saveSession(k, s); err != nil {
-			return err
-		}
-		return tx.PutContact(k)
+	if len(fresh) == 0 {
+		return false, nil
 	}
-	return nil
+	conv, err := tx.Conversation(int64(id))
+	if err != nil {
+		return false, nil // gone: no receipt
+	}
+	k, err := tx.Contact(conv.Contact)
+	if err != nil || k.Blocked || k.Status == localstore.Refused {
+		return false, nil
+	}
+	s, err := c.a.Session(k)
+	if err != nil {
+		return false, err
+	}
+	if _, err := c.a.QueueReceipt(tx, k, s, content.ReceiptRead, fresh); err != nil {
+		return false, err
+	}
+	return true, saveContactSession(tx, k, s)
 }

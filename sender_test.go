@@ -7,42 +7,37 @@ import (
 	"testing"
 
 	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/session"
-	"github.com/ferry-im/ferry/wire"
 )
 
-// takeEnvelopes removes and returns the envelopes waiting in mb.
-func (r *fakeRelay) takeEnvelopes(mb [16]byte) []wire.Deliver {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b := r.box(mb)
-	out := b.queue
-	b.queue = nil
-	return out
+// reseal opens env (sealed to to) and seals its inner message again under
+// the identity by, with a new relay id.
+func reseal(t *testing.T, to *Client, by *session.Identity, env relay.Envelope, n byte) relay.Envelope {
+	t.Helper()
+	_, ct, inner, err := session.Open(to.a.Identity, env.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Data, err = session.Seal(rand.Reader, by, to.a.Identity.Public(), ct, inner); err != nil {
+		t.Fatal(err)
+	}
+	env.ID = [16]byte{'f', 'o', 'r', 'g', 'e', 'd', n}
+	return env
 }
 
-// reseal opens d (sealed to to) and seals its inner message again under
-// the identity by, with a new message id.
-func reseal(t *testing.T, to *Client, by *session.Identity, d wire.Deliver, n byte) wire.Deliver {
-	t.Helper()
-	_, ct, inner, err := session.Open(to.identity, d.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := session.Seal(rand.Reader, by, to.identity.Public(), ct, inner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.ID = [16]byte{'f', 'o', 'r', 'g', 'e', 'd', n}
-	d.Envelope = env
-	return d
+// again returns env with a new relay id, so the relay's store takes it
+// once more (it remembers the ids of envelopes it has had).
+func again(env relay.Envelope) relay.Envelope {
+	env.ID[15] ^= 0xff
+	return env
 }
 
 // profilePrekeys returns c's stored prekey set.
 func profilePrekeys(t *testing.T, c *Client) []byte {
 	t.Helper()
 	var p *localstore.Profile
-	if err := c.store.Update(context.Background(), func(tx *localstore.Tx) (err error) { p, err = tx.Profile(); return }); err != nil {
+	if err := c.a.Store.Update(context.Background(), func(tx *localstore.Tx) (err error) { p, err = tx.Profile(); return }); err != nil {
 		t.Fatal(err)
 	}
 	return p.Prekeys
@@ -53,50 +48,43 @@ func profilePrekeys(t *testing.T, c *Client) []byte {
 // creates no contact and spends neither the invite nor a prekey.
 func TestClientRejectsResealedIntroduction(t *testing.T) {
 	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := newTestClient(t, r, "alice"), newTestClient(t, r, "bob")
-	inv, err := alice.Invite(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWorld(t)
+	alice, bob, inv := invited(t, w)
 	if _, err := bob.Accept(ctx, inv); err != nil {
 		t.Fatal(err)
 	}
-	genuine := r.takeEnvelopes(alice.mailbox)
-	if len(genuine) != 1 || !session.IsInitialMessage(func() []byte {
-		_, _, inner, _ := session.Open(alice.identity, genuine[0].Envelope)
-		return inner
-	}()) {
-		t.Fatalf("alice's mailbox holds %d envelopes, want bob's one initial message", len(genuine))
+	genuine := w.relay.Take(alice.a.Mailbox)
+	if len(genuine) != 1 {
+		t.Fatalf("alice's mailbox holds %d envelopes, want bob's introduction", len(genuine))
 	}
 	// mallory re-seals bob's introduction as her own.
 	mallory, err := session.NewIdentity(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.inject(alice.mailbox, reseal(t, alice, mallory, genuine[0], 1))
+	w.relay.Put(alice.a.Mailbox, reseal(t, alice, mallory, genuine[0], 1))
 	prekeys := profilePrekeys(t, alice)
-	var added []string
-	if err := alice.Sync(ctx, SyncOptions{OnContact: func(n string) { added = append(added, n) }}); err != nil {
+	var added []Contact
+	onContact := func(k Contact) { added = append(added, k) }
+	if err := alice.Sync(ctx, SyncOptions{OnContact: onContact}); err != nil {
 		t.Fatal(err)
 	}
 	if ks, err := alice.Contacts(ctx); err != nil || len(ks) != 0 || len(added) != 0 {
-		t.Fatalf("after a re-sealed introduction alice has contacts %+v (%v), added %q; want none", ks, err, added)
+		t.Fatalf("after a re-sealed introduction alice has contacts %+v (%v), added %v; want none", ks, err, added)
 	}
 	if !bytes.Equal(profilePrekeys(t, alice), prekeys) {
 		t.Fatal("a rejected introduction changed alice's prekeys")
 	}
-	if n := r.pendingAfterAcks(alice.mailbox); n != 0 {
+	if n := w.relay.PendingSoon(alice.a.Mailbox); n != 0 {
 		t.Fatalf("%d envelopes left unacknowledged, want the forged one acknowledged", n)
 	}
 	// The invite is still good: bob's genuine introduction works.
-	r.inject(alice.mailbox, genuine[0])
-	if err := alice.Sync(ctx, SyncOptions{OnContact: func(n string) { added = append(added, n) }}); err != nil {
+	w.relay.Put(alice.a.Mailbox, again(genuine[0]))
+	if err := alice.Sync(ctx, SyncOptions{OnContact: onContact}); err != nil {
 		t.Fatal(err)
 	}
 	ks, err := alice.Contacts(ctx)
-	if err != nil || len(ks) != 1 || ks[0].Name != "bob" || ks[0].Identity != bob.identity.Public() {
+	if err != nil || len(ks) != 1 || ks[0].Name != "bob" || ks[0].Identity != bob.Identity() {
 		t.Fatalf("after bob's genuine introduction alice has contacts %+v (%v), want bob with his identity", ks, err)
 	}
 }
@@ -106,40 +94,26 @@ func TestClientRejectsResealedIntroduction(t *testing.T) {
 // the other's: a message sealed by eve but made in bob's session with
 // alice is dropped, and bob's session is untouched.
 func TestClientRejectsMessageResealedByContact(t *testing.T) {
-	ctx := context.Background()
-	r := newFakeRelay()
-	defer r.close()
-	alice, bob := pair(t, r)
-	eve := newTestClient(t, r, "eve")
-	inv, err := alice.Invite(ctx)
-	if err != nil {
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	eve := w.client(t, "eve", nil)
+	introduce(t, alice, eve)
+	if err := alice.MarkShown(context.Background(), unread(t, alice)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := eve.Accept(ctx, inv); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Send(ctx, "alice", "from bob"); err != nil {
-		t.Fatal(err)
-	}
-	genuine := r.takeEnvelopes(alice.mailbox)
+	send(t, bob, "alice", "from bob")
+	genuine := w.relay.Take(alice.a.Mailbox)
 	if len(genuine) != 1 {
 		t.Fatalf("alice's mailbox holds %d envelopes, want bob's one message", len(genuine))
 	}
-	r.inject(alice.mailbox, reseal(t, alice, eve.identity, genuine[0], 2))
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
+	w.relay.Put(alice.a.Mailbox, reseal(t, alice, eve.a.Identity, genuine[0], 2))
+	syncNow(t, alice)
+	if ms := unread(t, alice); len(ms) != 0 {
+		t.Fatalf("after eve re-sealed bob's message alice has %s, want nothing", show(ms))
 	}
-	if ms, err := alice.Messages(ctx, Query{}); err != nil || len(ms) != 0 {
-		t.Fatalf("after eve re-sealed bob's message alice has %q (%v), want nothing", texts(ms), err)
-	}
-	r.inject(alice.mailbox, genuine[0])
-	if err := alice.Sync(ctx, SyncOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if ms, err := alice.Messages(ctx, Query{}); err != nil || len(ms) != 1 || ms[0].Contact != "bob" {
-		t.Fatalf("alice has %q (%v), want bob's genuine message", texts(ms), err)
+	w.relay.Put(alice.a.Mailbox, again(genuine[0]))
+	syncNow(t, alice)
+	if ms := unread(t, alice); show(ms) != "[bob:from bob]" {
+		t.Fatalf("alice has %s, want bob's genuine message", show(ms))
 	}
 }

@@ -17,23 +17,26 @@ import (
 // chatClient is what the chat UI needs of a *ferry.Client.
 type chatClient interface {
 	Name() string
-	Contacts(ctx context.Context) ([]ferry.Contact, error)
+	Conversations(ctx context.Context) ([]ferry.Conversation, error)
 	Messages(ctx context.Context, q ferry.Query) ([]*ferry.Message, error)
-	Send(ctx context.Context, contact, text string) (*ferry.Message, error)
+	Send(ctx context.Context, conv ferry.ConversationID, text string) (*ferry.Message, error)
 	MarkShown(ctx context.Context, msgs []*ferry.Message) error
+	Queued(ctx context.Context) (int, error)
 }
 
 var _ chatClient = (*ferry.Client)(nil)
 
 // Messages of the chat model.
 type (
-	// refreshMsg asks the model to reload contacts and the conversation.
+	// refreshMsg asks the model to reload conversations and messages.
 	refreshMsg struct{}
 	// loadedMsg carries what a reload read.
 	loadedMsg struct {
-		contacts []string
-		msgs     []*ferry.Message
-		err      error
+		convs  []ferry.Conversation
+		conv   ferry.ConversationID // whose messages msgs are
+		msgs   []*ferry.Message
+		queued int
+		err    error
 	}
 	// sentMsg reports a Send.
 	sentMsg struct {
@@ -44,67 +47,81 @@ type (
 	connMsg struct{ online bool }
 )
 
-// chatModel is the terminal chat: a conversation list on the left, the
-// selected conversation on the right, an input line and a status line at
-// the bottom. Up/Down (or Ctrl+P/Ctrl+N) choose the conversation, Enter
-// sends the input line, Esc or Ctrl+C quits.
+// pageMessages is how many more messages scrolling back loads at a time.
+const pageMessages = 100
+
+// chatModel is the terminal chat: the conversation list (with unread
+// counts) on the left, the selected conversation on the right, an input
+// line and a status line at the bottom. Up/Down (or Ctrl+P/Ctrl+N) choose
+// the conversation, PgUp/PgDn scroll its history, Enter sends the input
+// line, Esc or Ctrl+C quits. Each conversation keeps its own draft.
 type chatModel struct {
-	ctx      context.Context
-	c        chatClient
-	contacts []string
-	sel      int
-	msgs     []*ferry.Message
-	input    []rune
-	status   string
-	online   bool
-	width    int
-	height   int
+	ctx    context.Context
+	c      chatClient
+	convs  []ferry.Conversation
+	sel    int
+	msgs   []*ferry.Message
+	limit  int // messages loaded for the selected conversation
+	scroll int // lines scrolled up from the newest
+	drafts map[ferry.ConversationID][]rune
+	status string
+	// waiting is set while the status says a message waits in the
+	// outbox; a reload that finds the outbox empty clears it.
+	waiting bool
+	online  bool
+	width   int
+	height  int
 }
 
 func newChatModel(ctx context.Context, c chatClient) *chatModel {
-	return &chatModel{ctx: ctx, c: c, width: 80, height: 24, status: "Up/Down: conversation  Enter: send  Esc: quit"}
+	return &chatModel{
+		ctx: ctx, c: c, width: 80, height: 24, limit: pageMessages, drafts: make(map[ferry.ConversationID][]rune),
+		status: "Up/Down: conversation  PgUp/PgDn: scroll  Enter: send  Esc: quit",
+	}
 }
 
 func (m *chatModel) Init() tea.Cmd { return m.load() }
 
-// selected returns the selected contact's name, or "".
-func (m *chatModel) selected() string {
-	if m.sel >= 0 && m.sel < len(m.contacts) {
-		return m.contacts[m.sel]
+// selected returns the selected conversation, if any.
+func (m *chatModel) selected() (ferry.Conversation, bool) {
+	if m.sel >= 0 && m.sel < len(m.convs) {
+		return m.convs[m.sel], true
 	}
-	return ""
+	return ferry.Conversation{}, false
 }
 
-// load reads contacts and the selected conversation, marking incoming
-// messages shown (which sends read receipts).
+// load reads the conversations and the selected one's last messages,
+// marking the incoming ones shown (which sends read receipts).
 func (m *chatModel) load() tea.Cmd {
-	sel := m.selected()
-	rows := max(m.height-4, 1)
+	cur, _ := m.selected()
+	limit := m.limit
 	return func() tea.Msg {
 		var l loadedMsg
-		ks, err := m.c.Contacts(m.ctx)
-		if err != nil {
+		var err error
+		if l.convs, err = m.c.Conversations(m.ctx); err != nil {
 			return loadedMsg{err: err}
 		}
-		for _, k := range ks {
-			l.contacts = append(l.contacts, k.Name)
+		if cur.ID == 0 && len(l.convs) > 0 {
+			cur = l.convs[0]
 		}
-		if sel == "" && len(l.contacts) > 0 {
-			sel = l.contacts[0]
+		if l.queued, err = m.c.Queued(m.ctx); err != nil {
+			return loadedMsg{err: err}
 		}
-		if sel != "" {
-			if l.msgs, err = m.c.Messages(m.ctx, ferry.Query{Contact: sel, Last: rows}); err != nil {
-				return loadedMsg{err: err}
+		if cur.ID == 0 {
+			return l
+		}
+		l.conv = cur.ID
+		if l.msgs, err = m.c.Messages(m.ctx, ferry.Query{Conversation: cur.ID, Last: limit}); err != nil {
+			return loadedMsg{err: err}
+		}
+		var unread []*ferry.Message
+		for _, msg := range l.msgs {
+			if !msg.Outgoing && msg.State < ferry.StateRead {
+				unread = append(unread, msg)
 			}
-			var unread []*ferry.Message
-			for _, msg := range l.msgs {
-				if !msg.Outgoing && msg.State < ferry.StateRead {
-					unread = append(unread, msg)
-				}
-			}
-			if len(unread) > 0 {
-				l.err = m.c.MarkShown(m.ctx, unread)
-			}
+		}
+		if len(unread) > 0 {
+			l.err = m.c.MarkShown(m.ctx, unread)
 		}
 		return l
 	}
@@ -119,36 +136,12 @@ func (m *chatModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.load()
 	case connMsg:
 		m.online = msg.online
-		if !msg.online {
-			m.status = "offline: messages wait in the outbox"
-		}
 		return m, nil
 	case loadedMsg:
-		if msg.err != nil {
-			m.status = "error: " + msg.err.Error()
-			return m, nil
-		}
-		cur := m.selected()
-		m.contacts = msg.contacts
-		m.sel = 0
-		for i, n := range m.contacts {
-			if n == cur {
-				m.sel = i
-			}
-		}
-		if m.selected() == cur || cur == "" {
-			m.msgs = msg.msgs
-		}
+		m.loaded(msg)
 		return m, nil
 	case sentMsg:
-		switch {
-		case msg.err == nil:
-			m.status = "sent to " + msg.to
-		case errors.Is(msg.err, ferry.ErrQueued):
-			m.status = "relay unreachable: the message waits in the outbox"
-		default:
-			m.status = "error: " + msg.err.Error()
-		}
+		m.sent(msg)
 		return m, m.load()
 	case tea.KeyPressMsg:
 		return m.key(msg)
@@ -156,86 +149,155 @@ func (m *chatModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
+func (m *chatModel) loaded(l loadedMsg) {
+	if l.err != nil {
+		m.status = "error: " + l.err.Error()
+		return
+	}
+	cur, _ := m.selected()
+	m.convs = l.convs
+	m.sel = 0
+	for i, c := range m.convs {
+		if c.ID == cur.ID {
+			m.sel = i
+		}
+	}
+	if now, ok := m.selected(); ok && now.ID == l.conv {
+		m.msgs = l.msgs
+	}
+	if m.waiting && l.queued == 0 {
+		m.waiting = false
+		m.status = "the waiting messages were delivered"
+	}
+}
+
+func (m *chatModel) sent(s sentMsg) {
+	switch {
+	case s.err == nil:
+		m.status, m.waiting = "sent to "+s.to, false
+	case errors.Is(s.err, ferry.ErrQueued):
+		m.status, m.waiting = "relay unreachable: the message waits in the outbox and goes when the relay is back", true
+	default:
+		m.status = "error: " + s.err.Error()
+	}
+}
+
+// choose selects conversation i, keeping the drafts apart.
+func (m *chatModel) choose(i int) (tea.Model, tea.Cmd) {
+	if i < 0 || i >= len(m.convs) || i == m.sel {
+		return m, nil
+	}
+	m.sel, m.msgs, m.scroll, m.limit = i, nil, 0, pageMessages
+	return m, m.load()
+}
+
 func (m *chatModel) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	conv, ok := m.selected()
 	switch k.String() {
 	case "ctrl+c", "esc":
 		return m, tea.Quit
 	case "up", "ctrl+p":
-		if m.sel > 0 {
-			m.sel--
-			m.msgs = nil
-			return m, m.load()
-		}
-		return m, nil
+		return m.choose(m.sel - 1)
 	case "down", "ctrl+n":
-		if m.sel < len(m.contacts)-1 {
-			m.sel++
-			m.msgs = nil
-			return m, m.load()
-		}
+		return m.choose(m.sel + 1)
+	case "pgup":
+		return m.scrollBy(m.rows() - 1)
+	case "pgdown":
+		return m.scrollBy(-(m.rows() - 1))
+	case "end":
+		m.scroll = 0
 		return m, nil
 	case "backspace":
-		if len(m.input) > 0 {
-			m.input = m.input[:len(m.input)-1]
+		if d := m.drafts[conv.ID]; len(d) > 0 {
+			m.drafts[conv.ID] = d[:len(d)-1]
 		}
 		return m, nil
 	case "enter":
-		text := strings.TrimSpace(string(m.input))
-		to := m.selected()
-		if text == "" {
-			return m, nil
-		}
-		if to == "" {
-			m.status = "no contact yet: run ferry add LINK or share ferry invite"
-			return m, nil
-		}
-		m.input = nil
-		m.status = "sending..."
-		return m, func() tea.Msg {
-			_, err := m.c.Send(m.ctx, to, text)
-			return sentMsg{to: to, err: err}
-		}
+		return m.send(conv, ok)
 	}
-	if k.Text != "" && utf8.ValidString(k.Text) && len(m.input) < ferry.MaxText/4 {
-		m.input = append(m.input, []rune(k.Text)...)
+	if k.Text != "" && utf8.ValidString(k.Text) && len(m.drafts[conv.ID]) < ferry.MaxText/4 {
+		m.drafts[conv.ID] = append(m.drafts[conv.ID], []rune(k.Text)...)
 	}
 	return m, nil
 }
 
-const listWidth = 18
+func (m *chatModel) send(conv ferry.Conversation, ok bool) (tea.Model, tea.Cmd) {
+	text := strings.TrimSpace(string(m.drafts[conv.ID]))
+	if text == "" {
+		return m, nil
+	}
+	if !ok {
+		m.status = "no contact yet: run ferry add LINK or share ferry invite"
+		return m, nil
+	}
+	delete(m.drafts, conv.ID)
+	m.scroll = 0
+	m.status = "sending..."
+	return m, func() tea.Msg {
+		_, err := m.c.Send(m.ctx, conv.ID, text)
+		return sentMsg{to: conv.Name, err: err}
+	}
+}
+
+// scrollBy scrolls the history by n lines (up if positive), loading older
+// messages when the view reaches the oldest one loaded.
+func (m *chatModel) scrollBy(n int) (tea.Model, tea.Cmd) {
+	lines := len(m.lines())
+	m.scroll = max(0, min(m.scroll+n, lines-m.rows()))
+	if n > 0 && m.scroll >= lines-m.rows() && len(m.msgs) >= m.limit {
+		m.limit += pageMessages
+		return m, m.load()
+	}
+	return m, nil
+}
+
+const listWidth = 22
+
+func (m *chatModel) rows() int { return max(m.height-4, 1) }
+
+// lines renders the selected conversation, wrapped to the pane's width.
+func (m *chatModel) lines() []string {
+	w := max(m.width, listWidth+20) - listWidth - 2
+	var out []string
+	for _, msg := range m.msgs {
+		who, mark := msg.From, ""
+		switch {
+		case msg.Kind == ferry.KindNotice:
+			who = "* ferry"
+		case msg.Outgoing:
+			who, mark = "me", " "+stateMark(msg.State)
+		}
+		for i, text := range strings.Split(msg.Text(), "\n") {
+			line := "  " + sanitize(text)
+			if i == 0 {
+				line = fmt.Sprintf("%s %s: %s", msg.Sent.Local().Format("15:04"), sanitize(who), sanitize(text))
+			}
+			out = append(out, wrap(line, w)...)
+		}
+		out[len(out)-1] += mark
+	}
+	return out
+}
 
 func (m *chatModel) View() tea.View {
 	var b strings.Builder
 	w := max(m.width, listWidth+20)
-	rows := max(m.height-4, 1)
-	title := fmt.Sprintf(" Ferry - %s", m.c.Name())
-	b.WriteString(fit(title, w) + "\n")
-	// Left: contacts; right: the conversation's last rows messages.
-	var right []string
-	for _, msg := range m.msgs {
-		who := msg.Contact
-		mark := ""
-		if msg.Outgoing {
-			who = "me"
-			mark = " " + stateMark(msg.State)
-		}
-		line := fmt.Sprintf("%s %s: %s%s", msg.Sent.Local().Format("15:04"), who, sanitize(msg.Text), mark)
-		right = append(right, wrap(line, w-listWidth-2)...)
+	rows := m.rows()
+	conn := "offline"
+	if m.online {
+		conn = "online"
 	}
-	if len(right) > rows {
-		right = right[len(right)-rows:]
-	}
-	if len(m.contacts) == 0 {
+	b.WriteString(fit(fmt.Sprintf(" Ferry - %s (%s)", m.c.Name(), conn), w) + "\n")
+	right := m.lines()
+	end := len(right) - m.scroll
+	right = right[max(0, end-rows):max(0, end)]
+	if len(m.convs) == 0 {
 		right = []string{"No contacts yet. Share `ferry invite` or run `ferry add LINK`."}
 	}
 	for i := range rows {
 		left := ""
-		if i < len(m.contacts) {
-			cursor := "  "
-			if i == m.sel {
-				cursor = "> "
-			}
-			left = cursor + m.contacts[i]
+		if i < len(m.convs) {
+			left = m.listEntry(i)
 		}
 		r := ""
 		if i < len(right) {
@@ -244,27 +306,39 @@ func (m *chatModel) View() tea.View {
 		b.WriteString(fit(left, listWidth) + "| " + fit(r, w-listWidth-2) + "\n")
 	}
 	b.WriteString(strings.Repeat("-", listWidth) + "+" + strings.Repeat("-", w-listWidth-1) + "\n")
-	b.WriteString(fit("> "+string(m.input)+"_", w) + "\n")
-	b.WriteString(fit(" "+m.status, w))
+	conv, _ := m.selected()
+	b.WriteString(fit("> "+string(m.drafts[conv.ID])+"_", w) + "\n")
+	status := m.status
+	if m.scroll > 0 {
+		status = fmt.Sprintf("(scrolled back %d lines; End: newest) %s", m.scroll, status)
+	}
+	b.WriteString(fit(" "+status, w))
 	v := tea.NewView(b.String())
 	v.AltScreen = true
 	return v
 }
 
-func stateMark(s ferry.State) string {
-	switch s {
-	case ferry.StateQueued:
-		return "(queued)"
-	case ferry.StateSent:
-		return "(sent)"
-	case ferry.StateDelivered:
-		return "(delivered)"
-	case ferry.StateRead:
-		return "(read)"
-	case ferry.StateFailed:
-		return "(failed)"
+// listEntry is conversation i in the list: the cursor, the name and the
+// unread count of the others.
+func (m *chatModel) listEntry(i int) string {
+	c := m.convs[i]
+	cursor := "  "
+	if i == m.sel {
+		cursor = "> "
 	}
-	return ""
+	name := sanitize(c.Name)
+	if c.Unread > 0 && i != m.sel {
+		count := fmt.Sprintf(" (%d)", c.Unread)
+		return cursor + fit(name, listWidth-len(cursor)-len(count)-1) + count
+	}
+	return cursor + name
+}
+
+func stateMark(s ferry.State) string {
+	if s == 0 {
+		return ""
+	}
+	return "(" + s.String() + ")"
 }
 
 // wrap cuts s into lines of at most n runes, continuation lines indented.
@@ -293,50 +367,40 @@ func fit(s string, n int) string {
 
 func cmdChat(e *env, args []string) error {
 	fs := e.flags("chat")
-	if _, err := parse(fs, args, 0, ""); err != nil {
-		return err
-	}
-	c, err := e.open()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	m := newChatModel(ctx, c)
-	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(e.stdin), tea.WithOutput(e.stdout))
-	// The background connection: receives messages, contacts and
-	// receipts, and tells the UI to refresh. It is owned here: cancelled
-	// and waited for before returning.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		refresh := func() { p.Send(refreshMsg{}) }
-		for ctx.Err() == nil {
-			err := c.Sync(ctx, ferry.SyncOptions{
-				Wait:       10 * 365 * 24 * time.Hour,
-				OnMessages: func([]*ferry.Message) { refresh() },
-				OnContact:  func(string) { refresh() },
-				OnState:    refresh,
-			})
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				p.Send(connMsg{online: false})
-			}
-			select {
-			case <-time.After(2 * time.Second):
-			case <-ctx.Done():
-			}
+	return e.with(fs, args, 0, func(c *ferry.Client, _ []string) error {
+		ctx, cancel := context.WithCancel(e.ctx)
+		defer cancel()
+		m := newChatModel(ctx, c)
+		p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(e.stdin), tea.WithOutput(e.stdout))
+		// The background connection: receives messages, contacts and
+		// receipts, and tells the UI to refresh. It is owned here: cancelled
+		// and waited for before returning.
+		var wg sync.WaitGroup
+		wg.Go(func() { background(ctx, c, p) })
+		_, err := p.Run()
+		cancel()
+		wg.Wait()
+		if errors.Is(err, tea.ErrProgramKilled) || errors.Is(err, context.Canceled) {
+			return nil
 		}
-	}()
-	_, err = p.Run()
-	cancel()
-	wg.Wait()
-	if errors.Is(err, tea.ErrProgramKilled) || errors.Is(err, context.Canceled) {
-		return nil
+		return err
+	})
+}
+
+// background keeps the chat's Sync running until ctx ends.
+func background(ctx context.Context, c *ferry.Client, p *tea.Program) {
+	refresh := func() { p.Send(refreshMsg{}) }
+	for ctx.Err() == nil {
+		c.Sync(ctx, ferry.SyncOptions{
+			Wait:       10 * 365 * 24 * time.Hour,
+			OnMessages: func([]*ferry.Message) { refresh() },
+			OnContact:  func(ferry.Contact) { refresh() },
+			OnState:    refresh,
+			OnOnline:   func(on bool) { p.Send(connMsg{online: on}) },
+		})
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+		}
 	}
-	return err
 }

@@ -56,22 +56,18 @@ func leftovers(t *testing.T, dir string, old []byte) []string {
 	return out
 }
 
-// TestErasedOnDisk replaces or deletes each kind of secret (a session state
-// small enough to stay on its page and one large enough to overflow, the
-// prekey set in the profile, an invite secret) and checks that no fragment
-// of the old ciphertext is left in any file of the profile directory (the
-// database, its WAL and its shared-memory index): right after the update
-// returns, as a device seized or killed while running would show it, and
-// after Close.
-func TestErasedOnDisk(t *testing.T) {
-	ctx := context.Background()
-	tests := []struct {
-		name string
-		// put stores the first version and returns the query reading its
-		// sealed bytes; replace changes or deletes it.
-		put     func(tx *Tx) (query string, args []any, err error)
-		replace func(tx *Tx) error
-	}{
+// erasure is one kind of secret for TestErasedOnDisk.
+type erasure struct {
+	name string
+	// put stores the first version and returns the query reading its
+	// sealed bytes; replace changes or deletes it.
+	put     func(tx *Tx) (query string, args []any, err error)
+	replace func(tx *Tx) error
+}
+
+// erasures are the secrets TestErasedOnDisk replaces or deletes.
+func erasures() []erasure {
+	return []erasure{
 		{
 			name: "session state",
 			put: func(tx *Tx) (string, []any, error) {
@@ -126,7 +122,18 @@ func TestErasedOnDisk(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
+}
+
+// TestErasedOnDisk replaces or deletes each kind of secret (a session state
+// small enough to stay on its page and one large enough to overflow, the
+// prekey set in the profile, an invite secret) and checks that no fragment
+// of the old ciphertext is left in any file of the profile directory (the
+// database, its WAL and its shared-memory index): right after the update
+// returns, as a device seized or killed while running would show it, and
+// after Close.
+func TestErasedOnDisk(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range erasures() {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()

@@ -66,28 +66,40 @@ func newKeyFile(rand io.Reader, passphrase []byte) (key, file []byte, err error)
 	if _, err := io.ReadFull(rand, key); err != nil {
 		return nil, nil, fmt.Errorf("generate profile key: %w", err)
 	}
+	file, err = keyFile(rand, key, passphrase)
+	return key, file, err
+}
+
+// keyFile returns the key-file bytes of key: plain if passphrase is nil,
+// else wrapped under it.
+func keyFile(rand io.Reader, key, passphrase []byte) ([]byte, error) {
 	if passphrase == nil {
-		return key, append([]byte{keyFileVersion, kindPlain}, key...), nil
+		return append([]byte{keyFileVersion, kindPlain}, key...), nil
 	}
+	return wrapSecret(rand, passphrase, key)
+}
+
+// wrapSecret seals secret under passphrase in the argon2id layout (the
+// key file's, with a secret of any length).
+func wrapSecret(rand io.Reader, passphrase, secret []byte) ([]byte, error) {
 	hdr := make([]byte, argonHeader)
 	hdr[0], hdr[1] = keyFileVersion, kindArgon2id
 	binary.BigEndian.PutUint32(hdr[2:], argonTime)
 	binary.BigEndian.PutUint32(hdr[6:], argonMemory)
 	hdr[10] = argonThreads
 	if _, err := io.ReadFull(rand, hdr[11:]); err != nil {
-		return nil, nil, fmt.Errorf("generate salt: %w", err)
+		return nil, fmt.Errorf("generate salt: %w", err)
 	}
 	nonce := make([]byte, chacha20poly1305.NonceSizeX)
 	if _, err := io.ReadFull(rand, nonce); err != nil {
-		return nil, nil, fmt.Errorf("generate nonce: %w", err)
+		return nil, fmt.Errorf("generate nonce: %w", err)
 	}
 	kek := argon2.IDKey(passphrase, hdr[11:], argonTime, argonMemory, argonThreads, keySize)
 	aead, err := chacha20poly1305.NewX(kek)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	file = append(append(hdr, nonce...), aead.Seal(nil, nonce, key, hdr)...)
-	return key, file, nil
+	return append(append(hdr, nonce...), aead.Seal(nil, nonce, secret, hdr)...), nil
 }
 
 // unwrapKey parses key-file bytes and returns the profile key.
@@ -105,33 +117,39 @@ func unwrapKey(file, passphrase []byte) ([]byte, error) {
 		}
 		return bytes.Clone(file[2:]), nil
 	case kindArgon2id:
-		if len(file) != argonFileSize {
-			return nil, errors.New("key file has the wrong size")
-		}
 		if passphrase == nil {
 			return nil, ErrPassphraseRequired
 		}
-		hdr := file[:argonHeader]
-		t := binary.BigEndian.Uint32(hdr[2:])
-		m := binary.BigEndian.Uint32(hdr[6:])
-		p := hdr[10]
-		if t == 0 || t > maxArgonTime || m < 8*uint32(p) || m > maxArgonMemory || p == 0 {
-			return nil, errors.New("key file has invalid Argon2id parameters")
-		}
-		kek := argon2.IDKey(passphrase, hdr[11:], t, m, p, keySize)
-		aead, err := chacha20poly1305.NewX(kek)
-		if err != nil {
-			return nil, err
-		}
-		nonce := file[argonHeader : argonHeader+chacha20poly1305.NonceSizeX]
-		key, err := aead.Open(nil, nonce, file[argonHeader+chacha20poly1305.NonceSizeX:], hdr)
-		if err != nil {
-			return nil, ErrWrongPassphrase
-		}
-		return key, nil
+		return unwrapSecret(file, passphrase, keySize)
 	default:
 		return nil, errors.New("unknown key file format")
 	}
+}
+
+// unwrapSecret opens a secret of n bytes sealed by wrapSecret.
+func unwrapSecret(file, passphrase []byte, n int) ([]byte, error) {
+	if len(file) != argonHeader+chacha20poly1305.NonceSizeX+n+chacha20poly1305.Overhead ||
+		file[0] != keyFileVersion || file[1] != kindArgon2id {
+		return nil, errors.New("key file has the wrong size")
+	}
+	hdr := file[:argonHeader]
+	t := binary.BigEndian.Uint32(hdr[2:])
+	m := binary.BigEndian.Uint32(hdr[6:])
+	p := hdr[10]
+	if t == 0 || t > maxArgonTime || m < 8*uint32(p) || m > maxArgonMemory || p == 0 {
+		return nil, errors.New("key file has invalid Argon2id parameters")
+	}
+	kek := argon2.IDKey(passphrase, hdr[11:], t, m, p, keySize)
+	aead, err := chacha20poly1305.NewX(kek)
+	if err != nil {
+		return nil, err
+	}
+	nonce := file[argonHeader : argonHeader+chacha20poly1305.NonceSizeX]
+	secret, err := aead.Open(nil, nonce, file[argonHeader+chacha20poly1305.NonceSizeX:], hdr)
+	if err != nil {
+		return nil, ErrWrongPassphrase
+	}
+	return secret, nil
 }
 
 // writeFileSync writes data to path atomically (temporary file, fsync,

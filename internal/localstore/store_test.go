@@ -133,7 +133,7 @@ func TestAtRest(t *testing.T) {
 		if err := tx.PutContact(c); err != nil {
 			return err
 		}
-		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Contact: c.ID, Sent: time.Now(), Text: string(secrets[1])}); err != nil {
+		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Conversation: 1, Sender: c.ID, Sent: time.Now(), Kind: 1, Body: secrets[1]}); err != nil {
 			return err
 		}
 		if err := tx.AddInvite(secrets[4], time.Now()); err != nil {
@@ -163,7 +163,7 @@ func TestTamper(t *testing.T) {
 	s := create(t, t.TempDir(), nil)
 	err := s.Update(ctx, func(tx *Tx) error {
 		for i := byte(1); i <= 2; i++ {
-			if _, err := tx.InsertMessage(&Message{ID: [16]byte{i}, Contact: 1, Sent: time.Now(), Text: "text"}); err != nil {
+			if _, err := tx.InsertMessage(&Message{ID: [16]byte{i}, Conversation: 1, Sender: 1, Sent: time.Now(), Body: []byte("text")}); err != nil {
 				return err
 			}
 		}
@@ -184,7 +184,7 @@ func TestUpdateRollsBack(t *testing.T) {
 	s := create(t, t.TempDir(), nil)
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx *Tx) error {
-		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Sent: time.Now(), Text: "a"}); err != nil {
+		if _, err := tx.InsertMessage(&Message{ID: [16]byte{1}, Sent: time.Now(), Body: []byte("a")}); err != nil {
 			return err
 		}
 		if err := tx.Enqueue(&Outgoing{ID: [16]byte{1}, Created: time.Now()}); err != nil {
@@ -215,18 +215,22 @@ func TestMessagesAndStates(t *testing.T) {
 	ctx := context.Background()
 	s := create(t, t.TempDir(), nil)
 	err := s.Update(ctx, func(tx *Tx) error {
-		m := &Message{ID: [16]byte{9}, Contact: 3, Outgoing: true, Sent: time.UnixMilli(1000), Text: "hi"}
+		m := &Message{ID: [16]byte{9}, Conversation: 3, Sender: SenderSelf, Sent: time.UnixMilli(1000), Kind: 1, Body: []byte("hi")}
 		if ok, err := tx.InsertMessage(m); !ok || err != nil {
 			return errors.Join(errors.New("first insert failed"), err)
 		}
-		if ok, err := tx.InsertMessage(&Message{ID: [16]byte{9}, Text: "dup"}); ok || err != nil {
+		if ok, err := tx.InsertMessage(&Message{ID: [16]byte{9}, Body: []byte("dup")}); ok || err != nil {
 			return errors.Join(errors.New("duplicate insert accepted"), err)
+		}
+		in := &Message{ID: [16]byte{8}, Conversation: 3, Sender: 5, Sent: time.UnixMilli(2000), State: Delivered, Kind: 1}
+		if _, err := tx.InsertMessage(in); err != nil {
+			return err
 		}
 		for _, step := range []struct {
 			s    State
 			want bool
 		}{{Sent, true}, {Delivered, true}, {Sent, false}, {Read, true}, {Read, false}} {
-			moved, err := tx.AdvanceState(m.ID, 3, step.s)
+			moved, err := tx.AdvanceState(m.ID, 3, true, step.s)
 			if err != nil {
 				return err
 			}
@@ -234,18 +238,28 @@ func TestMessagesAndStates(t *testing.T) {
 				t.Errorf("advance to %v: got %v, want %v", step.s, moved, step.want)
 			}
 		}
-		if moved, _ := tx.AdvanceState(m.ID, 4, Failed); moved {
-			t.Error("another contact moved the message's state")
+		if moved, _ := tx.AdvanceState(m.ID, 4, true, Failed); moved {
+			t.Error("another conversation moved the message's state")
 		}
-		got, err := tx.Messages(MessageQuery{Contact: 3})
+		if moved, _ := tx.AdvanceState(in.ID, 3, true, Read); moved {
+			t.Error("an incoming message moved as if outgoing")
+		}
+		got, err := tx.Messages(MessageQuery{Conversation: 3})
 		if err != nil {
 			return err
 		}
-		if len(got) != 1 || got[0].Text != "hi" || got[0].State != Read || !got[0].Outgoing || got[0].Sent.UnixMilli() != 1000 {
-			t.Errorf("got %+v", got)
+		if len(got) != 2 || string(got[0].Body) != "hi" || got[0].State != Read || !got[0].Outgoing() || got[0].Sent.UnixMilli() != 1000 || got[0].Kind != 1 {
+			t.Errorf("got %+v", got[0])
 		}
-		if got, _ := tx.Messages(MessageQuery{Incoming: true}); len(got) != 0 {
-			t.Errorf("incoming filter: got %d messages, want 0", len(got))
+		if got, _ := tx.Messages(MessageQuery{Incoming: true}); len(got) != 1 || got[0].ID != in.ID {
+			t.Errorf("incoming filter: got %d messages, want the one", len(got))
+		}
+		if got, _ := tx.Messages(MessageQuery{Before: in.Seq}); len(got) != 1 || got[0].ID != m.ID {
+			t.Errorf("before filter: got %+v", got)
+		}
+		unread, err := tx.Unread()
+		if err != nil || unread[3] != 1 || len(unread) != 1 {
+			t.Errorf("unread: got %v (%v), want one in conversation 3", unread, err)
 		}
 		return nil
 	})
@@ -362,9 +376,10 @@ func TestHeldMessages(t *testing.T) {
 	s := create(t, t.TempDir(), nil)
 	err := s.Update(ctx, func(tx *Tx) error {
 		for _, m := range []*Message{
-			{ID: [16]byte{3}, Contact: 1, N: 3, Held: true, Text: "three"},
-			{ID: [16]byte{1}, Contact: 1, N: 1, Text: "one"},
-			{ID: [16]byte{2}, Contact: 1, N: 2, Held: true, Text: "two"},
+			{ID: [16]byte{3}, Conversation: 1, Sender: 7, N: 3, Held: true, Body: []byte("three")},
+			{ID: [16]byte{1}, Conversation: 1, Sender: 7, N: 1, Body: []byte("one")},
+			{ID: [16]byte{2}, Conversation: 1, Sender: 7, N: 2, Held: true, Body: []byte("two")},
+			{ID: [16]byte{4}, Conversation: 1, Sender: 8, N: 9, Held: true, Body: []byte("other sender")},
 		} {
 			m.Sent = time.Now()
 			if _, err := tx.InsertMessage(m); err != nil {
@@ -375,10 +390,10 @@ func TestHeldMessages(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(visible) != 1 || visible[0].Text != "one" {
+		if len(visible) != 1 || string(visible[0].Body) != "one" {
 			t.Errorf("visible before release: %+v", visible)
 		}
-		held, err := tx.HeldMessages(1)
+		held, err := tx.HeldMessages(1, 7)
 		if err != nil {
 			return err
 		}
@@ -396,13 +411,13 @@ func TestHeldMessages(t *testing.T) {
 		}
 		var got []string
 		for _, m := range visible {
-			got = append(got, m.Text)
+			got = append(got, string(m.Body))
 		}
 		if strings.Join(got, " ") != "one two three" {
 			t.Errorf("after release: got %q, want one two three in order", got)
 		}
-		if held, _ := tx.HeldMessages(0); len(held) != 0 {
-			t.Errorf("still held: %d", len(held))
+		if held, _ := tx.AllHeld(); len(held) != 1 || held[0].Sender != 8 {
+			t.Errorf("still held: %+v, want the other sender's", held)
 		}
 		return nil
 	})

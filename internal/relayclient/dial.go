@@ -254,6 +254,17 @@ func (e *DialError) Cause() Cause {
 	return c
 }
 
+// causeSentences say what each cause means to the user; %s is the
+// endpoint.
+var causeSentences = map[Cause]string{
+	CauseHandshake: "the relay at %s refused the handshake: the relay key in the link is wrong, or the relay runs another version of Ferry",
+	CauseReset:     "the connection to %s was reset on the way: something on the network path is blocking it; try another transport or network",
+	CauseSilent:    "%s accepted the connection but never answered: something on the network path may be dropping Ferry's traffic; try another transport",
+	CauseDNS:       "the relay's host name in %s does not resolve: check the link or your DNS",
+	CauseNoAnswer:  "no answer from %s: the relay may be down, or the network path blocks it",
+	CauseRefused:   "nothing answers at %s: the relay is not running there, or the link's address is wrong",
+}
+
 func (e *DialError) Error() string {
 	if e.NoEndpoint {
 		return fmt.Sprintf("the relay's link offers %s, and this Ferry may use only %s",
@@ -267,19 +278,8 @@ func (e *DialError) Error() string {
 		}
 	}
 	at := a.Endpoint.Transport + " " + a.Endpoint.Addr
-	switch c {
-	case CauseHandshake:
-		return fmt.Sprintf("the relay at %s refused the handshake: the relay key in the link is wrong, or the relay runs another version of Ferry", at)
-	case CauseReset:
-		return fmt.Sprintf("the connection to %s was reset on the way: something on the network path is blocking it; try another transport or network", at)
-	case CauseSilent:
-		return fmt.Sprintf("%s accepted the connection but never answered: something on the network path may be dropping Ferry's traffic; try another transport", at)
-	case CauseDNS:
-		return fmt.Sprintf("the relay's host name in %s does not resolve: check the link or your DNS", at)
-	case CauseNoAnswer:
-		return fmt.Sprintf("no answer from %s: the relay may be down, or the network path blocks it", at)
-	case CauseRefused:
-		return fmt.Sprintf("nothing answers at %s: the relay is not running there, or the link's address is wrong", at)
+	if f, ok := causeSentences[c]; ok {
+		return fmt.Sprintf(f, at)
 	}
 	return fmt.Sprintf("cannot reach the relay at %s: %v", at, a.Err)
 }

@@ -38,6 +38,19 @@ func dial(t *testing.T, h *clienttest.Harness, r link.Relay) (*relayclient.Conn,
 	return c, k
 }
 
+// owner starts a relay and connects to it as a mailbox owner with a
+// delivery token.
+func owner(t *testing.T, token [32]byte) (*clienttest.Relay, *relayclient.Conn, [16]byte, *clienttest.Harness) {
+	t.Helper()
+	h := clienttest.New(t)
+	r := h.StartRelay(clienttest.RelayConfig{})
+	c, key := dial(t, h, r.Link)
+	if err := c.SetToken(context.Background(), token); err != nil {
+		t.Fatal(err)
+	}
+	return r, c, wire.MailboxID(key.Public), h
+}
+
 // TestDialCauses checks that each way of failing to reach a relay gives
 // its own cause and a sentence that names it, all wrapping ErrUnreachable.
 func TestDialCauses(t *testing.T) {
@@ -149,13 +162,7 @@ func TestRequests(t *testing.T) {
 // relay's answer has been taken, and acked envelopes leave the relay.
 func TestSubscribeDrain(t *testing.T) {
 	ctx := context.Background()
-	h := clienttest.New(t)
-	r := h.StartRelay(clienttest.RelayConfig{})
-	owner, key := dial(t, h, r.Link)
-	mb := wire.MailboxID(key.Public)
-	if err := owner.SetToken(ctx, [32]byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	r, owner, mb, _ := owner(t, [32]byte{1})
 	const n = 150
 	for i := range n {
 		r.Put(mb, relay.Envelope{ID: [16]byte{byte(i), byte(i >> 8), 1}, Data: []byte{byte(i)}})
@@ -205,14 +212,8 @@ func TestSubscribeDrain(t *testing.T) {
 // with ErrBusy.
 func TestSendBatch(t *testing.T) {
 	ctx := context.Background()
-	h := clienttest.New(t)
-	r := h.StartRelay(clienttest.RelayConfig{})
-	owner, key := dial(t, h, r.Link)
-	mb := wire.MailboxID(key.Public)
 	token := [32]byte{3}
-	if err := owner.SetToken(ctx, token); err != nil {
-		t.Fatal(err)
-	}
+	r, _, mb, h := owner(t, token)
 	sender, _ := dial(t, h, r.Link)
 	var batch []wire.Send
 	for i := range 20 {

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package ferry
+package outbox
 
 // lockFlush is a no-op where flock is missing: flushes are serialised
 // within one process only.

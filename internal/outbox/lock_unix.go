@@ -1,6 +1,6 @@
 //go:build unix
 
-package ferry
+package outbox
 
 import (
 	"os"

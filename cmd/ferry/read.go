@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/ferry-im/ferry"
+)
+
+// jsonMessage is one line of ferry read --json.
+type jsonMessage struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"` // text, notice or unsupported
+	From     string `json:"from"` // "" for a notice
+	To       string `json:"to"`
+	Sent     string `json:"sent"`
+	Received string `json:"received,omitempty"`
+	Text     string `json:"text"`
+	Outgoing bool   `json:"outgoing"`
+	State    string `json:"state"`
+}
+
+var kindNames = map[ferry.Kind]string{ferry.KindText: "text", ferry.KindNotice: "notice", ferry.KindUnsupported: "unsupported"}
+
+func cmdRead(e *env, args []string) error {
+	fs := e.flags("read")
+	wait := fs.Duration("wait", 0, "stay connected this long, printing messages as they arrive")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	all := fs.Bool("all", false, "print the whole history")
+	return e.with(fs, args, 0, func(c *ferry.Client, _ []string) error {
+		p := &printer{w: bufio.NewWriter(e.stdout), me: c.Name(), json: *asJSON}
+		// showUnread prints what arrived since the last read and marks it
+		// shown (which sends read receipts).
+		showUnread := func() error {
+			ms, err := c.Messages(e.ctx, ferry.Query{Unread: true})
+			if err != nil || len(ms) == 0 {
+				return err
+			}
+			if err := p.print(ms); err != nil {
+				return err
+			}
+			return c.MarkShown(e.ctx, ms)
+		}
+		syncErr := c.Sync(e.ctx, ferry.SyncOptions{})
+		if *all {
+			ms, err := c.Messages(e.ctx, ferry.Query{})
+			if err == nil {
+				err = p.print(ms)
+			}
+			if err == nil {
+				err = c.MarkShown(e.ctx, ms)
+			}
+			if err != nil {
+				return err
+			}
+		} else if err := showUnread(); err != nil {
+			return err
+		}
+		if *wait > 0 {
+			return readWait(e, c, *wait, showUnread)
+		}
+		if errors.Is(syncErr, ferry.ErrUnreachable) {
+			return &fail{exitUnreachable, "showing only the messages already received: " + why(syncErr)}
+		}
+		return syncErr
+	})
+}
+
+// readWait stays connected for wait, printing messages as they arrive.
+func readWait(e *env, c *ferry.Client, wait time.Duration, showUnread func() error) error {
+	var cbErr error
+	err := c.Sync(e.ctx, ferry.SyncOptions{Wait: wait, OnMessages: func([]*ferry.Message) {
+		if err := showUnread(); err != nil && cbErr == nil {
+			cbErr = err
+		}
+	}})
+	if errors.Is(err, context.Canceled) {
+		// Interrupted (Ctrl-C): the usual way to end a long wait.
+		return cbErr
+	}
+	if err == nil {
+		err = cbErr
+	}
+	if err == nil {
+		err = showUnread()
+	}
+	return err
+}
+
+// printer prints messages, plain or as JSON lines.
+type printer struct {
+	w    *bufio.Writer
+	me   string
+	json bool
+}
+
+func (p *printer) print(ms []*ferry.Message) error {
+	for _, m := range ms {
+		if p.json {
+			p.printJSON(m)
+		} else {
+			io.WriteString(p.w, plain(m))
+		}
+	}
+	return p.w.Flush()
+}
+
+func (p *printer) printJSON(m *ferry.Message) {
+	from, to := m.From, p.me
+	if m.Outgoing {
+		from, to = p.me, m.ConversationName
+	}
+	j := jsonMessage{ID: m.IDString(), Kind: kindNames[m.Kind], From: from, To: to, Sent: m.Sent.UTC().Format(time.RFC3339Nano),
+		Text: m.Text(), Outgoing: m.Outgoing, State: m.State.String()}
+	if !m.Received.IsZero() {
+		j.Received = m.Received.UTC().Format(time.RFC3339Nano)
+	}
+	b, _ := json.Marshal(j)
+	p.w.Write(append(b, '\n'))
+}
+
+// plain formats one message for a terminal:
+//
+//	2026-11-01 12:00:00 bob: text         a contact's message
+//	2026-11-01 12:00:00 me -> bob: text   the user's own
+//	2026-11-01 12:00:00 [ferry] text      a notice from Ferry itself
+//
+// A text of several lines goes on, indented, on the lines below, so that
+// no text can pass for a line of its own.
+func plain(m *ferry.Message) string {
+	head := m.Sent.Local().Format("2006-01-02 15:04:05") + " "
+	switch {
+	case m.Kind == ferry.KindNotice:
+		head += "[ferry] "
+	case m.Outgoing:
+		head += "me -> " + sanitize(m.ConversationName) + ": "
+	default:
+		head += sanitize(m.From) + ": "
+	}
+	lines := strings.Split(m.Text(), "\n")
+	var b strings.Builder
+	b.WriteString(head + sanitize(lines[0]) + "\n")
+	indent := strings.Repeat(" ", len("2006-01-02 15:04:05 ")+2)
+	for _, l := range lines[1:] {
+		b.WriteString(indent + sanitize(l) + "\n")
+	}
+	return b.String()
+}
+
+// sanitize makes one line of text safe to print on a terminal: a contact
+// must not be able to send escape sequences that move the cursor, retitle
+// the window or rewrite earlier lines, nor reorder the line with bidi
+// overrides. Tabs become a space, and every control or format character
+// becomes a \x or \u escape, except those that emoji and scripts need to
+// join letters: the zero-width joiner and non-joiner and the emoji tag
+// characters.
+func sanitize(text string) string {
+	var b strings.Builder
+	for _, r := range text {
+		switch {
+		case r == '\t':
+			b.WriteByte(' ')
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r == 0x200c || r == 0x200d || (r >= 0xe0020 && r <= 0xe007f):
+			b.WriteRune(r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

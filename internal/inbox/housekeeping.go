@@ -1,0 +1,77 @@
+package inbox
+
+import (
+	"context"
+	"slices"
+
+	"github.com/ferry-im/ferry/internal/localstore"
+)
+
+// housekeeping forgets old seen ids and releases held messages whose
+// predecessors did not come within the hold timeout, telling ev.
+func (in *Inbox) housekeeping(ctx context.Context, ev Events) error {
+	var rel []*localstore.Message
+	err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		if _, err := tx.ForgetSeen(in.a.Now().Add(-seenRetention)); err != nil {
+			return err
+		}
+		var err error
+		rel, err = in.releaseExpired(tx)
+		return err
+	})
+	if err == nil && len(rel) > 0 && ev.Messages != nil {
+		ev.Messages(rel)
+	}
+	return err
+}
+
+// releaseExpired shows messages held for longer than the hold timeout,
+// with everything held before them from the same sender, giving up on the
+// gap, and then whatever follows in order.
+func (in *Inbox) releaseExpired(tx *localstore.Tx) ([]*localstore.Message, error) {
+	held, err := tx.AllHeld()
+	if err != nil || len(held) == 0 {
+		return nil, err
+	}
+	cutoff := in.a.Now().Add(-orDefault(in.opts.HoldTimeout, defaultHoldTimeout))
+	type key struct{ conv, sender int64 }
+	upTo := make(map[key]uint64) // highest expired counter per sender
+	var order []key
+	for _, h := range held {
+		k := key{h.Conversation, h.Sender}
+		if h.Received.Before(cutoff) {
+			if _, ok := upTo[k]; !ok {
+				order = append(order, k)
+			}
+			upTo[k] = max(upTo[k], h.N)
+		}
+	}
+	var out []*localstore.Message
+	for _, k := range order {
+		for _, h := range held {
+			if h.Conversation == k.conv && h.Sender == k.sender && h.N <= upTo[k] {
+				if err := tx.Release(h); err != nil {
+					return nil, err
+				}
+				out = append(out, h)
+			}
+		}
+		shown, err := tx.Counter(k.conv, k.sender)
+		if err != nil {
+			return nil, err
+		}
+		shown = max(shown, upTo[k])
+		rel, err := releaseInOrder(tx, k.conv, k.sender, &shown)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rel...)
+		if err := tx.SetCounter(k.conv, k.sender, shown); err != nil {
+			return nil, err
+		}
+	}
+	if len(out) > 0 {
+		in.a.Log.Warn("showing messages whose predecessors never arrived", "count", len(out))
+	}
+	return slices.Clip(out), nil
+}

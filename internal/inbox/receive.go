@@ -1,0 +1,419 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferry-im/ferry/internal/account"
+	"github.com/ferry-im/ferry/internal/content"
+	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/internal/relayclient"
+	"github.com/ferry-im/ferry/session"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// Sync connects to the user's relay with the device key, uploads what
+// registration lacks, flushes the outbox and receives the mailbox. With
+// wait zero it drains: it returns once the relay has delivered what was
+// waiting (an error wrapping relayclient.ErrUnreachable if it could not).
+// With wait positive it stays connected that long, reconnecting with
+// backoff, and returns nil when the time is up.
+func (in *Inbox) Sync(ctx context.Context, wait time.Duration, ev Events) error {
+	if wait <= 0 {
+		in.flush(ctx, ev)
+		return in.syncOnce(ctx, true, ev)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		in.flush(wctx, ev)
+		start := time.Now()
+		err := in.syncOnce(wctx, false, ev)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if wctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !errors.Is(err, relayclient.ErrUnreachable) {
+			return err
+		}
+		in.a.Log.Info("relay connection lost; reconnecting", "err", err)
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-time.After(backoff):
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// flush delivers the outbox, best effort, and tells ev if it sent
+// something.
+func (in *Inbox) flush(ctx context.Context, ev Events) {
+	res, err := in.ob.Flush(ctx)
+	if err != nil && ctx.Err() == nil {
+		in.a.Log.Info("outbox flush failed", "err", err)
+	}
+	if len(res.Sent) > 0 && ev.States != nil {
+		ev.States()
+	}
+}
+
+// syncOnce runs one connection to the user's relay. The relay answers the
+// Subscribe only after it has pushed every envelope waiting in the mailbox
+// (docs/protocol.md section 6.4): a drain ends once it has that answer
+// and has stored everything before it.
+func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
+	cn, err := in.a.Dialer.Dial(ctx, in.a.Relay, in.a.Device)
+	if err != nil {
+		return err
+	}
+	defer cn.Close()
+	if ev.Online != nil {
+		ev.Online(true)
+		defer ev.Online(false)
+	}
+	if err := in.opts.Prekeys.Upload(ctx, in.a, cn); err != nil {
+		return err
+	}
+	if err := in.housekeeping(ctx, ev); err != nil {
+		return err
+	}
+	if err := cn.Subscribe(ctx); err != nil {
+		return err
+	}
+	// A drain gives up after DrainStall without a frame before the
+	// answer, and after MaxDrain in all (what it stored stays stored).
+	stall := time.NewTimer(orDefault(in.opts.DrainStall, defaultDrainStall))
+	defer stall.Stop()
+	end := time.NewTimer(orDefault(in.opts.MaxDrain, defaultMaxDrain))
+	defer end.Stop()
+	var stallC, endC <-chan time.Time
+	if drain {
+		stallC, endC = stall.C, end.C
+	}
+	// While connected, retry the outbox now and then: a contact's relay
+	// may come back while the user's own stays up.
+	retry := time.NewTicker(orDefault(in.opts.OutboxRetry, defaultOutboxRetry))
+	defer retry.Stop()
+	for {
+		select {
+		case <-cn.Ready():
+			// One batch per turn, so that the drain's limits are checked
+			// between batches however fast the relay pushes (Ready fires
+			// again while more wait).
+			select {
+			case <-endC:
+				return in.drainTooLong()
+			default:
+			}
+			if ds := cn.Take(batchSize); len(ds) > 0 {
+				if err := in.receiveBatch(ctx, cn, ds, ev); err != nil {
+					return err
+				}
+			}
+			done, err := cn.Drained()
+			if err != nil || (drain && done) {
+				return err
+			}
+			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
+		case <-stallC:
+			return fmt.Errorf("%w: the relay went silent before the end of the waiting messages", relayclient.ErrUnreachable)
+		case <-endC:
+			return in.drainTooLong()
+		case <-retry.C:
+			if !drain {
+				in.flush(ctx, ev)
+				if err := in.housekeeping(ctx, ev); err != nil {
+					return err
+				}
+			}
+		case <-cn.Done():
+			return cn.Err()
+		case <-ctx.Done():
+			if !drain {
+				return nil
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+func (in *Inbox) drainTooLong() error {
+	return fmt.Errorf("%w: the waiting messages were not all delivered within %v", relayclient.ErrUnreachable, orDefault(in.opts.MaxDrain, defaultMaxDrain))
+}
+
+// receiveBatch stores a batch in one transaction, acknowledges it, and
+// then acts on it: events, the receipts it queued, the prekeys it used.
+func (in *Inbox) receiveBatch(ctx context.Context, cn *relayclient.Conn, ds []wire.Deliver, ev Events) error {
+	var res result
+	err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		b := in.newBatch(tx)
+		for _, d := range ds {
+			if err := b.receive(d); err != nil {
+				return err
+			}
+		}
+		if err := b.finish(); err != nil {
+			return err
+		}
+		res = b.res
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := cn.Ack(ctx, res.acks); err != nil {
+		return err
+	}
+	res.tell(ev)
+	if res.queued {
+		in.flush(ctx, ev)
+	}
+	if res.needUpload {
+		return in.opts.Prekeys.Upload(ctx, in.a, cn)
+	}
+	return nil
+}
+
+// result is what one stored batch produced.
+type result struct {
+	acks       []uint64
+	messages   []*localstore.Message
+	contacts   []*localstore.Contact
+	queued     bool // something was queued in the outbox
+	stateMoved bool // outgoing messages changed state
+	needUpload bool // new one-time prekeys were made
+}
+
+func (r *result) tell(ev Events) {
+	if len(r.contacts) > 0 && ev.Contacts != nil {
+		ev.Contacts(r.contacts)
+	}
+	if len(r.messages) > 0 && ev.Messages != nil {
+		ev.Messages(r.messages)
+	}
+	if r.stateMoved && ev.States != nil {
+		ev.States()
+	}
+}
+
+// batch is the state of one batch's transaction.
+type batch struct {
+	in         *Inbox
+	tx         *localstore.Tx
+	now        time.Time
+	ks         []*localstore.Contact
+	byIdentity map[session.PublicIdentity]*localstore.Contact
+	peers      map[int64]*peer // contacts heard from in this batch
+	order      []*peer
+	prekeys    prekeyState // loaded by the first introduction
+	res        result
+}
+
+// peer is a contact heard from in the batch, with what the batch changed.
+type peer struct {
+	k         *localstore.Contact
+	conv      *localstore.Conversation
+	s         *session.Session
+	shown     uint64     // the contact's counter shown in order
+	delivered [][16]byte // ids to acknowledge with a delivery receipt
+}
+
+func (in *Inbox) newBatch(tx *localstore.Tx) *batch {
+	return &batch{in: in, tx: tx, now: in.a.Now(), peers: make(map[int64]*peer)}
+}
+
+// contacts loads the contacts, indexed by the canonical form of their
+// identity: the sign-flipped encoding of a key authenticates exactly as
+// the key does (docs/protocol.md section 2.1), so it is the same contact.
+func (b *batch) contacts() error {
+	if b.byIdentity != nil {
+		return nil
+	}
+	ks, err := b.tx.Contacts()
+	if err != nil {
+		return err
+	}
+	b.ks = ks
+	b.byIdentity = make(map[session.PublicIdentity]*localstore.Contact, len(ks))
+	for _, k := range ks {
+		b.byIdentity[session.PublicIdentity(k.Identity).Canonical()] = k
+	}
+	return nil
+}
+
+// peer returns the batch's state for contact k, loading it on first use.
+func (b *batch) peer(k *localstore.Contact) (*peer, error) {
+	if p := b.peers[k.ID]; p != nil {
+		return p, nil
+	}
+	p := &peer{k: k}
+	var err error
+	if p.s, err = b.in.a.Session(k); err != nil {
+		return nil, err
+	}
+	if p.conv, err = b.tx.DirectConversation(k.ID); err != nil {
+		return nil, fmt.Errorf("conversation with %s: %w", k.Name, err)
+	}
+	if p.shown, err = b.tx.Counter(p.conv.ID, k.ID); err != nil {
+		return nil, err
+	}
+	b.addPeer(p)
+	return p, nil
+}
+
+func (b *batch) addPeer(p *peer) {
+	b.peers[p.k.ID] = p
+	b.order = append(b.order, p)
+}
+
+// receive stores one envelope. Envelopes seen before, and envelopes that
+// fail to open or decrypt (they never will), are acknowledged without
+// being stored.
+func (b *batch) receive(d wire.Deliver) error {
+	log := b.in.a.Log
+	b.res.acks = append(b.res.acks, d.Seq)
+	if fresh, err := b.tx.MarkSeen(d.ID, b.now); err != nil || !fresh {
+		return err
+	}
+	sender, ct, inner, err := b.in.opts.Open(b.in.a.Identity, d.Envelope)
+	if err != nil || ct != account.ContentType {
+		log.Warn("dropped an envelope that does not open", "err", err)
+		return nil
+	}
+	if err := b.contacts(); err != nil {
+		return err
+	}
+	k := b.byIdentity[sender.Canonical()]
+	if k == nil {
+		return b.introduce(sender, inner)
+	}
+	p, err := b.peer(k)
+	if err != nil {
+		return err
+	}
+	// The sealed sender picked the contact; the session must be with that
+	// same identity (Decrypt checks an initial message's identity against
+	// the session's).
+	if !p.s.RemoteIdentity().Equal(sender) {
+		log.Warn("dropped a message whose sealed sender is not its session's peer")
+		return nil
+	}
+	pt, err := p.s.Decrypt(inner, account.RatchetAD)
+	if err != nil {
+		log.Warn("dropped a message that does not decrypt", "err", err)
+		return nil
+	}
+	c, err := content.Parse(pt)
+	if err != nil {
+		log.Warn("dropped a malformed message", "err", err)
+		return nil
+	}
+	if k.Blocked {
+		// Dropped unread; its place in the sender's order is taken, so
+		// that what comes after unblocking is not held back for it.
+		if o, ok := c.Body.(content.Ordered); ok {
+			p.shown = max(p.shown, o.Counter())
+		}
+		log.Debug("dropped a message from a blocked contact")
+		return nil
+	}
+	if p.k.Status == localstore.Pending && c.Body.Kind() != content.KindRefusal {
+		b.confirm(p) // the inviter answered in the session: it took the introduction
+	}
+	return b.dispatch(p, c)
+}
+
+// handlers maps each content kind to its handler. A kind without one
+// (from a newer client) goes to handleUnknown and is kept as unsupported.
+var handlers = map[content.Kind]func(*batch, *peer, *content.Content) error{
+	content.KindText:         (*batch).handleText,
+	content.KindReceipt:      (*batch).handleReceipt,
+	content.KindIntroduction: (*batch).handleIntroduction,
+	content.KindRefusal:      (*batch).handleRefusal,
+}
+
+func (b *batch) dispatch(p *peer, c *content.Content) error {
+	h, ok := handlers[c.Body.Kind()]
+	if !ok {
+		h = (*batch).handleUnknown
+	}
+	return h(b, p, c)
+}
+
+// finish queues the delivery receipts, saves the sessions, contacts and
+// counters of the peers heard from, and the prekeys introductions used.
+func (b *batch) finish() error {
+	for _, p := range b.order {
+		if err := b.queueReceipt(p, content.ReceiptDelivered, p.delivered); err != nil {
+			return err
+		}
+		if err := account.SaveSession(p.k, p.s); err != nil {
+			return err
+		}
+		if err := b.tx.PutContact(p.k); err != nil {
+			return err
+		}
+		if err := b.tx.SetCounter(p.conv.ID, p.k.ID, p.shown); err != nil {
+			return err
+		}
+	}
+	return b.savePrekeys()
+}
+
+// ordered stores an ordered message of p. A message whose predecessors
+// from p have not arrived is held back (stored, not shown) until they do,
+// or until the hold timeout passes.
+func (b *batch) ordered(p *peer, m *localstore.Message) error {
+	m.Held = m.N > p.shown+1
+	inserted, err := b.tx.InsertMessage(m)
+	if err != nil || !inserted {
+		return err
+	}
+	p.delivered = append(p.delivered, m.ID)
+	if m.Held {
+		return nil
+	}
+	b.res.messages = append(b.res.messages, m)
+	if m.N == p.shown+1 {
+		p.shown = m.N
+		rel, err := releaseInOrder(b.tx, p.conv.ID, p.k.ID, &p.shown)
+		if err != nil {
+			return err
+		}
+		b.res.messages = append(b.res.messages, rel...)
+	}
+	return nil
+}
+
+// releaseInOrder shows the sender's held messages that now follow in
+// order, moving *shown past them.
+func releaseInOrder(tx *localstore.Tx, conv, sender int64, shown *uint64) ([]*localstore.Message, error) {
+	held, err := tx.HeldMessages(conv, sender)
+	if err != nil {
+		return nil, err
+	}
+	var out []*localstore.Message
+	for _, h := range held {
+		if h.N > *shown+1 {
+			break
+		}
+		if err := tx.Release(h); err != nil {
+			return nil, err
+		}
+		*shown = max(*shown, h.N)
+		out = append(out, h)
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package localstore
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Profile is the user's own state. All of it is sealed at rest.
+type Profile struct {
+	Name      string `json:"name"`
+	RelayLink string `json:"relay"`
+	// Identity is the session identity's private encoding.
+	Identity []byte `json:"identity"`
+	// Device is the Noise static private key used to authenticate to the
+	// relay (the mailbox owner's key).
+	Device []byte `json:"device"`
+	// Token is the delivery token registered with the relay.
+	Token []byte `json:"token"`
+	// Prekeys is the session layer's prekey secrets, opaque here.
+	Prekeys []byte `json:"prekeys"`
+	// Uploaded records whether the token, the signed prekey and the
+	// last-resort prekey reached the relay.
+	Uploaded bool `json:"uploaded"`
+	// UploadedID is the highest one-time prekey id the relay has; prekeys
+	// with higher ids still need uploading.
+	UploadedID uint32 `json:"uploaded_id"`
+}
+
+// Profile returns the profile or ErrNotFound.
+func (t *Tx) Profile() (*Profile, error) {
+	var sealed []byte
+	err := t.tx.QueryRowContext(t.ctx, `SELECT data FROM profile WHERE id = 1`).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read profile: %w", err)
+	}
+	p := new(Profile)
+	if err := t.openJSON("profile|data|1", sealed, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// PutProfile writes the profile.
+func (t *Tx) PutProfile(p *Profile) error {
+	sealed, err := t.sealJSON("profile|data|1", p)
+	if err != nil {
+		return err
+	}
+	if _, err := t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO profile (id, data) VALUES (1, ?)`, sealed); err != nil {
+		return fmt.Errorf("write profile: %w", err)
+	}
+	t.erased = true // the previous prekey secrets
+	return nil
+}
+
+// Contact is a peer. All of it except ID is sealed at rest.
+type Contact struct {
+	ID        int64  `json:"-"`
+	Name      string `json:"name"`
+	Identity  []byte `json:"identity"`
+	RelayLink string `json:"relay"`
+	Mailbox   []byte `json:"mailbox"`
+	Token     []byte `json:"token"`
+	// Session is the session layer's serialised state, opaque here.
+	Session []byte `json:"session"`
+	Added   int64  `json:"added"` // unix milliseconds
+	// Status is where the contact stands (the zero value, for every
+	// contact of a version 1 profile, is Confirmed).
+	Status ContactStatus `json:"status,omitempty"`
+	// Blocked contacts' messages are dropped unread, and nothing is sent
+	// to them.
+	Blocked bool `json:"blocked,omitempty"`
+	// Introduction is the id of the introduction the user sent to this
+	// contact, when the user accepted the contact's invite.
+	Introduction [16]byte `json:"introduction,omitzero"`
+}
+
+// ContactStatus is where a contact stands.
+type ContactStatus int
+
+// Contact statuses.
+const (
+	// Confirmed: the contact is known to know the user (the user accepted
+	// the contact's introduction, or heard from the contact).
+	Confirmed ContactStatus = 0
+	// Pending: the user accepted the contact's invite and has not heard
+	// back yet.
+	Pending ContactStatus = 1
+	// Refused: the contact's Ferry refused the user's introduction (the
+	// invite was used, altered or expired).
+	Refused ContactStatus = 2
+)
+
+func contactAD(id int64) string { return "contacts|data|" + strconv.FormatInt(id, 10) }
+
+// Contacts returns every contact in the order they were added.
+func (t *Tx) Contacts() ([]*Contact, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, data FROM contacts ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("read contacts: %w", err)
+	}
+	defer rows.Close()
+	var out []*Contact
+	for rows.Next() {
+		var id int64
+		var sealed []byte
+		if err := rows.Scan(&id, &sealed); err != nil {
+			return nil, fmt.Errorf("read contacts: %w", err)
+		}
+		c := new(Contact)
+		if err := t.openJSON(contactAD(id), sealed, c); err != nil {
+			return nil, err
+		}
+		c.ID = id
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Contact returns the contact with the given id or ErrNotFound.
+func (t *Tx) Contact(id int64) (*Contact, error) {
+	var sealed []byte
+	err := t.tx.QueryRowContext(t.ctx, `SELECT data FROM contacts WHERE id = ?`, id).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read contact: %w", err)
+	}
+	c := new(Contact)
+	if err := t.openJSON(contactAD(id), sealed, c); err != nil {
+		return nil, err
+	}
+	c.ID = id
+	return c, nil
+}
+
+// PutContact inserts c (when c.ID is 0, setting c.ID) or replaces it.
+func (t *Tx) PutContact(c *Contact) error {
+	if err := t.putSealed("contacts", &c.ID, contactAD, c, `INSERT INTO contacts (data) VALUES (x'')`); err != nil {
+		return err
+	}
+	t.erased = true // the previous session state
+	return nil
+}
+
+// putSealed writes v, sealed, as the data of row *id of table, first
+// inserting the row with insert (and setting *id) when *id is 0: the id
+// is reserved before sealing because the associated data binds the
+// sealed value to it.
+func (t *Tx) putSealed(table string, id *int64, ad func(int64) string, v any, insert string, args ...any) error {
+	if *id == 0 {
+		res, err := t.tx.ExecContext(t.ctx, insert, args...)
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+		if *id, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+	}
+	sealed, err := t.sealJSON(ad(*id), v)
+	if err != nil {
+		return err
+	}
+	if _, err := t.tx.ExecContext(t.ctx, `UPDATE `+table+` SET data = ? WHERE id = ?`, sealed, *id); err != nil {
+		return fmt.Errorf("write %s: %w", table, err)
+	}
+	return nil
+}
+
+// DeleteContact deletes the contact with the given id, with its session.
+func (t *Tx) DeleteContact(id int64) error {
+	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM contacts WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("delete contact: %w", err)
+	}
+	t.erased = true
+	return nil
+}

@@ -1,0 +1,329 @@
+// Package outbox delivers the envelopes queued in the local store
+// (docs/client.md section 4.1): grouped by recipient mailbox, each group
+// on its own connection authenticated with a throwaway key, in queue
+// order, pipelined; an envelope leaves the outbox only once the relay has
+// answered SendOK (it is durable there) or refused it for good. One flush
+// runs at a time per profile, across processes too.
+//
+// It is not where envelopes are made (account.Seal queues them) and it
+// never re-encrypts: a retry sends the same bytes with the same id.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/account"
+	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/internal/relayclient"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/wire"
+)
+
+// Tunables.
+const (
+	sendWindow    = 256         // Sends in flight per connection
+	anonIdle      = time.Minute // a kept connection unused this long is closed
+	perConnection = 768         // envelopes per throwaway key (below the relay's burst)
+	busyRetries   = 4           // retries of a busy relay
+	busyBackoff   = 250 * time.Millisecond
+)
+
+// Outbox flushes one profile's outbox. Its methods are safe for
+// concurrent use.
+type Outbox struct {
+	a *account.Account
+
+	mu   sync.Mutex       // mu serialises flushes and protects anon
+	anon map[string]*anon // kept anonymous connections by relay and mailbox
+}
+
+// New returns the outbox of a.
+func New(a *account.Account) *Outbox { return &Outbox{a: a} }
+
+// Close closes the kept connections.
+func (o *Outbox) Close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for key := range o.anon {
+		o.drop(key)
+	}
+}
+
+// Result says what a flush achieved.
+type Result struct {
+	// Sent holds the ids of the envelopes the relays acknowledged.
+	Sent map[[16]byte]bool
+	// Unreachable is the error of a relay that could not be reached (the
+	// first one), or nil.
+	Unreachable error
+	// Left is how many envelopes are still queued.
+	Left int
+}
+
+// group is the envelopes for one mailbox, in queue order.
+type group struct {
+	key     string
+	relay   string
+	mailbox [16]byte
+	token   [32]byte
+	queue   []*localstore.Outgoing
+}
+
+// Flush delivers the outbox. It returns an error only for a local failure
+// or ctx; relays that cannot be reached are reported in the Result.
+func (o *Outbox) Flush(ctx context.Context) (Result, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	res := Result{Sent: make(map[[16]byte]bool)}
+	unlock, err := lockFlush(o.a.Home)
+	if err != nil {
+		return res, fmt.Errorf("lock outbox: %w", err)
+	}
+	defer unlock()
+	for key, a := range o.anon {
+		if time.Since(a.last) >= anonIdle {
+			o.drop(key)
+		}
+	}
+	groups, err := o.groups(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, g := range groups {
+		err := o.flushGroupRetrying(ctx, g, res.Sent)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if !errors.Is(err, relayclient.ErrUnreachable) {
+			return res, err
+		}
+		o.a.Log.Info("relay unreachable; outbox kept", "queued", len(g.queue), "err", err)
+		if res.Unreachable == nil {
+			res.Unreachable = err
+		}
+	}
+	err = o.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) { res.Left, err = tx.OutboxLen(); return })
+	return res, err
+}
+
+// groups reads the outbox and groups it by mailbox (one contact, or one
+// destination), keeping queue order within each. Each group goes on its
+// own connection: envelopes for two recipients on one connection would
+// tell the relay that they have a common correspondent.
+func (o *Outbox) groups(ctx context.Context) ([]*group, error) {
+	var queue []*localstore.Outgoing
+	contacts := make(map[int64]*localstore.Contact)
+	err := o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		var err error
+		if queue, err = tx.Outbox(0); err != nil {
+			return err
+		}
+		ks, err := tx.Contacts()
+		for _, k := range ks {
+			contacts[k.ID] = k
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*group
+	byKey := make(map[string]*group)
+	var gone [][16]byte
+	for _, q := range queue {
+		g := &group{}
+		switch k := contacts[q.Contact]; {
+		case q.Dest != nil:
+			g.relay, g.mailbox, g.token = q.Dest.Relay, q.Dest.Mailbox, q.Dest.Token
+		case k != nil:
+			g.relay, g.mailbox, g.token = k.RelayLink, [16]byte(k.Mailbox), [32]byte(k.Token)
+		default:
+			gone = append(gone, q.ID) // the contact is gone; nothing can deliver this
+			continue
+		}
+		g.key = g.relay + "|" + string(g.mailbox[:])
+		if have := byKey[g.key]; have != nil {
+			g = have
+		} else {
+			byKey[g.key] = g
+			out = append(out, g)
+		}
+		g.queue = append(g.queue, q)
+	}
+	if len(gone) > 0 {
+		err = o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+			for _, id := range gone {
+				if _, err := tx.Dequeue(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return out, err
+}
+
+// flushGroupRetrying flushes g, retrying a busy relay a few times with
+// backoff before leaving the rest queued.
+func (o *Outbox) flushGroupRetrying(ctx context.Context, g *group, sent map[[16]byte]bool) error {
+	err := o.flushGroup(ctx, g, g.queue, sent)
+	for i := 0; errors.Is(err, relayclient.ErrBusy) && i < busyRetries; i++ {
+		select {
+		case <-time.After(busyBackoff << i):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err = o.flushGroup(ctx, g, unsent(g.queue, sent), sent)
+	}
+	return err
+}
+
+func unsent(queue []*localstore.Outgoing, sent map[[16]byte]bool) []*localstore.Outgoing {
+	var rest []*localstore.Outgoing
+	for _, q := range queue {
+		if !sent[q.ID] {
+			rest = append(rest, q)
+		}
+	}
+	return rest
+}
+
+// flushGroup sends queue to g's mailbox. Each connection carries at most
+// perConnection envelopes and is then replaced by one with a new
+// throwaway key: the relay rate-limits per key, and a limit hit in the
+// middle of a pipelined window could let a later envelope in before an
+// earlier one.
+func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
+	r, err := link.ParseRelay(g.relay)
+	if err != nil {
+		return fmt.Errorf("recipient's relay link: %w", err)
+	}
+	retried := false
+	for len(queue) > 0 {
+		a, reused, err := o.conn(ctx, g.key, r)
+		if err != nil {
+			return err
+		}
+		n := min(len(queue), perConnection-a.used)
+		a.used += n
+		a.last = time.Now()
+		if err := o.send(ctx, a.cn, g, queue[:n], sent); err != nil {
+			o.drop(g.key)
+			if !reused || retried || !errors.Is(err, relayclient.ErrUnreachable) || errors.Is(err, relayclient.ErrBusy) || ctx.Err() != nil {
+				return err
+			}
+			// A kept connection may have died unnoticed (a relay
+			// restart): try once more on a fresh one, skipping what the
+			// relay already acknowledged.
+			retried = true
+			queue = unsent(queue, sent)
+			continue
+		}
+		queue = queue[n:]
+	}
+	return nil
+}
+
+// anon is a kept anonymous connection to one mailbox's relay.
+type anon struct {
+	cn   *relayclient.Conn
+	used int       // envelopes sent on it
+	last time.Time // last use
+}
+
+// conn returns the kept connection for key, with reused set, or dials one
+// with a new throwaway key if there is none, it died, it has carried
+// perConnection envelopes or it was idle for anonIdle. Keeping it spares
+// a handshake per message in long-running clients (the relay limits
+// handshakes per address). o.mu is held.
+func (o *Outbox) conn(ctx context.Context, key string, r link.Relay) (a *anon, reused bool, err error) {
+	if a := o.anon[key]; a != nil {
+		if a.cn.Err() == nil && a.used < perConnection && time.Since(a.last) < anonIdle {
+			return a, true, nil
+		}
+		o.drop(key)
+	}
+	kp, err := channel.GenerateKeyPair(o.a.Rand)
+	if err != nil {
+		return nil, false, err
+	}
+	cn, err := o.a.Dialer.Dial(ctx, r, kp)
+	if err != nil {
+		return nil, false, err
+	}
+	if o.anon == nil {
+		o.anon = make(map[string]*anon)
+	}
+	a = &anon{cn: cn, last: time.Now()}
+	o.anon[key] = a
+	return a, false, nil
+}
+
+// drop closes and forgets the kept connection for key. o.mu is held.
+func (o *Outbox) drop(key string) {
+	if a := o.anon[key]; a != nil {
+		a.cn.Close()
+		delete(o.anon, key)
+	}
+}
+
+// send sends queue on cn, a window at a time, committing each window's
+// answers before the next.
+func (o *Outbox) send(ctx context.Context, cn *relayclient.Conn, g *group, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
+	for len(queue) > 0 {
+		win := queue[:min(len(queue), sendWindow)]
+		queue = queue[len(win):]
+		batch := make([]wire.Send, len(win))
+		for i, q := range win {
+			batch[i] = wire.Send{ID: q.ID, To: g.mailbox, Token: g.token, Envelope: q.Envelope}
+		}
+		answers, serr := cn.SendBatch(ctx, batch)
+		if err := o.commit(ctx, answers, sent); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+	}
+	return nil
+}
+
+// commit removes acknowledged and refused envelopes from the outbox and
+// advances their messages' states, in one transaction.
+func (o *Outbox) commit(ctx context.Context, answers []relayclient.SendResult, sent map[[16]byte]bool) error {
+	if len(answers) == 0 {
+		return nil
+	}
+	err := o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		for _, a := range answers {
+			if _, err := tx.Dequeue(a.ID); err != nil {
+				return err
+			}
+			st := localstore.Sent
+			if a.Code != 0 {
+				st = localstore.Failed
+			}
+			if _, err := tx.AdvanceState(a.ID, 0, true, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, a := range answers {
+		if a.Code == 0 {
+			sent[a.ID] = true
+		}
+	}
+	return nil
+}

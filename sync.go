@@ -1,0 +1,71 @@
+package ferry
+
+import (
+	"context"
+	"time"
+
+	"github.com/ferry-im/ferry/internal/inbox"
+	"github.com/ferry-im/ferry/internal/localstore"
+)
+
+// SyncOptions configure Sync. The zero value fetches what is waiting and
+// returns. The callbacks are called from Sync's goroutine, after what they
+// report is stored.
+type SyncOptions struct {
+	// Wait, if positive, keeps Sync connected (reconnecting after
+	// failures) for that long, storing messages as they arrive. If zero,
+	// Sync returns once the relay has delivered what was waiting.
+	Wait time.Duration
+	// OnMessages, if set, gets new incoming messages and notices once
+	// they are shown (a message waiting for its sender's earlier ones is
+	// reported when they come).
+	OnMessages func([]*Message)
+	// OnContact, if set, gets each new contact (someone accepted an
+	// invite) and each contact whose status changed (an inviter confirmed
+	// or refused the user).
+	OnContact func(Contact)
+	// OnState, if set, is called after outgoing messages changed state
+	// (receipts came, or the outbox delivered some).
+	OnState func()
+	// OnOnline, if set, is called when the connection to the user's relay
+	// comes up (true) and when it is lost (false).
+	OnOnline func(online bool)
+}
+
+// Sync connects to the user's relay with the device key, registers the
+// delivery token and prekeys if needed, delivers the outbox, and receives
+// the mailbox: each envelope is opened, decrypted, de-duplicated by
+// message id and stored, and only then acknowledged to the relay (so a
+// crash never loses one, and a redelivered one is stored once). Delivery
+// receipts are queued for stored messages and sent.
+//
+// Without opts.Wait it returns an error wrapping ErrUnreachable if the
+// relay cannot be reached. With opts.Wait it retries until the time is up
+// and returns nil then.
+func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
+	ev := inbox.Events{States: opts.OnState, Online: opts.OnOnline}
+	if opts.OnMessages != nil {
+		ev.Messages = func(ms []*localstore.Message) {
+			pub, err := c.convert(ctx, ms)
+			if err != nil {
+				c.a.Log.Warn("read new messages", "err", err)
+				return
+			}
+			opts.OnMessages(pub)
+		}
+	}
+	if opts.OnContact != nil {
+		ev.Contacts = func(ks []*localstore.Contact) {
+			for _, k := range ks {
+				var pk Contact
+				err := c.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) { pk, err = publicContact(tx, k); return })
+				if err != nil {
+					c.a.Log.Warn("read new contact", "err", err)
+					continue
+				}
+				opts.OnContact(pk)
+			}
+		}
+	}
+	return c.in.Sync(ctx, opts.Wait, ev)
+}
