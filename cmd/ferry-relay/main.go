@@ -8,11 +8,15 @@
 //	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]
 //	            [--store postgres://... [--cluster nats://...] [--node NAME]] [--config FILE]
-//	ferry-relay link [--data DIR] [--store postgres://... | --config FILE]
+//	ferry-relay link [--data DIR] [--wait D] [--store postgres://... | --config FILE]
+//	ferry-relay help | --version
 //
-// "ferry-relay link" prints the link again, alone on one line: the key in
-// DIR and the endpoints the relay last served (or the defaults); with a
-// cluster's store, every node's endpoints.
+// "ferry-relay link" prints the link of the relay running with DIR, alone
+// on one line (with a cluster's store, every node's endpoints), waiting up
+// to --wait (10 s) for it to listen: it reads only what the running relay
+// wrote (the endpoints file names its process, which holds a lock on
+// DIR/relay.lock), so it never prints an earlier run's link. One relay at
+// a time may use a data directory.
 //
 // --store postgres://... keeps the relay's state in PostgreSQL instead of
 // SQLite in DIR, so that several relays (a cluster, docs/operations.md)

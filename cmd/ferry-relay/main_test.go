@@ -349,7 +349,7 @@ func TestBadUsage(t *testing.T) {
 		{"twice", []string{"--data", dir, "--listen", "tcp=127.0.0.1:0", "--listen", "tcp=127.0.0.1:1"}, "given twice"},
 		{"log level", []string{"--data", dir, "--log-level", "loud"}, "--log-level"},
 		{"stray argument", []string{"--data", dir, "serve"}, "unexpected argument"},
-		{"link without key", []string{"link", "--data", filepath.Join(dir, "none")}, "no relay key"},
+		{"link without a relay", []string{"link", "--wait", "0", "--data", filepath.Join(dir, "none")}, "no ferry-relay is running with --data"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/version"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay"
 )
@@ -38,25 +39,40 @@ const (
 
 const usage = `Usage:
   ferry-relay [flags]            run the relay; prints its link on stdout
-  ferry-relay link [--data DIR] [--store URL | --config FILE]
-                                 print the relay's link again (a cluster's: every node's endpoints)
+  ferry-relay link [--data DIR] [--wait D] [--store URL | --config FILE]
+                                 print the running relay's link again (a cluster's: every node's endpoints)
+  ferry-relay help               print this help
+  ferry-relay --version          print the version
 
 Flags:
 `
 
 // run is the whole command, with its environment passed in for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "link" {
-		return runLink(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "link":
+			return runLink(ctx, args[1:], stdout, stderr)
+		case "help":
+			return runServe(ctx, []string{"--help"}, stdout, stdout)
+		case "--version", "-version":
+			fmt.Fprintln(stdout, version.String("ferry-relay"))
+			return nil
+		}
 	}
 	return runServe(ctx, args, stdout, stderr)
 }
 
+// runLink prints the link of the relay running with the data directory,
+// waiting for it to listen. It reads the endpoints only from the file the
+// running relay (the holder of the directory's lock) wrote, never from an
+// earlier run's, so it never prints a wrong link.
 func runLink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("ferry-relay link", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database")
 	storeOpts := addStoreFlags(fl)
+	wait := fl.Duration("wait", 10*time.Second, "how long to wait for the relay to start listening")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -66,11 +82,11 @@ func runLink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := storeOpts.applyConfig(fl); err != nil {
 		return err
 	}
-	key, err := loadKey(*data)
+	eps, err := runningEndpoints(ctx, *data, *wait)
 	if err != nil {
 		return err
 	}
-	eps, err := loadEndpoints(*data)
+	key, err := loadKey(*data)
 	if err != nil {
 		return err
 	}
@@ -81,6 +97,31 @@ func runLink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintln(stdout, link.Relay{Key: key.Public, Endpoints: eps})
 	return nil
+}
+
+// runningEndpoints returns the endpoints the relay running with dir
+// serves, waiting up to wait for it to write them.
+func runningEndpoints(ctx context.Context, dir string, wait time.Duration) ([]link.Endpoint, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		pid := lockHolder(dir)
+		if pid != 0 {
+			if owner, eps, err := loadEndpoints(dir); err == nil && (owner == pid || pid < 0) {
+				return eps, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if pid == 0 {
+				return nil, fmt.Errorf("no ferry-relay is running with --data %s; start it, then run ferry-relay link again", dir)
+			}
+			return nil, fmt.Errorf("the ferry-relay running with --data %s did not start listening within %v", dir, wait)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -127,6 +168,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	raiseFileLimit()
+	release, err := claimData(*data)
+	if err != nil {
+		return err
+	}
+	defer release()
 	key, err := loadOrCreateKey(*data)
 	if err != nil {
 		return err
@@ -320,8 +366,34 @@ func loadKey(dir string) (channel.KeyPair, error) {
 	return channel.NewKeyPair([32]byte(raw))
 }
 
+// claimData makes the data directory this process's: it creates it,
+// locks it against a second relay, and removes an earlier run's endpoints
+// (a crash leaves them; they are not this run's). release unlocks it and
+// removes this run's endpoints.
+func claimData(dir string) (release func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	unlock, err := lockData(dir)
+	if errors.Is(err, errLocked) {
+		return nil, fmt.Errorf("another ferry-relay is running with --data %s", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	endpoints := filepath.Join(dir, endpointsFile)
+	os.Remove(endpoints)
+	return func() {
+		os.Remove(endpoints)
+		unlock()
+	}, nil
+}
+
+// saveEndpoints writes the link's endpoints, after a first line naming
+// the process that serves them.
 func saveEndpoints(dir string, eps []link.Endpoint) error {
 	var b strings.Builder
+	fmt.Fprintf(&b, "pid %d\n", os.Getpid())
 	for _, e := range eps {
 		b.WriteString(e.String())
 		b.WriteByte('\n')
@@ -336,27 +408,26 @@ func saveEndpoints(dir string, eps []link.Endpoint) error {
 	return nil
 }
 
-// loadEndpoints returns the endpoints the relay last served, or the
-// default one if it never served.
-func loadEndpoints(dir string) ([]link.Endpoint, error) {
+// loadEndpoints returns the endpoints the running relay serves and its
+// process id, as saveEndpoints wrote them.
+func loadEndpoints(dir string) (pid int, eps []link.Endpoint, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, endpointsFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		e, _ := link.ParseEndpoint(defaultListen)
-		return []link.Endpoint{e}, nil
-	}
 	if err != nil {
-		return nil, fmt.Errorf("read endpoints: %w", err)
+		return 0, nil, fmt.Errorf("read endpoints: %w", err)
 	}
-	var eps []link.Endpoint
-	for _, line := range strings.Fields(string(b)) {
+	first, rest, _ := strings.Cut(string(b), "\n")
+	if _, err := fmt.Sscanf(first, "pid %d", &pid); err != nil {
+		return 0, nil, errors.New("read endpoints: no pid line")
+	}
+	for _, line := range strings.Fields(rest) {
 		e, err := link.ParseEndpoint(line)
 		if err != nil {
-			return nil, fmt.Errorf("read endpoints: %w", err)
+			return 0, nil, fmt.Errorf("read endpoints: %w", err)
 		}
 		eps = append(eps, e)
 	}
 	if len(eps) == 0 {
-		return nil, fmt.Errorf("read endpoints: %s is empty", filepath.Join(dir, endpointsFile))
+		return 0, nil, fmt.Errorf("read endpoints: %s is empty", filepath.Join(dir, endpointsFile))
 	}
-	return eps, nil
+	return pid, eps, nil
 }
