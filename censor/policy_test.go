@@ -13,7 +13,7 @@ import (
 )
 
 // scenarios are the scenarios of the censor the project must beat
-// (shared/censor.md section 5), each a shipped policy.
+// (docs/gfw.md section 5), each a shipped policy.
 var scenarios = []string{"open", "whatsapp-2017-07", "whatsapp-2017-09", "fet-2021", "probing", "tls-gate", "whitelist", "throttle", "intermittent", "ip-block", "tls-in-tls"}
 
 // TestPoliciesCoverScenarios checks that every scenario ships as a policy

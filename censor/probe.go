@@ -43,7 +43,7 @@ var (
 	}
 )
 
-// Prober is an active prober after the Great Firewall's (shared/censor.md
+// Prober is an active prober after the Great Firewall's (docs/gfw.md
 // section 3): it sends a server replays of a client's first packet, soon
 // and later, and random probes, and records how the server reacts to each.
 // A server that reacts unlike a common web server gives itself away; see
