@@ -82,7 +82,7 @@ func startCaptureServer(t *testing.T) (string, *captureServer) {
 	})
 	// The decrypted conns go to a net/http server speaking HTTP/2 with
 	// prior knowledge (they carry the client's preface).
-	plain := &chanListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: ln.Addr()}
+	plain := newChanListener(ln.Addr())
 	hs := &http.Server{Handler: page, Protocols: new(http.Protocols)}
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	var wg sync.WaitGroup
@@ -115,32 +115,13 @@ func startCaptureServer(t *testing.T) (string, *captureServer) {
 	})
 	t.Cleanup(func() {
 		ln.Close()
-		close(plain.done)
+		plain.Close()
 		hs.Close()
 		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
 		wg.Wait()
 	})
 	return ln.Addr().String(), cs
 }
-
-// chanListener is a net.Listener of the conns sent on conns.
-type chanListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	addr  net.Addr
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error   { return nil }
-func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // captures returns the connections' captures that carried a ClientHello.
 func (cs *captureServer) captures() []*capture {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -33,8 +35,9 @@ var ErrRefused = errors.New("the server answered as a website, not as a Ferry re
 // Write wait on flow control and deadlines without holding locks the
 // reader needs.
 type h2conn struct {
-	tc net.Conn
-	fr *http2.Framer
+	role h2role
+	tc   net.Conn
+	fr   *http2.Framer
 
 	writeMu sync.Mutex // writeMu serialises Write calls, so each is contiguous
 
@@ -42,8 +45,9 @@ type h2conn struct {
 	bw      *bufio.Writer
 
 	mu         sync.Mutex // mu protects the fields below
-	recv       []byte     // received, unread data is recv[roff:]
+	recvq      [][]byte   // received, unread data: recvq[0][roff:], then the rest
 	roff       int
+	recvN      int   // unread bytes in recvq
 	recvErr    error // ends Read once recv is drained: io.EOF or the stream's error
 	status     int   // the response's :status, 0 before the response
 	unackConn  int   // bytes read by the caller not yet returned by WINDOW_UPDATE
@@ -56,11 +60,29 @@ type h2conn struct {
 	changed    chan struct{} // closed and replaced whenever the state above changes
 	rd, wd     *deadline
 	loopDone   chan struct{}
+	started    atomic.Bool // readLoop runs (Close waits for it)
 	closedChan chan struct{}
 }
 
-func newH2Conn(tc net.Conn) *h2conn {
+// h2role is what differs between the two ends of a tunnel stream: the
+// windows it advertised for receiving and the largest frame it accepts.
+type h2role struct {
+	server     bool
+	recvStream int    // the stream window it advertised
+	recvConn   int    // the connection window it advertised
+	maxRead    uint32 // its SETTINGS_MAX_FRAME_SIZE
+}
+
+// The client's role: Chromium's windows and the default frame size.
+var clientRole = h2role{recvStream: chromiumStreamWindow, recvConn: chromiumConnWindow, maxRead: maxDataFrame}
+
+func newH2Conn(tc net.Conn) *h2conn { return newH2ConnRole(tc, tc, clientRole) }
+
+// newH2ConnRole returns an end of a tunnel stream that writes to tc and
+// reads frames from rd (tc, or bytes already read from it and then tc).
+func newH2ConnRole(tc net.Conn, rd io.Reader, role h2role) *h2conn {
 	c := &h2conn{
+		role:       role,
 		tc:         tc,
 		bw:         bufio.NewWriterSize(tc, 2048), // the opening and control frames; DATA passes through
 		connSend:   65535,                         // RFC 9113 6.9.2: until the server's SETTINGS
@@ -73,10 +95,13 @@ func newH2Conn(tc net.Conn) *h2conn {
 		loopDone:   make(chan struct{}),
 		closedChan: make(chan struct{}),
 	}
-	c.fr = http2.NewFramer(c.bw, tc)
-	c.fr.SetMaxReadFrameSize(maxDataFrame)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil) // the server's table: the default size
+	c.fr = http2.NewFramer(c.bw, rd)
+	c.fr.SetMaxReadFrameSize(role.maxRead)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil) // the peer's table: the default size
 	c.fr.MaxHeaderListSize = 262144
+	if role.server {
+		c.status = 200 // the response is the relay's to give
+	}
 	c.fr.SetReuseFrames()
 	return c
 }
@@ -114,6 +139,7 @@ func (c *h2conn) start(headers []hpack.HeaderField) error {
 	if err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
+	c.started.Store(true)
 	go c.readLoop()
 	return nil
 }
@@ -122,6 +148,33 @@ func (c *h2conn) start(headers []hpack.HeaderField) error {
 // incremental indexing, which is how Chromium encodes (checked by
 // TestHelloMatchesChromium).
 func newHPACK(w io.Writer) *hpack.Encoder { return hpack.NewEncoder(w) }
+
+// startServer writes the relay's side of the opening after goSettings
+// (net/http's connection WINDOW_UPDATE, then the response's HEADERS) and
+// starts the frame reader.
+func (c *h2conn) startServer(now time.Time) error {
+	var block writeBuffer
+	enc := newHPACK(&block)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":status", Value: "200"},
+		{Name: "content-type", Value: "text/html; charset=utf-8"},
+		{Name: "date", Value: now.UTC().Format(http.TimeFormat)},
+	} {
+		enc.WriteField(f)
+	}
+	err := c.writeFrames(func() error {
+		if err := c.fr.WriteWindowUpdate(0, goWindow-65535); err != nil {
+			return err
+		}
+		return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: tunnelStream, BlockFragment: block, EndHeaders: true})
+	})
+	if err != nil {
+		return fmt.Errorf("write response: %w", err)
+	}
+	c.started.Store(true)
+	go c.readLoop()
+	return nil
+}
 
 type writeBuffer []byte
 
@@ -207,6 +260,12 @@ func (c *h2conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.role.server {
+		if f.StreamEnded() { // the request without a body: nothing to read
+			c.failLocked(io.EOF)
+		}
+		return nil
+	}
 	if c.status != 0 {
 		if f.StreamEnded() { // trailers
 			c.failLocked(io.EOF)
@@ -244,14 +303,11 @@ func (c *h2conn) handleData(f *http2.DataFrame) error {
 		return nil
 	}
 	c.unackStrm += pad
-	if c.roff == len(c.recv) && cap(c.recv) > 4*maxDataFrame {
-		c.recv, c.roff = nil, 0 // drained after a burst: let the big buffer go
+	if len(f.Data()) > 0 {
+		c.recvq = append(c.recvq, chunkOf(f.Data()))
+		c.recvN += len(f.Data())
 	}
-	if c.roff > 0 && c.roff == len(c.recv) {
-		c.recv, c.roff = c.recv[:0], 0
-	}
-	c.recv = append(c.recv, f.Data()...)
-	if len(c.recv)-c.roff > chromiumStreamWindow {
+	if c.recvN > c.role.recvStream {
 		return errors.New("read tunnel: server overran the flow-control window")
 	}
 	if f.StreamEnded() {
@@ -311,9 +367,8 @@ func (c *h2conn) Read(p []byte) (int, error) {
 			return 0, timeoutError{"read tunnel"}
 		default:
 		}
-		if c.roff < len(c.recv) {
-			n := copy(p, c.recv[c.roff:])
-			c.roff += n
+		if c.recvN > 0 {
+			n := c.takeLocked(p)
 			update := c.consumedLocked(n)
 			c.mu.Unlock()
 			if update != nil {
@@ -337,6 +392,47 @@ func (c *h2conn) Read(p []byte) (int, error) {
 	}
 }
 
+// takeLocked copies received data into p, returning emptied chunks to
+// their pool; c.mu is held.
+func (c *h2conn) takeLocked(p []byte) int {
+	n := 0
+	for n < len(p) && len(c.recvq) > 0 {
+		head := c.recvq[0]
+		m := copy(p[n:], head[c.roff:])
+		n += m
+		c.roff += m
+		if c.roff == len(head) {
+			putChunk(head)
+			c.recvq[0] = nil
+			c.recvq, c.roff = c.recvq[1:], 0
+		}
+	}
+	if len(c.recvq) == 0 {
+		c.recvq = nil // an idle conn holds no queue
+	}
+	c.recvN -= n
+	return n
+}
+
+// Received DATA is copied into chunks from a pool, so that a quiet
+// conn holds none and a busy one does not grow and copy one buffer.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, maxDataFrame); return &b }}
+
+func chunkOf(data []byte) []byte {
+	if len(data) > maxDataFrame {
+		return append([]byte(nil), data...)
+	}
+	b := *chunkPool.Get().(*[]byte)
+	return b[:copy(b[:cap(b)], data)]
+}
+
+func putChunk(b []byte) {
+	if cap(b) == maxDataFrame {
+		b = b[:cap(b)]
+		chunkPool.Put(&b)
+	}
+}
+
 // consumedLocked counts n bytes read by the caller and returns a write of
 // the WINDOW_UPDATE frames due, if any: like Chromium, once half of a
 // window has been consumed. c.mu is held.
@@ -344,10 +440,10 @@ func (c *h2conn) consumedLocked(n int) func() error {
 	c.unackConn += n
 	c.unackStrm += n
 	var conn, strm uint32
-	if c.unackConn >= chromiumConnWindow/2 {
+	if c.unackConn >= c.role.recvConn/2 {
 		conn, c.unackConn = uint32(c.unackConn), 0
 	}
-	if c.unackStrm >= chromiumStreamWindow/2 && c.recvErr == nil {
+	if c.unackStrm >= c.role.recvStream/2 && c.recvErr == nil {
 		strm, c.unackStrm = uint32(c.unackStrm), 0
 	}
 	if conn == 0 && strm == 0 {
@@ -403,7 +499,7 @@ func (c *h2conn) Write(p []byte) (int, error) {
 // the server's SETTINGS_MAX_FRAME_SIZE; inside TLS nobody sees frames).
 const (
 	sendBatch = 64 << 10
-	sendFrame = 64 << 10
+	sendFrame = 16 << 10
 )
 
 var sendPool = sync.Pool{New: func() any { b := make([]byte, 0, sendBatch+sendFrame+9); return &b }}
@@ -494,7 +590,9 @@ func (c *h2conn) Close() error {
 		c.frameMu.Unlock()
 	}
 	err := c.tc.Close()
-	<-c.loopDone
+	if c.started.Load() {
+		<-c.loopDone
+	}
 	return err
 }
 

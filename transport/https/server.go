@@ -189,24 +189,25 @@ func (s *Server) authorized(r *http.Request) bool {
 // serve l and every request not handed over as a tunnel. Tunnels already
 // accepted keep working until closed; their HTTP connections end then.
 func (s *Server) Listener(l net.Listener) net.Listener {
-	ln := &listener{s: s, raw: l, conns: make(chan net.Conn), done: make(chan struct{})}
-	var tlsConfig *tls.Config
-	if !s.cfg.Cleartext {
-		tlsConfig = s.cfg.TLS.Clone()
-	}
-	ln.hs = NewHTTPServer(ln, tlsConfig)
+	ln := &listener{s: s, raw: l, conns: make(chan net.Conn), done: make(chan struct{}), setup: make(map[net.Conn]struct{})}
+	ln.hs = NewHTTPServer(ln, nil)
 	if s.cfg.Cleartext {
 		ln.hs.Protocols = new(http.Protocols)
 		ln.hs.Protocols.SetHTTP1(true)
 		ln.hs.Protocols.SetUnencryptedHTTP2(true)
+		ln.wg.Go(func() { ln.hs.Serve(l) })
+		return ln
 	}
-	ln.wg.Go(func() {
-		if s.cfg.Cleartext {
-			ln.hs.Serve(l)
-		} else {
-			ln.hs.ServeTLS(l, "", "")
-		}
-	})
+	// TLS is the relay's (fast.go); net/http gets the decrypted
+	// connections that are not tunnels.
+	ln.tlsConfig = s.cfg.TLS.Clone()
+	ln.tlsConfig.NextProtos = append([]string{"h2", "http/1.1"}, ln.tlsConfig.NextProtos...)
+	ln.handover = newChanListener(l.Addr())
+	ln.hs.Protocols = new(http.Protocols)
+	ln.hs.Protocols.SetHTTP1(true)
+	ln.hs.Protocols.SetUnencryptedHTTP2(true)
+	ln.wg.Go(func() { ln.hs.Serve(ln.handover) })
+	ln.wg.Go(func() { ln.acceptRaw(l) })
 	return ln
 }
 
@@ -221,8 +222,12 @@ type listener struct {
 	once  sync.Once
 	wg    sync.WaitGroup // the HTTP server and requests not handed over
 
-	mu      sync.Mutex // mu protects closing, so that wg.Add never races wg.Wait
+	mu      sync.Mutex // mu protects closing and setup; wg.Add never races wg.Wait
 	closing bool
+	setup   map[net.Conn]struct{} // raw conns in their handshake or first flight
+
+	tlsConfig *tls.Config   // nil in cleartext mode
+	handover  *chanListener // what net/http serves in TLS mode
 }
 
 func (ln *listener) Accept() (net.Conn, error) {
@@ -240,8 +245,12 @@ func (ln *listener) Close() error {
 	ln.once.Do(func() {
 		ln.mu.Lock()
 		ln.closing = true
+		for c := range ln.setup {
+			c.Close()
+		}
 		ln.mu.Unlock()
 		close(ln.done)
+		ln.raw.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // one pass: close the listener and idle connections
 		ln.hs.Shutdown(ctx)
