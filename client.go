@@ -116,6 +116,7 @@ type Client struct {
 	a   *account.Account
 	ob  *outbox.Outbox
 	in  *inbox.Inbox
+	rw  *routeWatch
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,18 +160,21 @@ func (cfg *Config) checkOrder(r link.Relay) error {
 }
 
 func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client, error) {
+	mem := loadMemory(cfg.Home)
 	a := &account.Account{
 		Home: cfg.Home, Store: st, Rand: cfg.Rand, Now: cfg.Now, Log: cfg.Logger,
-		Dialer: &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger},
+		Dialer: &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger, Memory: mem},
 	}
 	if err := a.Load(p); err != nil {
 		return nil, err
 	}
+	rw := &routeWatch{home: cfg.Home, mem: mem, relay: a.Relay.Key, log: cfg.Logger.Warn}
+	a.Dialer.OnRoute(rw.changed)
 	if err := cfg.checkOrder(a.Relay); err != nil {
 		return nil, err
 	}
 	ob := outbox.New(a)
-	return &Client{cfg: cfg, a: a, ob: ob, in: inbox.New(a, ob, inbox.Options{})}, nil
+	return &Client{cfg: cfg, a: a, ob: ob, in: inbox.New(a, ob, inbox.Options{}), rw: rw}, nil
 }
 
 // Init creates a profile in cfg.Home: a new identity, device key, delivery
@@ -284,6 +288,9 @@ func openStore(ctx context.Context, cfg Config, st *localstore.Store) (*Client, 
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.ob.Close()
+		if err := saveMemory(c.a.Home, c.rw.mem); err != nil {
+			c.a.Log.Warn("save transport memory", "err", err.Error())
+		}
 		c.closeErr = c.a.Store.Close()
 	})
 	return c.closeErr

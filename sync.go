@@ -30,6 +30,10 @@ type SyncOptions struct {
 	// OnOnline, if set, is called when the connection to the user's relay
 	// comes up (true) and when it is lost (false).
 	OnOnline func(online bool)
+	// OnRoute, if set, is called when the client reaches its relay over
+	// another transport than before (and for the first connection), with
+	// why the previous one was left.
+	OnRoute func(Route)
 }
 
 // Sync connects to the user's relay with the device key, registers the
@@ -43,6 +47,10 @@ type SyncOptions struct {
 // relay cannot be reached. With opts.Wait it retries until the time is up
 // and returns nil then.
 func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
+	if opts.OnRoute != nil {
+		c.rw.notify.Store(&opts.OnRoute)
+		defer c.rw.notify.Store(nil)
+	}
 	ev := inbox.Events{States: opts.OnState, Online: opts.OnOnline}
 	if opts.OnMessages != nil {
 		ev.Messages = func(ms []*localstore.Message) {

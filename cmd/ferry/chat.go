@@ -45,6 +45,8 @@ type (
 	}
 	// connMsg reports the background connection's state.
 	connMsg struct{ online bool }
+	// routeMsg reports a change of transport, said once in the status.
+	routeMsg struct{ r ferry.Route }
 )
 
 // pageMessages is how many more messages scrolling back loads at a time.
@@ -136,6 +138,9 @@ func (m *chatModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.load()
 	case connMsg:
 		m.online = msg.online
+		return m, nil
+	case routeMsg:
+		m.status = routeText(msg.r)
 		return m, nil
 	case loadedMsg:
 		m.loaded(msg)
@@ -397,6 +402,7 @@ func background(ctx context.Context, c *ferry.Client, p *tea.Program) {
 			OnContact:  func(ferry.Contact) { refresh() },
 			OnState:    refresh,
 			OnOnline:   func(on bool) { p.Send(connMsg{online: on}) },
+			OnRoute:    func(r ferry.Route) { p.Send(routeMsg{r}) },
 		})
 		select {
 		case <-time.After(2 * time.Second):

@@ -62,12 +62,14 @@ func commands() []command {
 		{"passphrase", "[--new-file FILE | --none]", "change or remove the profile's passphrase", cmdPassphrase},
 		{"backup", "FILE", "write an encrypted copy of the profile to FILE", cmdBackup},
 		{"restore", "FILE", "make the profile from a backup FILE (on a new machine)", cmdRestore},
+		{"status", "[--json]", "connect and say over which transport, and why it changed", cmdStatus},
+		{"proxy", "[URL | off]", "show or set the profile's upstream proxy (socks5:// or http://)", cmdProxy},
 	}
 }
 
 func usage() string {
 	var b strings.Builder
-	b.WriteString("usage: ferry [--home DIR] [--passphrase-file FILE] [--transport NAME]... COMMAND [ARGS]\n       ferry --version\n\ncommands:\n")
+	b.WriteString("usage: ferry [--home DIR] [--passphrase-file FILE] [--transport NAME]... [--proxy URL] COMMAND [ARGS]\n       ferry --version\n\ncommands:\n")
 	for _, c := range commands() {
 		left := c.name
 		if c.args != "" {
@@ -81,6 +83,9 @@ ferry COMMAND --help shows a command's flags. The profile directory is
 passphrase in $FERRY_PASSPHRASE or --passphrase-file when one was given at
 init. --transport NAME (repeatable) restricts Ferry to the named transports,
 tried in that order (this Ferry has: ` + strings.Join(ferry.DefaultTransports(nil).Names(), ", ") + `).
+--proxy URL sends every transport through an upstream proxy
+(socks5://[user:password@]host:port or http://...), overriding the
+profile's own (ferry proxy URL keeps one in the profile; off: none).
 `)
 	return b.String()
 }
@@ -94,6 +99,7 @@ type env struct {
 	home       string
 	passFile   string
 	transports listFlag
+	proxy      string // --proxy URL, "off" for none
 }
 
 // listFlag is a repeatable string flag.
@@ -124,6 +130,7 @@ func (e *env) globals(fs *flag.FlagSet) {
 	fs.StringVar(&e.home, "home", e.home, "profile `DIR`ectory (default $FERRY_HOME, else ~/.ferry)")
 	fs.StringVar(&e.passFile, "passphrase-file", e.passFile, "`FILE` whose first line is the profile's passphrase")
 	fs.Var(&e.transports, "transport", "use only the transport `NAME` (repeatable: tried in order)")
+	fs.StringVar(&e.proxy, "proxy", e.proxy, "reach relays through the proxy `URL` (socks5://[user:pass@]host:port or http://...; off: none), overriding the profile's")
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -291,6 +298,9 @@ func (e *env) config() (ferry.Config, error) {
 		home = filepath.Join(h, ".ferry")
 	}
 	cfg := ferry.Config{Home: home, Logger: logger(e.stderr), TransportOrder: e.transports}
+	if err := e.applyProxy(&cfg); err != nil {
+		return cfg, err
+	}
 	if e.passFile != "" {
 		p, err := readPassphrase(e.passFile)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/transport/fallback"
 	"github.com/ferry-im/ferry/wire"
 )
 
@@ -22,10 +24,18 @@ import (
 // answering. Close stops both and waits for them.
 type Conn struct {
 	ch      *channel.Conn
+	watch   *fallback.Watched // the transport conn under ch
+	ep      link.Endpoint     // what ch runs over
+	fb      *fallback.Dialer  // told when the transport stalls; nil if none
+	routes  *routes
+	stalled atomic.Pointer[string] // why health closed the connection
 	log     *slog.Logger
 	timeout time.Duration // RequestTimeout
 	reqID   atomic.Uint32
 	heard   atomic.Int64 // unix nanoseconds of the last frame read
+	// active and prevActive are the times of the last two frames other than
+	// Pongs: how busy the conversation on the connection is.
+	active, prevActive atomic.Int64
 
 	mu       sync.Mutex // mu protects waiters, sending and box
 	waiters  map[uint32]chan wire.Message
@@ -41,16 +51,18 @@ type Conn struct {
 	wg   sync.WaitGroup
 }
 
-func newConn(ch *channel.Conn, d *Dialer) *Conn {
+func newConn(x *dialed, fb *fallback.Dialer, rs *routes, d *Dialer) *Conn {
 	c := &Conn{
-		ch: ch, log: d.logger(), timeout: orDefault(d.RequestTimeout, DefaultRequestTimeout),
+		ch: x.ch, watch: x.w, ep: x.ep, fb: fb, routes: rs,
+		log: d.logger(), timeout: orDefault(d.RequestTimeout, DefaultRequestTimeout),
 		waiters: make(map[uint32]chan wire.Message), sending: make(map[[16]byte]chan wire.Message),
 		boxReady: make(chan struct{}, 1), pongs: make(chan wire.Pong, 1), done: make(chan struct{}), quit: make(chan struct{}),
 	}
 	c.heard.Store(time.Now().UnixNano())
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.read()
 	go c.keepAlive(orDefault(d.PingInterval, DefaultPingInterval))
+	go c.health(context.Background())
 	return c
 }
 
@@ -87,10 +99,18 @@ func (c *Conn) read() {
 	for {
 		f, err := c.ch.Recv(context.Background())
 		if err != nil {
+			if why := c.stalled.Load(); why != nil {
+				c.err = fmt.Errorf("%w: %s", ErrUnreachable, *why)
+				return
+			}
 			c.err = fmt.Errorf("%w: connection lost: %v", ErrUnreachable, err)
 			return
 		}
-		c.heard.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		c.heard.Store(now)
+		if f.Type != wire.TypePong {
+			c.prevActive.Store(c.active.Swap(now))
+		}
 		if err := c.handle(f); err != nil {
 			c.err = err
 			c.ch.Close()
@@ -109,6 +129,9 @@ func (c *Conn) handle(f wire.Frame) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: malformed %v frame from the relay: %v", ErrUnreachable, f.Type, err)
+	}
+	if answers(m) {
+		c.watch.Answered()
 	}
 	switch m := m.(type) {
 	case wire.Ping:
@@ -184,8 +207,9 @@ func (c *Conn) handleSendAnswer(id [16]byte, m wire.Message) error {
 // for interval plus the request timeout: a relay always answers a Ping.
 func (c *Conn) keepAlive(interval time.Duration) {
 	defer c.wg.Done()
-	t := time.NewTicker(interval)
+	t := time.NewTicker(min(interval, activeTick))
 	defer t.Stop()
+	var pinged time.Time
 	for {
 		select {
 		case p := <-c.pongs:
@@ -205,12 +229,36 @@ func (c *Conn) keepAlive(interval time.Duration) {
 			c.ch.Close()
 			return
 		}
-		if quiet >= interval {
+		if wait := c.pingAfter(interval); quiet >= wait && time.Since(pinged) >= wait {
 			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 			c.send(ctx, wire.Ping{Nonce: uint64(time.Now().UnixNano())})
 			cancel()
+			pinged = time.Now()
 		}
 	}
+}
+
+// Pings on a busy connection (docs/transports.md section 7): for activeGap
+// after two frames that came within activeGap of each other, a silence of
+// activeQuiet is worth a ping, so that a censor's drop in the middle of a
+// conversation shows within seconds (the watcher closes the connection
+// when the Pong does not come); otherwise the connection pings after
+// interval of silence.
+const (
+	activeTick  = 250 * time.Millisecond
+	activeGap   = 10 * time.Second
+	activeQuiet = time.Second
+)
+
+// pingAfter is how long a silence is worth a ping now: activeQuiet within
+// activeGap of the last two frames (Pongs aside) if they came within
+// activeGap of each other, interval otherwise.
+func (c *Conn) pingAfter(interval time.Duration) time.Duration {
+	last, prev := c.active.Load(), c.prevActive.Load()
+	if prev != 0 && time.Duration(last-prev) < activeGap && time.Since(time.Unix(0, last)) < activeGap {
+		return min(activeQuiet, interval)
+	}
+	return interval
 }
 
 // send marshals and sends one message.
@@ -219,7 +267,34 @@ func (c *Conn) send(ctx context.Context, m wire.Message) error {
 	if err != nil {
 		return err
 	}
+	if awaited(m) {
+		c.watch.Awaiting()
+	}
 	return c.ch.Send(ctx, f)
+}
+
+// awaited reports whether the relay answers m soon: the watcher then
+// waits for the answer. A Subscribe's answer comes after the backlog, so
+// it is not awaited; Pongs and Acks are not answered.
+func awaited(m wire.Message) bool {
+	switch m.(type) {
+	case wire.Ping, wire.SetToken, wire.PutPrekeys, wire.GetBundle:
+		return true
+	}
+	return false
+}
+
+// answers reports whether m answers an awaited request (or a Send).
+func answers(m wire.Message) bool {
+	switch m := m.(type) {
+	case wire.Pong, wire.Bundle, wire.SendOK, wire.SendErr:
+		return true
+	case wire.OK:
+		return true
+	case wire.Error:
+		return m.ReqID != 0
+	}
+	return false
 }
 
 // lost wraps a failure to send on the connection.

@@ -23,12 +23,14 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/fallback"
 )
 
 // Defaults for a zero Dialer.
@@ -66,6 +68,23 @@ type Dialer struct {
 	// PingInterval is how often an idle connection pings the relay. If
 	// zero, DefaultPingInterval is used.
 	PingInterval time.Duration
+	// Fallback races a relay's endpoints and remembers per network what
+	// worked. If nil, one is made on first use, preferring DefaultPrefer
+	// and keeping Memory. Not used when Order is set: the order is then
+	// the user's.
+	Fallback *fallback.Dialer
+	// Memory is the memory of the Fallback made when it is nil (the client
+	// keeps it in its profile). If nil, a new one.
+	Memory *fallback.Memory
+	// Stagger is the delay between the starts of a race's attempts; if
+	// zero, fallback.DefaultStagger.
+	Stagger time.Duration
+	// Watch configures the watcher of each connection, which closes it
+	// when the relay stops answering (fallback.Watch).
+	Watch fallback.WatchConfig
+
+	once   sync.Once // makes Fallback
+	routes routes
 }
 
 func (d *Dialer) rand() io.Reader {
@@ -98,19 +117,38 @@ func (d *Dialer) Dial(ctx context.Context, r link.Relay, static channel.KeyPair)
 	if err != nil {
 		return nil, err
 	}
+	fb := d.race()
+	var mu sync.Mutex // mu protects de
 	de := &DialError{}
-	for _, e := range eps {
-		ch, a := d.dialOne(ctx, e, r.Key, static)
-		if ch != nil {
-			return newConn(ch, d), nil
+	won, ep, err := fallback.Race(ctx, fb, eps, func(ctx context.Context, e link.Endpoint) (*dialed, error) {
+		x, a := d.dialOne(ctx, e, r.Key, static)
+		if x != nil {
+			return x, nil
 		}
+		if ctx.Err() == nil {
+			d.logger().Info("relay endpoint failed", "transport", e.Transport, "addr", e.Addr, "cause", a.Cause.String())
+			mu.Lock()
+			de.Attempts = append(de.Attempts, a)
+			mu.Unlock()
+			d.routes.left(e.Transport, e.Transport+" failed: "+a.Cause.String())
+		}
+		return nil, a.Err
+	})
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial relay: %w", ctx.Err())
 		}
-		d.logger().Info("relay endpoint failed", "transport", e.Transport, "addr", e.Addr, "cause", a.Cause.String())
-		de.Attempts = append(de.Attempts, a)
+		mu.Lock()
+		defer mu.Unlock()
+		return nil, de
 	}
-	return nil, de
+	if len(d.Order) > 0 {
+		fb = nil // a throwaway: nothing to remember
+	}
+	if rt, changed := d.routes.use(r.Key, ep, time.Now()); changed {
+		d.logger().Info("relay reached", "transport", rt.Transport, "why", rt.Why)
+	}
+	return newConn(won, fb, &d.routes, d), nil
 }
 
 // endpoints lists the endpoints of r to try, in order.
@@ -156,7 +194,7 @@ func transportsOf(r link.Relay) []string {
 
 // dialOne dials one endpoint and runs the handshake, returning the channel
 // or what went wrong.
-func (d *Dialer) dialOne(ctx context.Context, e link.Endpoint, relayKey [32]byte, static channel.KeyPair) (*channel.Conn, Attempt) {
+func (d *Dialer) dialOne(ctx context.Context, e link.Endpoint, relayKey [32]byte, static channel.KeyPair) (*dialed, Attempt) {
 	dctx, cancel := context.WithTimeout(ctx, orDefault(d.DialTimeout, DefaultDialTimeout))
 	defer cancel()
 	a := Attempt{Endpoint: e}
@@ -165,12 +203,13 @@ func (d *Dialer) dialOne(ctx context.Context, e link.Endpoint, relayKey [32]byte
 		a.Err, a.Cause = err, classify(err, false)
 		return nil, a
 	}
-	ch, err := (&channel.Config{Rand: d.rand(), Logger: d.logger()}).Client(dctx, nc, static, relayKey)
+	w := fallback.Watch(nc, d.Watch)
+	ch, err := (&channel.Config{Rand: d.rand(), Logger: d.logger()}).Client(dctx, w, static, relayKey)
 	if err != nil {
 		a.Err, a.Cause = err, classify(err, true)
 		return nil, a
 	}
-	return ch, a
+	return &dialed{ch: ch, w: w, ep: e}, a
 }
 
 // Cause is why one endpoint could not be reached.

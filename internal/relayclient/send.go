@@ -46,6 +46,9 @@ func (c *Conn) SendBatch(ctx context.Context, batch []wire.Send) ([]SendResult, 
 	}
 	c.mu.Unlock()
 	defer c.forget(batch)
+	for range batch {
+		c.watch.Awaiting()
+	}
 	if err := c.ch.SendBatch(ctx, frames); err != nil {
 		return nil, lost(fmt.Errorf("send Send: %w", err))
 	}
