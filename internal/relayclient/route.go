@@ -3,6 +3,7 @@ package relayclient
 import (
 	"context"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,7 +141,7 @@ func (c *Conn) health(ctx context.Context) {
 		if err == nil {
 			continue
 		}
-		why := c.ep.Transport + " stopped answering: " + err.Error()
+		why := c.ep.Transport + " stopped answering: " + strings.TrimSuffix(err.Error(), ": "+fallback.ErrStalled.Error())
 		c.log.Info("transport stalled; closing the connection", "transport", c.ep.Transport, "why", err.Error())
 		c.stalled.Store(&why)
 		if c.fb != nil {
