@@ -42,7 +42,9 @@ func (in *Inbox) Sync(ctx context.Context, wait time.Duration, ev Events) error 
 			return err
 		}
 		in.a.Log.Info("relay connection lost; reconnecting", "err", err)
-		if time.Since(start) > 10*time.Second {
+		if time.Since(start) > 10*time.Second || errors.Is(err, relayclient.ErrStalled) {
+			// A stalled transport is not a relay that is down: the next
+			// dial races the other transports first.
 			backoff = 100 * time.Millisecond
 		}
 		select {

@@ -175,6 +175,11 @@ func (o *Outbox) groups(ctx context.Context) ([]*group, error) {
 // backoff before leaving the rest queued.
 func (o *Outbox) flushGroupRetrying(ctx context.Context, g *group, sent map[[16]byte]bool) error {
 	err := o.flushGroup(ctx, g, g.queue, sent)
+	if errors.Is(err, relayclient.ErrStalled) {
+		// The transport stopped carrying; the next dial races the
+		// others first.
+		err = o.flushGroup(ctx, g, unsent(g.queue, sent), sent)
+	}
 	for i := 0; errors.Is(err, relayclient.ErrBusy) && i < busyRetries; i++ {
 		select {
 		case <-time.After(busyBackoff << i):

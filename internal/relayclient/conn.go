@@ -100,7 +100,7 @@ func (c *Conn) read() {
 		f, err := c.ch.Recv(context.Background())
 		if err != nil {
 			if why := c.stalled.Load(); why != nil {
-				c.err = fmt.Errorf("%w: %s", ErrUnreachable, *why)
+				c.err = fmt.Errorf("%w: %s (%w)", ErrUnreachable, *why, ErrStalled)
 				return
 			}
 			c.err = fmt.Errorf("%w: connection lost: %v", ErrUnreachable, err)

@@ -18,6 +18,12 @@ import (
 // through, after them (docs/transports.md section 7).
 var DefaultPrefer = []string{"https", "obfs"}
 
+// ErrStalled is wrapped (with ErrUnreachable) by the error of a connection
+// its watcher closed: the transport stopped carrying, though the relay
+// may well be up. A redial races the other transports first, so a caller
+// may retry at once.
+var ErrStalled = fallback.ErrStalled
+
 // checkEvery is how often a connection asks its watcher whether it stalled.
 const checkEvery = 100 * time.Millisecond
 
