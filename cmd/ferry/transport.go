@@ -53,8 +53,8 @@ func (e *env) applyProxy(cfg *ferry.Config) error {
 
 // cmdProxy shows, sets or clears the profile's upstream proxy.
 func cmdProxy(e *env, args []string) error {
-	fl := e.flags("proxy")
-	if err := fl.Parse(args); err != nil {
+	pos, err := e.parse(e.flags("proxy"), args, -1)
+	if err != nil {
 		return err
 	}
 	cfg, err := e.config()
@@ -62,7 +62,7 @@ func cmdProxy(e *env, args []string) error {
 		return err
 	}
 	path := filepath.Join(cfg.Home, proxyFile)
-	switch fl.NArg() {
+	switch len(pos) {
 	case 0:
 		b, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -82,21 +82,21 @@ func cmdProxy(e *env, args []string) error {
 	default:
 		return usageErr("usage: ferry proxy [URL | off]")
 	}
-	if v := fl.Arg(0); v == "off" || v == "none" {
+	if v := pos[0]; v == "off" || v == "none" {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		fmt.Fprintln(e.stdout, "no proxy: Ferry connects directly")
 		return nil
 	}
-	c, err := proxy.ParseURL(fl.Arg(0))
+	c, err := proxy.ParseURL(pos[0])
 	if err != nil {
 		return err
 	}
 	if _, err := os.Stat(cfg.Home); err != nil {
 		return fmt.Errorf("no profile in %s; run ferry init first", cfg.Home)
 	}
-	if err := os.WriteFile(path, []byte(fl.Arg(0)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(pos[0]+"\n"), 0o600); err != nil {
 		return fmt.Errorf("cannot save the proxy setting: %v", err)
 	}
 	fmt.Fprintf(e.stdout, "every transport now goes through %s\n", c)
@@ -118,7 +118,7 @@ func routeText(r ferry.Route) string {
 func cmdStatus(e *env, args []string) error {
 	fl := e.flags("status")
 	asJSON := fl.Bool("json", false, "print a JSON object")
-	if err := fl.Parse(args); err != nil {
+	if _, err := e.parse(fl, args, 0); err != nil {
 		return err
 	}
 	return e.client(func(c *ferry.Client) error {
