@@ -16,7 +16,6 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay/relaytest"
 	"github.com/ferry-im/ferry/transport/fallback/fallbacktest"
-	"github.com/ferry-im/ferry/transport/obfs"
 )
 
 // cutRelay is a real relay on loopback reachable over obfs and tcp, each
@@ -28,14 +27,7 @@ type cutRelay struct {
 
 func startCutRelay(t testing.TB) *cutRelay {
 	rt := relaytest.Start(t, nil)
-	key, err := obfs.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	osrv, err := obfs.NewServer(obfs.ServerConfig{Key: key, Hold: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	osrv := fallbacktest.ObfsServer(t, time.Second)
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/memstore"
-	"github.com/ferry-im/ferry/transport/obfs"
+	"github.com/ferry-im/ferry/transport/fallback/fallbacktest"
 )
 
 // TestDefaultTransportsReachObfs: a client with the default registry
@@ -26,14 +26,7 @@ func TestDefaultTransportsReachObfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	okey, err := obfs.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	osrv, err := obfs.NewServer(obfs.ServerConfig{Key: okey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	osrv := fallbacktest.ObfsServer(t, 0)
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

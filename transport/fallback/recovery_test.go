@@ -35,14 +35,7 @@ type rig struct {
 }
 
 func newRig(t testing.TB) *rig {
-	key, err := obfs.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	osrv, err := obfs.NewServer(obfs.ServerConfig{Key: key, Hold: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	osrv := fallbacktest.ObfsServer(t, time.Second)
 	r := &rig{cutters: map[string]*fallbacktest.Cutter{}, seen: map[uint64]bool{}}
 	for _, srv := range []transport.Server{osrv, tcp.Server{}} {
 		l, ep := transporttest.Serve(t, srv)
@@ -56,6 +49,7 @@ func newRig(t testing.TB) *rig {
 		ep.Addr = c.Addr()
 		r.eps = append(r.eps, ep)
 	}
+	var err error
 	r.reg, err = transport.NewRegistry(
 		transport.Entry{Name: obfs.Name, Dialer: obfs.New(obfs.Config{})},
 		transport.Entry{Name: tcp.Name, Dialer: tcp.New(tcp.Config{})},
