@@ -49,7 +49,7 @@ func report(w io.Writer, o *options, res load.Result, relays relayStats, total t
 		Conns: res.Users, Procs: o.procs, Messages: o.messages, Rate: o.rate,
 		Sent: res.Sent, Received: res.Received, Lost: lost, Duplicates: res.Duplicates, StoredTwice: res.StoredTwice,
 		Refused: res.Refused, Reconnects: res.Reconnects,
-		ConnectS: res.ConnectTime.Seconds(), SendS: res.Last.Sub(res.First).Seconds(), TotalS: total.Seconds(),
+		ConnectS: res.ConnectTime.Seconds(), SendS: max(res.Last.Sub(res.First).Seconds(), 0), TotalS: total.Seconds(),
 	}
 	if relays.Err != nil {
 		r.MetricsErr = relays.Err.Error()

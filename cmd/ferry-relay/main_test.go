@@ -60,6 +60,8 @@ func startRelayIn(t *testing.T, dir, bin string, args ...string) *relayProc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	// The relay dies with the test binary, even if the test panics.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -88,7 +88,7 @@ func (p *Postgres) Start() {
 	p.t.Helper()
 	p.cmd = exec.Command(filepath.Join(p.bin, "postgres"), "-D", p.dir, "-p", strconv.Itoa(p.port), "-k", p.dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=60", "-c", "fsync=on")
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
 	p.done = start(p.t, p.cmd)
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -155,6 +155,7 @@ func (n *NATS) Start() {
 		bin = "/usr/sbin/nats-server"
 	}
 	n.cmd = exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(n.port))
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
 	n.done = start(n.t, n.cmd)
 	waitTCP(n.t, fmt.Sprintf("127.0.0.1:%d", n.port), 10*time.Second)
 }
