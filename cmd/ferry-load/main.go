@@ -3,7 +3,7 @@
 //
 //	ferry-load --relay LINK [--relay LINK]... --conns N --messages M [--rate R] [--json]
 //	           [--procs P] [--senders S] [--window W] [--size BYTES] [--sources K]
-//	           [--hold DURATION] [--timeout DURATION] [--metrics URL]... [--log-level LEVEL]
+//	           [--hold DURATION] [--timeout DURATION] [--metrics URL]... [--parallel K] [--log-level LEVEL]
 //
 // It opens N authenticated connections (N users, each with a mailbox),
 // subscribes them all, then has S users per process send M messages in all

@@ -31,6 +31,7 @@ type options struct {
 	json                  bool
 	procs, senders        int
 	window, size, sources int
+	parallel              int
 	hold, timeout         time.Duration
 	level                 string
 	child                 int    // >= 0 in a child process
@@ -62,6 +63,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fl.IntVar(&o.senders, "senders", 64, "`S` senders per process (users that send)")
 	fl.IntVar(&o.window, "window", 1, "`W` Sends in flight per sender")
 	fl.IntVar(&o.size, "size", 512, "envelope size in `BYTES`")
+	fl.IntVar(&o.parallel, "parallel", 64, "set up `K` connections at once per process")
 	fl.IntVar(&o.sources, "sources", 0, "`K` loopback source addresses per process (0: one per 64 users; -1: let the system pick)")
 	fl.DurationVar(&o.hold, "hold", 0, "keep the connections open, idle, this `DURATION` after the messages")
 	fl.DurationVar(&o.timeout, "timeout", 10*time.Minute, "stop after this `DURATION` (not counting --hold)")
@@ -113,6 +115,7 @@ func (o *options) config(proc int, log *slog.Logger) (load.Config, error) {
 	return load.Config{
 		Plan: plan, Proc: proc, Relay: key, Endpoints: eps, Sources: sources(proc, o.sources, users),
 		Rate: o.rate, Window: o.window, Size: o.size, Timeout: o.timeout, Hold: o.hold, Logger: log,
+		Parallel: o.parallel,
 	}, nil
 }
 

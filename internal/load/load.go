@@ -56,7 +56,7 @@ type Config struct {
 	// Size is the envelope size in bytes, at least 16. If zero, 512.
 	Size int
 	// Parallel is how many connections are being set up at once. If zero,
-	// 64.
+	// 64. A setup that fails is tried again, 8 times in all.
 	Parallel int
 	// Timeout bounds the whole run but Hold. If zero, 10 minutes.
 	Timeout time.Duration
@@ -166,6 +166,8 @@ type runner struct {
 
 	ctx    context.Context // ends with the run (Timeout, or the caller's)
 	closed atomic.Bool     // the run is over: broken connections stay broken
+	// usersMu protects users while connectAll fills it in.
+	usersMu sync.Mutex
 
 	sent, refused, errs, reconnects atomic.Int64
 	recv                            received
@@ -199,6 +201,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	sends, expect := r.plan.work(cfg.Proc)
 	r.recv.expect = expect
 	defer r.closeAll()
+	var pings sync.WaitGroup
+	pingCtx, stopPings := context.WithCancel(ctx)
+	defer func() {
+		stopPings()
+		pings.Wait()
+	}()
+	pings.Go(func() { r.pingLoop(pingCtx) })
 	start := time.Now()
 	if err := r.connectAll(); err != nil {
 		return Result{}, err
@@ -240,27 +249,40 @@ func (r *runner) result(res Result) Result {
 	return res
 }
 
-// hold keeps the connections open for Hold, pinging each one every
-// minute so that the relay does not close it as idle.
+// hold keeps the connections open for Hold (pingLoop keeps them alive).
 func (r *runner) hold(ctx context.Context) {
 	if r.cfg.Hold <= 0 {
 		return
 	}
 	r.log.Info("holding connections", "users", len(r.users), "for", r.cfg.Hold)
-	end := time.After(r.cfg.Hold)
+	select {
+	case <-time.After(r.cfg.Hold):
+	case <-ctx.Done():
+	}
+}
+
+// pingLoop pings every connected user once a minute (a sixtieth of them
+// each second) until ctx ends, so that the relay does not close as idle a
+// connection that waits for the others to be set up, or holds.
+func (r *runner) pingLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for i := 0; ; i++ {
 		select {
-		case <-end:
-			return
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		// Every second, a sixtieth of the users ping.
+		r.usersMu.Lock()
+		var some []*user
 		for j := i % 60; j < len(r.users); j += 60 {
-			r.users[j].ping()
+			if u := r.users[j]; u != nil {
+				some = append(some, u)
+			}
+		}
+		r.usersMu.Unlock()
+		for _, u := range some {
+			u.ping()
 		}
 	}
 }

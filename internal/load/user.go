@@ -55,8 +55,10 @@ func (r *runner) connectAll() error {
 			u := &user{r: r, i: i, key: r.plan.Key(i), token: r.plan.Token(i), ep: i % len(r.cfg.Endpoints),
 				inflight: map[[16]byte]*send{}, answered: make(chan struct{}, 1)}
 			u.mailbox = channel.MailboxID(u.key.Public)
+			r.usersMu.Lock()
 			r.users[i-lo] = u
-			if err := u.setup(); err != nil {
+			r.usersMu.Unlock()
+			if err := u.setupRetrying(); err != nil {
 				select {
 				case errs <- fmt.Errorf("set up user %d: %w", i, err):
 				default:
@@ -87,6 +89,22 @@ func (u *user) dial(ctx context.Context) (*channel.Conn, error) {
 		return nil, err
 	}
 	return channel.Client(ctx, nc, u.key, cfg.Relay)
+}
+
+// setupRetrying sets u up, trying again for a while: a relay busy with
+// thousands of connections arriving at once may time out some.
+func (u *user) setupRetrying() error {
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := u.setup()
+		if err == nil || attempt == 8 || u.r.ctx.Err() != nil {
+			return err
+		}
+		u.r.errs.Add(1)
+		u.r.log.Debug("set up user: trying again", "user", u.i, "err", err)
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 10*time.Second)
+	}
 }
 
 // setup connects u for the first time: it registers its token and
