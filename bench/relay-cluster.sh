@@ -10,7 +10,8 @@
 #   bench/relay-cluster.sh stop DIR               # stop the relays (SIGTERM) and drop the schema
 #
 # FERRY_POSTGRES_URL and FERRY_NATS_URL name the services (defaults as in
-# .ci/run). The relays listen on 127.0.0.1:17500+i and serve metrics on
+# .ci/run); POOL is each relay's PostgreSQL connections (default 4, so
+# that 14 relays fit in PostgreSQL's default 100; use 16 for up to 5). The relays listen on 127.0.0.1:17500+i and serve metrics on
 # 127.0.0.1:17600+i. Every relay and ferry-load stops by itself only when
 # told: run "stop" when done.
 set -euo pipefail
@@ -30,8 +31,7 @@ start)
   if [ "$mode" != sqlite ]; then
     psql -q -d "$pg" -c "CREATE SCHEMA $schema"
     echo "$schema" > "$dir/schema"
-    # Four connections per relay: PostgreSQL allows 100 in all.
-    args=(--store "$pg?search_path=$schema&pool_max_conns=4" --cluster "$nats")
+    args=(--store "$pg?search_path=$schema&pool_max_conns=${POOL:-4}" --cluster "$nats")
   fi
   for i in $(seq 0 $((n - 1))); do
     mkdir -p "$dir/node$i"

@@ -63,10 +63,11 @@ type Options struct {
 	// Retry is how long a write keeps being retried while the database is
 	// unreachable before it fails. If zero, 10 seconds.
 	Retry time.Duration
-	// TokenCache is how long a delivery token hash read from the database
+	// TokenCache is how long a delivery token hash found in the database
 	// is trusted without reading it again: another relay of the cluster may
-	// change it. A token set through this Store is seen at once. If zero,
-	// one second.
+	// remove it, and it is accepted until then (a token added is never
+	// refused: a hash not cached is read). A change made through this
+	// Store is seen at once. If zero, 10 seconds.
 	TokenCache time.Duration
 }
 
@@ -86,7 +87,7 @@ func (o *Options) retry() time.Duration {
 
 func (o *Options) tokenCache() time.Duration {
 	if o == nil || o.TokenCache <= 0 {
-		return time.Second
+		return 10 * time.Second
 	}
 	return o.TokenCache
 }
