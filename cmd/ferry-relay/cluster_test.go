@@ -25,18 +25,21 @@ import (
 // testCluster is several ferry-relay processes sharing a PostgreSQL
 // store and a NATS bus, as docs/operations.md runs a cluster.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	key   channel.KeyPair
 	store string
 	nats  string
-	nodes []*relayProc
-	dirs  []string        // each node's data directory
-	eps   []link.Endpoint // each node's own endpoint, by node
+	nodes   []*relayProc
+	dirs    []string        // each node's data directory
+	eps     []link.Endpoint // each node's own endpoint, by node
+	metrics []string        // each node's metrics URL
 }
 
-// startCluster starts n relays on store (a postgres:// URL) and nats.
-func startCluster(t *testing.T, n int, store, nats string) *testCluster {
+// startCluster starts n relays on store (a postgres:// URL, or "" for
+// SQLite in each node's directory: then n is 1) and nats (or "" for
+// none).
+func startCluster(t testing.TB, n int, store, nats string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, bin: buildRelay(t), key: mustKeyPair(t), store: store, nats: nats}
 	for i := range n {
@@ -57,8 +60,16 @@ func (c *testCluster) start(i int) {
 	if err := os.WriteFile(filepath.Join(dir, keyFile), []byte(keyText), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-	p := startRelay(c.t, c.bin, "--data", dir, "--listen", "tcp=127.0.0.1:0", "--store", c.store,
-		"--cluster", c.nats, "--node", fmt.Sprintf("node%d", i), "--log-level", "warn")
+	metrics := fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(c.t))
+	args := []string{"--data", dir, "--listen", "tcp=127.0.0.1:0", "--metrics", metrics, "--log-level", "warn"}
+	if c.store != "" {
+		args = append(args, "--store", c.store, "--node", fmt.Sprintf("node%d", i))
+	}
+	if c.nats != "" {
+		args = append(args, "--cluster", c.nats)
+	}
+	p := startRelay(c.t, c.bin, args...)
+	c.metrics = append(c.metrics, "http://"+metrics+"/metrics")
 	if p.link.Key != c.key.Public || len(p.link.Endpoints) != i+1 {
 		c.t.Fatalf("node %d's link %s: want the cluster's key and %d endpoints", i, p.link, i+1)
 	}
@@ -77,7 +88,7 @@ func (c *testCluster) kill9(i int) {
 
 // clusterStore is a schema of the shared PostgreSQL for one cluster, with
 // few connections per relay (the server allows 100 in all).
-func clusterStore(t *testing.T) string {
+func clusterStore(t testing.TB) string {
 	return servicetest.WithParam(servicetest.PostgresURL(t), "pool_max_conns", "4")
 }
 

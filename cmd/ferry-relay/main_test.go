@@ -27,7 +27,7 @@ import (
 )
 
 // buildRelay builds the ferry-relay binary once per test binary run.
-func buildRelay(t *testing.T) string {
+func buildRelay(t testing.TB) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -50,13 +50,13 @@ type relayProc struct {
 }
 
 // startRelay runs bin with args and waits for the link on stdout.
-func startRelay(t *testing.T, bin string, args ...string) *relayProc {
+func startRelay(t testing.TB, bin string, args ...string) *relayProc {
 	t.Helper()
 	return startRelayIn(t, "", bin, args...)
 }
 
 // startRelayIn is startRelay in working directory dir.
-func startRelayIn(t *testing.T, dir, bin string, args ...string) *relayProc {
+func startRelayIn(t testing.TB, dir, bin string, args ...string) *relayProc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
@@ -182,7 +182,7 @@ func expectMsg[T wire.Message](p *peer) T {
 	return v
 }
 
-func mustKeyPair(t *testing.T) channel.KeyPair {
+func mustKeyPair(t testing.TB) channel.KeyPair {
 	t.Helper()
 	k, err := channel.GenerateKeyPair(rand.Reader)
 	if err != nil {
