@@ -25,11 +25,11 @@ import (
 // testCluster is several ferry-relay processes sharing a PostgreSQL
 // store and a NATS bus, as docs/operations.md runs a cluster.
 type testCluster struct {
-	t     testing.TB
-	bin   string
-	key   channel.KeyPair
-	store string
-	nats  string
+	t       testing.TB
+	bin     string
+	key     channel.KeyPair
+	store   string
+	nats    string
 	nodes   []*relayProc
 	dirs    []string        // each node's data directory
 	eps     []link.Endpoint // each node's own endpoint, by node
