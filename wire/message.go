@@ -78,6 +78,10 @@ var (
 	_ Message = PutPrekeys{}
 	_ Message = GetBundle{}
 	_ Message = Bundle{}
+	_ Message = AddToken{}
+	_ Message = RemoveToken{}
+	_ Message = GetPrekeyCount{}
+	_ Message = PrekeyCount{}
 )
 
 // NewFrame marshals m into a frame.
@@ -143,6 +147,18 @@ func Decode(f Frame) (Message, error) {
 	case TypeBundle:
 		var v Bundle
 		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypeAddToken:
+		var v AddToken
+		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypeRemoveToken:
+		var v RemoveToken
+		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypeGetPrekeyCount:
+		var v GetPrekeyCount
+		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypePrekeyCount:
+		var v PrekeyCount
+		err, m = v.UnmarshalBinary(f.Payload), &v
 	default:
 		return nil, fmt.Errorf("decode %v: %w", f.Type, ErrUnknownType)
 	}
@@ -182,6 +198,14 @@ func deref(m Message) Message {
 	case *GetBundle:
 		return *v
 	case *Bundle:
+		return *v
+	case *AddToken:
+		return *v
+	case *RemoveToken:
+		return *v
+	case *GetPrekeyCount:
+		return *v
+	case *PrekeyCount:
 		return *v
 	}
 	return m
@@ -261,12 +285,44 @@ type Deliver struct {
 type Ack struct{ Seqs []uint64 }
 
 // SetToken registers the delivery token senders must present to reach the
-// connection's mailbox, replacing any earlier one.
+// connection's mailbox, replacing every earlier one.
 //
 //	reqid u32 | token [32]
 type SetToken struct {
 	ReqID uint32
 	Token [32]byte
+}
+
+// AddToken adds a delivery token to the connection's mailbox, keeping the
+// others (one per contact or invite, so each can be revoked alone).
+//
+//	reqid u32 | token [32]
+type AddToken struct {
+	ReqID uint32
+	Token [32]byte
+}
+
+// RemoveToken revokes one delivery token of the connection's mailbox.
+//
+//	reqid u32 | token [32]
+type RemoveToken struct {
+	ReqID uint32
+	Token [32]byte
+}
+
+// GetPrekeyCount asks how many one-time prekeys the connection's own
+// prekey directory entry has left.
+//
+//	reqid u32
+type GetPrekeyCount struct{ ReqID uint32 }
+
+// PrekeyCount answers GetPrekeyCount.
+//
+//	reqid u32 | onetime u32 | kem u32
+type PrekeyCount struct {
+	ReqID   uint32
+	OneTime uint32 // one-time X25519 prekeys left
+	KEM     uint32 // one-time ML-KEM prekeys left
 }
 
 // Prekey is one opaque one-time prekey blob with its id.
@@ -326,20 +382,24 @@ const bundleFlagLastResort = 0x01
 
 // Type implementations.
 
-func (Ping) Type() Type       { return TypePing }
-func (Pong) Type() Type       { return TypePong }
-func (OK) Type() Type         { return TypeOK }
-func (Error) Type() Type      { return TypeError }
-func (Send) Type() Type       { return TypeSend }
-func (SendOK) Type() Type     { return TypeSendOK }
-func (SendErr) Type() Type    { return TypeSendErr }
-func (Subscribe) Type() Type  { return TypeSubscribe }
-func (Deliver) Type() Type    { return TypeDeliver }
-func (Ack) Type() Type        { return TypeAck }
-func (SetToken) Type() Type   { return TypeSetToken }
-func (PutPrekeys) Type() Type { return TypePutPrekeys }
-func (GetBundle) Type() Type  { return TypeGetBundle }
-func (Bundle) Type() Type     { return TypeBundle }
+func (Ping) Type() Type           { return TypePing }
+func (Pong) Type() Type           { return TypePong }
+func (OK) Type() Type             { return TypeOK }
+func (Error) Type() Type          { return TypeError }
+func (Send) Type() Type           { return TypeSend }
+func (SendOK) Type() Type         { return TypeSendOK }
+func (SendErr) Type() Type        { return TypeSendErr }
+func (Subscribe) Type() Type      { return TypeSubscribe }
+func (Deliver) Type() Type        { return TypeDeliver }
+func (Ack) Type() Type            { return TypeAck }
+func (SetToken) Type() Type       { return TypeSetToken }
+func (PutPrekeys) Type() Type     { return TypePutPrekeys }
+func (GetBundle) Type() Type      { return TypeGetBundle }
+func (Bundle) Type() Type         { return TypeBundle }
+func (AddToken) Type() Type       { return TypeAddToken }
+func (RemoveToken) Type() Type    { return TypeRemoveToken }
+func (GetPrekeyCount) Type() Type { return TypeGetPrekeyCount }
+func (PrekeyCount) Type() Type    { return TypePrekeyCount }
 
 // Error makes Error usable as a Go error.
 func (e Error) Error() string {
@@ -413,9 +473,24 @@ func (m Ack) MarshalBinary() ([]byte, error) {
 	return b, nil
 }
 
-func (m SetToken) MarshalBinary() ([]byte, error) {
-	b := binary.BigEndian.AppendUint32(make([]byte, 0, 36), m.ReqID)
-	return append(b, m.Token[:]...), nil
+func (m SetToken) MarshalBinary() ([]byte, error)    { return marshalToken(m.ReqID, m.Token), nil }
+func (m AddToken) MarshalBinary() ([]byte, error)    { return marshalToken(m.ReqID, m.Token), nil }
+func (m RemoveToken) MarshalBinary() ([]byte, error) { return marshalToken(m.ReqID, m.Token), nil }
+
+// marshalToken is the layout SetToken, AddToken and RemoveToken share.
+func marshalToken(reqID uint32, token [32]byte) []byte {
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, 36), reqID)
+	return append(b, token[:]...)
+}
+
+func (m GetPrekeyCount) MarshalBinary() ([]byte, error) {
+	return binary.BigEndian.AppendUint32(nil, m.ReqID), nil
+}
+
+func (m PrekeyCount) MarshalBinary() ([]byte, error) {
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, 12), m.ReqID)
+	b = binary.BigEndian.AppendUint32(b, m.OneTime)
+	return binary.BigEndian.AppendUint32(b, m.KEM), nil
 }
 
 func (m PutPrekeys) MarshalBinary() ([]byte, error) {
@@ -653,10 +728,36 @@ func (m *Ack) UnmarshalBinary(b []byte) error {
 }
 
 func (m *SetToken) UnmarshalBinary(b []byte) error {
+	return unmarshalToken(b, TypeSetToken, &m.ReqID, &m.Token)
+}
+
+func (m *AddToken) UnmarshalBinary(b []byte) error {
+	return unmarshalToken(b, TypeAddToken, &m.ReqID, &m.Token)
+}
+
+func (m *RemoveToken) UnmarshalBinary(b []byte) error {
+	return unmarshalToken(b, TypeRemoveToken, &m.ReqID, &m.Token)
+}
+
+func unmarshalToken(b []byte, t Type, reqID *uint32, token *[32]byte) error {
+	r := reader{b: b}
+	*reqID = r.u32()
+	r.array(token[:])
+	return r.done(t)
+}
+
+func (m *GetPrekeyCount) UnmarshalBinary(b []byte) error {
 	r := reader{b: b}
 	m.ReqID = r.u32()
-	r.array(m.Token[:])
-	return r.done(TypeSetToken)
+	return r.done(TypeGetPrekeyCount)
+}
+
+func (m *PrekeyCount) UnmarshalBinary(b []byte) error {
+	r := reader{b: b}
+	m.ReqID = r.u32()
+	m.OneTime = r.u32()
+	m.KEM = r.u32()
+	return r.done(TypePrekeyCount)
 }
 
 func (m *PutPrekeys) UnmarshalBinary(b []byte) error {

@@ -31,6 +31,8 @@ import (
 //	1  2026-11-21  first version: Ping, Pong, OK, Error, Send, SendOK,
 //	               SendErr, Subscribe, Deliver, Ack, SetToken, PutPrekeys,
 //	               GetBundle, Bundle.
+//	   2026-12-02  added (no version change; old peers skip them):
+//	               AddToken, RemoveToken, GetPrekeyCount, PrekeyCount.
 const ProtocolVersion = 1
 
 // Frame envelope, as written by AppendFrame and read by ReadFrame:
@@ -61,20 +63,24 @@ type Type uint8
 // repeats (OK or Error for most, Bundle for GetBundle, SendOK or SendErr for
 // Send, matched by message ID).
 const (
-	TypePing       Type = 0x01 // either side: Ping{Nonce}; answered by Pong
-	TypePong       Type = 0x02 // either side: Pong{Nonce}
-	TypeOK         Type = 0x03 // relay: OK{ReqID}, a request succeeded
-	TypeError      Type = 0x04 // relay: Error{ReqID, Code, Msg}, a request failed
-	TypeSend       Type = 0x10 // client: Send{ID, To, Token, Envelope}
-	TypeSendOK     Type = 0x11 // relay: SendOK{ID}, the envelope is durable
-	TypeSendErr    Type = 0x12 // relay: SendErr{ID, Code, Msg}
-	TypeSubscribe  Type = 0x20 // client: Subscribe{ReqID}, push my mailbox
-	TypeDeliver    Type = 0x21 // relay: Deliver{Seq, ID, Received, Envelope}
-	TypeAck        Type = 0x22 // client: Ack{Seqs}, delete these envelopes
-	TypeSetToken   Type = 0x30 // client: SetToken{ReqID, Token}
-	TypePutPrekeys Type = 0x40 // client: PutPrekeys{ReqID, Signed, OneTime, KEM, LastResort}
-	TypeGetBundle  Type = 0x41 // client: GetBundle{ReqID, Mailbox, Token}
-	TypeBundle     Type = 0x42 // relay: Bundle{ReqID, ...}
+	TypePing           Type = 0x01 // either side: Ping{Nonce}; answered by Pong
+	TypePong           Type = 0x02 // either side: Pong{Nonce}
+	TypeOK             Type = 0x03 // relay: OK{ReqID}, a request succeeded
+	TypeError          Type = 0x04 // relay: Error{ReqID, Code, Msg}, a request failed
+	TypeSend           Type = 0x10 // client: Send{ID, To, Token, Envelope}
+	TypeSendOK         Type = 0x11 // relay: SendOK{ID}, the envelope is durable
+	TypeSendErr        Type = 0x12 // relay: SendErr{ID, Code, Msg}
+	TypeSubscribe      Type = 0x20 // client: Subscribe{ReqID}, push my mailbox
+	TypeDeliver        Type = 0x21 // relay: Deliver{Seq, ID, Received, Envelope}
+	TypeAck            Type = 0x22 // client: Ack{Seqs}, delete these envelopes
+	TypeSetToken       Type = 0x30 // client: SetToken{ReqID, Token}, replaces all tokens
+	TypeAddToken       Type = 0x31 // client: AddToken{ReqID, Token}
+	TypeRemoveToken    Type = 0x32 // client: RemoveToken{ReqID, Token}
+	TypePutPrekeys     Type = 0x40 // client: PutPrekeys{ReqID, Signed, OneTime, KEM, LastResort}
+	TypeGetBundle      Type = 0x41 // client: GetBundle{ReqID, Mailbox, Token}
+	TypeBundle         Type = 0x42 // relay: Bundle{ReqID, ...}
+	TypeGetPrekeyCount Type = 0x43 // client: GetPrekeyCount{ReqID}
+	TypePrekeyCount    Type = 0x44 // relay: PrekeyCount{ReqID, OneTime, KEM}
 )
 
 var typeNames = map[Type]string{
@@ -83,6 +89,8 @@ var typeNames = map[Type]string{
 	TypeSubscribe: "Subscribe", TypeDeliver: "Deliver", TypeAck: "Ack",
 	TypeSetToken: "SetToken", TypePutPrekeys: "PutPrekeys",
 	TypeGetBundle: "GetBundle", TypeBundle: "Bundle",
+	TypeAddToken: "AddToken", TypeRemoveToken: "RemoveToken",
+	TypeGetPrekeyCount: "GetPrekeyCount", TypePrekeyCount: "PrekeyCount",
 }
 
 func (t Type) String() string {

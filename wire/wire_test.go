@@ -50,6 +50,10 @@ func messages() []Message {
 		GetBundle{ReqID: 6, Mailbox: arr16(0x20), Token: arr32(0x40)},
 		Bundle{ReqID: 6, Signed: seq(10, 1), OneTimeID: 1, OneTime: seq(3, 9), KEMID: 100, KEM: seq(5, 7)},
 		Bundle{ReqID: 8, Signed: seq(10, 1), KEM: seq(6, 2), KEMLastResort: true},
+		AddToken{ReqID: 10, Token: arr32(0x61)},
+		RemoveToken{ReqID: 11, Token: arr32(0x62)},
+		GetPrekeyCount{ReqID: 12},
+		PrekeyCount{ReqID: 12, OneTime: 3, KEM: 1 << 31},
 	}
 }
 
@@ -70,6 +74,9 @@ func badFrames() []badVector {
 		{"prekey empty", TypePutPrekeys, "00000001" + "0000" + "0001" + "000000010000" + "0000" + "0000", "empty prekey"},
 		{"bundle unknown flag", TypeBundle, "00000001" + "02" + "0000" + "00000000" + "0000" + "00000000" + "0000", "unknown flags 0x02"},
 		{"bundle signed too large", TypeBundle, "00000001" + "00" + "1001", "too large"},
+		{"add token short", TypeAddToken, "00000001" + strings.Repeat("00", 31), "truncated"},
+		{"remove token long", TypeRemoveToken, "00000001" + strings.Repeat("00", 33), "1 trailing bytes"},
+		{"prekey count short", TypePrekeyCount, "00000001" + "00000002", "truncated"},
 	}
 }
 
