@@ -36,6 +36,10 @@ type Config struct {
 	// BusPoll is how often, while Bus is down, the Store is polled for
 	// envelopes that other relays stored. If zero, one second.
 	BusPoll time.Duration
+
+	// Budgets bound what the relay holds as a whole (budget.go). The zero
+	// value gives the defaults documented on each field (memory 1 GiB).
+	Budgets Budgets
 }
 
 // Limits are the relay's quotas and rate limits. A zero field takes its
@@ -52,6 +56,19 @@ type Limits struct {
 	MailboxBytes int64
 	// Prekeys bounds each one-time prekey pool of a mailbox. Default 2,000.
 	Prekeys int
+	// Tokens bounds the delivery tokens of a mailbox (AddToken). Default
+	// 1,000.
+	Tokens int
+	// BundleRate and BundleBurst bound the one-time prekeys handed out per
+	// mailbox: a GetBundle beyond them is answered with the signed and
+	// last-resort prekeys only, consuming nothing, so a stranger holding
+	// an old invite cannot drain the pools. Defaults 20 per hour and 20.
+	BundleRate  float64
+	BundleBurst int
+	// MailboxIdle is how long a mailbox whose owner never connects is
+	// kept; then it is deleted with everything in it (its owner's client
+	// registers it again when it comes back). Default 90 days.
+	MailboxIdle time.Duration
 	// KeyRate and KeyBurst are the token bucket for requests (Send,
 	// GetBundle, SetToken, PutPrekeys) per connection key: sustained
 	// requests per second and burst. Defaults 200/s and 1,000.
@@ -86,6 +103,11 @@ type Limits struct {
 	// checked every quarter of it, so the close comes at most a quarter
 	// late. Default 5 minutes.
 	IdleTimeout time.Duration
+	// FrameTimeout closes a connection that has had a frame in transit
+	// (received in part) for that long, on the real clock, whatever else
+	// it sends meanwhile; like IdleTimeout it is checked every quarter of
+	// it. Default 2 minutes (a 1 MiB frame at 70 kbit/s).
+	FrameTimeout time.Duration
 	// ConnsPerAddr bounds the connections open at once from one source
 	// address (as for AddrRate). Default 10,000 (about 130 MiB of relay
 	// memory; carrier-grade NAT puts thousands of users on one address).
@@ -160,6 +182,10 @@ func (l Limits) withDefaults() Limits {
 		l.MailboxBytes = 0
 	}
 	num(&l.Prekeys, 2000)
+	num(&l.Tokens, 1000)
+	rate(&l.BundleRate, 20.0/3600)
+	num(&l.BundleBurst, 20)
+	dur(&l.MailboxIdle, 90*24*time.Hour)
 	rate(&l.KeyRate, 200)
 	num(&l.KeyBurst, 1000)
 	rate(&l.AddrRate, 2000)
@@ -172,6 +198,7 @@ func (l Limits) withDefaults() Limits {
 	num(&l.HandshakeBurst, 1000)
 	dur(&l.HandshakeTimeout, 10*time.Second)
 	dur(&l.IdleTimeout, 5*time.Minute)
+	dur(&l.FrameTimeout, 2*time.Minute)
 	num(&l.ConnsPerAddr, 10000)
 	num(&l.DeliverQueue, 256)
 	l.DeliverQueue = max(l.DeliverQueue, 1)

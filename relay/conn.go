@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/wire"
@@ -50,6 +51,11 @@ type conn struct {
 	sub        *subscriber    // set by the first Subscribe; handler goroutine only
 	deliveries sync.WaitGroup // the subscriber's push goroutine
 	pipe       sendPipe       // Sends in flight
+
+	// subscribed is whether the connection has subscribed, for the
+	// connection budget (read from other goroutines).
+	subscribed atomic.Bool
+	stalled    atomic.Bool // the reaper ended read for a stalled frame
 }
 
 // ackUnit is how many acknowledged seqs cost one token of Limits.AckRate.
@@ -58,8 +64,9 @@ const ackUnit = 64
 // errViolation marks a frame that ends the connection.
 var errViolation = errors.New("protocol violation")
 
-// errIdle ends a connection that has been silent for Limits.IdleTimeout.
-var errIdle = errors.New("connection idle")
+// errIdle ends a connection that has been silent for Limits.IdleTimeout,
+// or whose frame in transit has stalled for Limits.FrameTimeout.
+var errIdle = errors.New("connection idle: no frame within the idle timeout, or a frame stalled")
 
 // setup makes the connection's contexts. Handlers run on work (ended by
 // the caller's ctx or Close) so that Shutdown lets the frames in hand
@@ -126,6 +133,8 @@ func (c *conn) readLoop() (graceful bool, err error) {
 				return false, nil
 			case c.read.Err() != nil && c.s.readCtx.Err() != nil:
 				return true, nil // shutdown
+			case c.stalled.Load():
+				return false, fmt.Errorf("a frame in transit for over %v: %w", c.s.limits.FrameTimeout, errIdle)
 			case c.idle.Load():
 				return false, fmt.Errorf("no frame for %v: %w", c.s.limits.IdleTimeout, errIdle)
 			case c.read.Err() != nil:
@@ -223,6 +232,12 @@ func (c *conn) handle(ctx context.Context, f wire.Frame) error {
 		return c.handleAck(ctx, m)
 	case wire.SetToken:
 		return c.handleSetToken(ctx, m)
+	case wire.AddToken:
+		return c.handleAddToken(ctx, m)
+	case wire.RemoveToken:
+		return c.handleRemoveToken(ctx, m)
+	case wire.GetPrekeyCount:
+		return c.handleGetPrekeyCount(ctx, m)
 	case wire.PutPrekeys:
 		return c.handlePutPrekeys(ctx, m)
 	case wire.GetBundle:
@@ -276,7 +291,7 @@ func (c *conn) handlePing(ctx context.Context, m wire.Ping) error {
 // envelope is durable, and pushes it to the mailbox's subscribers.
 func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	size := len(m.Envelope)
-	if err := c.pipe.acquire(ctx, size); err != nil {
+	if err := c.pipe.acquire(ctx, size, c.s); err != nil {
 		return err
 	}
 	p := pendingSend{size: size, id: m.ID, to: m.To}
@@ -291,10 +306,13 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	if !c.allow() {
 		return fail("rate_limited", wire.CodeRateLimited, "too many requests")
 	}
+	if !c.s.disk.take(int64(size)) {
+		return fail("disk_full", wire.CodeUnavailable, msgDiskFull)
+	}
 	ok, err := c.checkToken(ctx, m.To, m.Token)
 	if err != nil {
 		if ctx.Err() != nil {
-			c.pipe.release(size)
+			c.pipe.release(size, c.s)
 			return ctx.Err()
 		}
 		c.log.Error("check token", "err", err)
@@ -303,7 +321,9 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	if !ok {
 		return fail("denied", wire.CodeDenied, "unknown mailbox or wrong delivery token")
 	}
-	p.env = Envelope{ID: m.ID, Received: c.s.now(), Data: m.Envelope}
+	// The relay keeps the time an envelope came to the minute only
+	// (docs/protocol.md 6.10).
+	p.env = Envelope{ID: m.ID, Received: c.s.now().Truncate(time.Minute), Data: m.Envelope}
 	q := Quota{MaxCount: c.s.limits.MailboxCount, MaxBytes: c.s.limits.MailboxBytes}
 	p.wait, p.ready = c.s.store.PutAsyncPoll(ctx, m.To, p.env, q)
 	c.pipe.push(c, p)
@@ -328,7 +348,9 @@ func (c *conn) handleSubscribe(ctx context.Context, m wire.Subscribe) error {
 	if !c.s.subscribeLimit.allow(c.keyID) {
 		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many subscriptions"})
 	}
+	c.touch(ctx)
 	if c.sub == nil {
+		c.subscribed.Store(true)
 		c.sub = newSubscriber(c, ctx)
 		c.s.metrics.subscribers.Inc()
 		c.s.hub.add(c.sub)
@@ -360,27 +382,92 @@ func (c *conn) handleAck(ctx context.Context, m wire.Ack) error {
 	return nil
 }
 
-// handleSetToken registers the delivery token of the connection's mailbox,
-// creating the mailbox. Only SHA-256 of the token is stored.
-func (c *conn) handleSetToken(ctx context.Context, m wire.SetToken) error {
+// msgDiskFull is the answer to a write refused by the disk budget.
+const msgDiskFull = "relay storage is full; try again later"
+
+// owner runs the checks every owner request that adds to the store
+// shares: the rate limit and the disk budget. It answers the request
+// itself (an Error) and returns false if one fails.
+func (c *conn) owner(ctx context.Context, reqID uint32) (bool, error) {
 	if !c.allow() {
-		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
+		return false, c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
+	}
+	if c.s.disk.full() {
+		return false, c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeUnavailable, Msg: msgDiskFull})
+	}
+	return true, nil
+}
+
+// touch records that the owner of the connection's mailbox is active, at
+// most once a day per mailbox (the store keeps the day only). A failure
+// is logged: the mailbox is then merely older than it should be.
+func (c *conn) touch(ctx context.Context) {
+	now := c.s.now()
+	if !c.s.touched.first(c.mailbox, now.Unix()/86400) {
+		return
+	}
+	if err := c.s.store.Touch(ctx, c.mailbox, now); err != nil {
+		c.s.touched.forget(c.mailbox)
+		if ctx.Err() == nil {
+			c.log.Warn("record mailbox activity", "err", err)
+		}
+	}
+}
+
+// tokenWrite answers an owner's token request once its store write
+// returned err.
+func (c *conn) tokenWrite(ctx context.Context, reqID uint32, what string, err error) error {
+	switch {
+	case errors.Is(err, ErrQuota):
+		return c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeQuota,
+			Msg: fmt.Sprintf("at most %d delivery tokens per mailbox", c.s.limits.Tokens)})
+	case err != nil:
+		return c.storeFailed(ctx, what, err, func() error {
+			return c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeUnavailable, Msg: "storage unavailable"})
+		})
+	}
+	c.touch(ctx)
+	return c.reply(ctx, wire.OK{ReqID: reqID})
+}
+
+// handleSetToken registers the delivery token of the connection's mailbox,
+// replacing every other, and creates the mailbox. Only SHA-256 of the
+// token is stored.
+func (c *conn) handleSetToken(ctx context.Context, m wire.SetToken) error {
+	if ok, err := c.owner(ctx, m.ReqID); !ok {
+		return err
 	}
 	if m.Token == ([32]byte{}) {
 		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeBadRequest, Msg: "the all-zero token is not allowed"})
 	}
-	if err := c.s.store.SetToken(ctx, c.mailbox, sha256.Sum256(m.Token[:])); err != nil {
-		return c.storeFailed(ctx, "set token", err, func() error {
-			return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeUnavailable, Msg: "storage unavailable"})
-		})
+	return c.tokenWrite(ctx, m.ReqID, "set token", c.s.store.SetToken(ctx, c.mailbox, sha256.Sum256(m.Token[:])))
+}
+
+// handleAddToken adds a delivery token to the connection's mailbox,
+// creating it.
+func (c *conn) handleAddToken(ctx context.Context, m wire.AddToken) error {
+	if ok, err := c.owner(ctx, m.ReqID); !ok {
+		return err
 	}
-	return c.reply(ctx, wire.OK{ReqID: m.ReqID})
+	if m.Token == ([32]byte{}) {
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeBadRequest, Msg: "the all-zero token is not allowed"})
+	}
+	return c.tokenWrite(ctx, m.ReqID, "add token", c.s.store.AddToken(ctx, c.mailbox, sha256.Sum256(m.Token[:]), c.s.limits.Tokens))
+}
+
+// handleRemoveToken revokes one delivery token of the connection's
+// mailbox at once.
+func (c *conn) handleRemoveToken(ctx context.Context, m wire.RemoveToken) error {
+	if !c.allow() {
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
+	}
+	return c.tokenWrite(ctx, m.ReqID, "remove token", c.s.store.RemoveToken(ctx, c.mailbox, sha256.Sum256(m.Token[:])))
 }
 
 // handlePutPrekeys adds to the connection's own prekey directory entry.
 func (c *conn) handlePutPrekeys(ctx context.Context, m wire.PutPrekeys) error {
-	if !c.allow() {
-		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
+	if ok, err := c.owner(ctx, m.ReqID); !ok {
+		return err
 	}
 	up := PrekeyUpload{Signed: m.Signed, LastResort: m.LastResort}
 	for _, p := range m.OneTime {
@@ -399,7 +486,24 @@ func (c *conn) handlePutPrekeys(ctx context.Context, m wire.PutPrekeys) error {
 			return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeUnavailable, Msg: "storage unavailable"})
 		})
 	}
+	c.touch(ctx)
 	return c.reply(ctx, wire.OK{ReqID: m.ReqID})
+}
+
+// handleGetPrekeyCount tells the owner how many one-time prekeys are left,
+// so that its client uploads more before they run out.
+func (c *conn) handleGetPrekeyCount(ctx context.Context, m wire.GetPrekeyCount) error {
+	if !c.allow() {
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
+	}
+	oneTime, kem, err := c.s.store.PrekeyCounts(ctx, c.mailbox)
+	if err != nil {
+		return c.storeFailed(ctx, "count prekeys", err, func() error {
+			return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeUnavailable, Msg: "storage unavailable"})
+		})
+	}
+	c.touch(ctx)
+	return c.reply(ctx, wire.PrekeyCount{ReqID: m.ReqID, OneTime: uint32(oneTime), KEM: uint32(kem)})
 }
 
 // handleGetBundle hands out a prekey bundle of a mailbox whose token the
@@ -421,7 +525,13 @@ func (c *conn) handleGetBundle(ctx context.Context, m wire.GetBundle) error {
 	if !ok {
 		return fail("denied", wire.CodeDenied, "unknown mailbox or wrong delivery token")
 	}
-	b, err := c.s.store.PopBundle(ctx, m.Mailbox)
+	// Past the mailbox's one-time rate, hand out only what is never
+	// consumed: strangers holding an old invite cannot drain the pools.
+	pop, result := c.s.store.PopBundle, "ok"
+	if !c.s.bundleLimit.allow(string(m.Mailbox[:])) {
+		pop, result = c.s.store.Bundle, "last_resort"
+	}
+	b, err := pop(ctx, m.Mailbox)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return fail("not_found", wire.CodeNotFound, "no prekeys uploaded for this mailbox")
@@ -430,7 +540,7 @@ func (c *conn) handleGetBundle(ctx context.Context, m wire.GetBundle) error {
 			return fail("error", wire.CodeUnavailable, "storage unavailable")
 		})
 	}
-	c.s.metrics.bundles.WithLabelValues("ok").Inc()
+	c.s.metrics.bundles.WithLabelValues(result).Inc()
 	out := wire.Bundle{ReqID: m.ReqID, Signed: b.Signed, KEMLastResort: b.KEMLastResort}
 	if b.HasOneTime {
 		out.OneTimeID, out.OneTime = b.OneTime.ID, b.OneTime.Data

@@ -159,7 +159,8 @@ func (s *subscriber) publish(env Envelope) {
 	if s.stopped {
 		return
 	}
-	if len(s.queue) >= s.c.s.limits.DeliverQueue || s.queued+len(env.Data) > deliverQueueBytes {
+	if len(s.queue) >= s.c.s.limits.DeliverQueue || s.queued+len(env.Data) > deliverQueueBytes ||
+		!s.c.s.queueMem.take(int64(len(env.Data))) {
 		s.c.s.metrics.resyncs.Inc()
 		s.markResync(env.Seq - 1)
 	} else {
@@ -241,7 +242,17 @@ func (s *subscriber) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true
-	s.queue, s.oks = nil, nil
+	s.takeQueue()
+	s.oks = nil
+}
+
+// takeQueue empties the queue, giving its bytes back to the relay-wide
+// budget, and returns what it held; mu held.
+func (s *subscriber) takeQueue() []Envelope {
+	q := s.queue
+	s.c.s.queueMem.give(int64(s.queued))
+	s.queue, s.queued = nil, 0
+	return q
 }
 
 // run pushes until there is nothing left to push.
@@ -261,7 +272,7 @@ func (s *subscriber) run() {
 			// above it are all in the read.
 			from, lo, hi := s.from, s.coverLo, s.coverHi
 			var before []Envelope
-			for _, env := range s.queue {
+			for _, env := range s.takeQueue() {
 				if env.Seq <= from {
 					before = append(before, env)
 				}
@@ -270,7 +281,7 @@ func (s *subscriber) run() {
 			// read: it starts after they were handled, so it sees every
 			// envelope pending then.
 			oks := s.oks
-			s.queue, s.queued, s.resync, s.oks = nil, 0, false, nil
+			s.resync, s.oks = false, nil
 			s.mu.Unlock()
 			if err := s.deliverAll(uncovered(before, lo, hi)); err != nil {
 				s.fail(err)
@@ -300,8 +311,8 @@ func (s *subscriber) run() {
 				continue
 			}
 			yielded = false
-			batch, lo, hi := s.queue, s.coverLo, s.coverHi
-			s.queue, s.queued = nil, 0
+			lo, hi := s.coverLo, s.coverHi
+			batch := s.takeQueue()
 			s.mu.Unlock()
 			batch = uncovered(batch, lo, hi)
 			if err := s.deliverAll(batch); err != nil {
@@ -435,7 +446,8 @@ func (s *subscriber) deliverAll(envs []Envelope) error {
 // reconnects and subscribes again, so nothing is lost.
 func (s *subscriber) fail(err error) {
 	s.mu.Lock()
-	s.stopped, s.running, s.queue, s.oks = true, false, nil, nil
+	s.stopped, s.running, s.oks = true, false, nil
+	s.takeQueue()
 	s.mu.Unlock()
 	if s.ctx.Err() == nil {
 		s.c.log.Debug("push failed; closing connection", "err", err)

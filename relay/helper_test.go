@@ -52,7 +52,10 @@ type env struct {
 func newEnv(t *testing.T, edit func(*relay.Config)) *env {
 	t.Helper()
 	key := mustKey(t)
-	e := &env{t: t, store: memstore.New(), key: key, clock: newFakeClock()}
+	e := &env{t: t, key: key, clock: newFakeClock()}
+	ms := memstore.New()
+	ms.Now = e.clock.Now
+	e.store = ms
 	cfg := relay.Config{Key: key, Store: e.store, Now: e.clock.Now}
 	if edit != nil {
 		edit(&cfg)

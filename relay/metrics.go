@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ferry-im/ferry/wire"
 )
@@ -12,20 +13,22 @@ import (
 // metrics are the Server's Prometheus collectors, registered on the
 // Server's own registry (never the global one).
 type metrics struct {
-	reg         *prometheus.Registry
-	connsOpen   prometheus.Gauge
-	connsTotal  prometheus.Counter
-	handshakes  *prometheus.CounterVec  // result
-	frames      *prometheus.CounterVec  // type
-	frameByType [256]prometheus.Counter // frames' children, looked up once
-	sends       *prometheus.CounterVec  // result
-	deliveries  prometheus.Counter
-	resyncs     prometheus.Counter
-	acksDropped prometheus.Counter
-	subscribers prometheus.Gauge
-	bundles     *prometheus.CounterVec // result
-	expired     prometheus.Counter
-	storeTime   *prometheus.HistogramVec // op
+	reg           *prometheus.Registry
+	connsOpen     prometheus.Gauge
+	connsTotal    prometheus.Counter
+	handshakes    *prometheus.CounterVec  // result
+	frames        *prometheus.CounterVec  // type
+	frameByType   [256]prometheus.Counter // frames' children, looked up once
+	sends         *prometheus.CounterVec  // result
+	deliveries    prometheus.Counter
+	resyncs       prometheus.Counter
+	acksDropped   prometheus.Counter
+	subscribers   prometheus.Gauge
+	bundles       *prometheus.CounterVec // result
+	expired       prometheus.Counter
+	idleMailboxes prometheus.Counter
+	storeTime     *prometheus.HistogramVec // op
+	shed          *prometheus.CounterVec   // reason
 }
 
 func newMetrics() *metrics {
@@ -41,7 +44,7 @@ func newMetrics() *metrics {
 		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_handshakes_total",
-			Help: "Channel handshakes by result (ok, failed, rate_limited, too_many_conns).",
+			Help: "Channel handshakes by result (ok, failed, rate_limited, refused: by a budget or the per-address limit).",
 		}, []string{"result"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_frames_total",
@@ -49,7 +52,7 @@ func newMetrics() *metrics {
 		}, []string{"type"}),
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_sends_total",
-			Help: "Send requests by result (stored, duplicate, denied, quota, rate_limited, too_large, error).",
+			Help: "Send requests by result (stored, duplicate, denied, quota, rate_limited, too_large, disk_full, error).",
 		}, []string{"result"}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_relay_deliveries_total",
@@ -69,24 +72,74 @@ func newMetrics() *metrics {
 		}),
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_bundles_total",
-			Help: "Prekey bundle requests by result (ok, denied, not_found, rate_limited, error).",
+			Help: "Prekey bundle requests by result (ok, last_resort: over the mailbox's one-time rate, denied, not_found, rate_limited, error).",
 		}, []string{"result"}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_relay_expired_total",
 			Help: "Undelivered envelopes deleted because their TTL ran out.",
+		}),
+		idleMailboxes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_relay_idle_mailboxes_deleted_total",
+			Help: "Mailboxes deleted because their owner was not seen for Limits.MailboxIdle.",
 		}),
 		storeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ferry_relay_store_seconds",
 			Help:    "Latency of store calls by operation.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12),
 		}, []string{"op"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_relay_shed_total",
+			Help: "Connections closed or refused to stay within a budget, by reason: handshake (a handshake in progress shed for a newcomer), idle (an idle connection shed for a newcomer), refused (a newcomer refused: every connection was active), addr_full (a newcomer over the per-address limit), frame_memory (a connection whose frames in transit grew least recently).",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(m.connsOpen, m.connsTotal, m.handshakes, m.frames, m.sends,
-		m.deliveries, m.resyncs, m.acksDropped, m.subscribers, m.bundles, m.expired, m.storeTime)
+		m.deliveries, m.resyncs, m.acksDropped, m.subscribers, m.bundles, m.expired, m.idleMailboxes, m.storeTime, m.shed,
+		// The Go runtime's own metrics (heap, GC, goroutines, scheduler)
+		// and the process's (resident memory, open files, CPU).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.MetricsGC, collectors.MetricsMemory, collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for t := range m.frameByType {
 		m.frameByType[t] = m.frames.WithLabelValues(frameLabel(wire.Type(t)))
 	}
 	return m
+}
+
+// registerBudgets exports each budget's limit and what is in use.
+func (m *metrics) registerBudgets(s *Server) {
+	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ferry_relay_budget_limit",
+		Help: "Each budget's limit (0: no limit): conns, handshakes, frame_memory, send_memory, queue_memory and memory in bytes, disk (bytes the store may use) and disk_free (bytes to leave free).",
+	}, []string{"budget"})
+	b := s.budgets
+	for name, v := range map[string]int64{
+		"memory": b.Memory, "conns": int64(b.Conns), "handshakes": int64(b.Handshakes),
+		"frame_memory": b.FrameMemory, "send_memory": b.SendMemory, "queue_memory": b.QueueMemory,
+		"disk": b.Disk, "disk_free": b.DiskFree,
+	} {
+		limit.WithLabelValues(name).Set(float64(v))
+	}
+	used := func(name string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "ferry_relay_budget_used",
+			Help:        "What each budget has in use now (disk: the store's bytes at the last check; disk_full: 1 while new data is refused).",
+			ConstLabels: prometheus.Labels{"budget": name},
+		}, f)
+	}
+	m.reg.MustRegister(limit,
+		used("conns", func() float64 { n, _ := s.conns.counts(); return float64(n) }),
+		used("handshakes", func() float64 { _, n := s.conns.counts(); return float64(n) }),
+		used("frame_memory", func() float64 { return float64(s.frameMem.inUse()) }),
+		used("send_memory", func() float64 { return float64(s.sendInFlight.Load()) }),
+		used("queue_memory", func() float64 { return float64(s.queueMem.used.Load()) }),
+		used("disk", func() float64 { return float64(s.disk.used.Load()) }),
+		used("disk_full", func() float64 {
+			if s.disk.full() {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 func frameLabel(t wire.Type) string {

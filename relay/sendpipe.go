@@ -55,8 +55,9 @@ type sendPipe struct {
 }
 
 // acquire takes a slot and size bytes for a new Send, waiting while the
-// pipe is full. Only the reader calls it.
-func (p *sendPipe) acquire(ctx context.Context, size int) error {
+// pipe is full, and the same bytes from the relay-wide budget (global,
+// nil if none), waiting while it is spent. Only the reader calls it.
+func (p *sendPipe) acquire(ctx context.Context, size int, s *Server) error {
 	if p.slots == nil {
 		p.slots = make(chan struct{}, maxSendsInFlight)
 		p.bytes = semaphore.NewWeighted(maxSendBytesInFlight)
@@ -66,16 +67,30 @@ func (p *sendPipe) acquire(ctx context.Context, size int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := p.bytes.Acquire(ctx, int64(min(size, maxSendBytesInFlight))); err != nil {
+	n := int64(min(size, maxSendBytesInFlight))
+	if err := p.bytes.Acquire(ctx, n); err != nil {
 		<-p.slots
 		return err
+	}
+	if s.sendMem != nil {
+		if err := s.sendMem.Acquire(ctx, min(n, s.budgets.SendMemory)); err != nil {
+			p.bytes.Release(n)
+			<-p.slots
+			return err
+		}
+		s.sendInFlight.Add(n)
 	}
 	return nil
 }
 
 // release gives back what acquire took for a Send of size bytes.
-func (p *sendPipe) release(size int) {
-	p.bytes.Release(int64(min(size, maxSendBytesInFlight)))
+func (p *sendPipe) release(size int, s *Server) {
+	n := int64(min(size, maxSendBytesInFlight))
+	if s.sendMem != nil {
+		s.sendInFlight.Add(-n)
+		s.sendMem.Release(min(n, s.budgets.SendMemory))
+	}
+	p.bytes.Release(n)
 	<-p.slots
 }
 
@@ -130,7 +145,7 @@ func (p *sendPipe) run(c *conn) {
 		p.mu.Unlock()
 
 		answer := c.finishSend(s)
-		p.release(s.size)
+		p.release(s.size, c.s)
 		f, err := wire.NewFrame(answer)
 		if err != nil {
 			// SendOK and SendErr (its message is bounded) always marshal;

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/ferry-im/ferry/channel"
 )
@@ -25,12 +26,23 @@ type Server struct {
 	now     func() time.Time
 	rand    io.Reader
 	limits  Limits
+	budgets Budgets
 	metrics *metrics
 	hub     hub
 	cluster *cluster // nil for a relay alone
 
+	conns    *connBudget
+	frameMem *memPool
+	sendMem  *semaphore.Weighted // nil: no budget
+	// sendInFlight counts the bytes taken from sendMem, for metrics.
+	sendInFlight atomic.Int64
+	queueMem     byteBudget
+	disk         diskBudget
+
 	keyLimit, addrLimit, handshakeLimit *limiter
 	subscribeLimit, ackLimit            *limiter
+	bundleLimit                         *limiter // per mailbox
+	touched                             touchCache
 
 	// readCtx ends on Shutdown: connections stop reading new frames.
 	// workCtx ends on Close: handlers and deliveries in flight give up.
@@ -40,15 +52,14 @@ type Server struct {
 	reaperDone         chan struct{}
 	started            time.Time // for conn.lastFrame
 	nextConnID         atomic.Uint64
-	conns              sync.WaitGroup // ServeConn calls in flight
+	serving            sync.WaitGroup // ServeConn calls in flight
 	shutdownOnce       sync.Once
 	closeOnce          sync.Once
 
-	// mu protects closing, open and perAddr.
+	// mu protects closing and open.
 	mu      sync.Mutex
 	closing bool
 	open    map[*conn]struct{}
-	perAddr map[string]int // connections being served, by addrKey
 }
 
 // NewServer returns a server for cfg and starts its sweeper. Call Close (or
@@ -65,6 +76,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	now := cfg.now()
 	lim := cfg.Limits.withDefaults()
+	bud := cfg.Budgets.withDefaults()
 	m := newMetrics()
 	s := &Server{
 		key:            cfg.Key,
@@ -73,6 +85,7 @@ func NewServer(cfg Config) (*Server, error) {
 		now:            now,
 		rand:           cfg.rand(),
 		limits:         lim,
+		budgets:        bud,
 		metrics:        m,
 		hub:            hub{subs: make(map[[16]byte][]*subscriber)},
 		keyLimit:       newLimiter(lim.KeyRate, lim.KeyBurst, now),
@@ -80,12 +93,20 @@ func NewServer(cfg Config) (*Server, error) {
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),
 		subscribeLimit: newLimiter(lim.SubscribeRate, lim.SubscribeBurst, now),
 		ackLimit:       newLimiter(lim.AckRate, lim.AckBurst, now),
+		bundleLimit:    newLimiter(lim.BundleRate, lim.BundleBurst, now),
 		sweeperDone:    make(chan struct{}),
 		reaperDone:     make(chan struct{}),
 		started:        time.Now(),
 		open:           make(map[*conn]struct{}),
-		perAddr:        make(map[string]int),
 	}
+	s.conns = newConnBudget(bud, lim.ConnsPerAddr, func() time.Duration { return time.Duration(s.since()) }, func(reason string) { m.shed.WithLabelValues(reason).Inc() })
+	s.frameMem = &memPool{limit: bud.FrameMemory, shed: func() { m.shed.WithLabelValues("frame_memory").Inc() }}
+	if bud.SendMemory > 0 {
+		s.sendMem = semaphore.NewWeighted(bud.SendMemory)
+	}
+	s.queueMem.limit = bud.QueueMemory
+	s.disk = diskBudget{limit: bud.Disk, free: bud.DiskFree}
+	m.registerBudgets(s)
 	s.readCtx, s.stopRead = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
 	if err := s.startCluster(cfg); err != nil {
@@ -115,9 +136,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		nc.Close()
 		return ErrClosed
 	}
-	s.conns.Add(1)
+	s.serving.Add(1)
 	s.mu.Unlock()
-	defer s.conns.Done()
+	defer s.serving.Done()
 	s.metrics.connsTotal.Inc()
 	s.metrics.connsOpen.Inc()
 	defer s.metrics.connsOpen.Dec()
@@ -125,13 +146,14 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	id := s.nextConnID.Add(1)
 	log := s.log.With("conn", id)
 	addr := addrKey(nc.RemoteAddr())
-	if !s.countAddr(addr) {
-		s.metrics.handshakes.WithLabelValues("too_many_conns").Inc()
-		log.Debug("too many connections from one address")
+	slot, err := s.conns.admit(addr, func() { nc.Close() })
+	if err != nil {
+		s.metrics.handshakes.WithLabelValues("refused").Inc()
+		log.Debug("connection refused", "reason", err)
 		nc.Close()
-		return errors.New("serve conn: too many connections from this address")
+		return fmt.Errorf("serve conn: %w", err)
 	}
-	defer s.uncountAddr(addr)
+	defer s.conns.release(slot)
 	if !s.handshakeLimit.allow(addr) {
 		s.metrics.handshakes.WithLabelValues("rate_limited").Inc()
 		log.Debug("handshake rate limited")
@@ -139,7 +161,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		return errors.New("serve conn: too many handshakes from this address")
 	}
 
-	ch, err := s.handshake(ctx, nc, log)
+	frames := s.frameMem.account(func() { nc.Close() })
+	defer frames.retire()
+	ch, err := s.handshake(ctx, nc, log, frames)
 	if err != nil {
 		s.metrics.handshakes.WithLabelValues("failed").Inc()
 		log.Debug("handshake failed", "err", err)
@@ -159,6 +183,10 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	peer := ch.PeerKey()
 	c.keyID = string(peer[:])
 	defer c.setup(ctx)()
+	if !s.conns.opened(slot, c) {
+		ch.Close()
+		return errors.New("serve conn: shed during the handshake")
+	}
 	if !s.track(c) {
 		ch.Close()
 		return ErrClosed
@@ -178,7 +206,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 // the deep stack it needs is not kept, idle, by the connection's
 // goroutine. It ends early on ctx, Shutdown or Close, or after
 // HandshakeTimeout.
-func (s *Server) handshake(ctx context.Context, nc net.Conn, log *slog.Logger) (*channel.Conn, error) {
+func (s *Server) handshake(ctx context.Context, nc net.Conn, log *slog.Logger, budget channel.Budget) (*channel.Conn, error) {
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.readCtx, cancel)()
@@ -193,31 +221,11 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn, log *slog.Logger) (
 	}
 	done := make(chan result, 1)
 	go func() {
-		ch, err := (&channel.Config{Rand: s.rand, Logger: log}).Server(hctx, nc, s.key)
+		ch, err := (&channel.Config{Rand: s.rand, Logger: log, Budget: budget}).Server(hctx, nc, s.key)
 		done <- result{ch, err}
 	}()
 	r := <-done
 	return r.ch, r.err
-}
-
-// countAddr counts a connection from addr, or reports false if addr has
-// ConnsPerAddr already.
-func (s *Server) countAddr(addr string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n := s.limits.ConnsPerAddr; n > 0 && s.perAddr[addr] >= n {
-		return false
-	}
-	s.perAddr[addr]++
-	return true
-}
-
-func (s *Server) uncountAddr(addr string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
-		delete(s.perAddr, addr)
-	}
 }
 
 // track registers c so Close can reach it; false once the server is closing.
@@ -254,7 +262,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	})
 	done := make(chan struct{})
 	go func() {
-		s.conns.Wait()
+		s.serving.Wait()
 		close(done)
 	}()
 	select {
@@ -286,55 +294,127 @@ func (s *Server) Close() error {
 			c.ch.Close()
 		}
 	})
-	s.conns.Wait()
+	s.serving.Wait()
 	<-s.sweeperDone
 	<-s.reaperDone
 	s.stopCluster()
 	return nil
 }
 
-// sweeper deletes expired envelopes and idle rate-limit buckets every
-// SweepInterval until Close.
+// sweeper deletes expired envelopes, idle mailboxes and idle rate-limit
+// buckets every SweepInterval, and reads the store's disk use every
+// Budgets.DiskCheckInterval, until Close.
 func (s *Server) sweeper() {
 	defer close(s.sweeperDone)
-	if s.limits.SweepInterval <= 0 {
-		<-s.workCtx.Done()
-		return
+	var sweep <-chan time.Time
+	if s.limits.SweepInterval > 0 {
+		t := time.NewTicker(s.limits.SweepInterval)
+		defer t.Stop()
+		sweep = t.C
 	}
-	t := time.NewTicker(s.limits.SweepInterval)
-	defer t.Stop()
+	disk := time.NewTicker(s.budgets.DiskCheckInterval)
+	defer disk.Stop()
+	s.CheckDisk(s.workCtx)
 	for {
 		select {
 		case <-s.workCtx.Done():
 			return
-		case <-t.C:
+		case <-sweep:
 			s.Sweep(s.workCtx)
+		case <-disk.C:
+			s.CheckDisk(s.workCtx)
 		}
 	}
 }
 
 // Sweep runs one sweep now: it deletes envelopes older than the TTL and
-// forgets idle rate-limit buckets. The sweeper calls it every
-// SweepInterval; tests with a fake clock call it directly.
+// mailboxes idle for longer than MailboxIdle, and forgets idle rate-limit
+// buckets. The sweeper calls it every SweepInterval; tests with a fake
+// clock call it directly.
 func (s *Server) Sweep(ctx context.Context) error {
-	s.keyLimit.sweep()
-	s.addrLimit.sweep()
-	s.handshakeLimit.sweep()
-	s.subscribeLimit.sweep()
-	s.ackLimit.sweep()
-	if s.limits.TTL <= 0 {
-		return nil
+	for _, l := range []*limiter{s.keyLimit, s.addrLimit, s.handshakeLimit, s.subscribeLimit, s.ackLimit, s.bundleLimit} {
+		l.sweep()
 	}
-	n, err := s.store.Expire(ctx, s.now().Add(-s.limits.TTL))
-	s.metrics.expired.Add(float64(n))
-	if err != nil {
+	var errs []error
+	if s.limits.TTL > 0 {
+		n, err := s.store.Expire(ctx, s.now().Add(-s.limits.TTL))
+		s.metrics.expired.Add(float64(n))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("expire envelopes: %w", err))
+		} else if n > 0 {
+			s.log.Info("expired envelopes", "count", n)
+		}
+	}
+	if s.limits.MailboxIdle > 0 {
+		n, err := s.store.DeleteIdle(ctx, s.now().Add(-s.limits.MailboxIdle))
+		s.metrics.idleMailboxes.Add(float64(n))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete idle mailboxes: %w", err))
+		} else if n > 0 {
+			s.log.Info("deleted idle mailboxes", "count", n)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("expire envelopes", "err", err)
+			s.log.Error("sweep", "err", err)
 		}
 		return fmt.Errorf("sweep: %w", err)
 	}
-	if n > 0 {
-		s.log.Info("expired envelopes", "count", n)
+	return nil
+}
+
+// CheckDisk reads the store's disk use now and updates the disk budget
+// (Budgets.Disk, Budgets.DiskFree). The sweeper calls it every
+// DiskCheckInterval. A store that is not a Sizer has no disk budget.
+func (s *Server) CheckDisk(ctx context.Context) error {
+	u, ok, err := s.store.DiskUsage(ctx)
+	if !ok {
+		return nil
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("read the store's disk use", "err", err)
+		}
+		return fmt.Errorf("check disk: %w", err)
+	}
+	was := s.disk.full()
+	s.disk.update(u)
+	switch full := s.disk.full(); {
+	case full && !was:
+		s.log.Error("relay storage is full: refusing new envelopes and mailboxes until space is freed (see docs/operations.md, Budgets and limits)",
+			"used_bytes", u.Used, "free_bytes", u.Free, "budget_bytes", s.budgets.Disk, "keep_free_bytes", s.budgets.DiskFree)
+	case !full && was:
+		s.log.Info("relay storage has room again", "used_bytes", u.Used, "free_bytes", u.Free)
 	}
 	return nil
+}
+
+// touchCache remembers the mailboxes touched today, so that an owner's
+// activity costs one store write a day, not one per connection.
+type touchCache struct {
+	// mu protects day and seen.
+	mu   sync.Mutex
+	day  int64
+	seen map[[16]byte]struct{}
+}
+
+// first reports whether mb has not been touched on day yet, and records it.
+func (c *touchCache) first(mb [16]byte, day int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if day != c.day || c.seen == nil {
+		c.day, c.seen = day, make(map[[16]byte]struct{})
+	}
+	if _, ok := c.seen[mb]; ok {
+		return false
+	}
+	c.seen[mb] = struct{}{}
+	return true
+}
+
+// forget lets mb be touched again today (its Touch failed).
+func (c *touchCache) forget(mb [16]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.seen, mb)
 }

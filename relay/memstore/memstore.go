@@ -24,6 +24,11 @@ var (
 
 // Store is an in-memory relay.Store. Its zero value is not usable; call New.
 type Store struct {
+	// Now is the store's own clock: a mailbox counts as active on the day
+	// it is created (relay.Store.Touch). If nil, time.Now is used. Set it
+	// before the first call.
+	Now func() time.Time
+
 	// mu protects closed and mailboxes.
 	mu        sync.Mutex
 	closed    bool
@@ -61,6 +66,13 @@ func New() *Store {
 	return &Store{mailboxes: make(map[[16]byte]*mailbox)}
 }
 
+func (s *Store) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
+}
+
 // lock takes mu and fails once the store is closed.
 func (s *Store) lock(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -80,7 +92,7 @@ func (s *Store) mailbox(mb [16]byte, create bool) *mailbox {
 	if m == nil && create {
 		m = &mailbox{
 			tokens:  make(map[[32]byte]struct{}),
-			seen:    unixDay(time.Now()),
+			seen:    unixDay(s.now()),
 			nextSeq: 1,
 			ids:     make(map[[16]byte]idEntry),
 			oneTime: make(map[uint32][]byte),
