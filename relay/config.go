@@ -16,8 +16,10 @@ type Config struct {
 	Key channel.KeyPair
 	// Store holds mailboxes and prekeys. The Server does not close it.
 	Store Store
-	// Logger receives structured events. It never receives keys, tokens or
-	// envelope bytes. If nil, nothing is logged.
+	// Logger receives structured events. It never receives keys, tokens,
+	// envelope bytes or network addresses (they are removed from error
+	// texts), and each message is rate-limited (logging.go). If nil,
+	// nothing is logged.
 	Logger *slog.Logger
 	// Now is the clock for TTLs, timestamps and rate limits. If nil,
 	// time.Now is used.

@@ -152,3 +152,24 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreErrorsRateLimited makes every store write fail and checks the
+// relay does not write a line per failure: before the fix a full disk
+// made it write 10,000 error lines in 15 seconds.
+func TestStoreErrorsRateLimited(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	e := newEnv(t, func(c *relay.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.Store = failingStore{c.Store}
+	})
+	bob := e.dial(mustKey(t), nil)
+	bob.register(token(1))
+	anon := e.dial(mustKey(t), nil)
+	for i := range 500 {
+		wantSendErr(t, anon.sendTo(bob.mailbox, token(1), id(i), []byte("x")), wire.CodeUnavailable)
+	}
+	if n := strings.Count(logs.String(), "store envelope"); n == 0 || n > 25 {
+		t.Fatalf("%d log lines for 500 failed writes, want a few (at most 25)", n)
+	}
+}

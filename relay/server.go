@@ -81,7 +81,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{
 		key:            cfg.Key,
 		store:          newTimedStore(cfg.Store, m.storeTime),
-		log:            cfg.logger(),
+		log:            slog.New(newLogHandler(cfg.logger().Handler(), now)),
 		now:            now,
 		rand:           cfg.rand(),
 		limits:         lim,
