@@ -118,10 +118,13 @@ func (w *writer) prepare(ctx context.Context) error {
 	return nil
 }
 
-// run commits batches until ops is closed and drained, then closes the
-// connection.
+// run commits batches until ops is closed and drained, then checkpoints
+// the write-ahead log into the database file (so that a stopped relay
+// leaves one self-contained file, and a backup of relay.db alone is
+// complete) and closes the connection.
 func (w *writer) run(ops <-chan *op, maxBatch int) {
 	defer w.conn.Close()
+	defer w.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
 	batch := make([]*op, 0, maxBatch)
 	for o := range ops {
 		batch = append(batch[:0], o)
