@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
@@ -100,8 +99,8 @@ func isPostgres(url string) bool {
 
 // openBackend opens the store and the bus the flags name. With a
 // PostgreSQL store it checks that this relay holds the cluster's key.
-func (f *storeFlags) openBackend(ctx context.Context, dataDir string, key channel.KeyPair, log *slog.Logger) (*backend, error) {
-	b := &backend{stats: []prometheus.Collector{collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}}
+func (f *storeFlags) openBackend(ctx context.Context, dataDir string, key channel.KeyPair, log *slog.Logger, db dbPolicy) (*backend, error) {
+	b := &backend{} // the relay's registry has the process's metrics
 	switch {
 	case f.store == "" || strings.HasPrefix(f.store, "sqlite:"):
 		if f.cluster != "" {
@@ -111,7 +110,7 @@ func (f *storeFlags) openBackend(ctx context.Context, dataDir string, key channe
 		if path == "" {
 			path = filepath.Join(dataDir, dbFile)
 		}
-		s, err := sqlite.Open(ctx, path, nil)
+		s, err := db.open(ctx, dataDir, path)
 		if err != nil {
 			return nil, err
 		}

@@ -8,8 +8,10 @@
 //	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]
 //	            [--store postgres://... [--cluster nats://...] [--node NAME]] [--config FILE]
+//	            [--memory-mib N] [--max-conns N] [--disk-free-mib N] [--new-database]
 //	ferry-relay link [--data DIR] [--wait D] [--store postgres://... | --config FILE]
 //	ferry-relay help | --version
+//	ferry-relay recover [--data DIR]
 //
 // "ferry-relay link" prints the link of the relay running with DIR, alone
 // on one line (with a cluster's store, every node's endpoints), waiting up
@@ -44,6 +46,15 @@
 // from --tls-cert and --tls-key, or is self-signed and kept in DIR (then
 // pinned in the link); --https-behind-proxy serves a TLS-terminating
 // reverse proxy instead (docs/transports.md section 4.6).
+//
+// Once DIR holds a relay key, the relay refuses to start on a missing,
+// empty or damaged database and says what to do: restore a backup, start
+// empty with --new-database (the old file is kept aside), or rebuild a
+// damaged database with "ferry-relay recover", which keeps the damaged
+// file and copies every row it can still read (docs/operations.md, "After
+// damage"). --memory-mib, --max-conns and --disk-free-mib set the relay's
+// budgets (docs/operations.md, "Budgets and limits"); the memory budget is
+// also the Go runtime's soft memory limit unless GOMEMLIMIT is set.
 //
 // It is a thin layer over package relay, which does the work.
 package main

@@ -38,11 +38,12 @@ const (
 )
 
 const usage = `Usage:
-  ferry-relay [flags]            run the relay; prints its link on stdout
+  ferry-relay [flags]               run the relay; prints its link on stdout
   ferry-relay link [--data DIR] [--wait D] [--store URL | --config FILE]
-                                 print the running relay's link again (a cluster's: every node's endpoints)
-  ferry-relay help               print this help
-  ferry-relay --version          print the version
+                                    print the running relay's link again (a cluster's: every node's endpoints)
+  ferry-relay recover [--data DIR]  rebuild a damaged SQLite database from what can still be read
+  ferry-relay help                  print this help
+  ferry-relay --version             print the version
 
 Flags:
 `
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "link":
 			return runLink(ctx, args[1:], stdout, stderr)
+		case "recover":
+			return runRecover(ctx, args[1:], stdout, stderr)
 		case "help":
 			return runServe(ctx, []string{"--help"}, stdout, stdout)
 		case "--version", "-version":
@@ -140,6 +143,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
 	storeOpts := addStoreFlags(fl)
+	newDatabase := fl.Bool("new-database", false, "start with an empty database although this data directory ran a relay before (the old file, if any, is kept aside)")
+	budgets := budgetFlags(fl)
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -173,16 +178,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer release()
+	db := dbPolicy{ranBefore: hasKey(*data), newDatabase: *newDatabase, warn: log.Warn}
 	key, err := loadOrCreateKey(*data)
 	if err != nil {
 		return err
 	}
-	back, err := storeOpts.openBackend(ctx, *data, key, log)
+	back, err := storeOpts.openBackend(ctx, *data, key, log, db)
 	if err != nil {
 		return err
 	}
 	defer back.close()
-	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus})
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus, Budgets: budgets()})
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,9 @@ var (
 	// database from what can still be read. Later failures that SQLite
 	// reports as corruption wrap it too.
 	ErrDamaged = errors.New("relay database is damaged")
+	// ErrEmpty is the ErrDamaged of an empty (0-byte) file, which a relay
+	// never leaves behind: nothing in it can be recovered.
+	ErrEmpty = fmt.Errorf("%w: the file is empty (0 bytes)", ErrDamaged)
 )
 
 // sqliteHeader starts every SQLite database file.
@@ -139,7 +142,7 @@ func prepareFile(ctx context.Context, path string, mustExist bool) error {
 	n, err := io.ReadFull(f, head)
 	switch {
 	case n == 0 && (err == io.EOF || err == nil):
-		return fmt.Errorf("%w: the file is empty (0 bytes)", ErrDamaged)
+		return ErrEmpty
 	case err != nil && err != io.ErrUnexpectedEOF:
 		return err
 	case !bytes.Equal(head[:n], []byte(sqliteHeader)):
