@@ -26,19 +26,45 @@ import (
 	"github.com/ferry-im/ferry/wire"
 )
 
-// buildRelay builds the ferry-relay binary once per test binary run.
+// The ferry-relay binary is built once per test binary run, into
+// binDir, which TestMain removes.
+var (
+	binDir    string
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildRelay builds the ferry-relay binary once per test binary run and
+// returns its path.
 func buildRelay(t testing.TB) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	buildOnce.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		}
+		if binDir, buildErr = os.MkdirTemp("", "ferry-relay-test-"); buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(binDir, "ferry-relay")
+		out, err := exec.Command(goBin, "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	bin := filepath.Join(t.TempDir(), "ferry-relay")
-	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return builtBin
 }
 
 // relayProc is a running ferry-relay.
