@@ -11,17 +11,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferry-im/ferry/relay/relaytest"
 )
 
-// startRelay runs a relay in this process with its metrics (and this
-// process's RSS and CPU) on an HTTP server, as ferry-relay --metrics.
+// startRelay runs a relay in this process with its metrics (which include
+// this process's RSS and CPU) on an HTTP server, as ferry-relay --metrics.
 func startRelay(t *testing.T) (linkText, metricsURL string) {
-	r := relaytest.Start(t, nil)
-	r.Server.Registry().MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r := relaytest.Start(t, nil) // its registry has the process's metrics
 	hs := httptest.NewServer(promhttp.HandlerFor(r.Server.Registry(), promhttp.HandlerOpts{}))
 	t.Cleanup(hs.Close)
 	return r.Link.String(), hs.URL + "/metrics"
