@@ -12,7 +12,8 @@ import (
 // per-key, per-address and per-mailbox Limits stop one client, budgets
 // stop many. When a budget is spent the relay sheds what it values least
 // (docs/operations.md, "Budgets and limits"): handshakes still in progress
-// first, from the address with the most of them; then authenticated
+// first, the oldest first (an honest handshake takes a round trip, a
+// stalled one its whole timeout); then authenticated
 // connections that have been idle longest, unsubscribed before subscribed,
 // from the address with the most connections; a connection that completed
 // a frame within ActiveWindow is never shed, and if only such connections
@@ -127,14 +128,13 @@ type slot struct {
 	addr  string
 	close func()        // closes the connection; called when it is shed
 	conn  *conn         // set once the handshake is done
-	elem  *list.Element // in its address's handshake list while handshaking
+	elem  *list.Element // in the handshake list while handshaking
 	gone  bool          // released or shed (connBudget.mu held)
 }
 
 // addrSlots is what a connBudget counts for one source address.
 type addrSlots struct {
-	conns      int
-	handshakes list.List // *slot, oldest first
+	conns int
 }
 
 // connBudget admits connections within Budgets.Conns, Budgets.Handshakes
@@ -148,18 +148,16 @@ type connBudget struct {
 	// mu protects the fields below and every slot's fields but close.
 	mu         sync.Mutex
 	conns      int
-	handshakes int
+	handshakes list.List // *slot in handshake, oldest first
 	addrs      map[string]*addrSlots
-	hsAddrs    map[string]*addrSlots // the addresses with handshakes in progress
-	open       map[*slot]struct{}    // slots whose handshake is done
+	open       map[*slot]struct{} // slots whose handshake is done
 }
 
 func newConnBudget(b Budgets, perAddr int, mono func() time.Duration, shed func(string)) *connBudget {
 	return &connBudget{
 		maxConns: b.Conns, maxHandshakes: b.Handshakes, perAddr: perAddr,
 		active: b.ActiveWindow, mono: mono, shed: shed,
-		addrs: make(map[string]*addrSlots), hsAddrs: make(map[string]*addrSlots),
-		open: make(map[*slot]struct{}),
+		addrs: make(map[string]*addrSlots), open: make(map[*slot]struct{}),
 	}
 }
 
@@ -188,8 +186,8 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 		victims = append(victims, v)
 		b.shed(reason)
 	}
-	if b.maxHandshakes > 0 && b.handshakes >= b.maxHandshakes {
-		v := b.handshakeVictimLocked()
+	if b.maxHandshakes > 0 && b.handshakes.Len() >= b.maxHandshakes {
+		v := b.handshakes.Front().Value.(*slot)
 		b.dropLocked(v)
 		victims = append(victims, v)
 		b.shed("handshake")
@@ -198,9 +196,7 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 	b.addrs[addr] = a
 	a.conns++
 	b.conns++
-	s.elem = a.handshakes.PushBack(s)
-	b.hsAddrs[addr] = a
-	b.handshakes++
+	s.elem = b.handshakes.PushBack(s)
 	b.mu.Unlock()
 	for _, v := range victims {
 		v.close()
@@ -208,29 +204,17 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 	return s, nil
 }
 
-// victimLocked picks the connection to shed for a newcomer: a handshake
-// in progress if there is one, else the least valuable idle connection,
-// else nil.
+// victimLocked picks the connection to shed for a newcomer: the oldest
+// handshake in progress if there is one, else the least valuable idle
+// connection, else nil.
 func (b *connBudget) victimLocked() (*slot, string) {
-	if b.handshakes > 0 {
-		return b.handshakeVictimLocked(), "handshake"
+	if f := b.handshakes.Front(); f != nil {
+		return f.Value.(*slot), "handshake"
 	}
 	if v := b.idleVictimLocked(); v != nil {
 		return v, "idle"
 	}
 	return nil, ""
-}
-
-// handshakeVictimLocked returns the oldest handshake in progress of the
-// address with the most of them. There must be one.
-func (b *connBudget) handshakeVictimLocked() *slot {
-	var heaviest *addrSlots
-	for _, a := range b.hsAddrs {
-		if heaviest == nil || a.handshakes.Len() > heaviest.handshakes.Len() {
-			heaviest = a
-		}
-	}
-	return heaviest.handshakes.Front().Value.(*slot)
 }
 
 // shedSample is how many open connections are looked at to choose one to
@@ -290,13 +274,8 @@ func (b *connBudget) endHandshakeLocked(s *slot) {
 	if s.elem == nil {
 		return
 	}
-	a := b.addrs[s.addr]
-	a.handshakes.Remove(s.elem)
+	b.handshakes.Remove(s.elem)
 	s.elem = nil
-	b.handshakes--
-	if a.handshakes.Len() == 0 {
-		delete(b.hsAddrs, s.addr)
-	}
 }
 
 // release uncounts s when its connection ends (if it was not shed).
@@ -324,7 +303,7 @@ func (b *connBudget) dropLocked(s *slot) {
 func (b *connBudget) counts() (conns, handshakes int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.conns, b.handshakes
+	return b.conns, b.handshakes.Len()
 }
 
 // memPool is a relay-wide budget of bytes that connections draw from
