@@ -57,8 +57,8 @@ func TestSchemaVersion(t *testing.T) {
 	}
 	defer c.Close(ctx)
 	var v int
-	if err := c.QueryRow(ctx, `SELECT version FROM ferry_schema`).Scan(&v); err != nil || v != 1 {
-		t.Fatalf("schema version = %d, %v; want 1", v, err)
+	if err := c.QueryRow(ctx, `SELECT version FROM ferry_schema`).Scan(&v); err != nil || v != 2 {
+		t.Fatalf("schema version = %d, %v; want 2", v, err)
 	}
 	if _, err := c.Exec(ctx, `UPDATE ferry_schema SET version = 99`); err != nil {
 		t.Fatal(err)

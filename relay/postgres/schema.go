@@ -19,10 +19,10 @@ import (
 //     size, so quota checks need no scan; seen is the UTC day (days since
 //     1970-01-01) of the owner's last activity, for the clean-up of
 //     abandoned mailboxes (the database's day at creation); signed and
-//     last_resort are the opaque prekey records. Every write that touches
+//     last_resort are the opaque prekey records. Every write that adds to
 //     a mailbox's envelopes, tokens or prekeys locks its row first, so the
-//     writes of one mailbox are serialised across relays, seqs follow
-//     commit order, and transactions lock rows in one order.
+//     writes of one mailbox are serialised across relays and seqs follow
+//     commit order.
 //   - tokens: the set of delivery token hashes of each mailbox.
 //   - envelopes: the pending envelopes. received is Unix milliseconds.
 //   - acked: what is kept of an acknowledged envelope for de-duplication:
@@ -271,6 +271,88 @@ var migrations = []string{
 		DELETE FROM prekeys WHERE mailbox = ANY (ids);
 		DELETE FROM mailboxes WHERE id = ANY (ids);
 		RETURN QUERY SELECT unnest(ids);
+	END $$;`,
+
+	// Version 2, for the cost of a message: ferry_put takes the usual case
+	// (a new envelope that fits) in two statements instead of five: the
+	// mailbox's counters are advanced (which locks its row) if the envelope
+	// fits, then it is inserted unless its id is known; a known id undoes
+	// the counters (its seq stays used: seqs are never reused, gaps are
+	// allowed). The indexes on times become BRIN indexes (rows come in
+	// about the order of their times), which cost little to keep up on
+	// every insert and delete; Expire and Arrivals scan ranges of them.
+	`DROP INDEX envelopes_received;
+	CREATE INDEX envelopes_received ON envelopes USING brin (received);
+	DROP INDEX acked_day;
+	CREATE INDEX acked_day ON acked USING brin (day);
+
+	CREATE OR REPLACE FUNCTION ferry_put(p_mb bytea, p_id bytea, p_received bigint, p_data bytea,
+			p_max_count integer, p_max_bytes bigint,
+			OUT seq bigint, OUT dup boolean, OUT status smallint)
+	LANGUAGE plpgsql AS $$
+	DECLARE
+		n integer := length(p_data);
+		fits boolean;
+	BEGIN
+		seq := 0; dup := false; status := 0;
+		UPDATE mailboxes m SET next_seq = m.next_seq + 1, count = m.count + 1, bytes = m.bytes + n
+			WHERE m.id = p_mb
+				AND (p_max_count <= 0 OR m.count + 1 <= p_max_count)
+				AND (p_max_bytes <= 0 OR m.bytes + n <= p_max_bytes)
+			RETURNING m.next_seq - 1 INTO seq;
+		fits := FOUND;
+		IF fits THEN
+			INSERT INTO envelopes (mailbox, seq, id, received, size, data)
+				SELECT p_mb, seq, p_id, p_received, n, p_data
+				WHERE NOT EXISTS (SELECT 1 FROM acked a WHERE a.mailbox = p_mb AND a.id = p_id)
+				ON CONFLICT (mailbox, id) DO NOTHING;
+			IF FOUND THEN
+				RETURN;
+			END IF;
+			UPDATE mailboxes m SET count = m.count - 1, bytes = m.bytes - n WHERE m.id = p_mb;
+		ELSIF NOT ferry_lock(p_mb, false) THEN
+			seq := 0; status := 1;
+			RETURN;
+		END IF;
+		-- A known id (pending: its seq; acknowledged: seq 0), or a full
+		-- mailbox.
+		SELECT e.seq INTO seq FROM envelopes e WHERE e.mailbox = p_mb AND e.id = p_id;
+		IF FOUND THEN
+			dup := true;
+			RETURN;
+		END IF;
+		seq := 0;
+		IF EXISTS (SELECT 1 FROM acked a WHERE a.mailbox = p_mb AND a.id = p_id) THEN
+			dup := true;
+			RETURN;
+		END IF;
+		IF fits THEN
+			RAISE EXCEPTION 'ferry_put: envelope neither stored nor found';
+		END IF;
+		status := 2;
+	END $$;
+
+	-- ferry_ack no longer locks the mailbox's row before deleting: the
+	-- delete takes the envelopes' rows first, and a rare deadlock with a
+	-- writer that locked the mailbox first is retried (writer.go).
+	CREATE OR REPLACE FUNCTION ferry_ack(p_mb bytea, p_seqs bigint[]) RETURNS integer
+	LANGUAGE plpgsql AS $$
+	DECLARE
+		n integer;
+		sz bigint;
+	BEGIN
+		WITH gone AS (
+			DELETE FROM envelopes WHERE mailbox = p_mb AND seq = ANY (p_seqs)
+			RETURNING id, received, size),
+		kept AS (
+			INSERT INTO acked (mailbox, id, day)
+			SELECT p_mb, id, received / 86400000 FROM gone
+			ON CONFLICT (mailbox, id) DO NOTHING)
+		SELECT count(*), coalesce(sum(size), 0) INTO n, sz FROM gone;
+		IF n > 0 THEN
+			UPDATE mailboxes SET count = count - n, bytes = bytes - sz WHERE id = p_mb;
+		END IF;
+		RETURN n;
 	END $$;`,
 }
 

@@ -26,10 +26,11 @@ import (
 //
 // The writes of one mailbox always go to the same lane, so they run in the
 // order they were queued. Within a batch the writes are sorted by mailbox
-// (stably), and every write locks its mailbox's row before anything else,
-// so batches of different lanes, or of different relays, lock rows in the
-// same order and cannot deadlock each other; should PostgreSQL still report
-// a deadlock or serialisation failure, the batch is simply run again.
+// (stably), and every write but an Ack locks its mailbox's row before
+// anything else, so batches of different lanes, or of different relays,
+// mostly lock rows in one order; when PostgreSQL reports a deadlock (an
+// Ack deleting an envelope whose id another relay's retried Put inserts
+// again) or a serialisation failure, the batch is simply run again.
 //
 // If the batch fails on a statement (a bug, a constraint), each write is
 // retried alone so one bad write cannot fail the others. If the connection
