@@ -17,25 +17,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferry-im/ferry/censor/censortest"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the middlebox tests' log.
+type syncBuffer = censortest.Buffer
 
 // upstream is a test server behind the middlebox.
 type upstream struct {

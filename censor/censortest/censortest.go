@@ -4,6 +4,7 @@
 package censortest
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"testing"
@@ -21,7 +22,13 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 // is loopback on Linux).
 func ServeOn(t testing.TB, ip string, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	return ServeAt(t, net.JoinHostPort(ip, "0"), handle)
+}
+
+// ServeAt is Serve on a listener on addr (host:port).
+func ServeAt(t testing.TB, addr string, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,4 +62,25 @@ func ServeOn(t testing.TB, ip string, handle func(net.Conn)) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// Buffer is a bytes.Buffer safe for concurrent use: the log or output of
+// a middlebox or a process, read while it is written.
+type Buffer struct {
+	mu sync.Mutex // mu protects b
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
