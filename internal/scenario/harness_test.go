@@ -150,31 +150,53 @@ type world struct {
 	policy   string
 	link     string            // the relay's link: every endpoint through the censor
 	relayAt  map[string]string // transport -> the relay's listening address
+	upstream map[string]string // transport -> where the censor forwards it: the relay, or a proxy before it
 	censorAt map[string]string // transport -> the censor's address for it
 	log      string            // the censor's JSON log
+	relay    *proc
 	censor   *proc
 	cfg      worldConfig
 }
 
 // worldConfig adds to a scenario's relay and censor.
 type worldConfig struct {
-	block    []string          // --block addresses
-	forwards map[string]string // extra censor forwards, listen -> upstream
-	tunnel   *tunnelAddrs      // the naive TLS tunnel of the tls-in-tls row
+	block     []string          // --block addresses
+	forwards  map[string]string // extra censor forwards, listen -> upstream
+	tunnel    *tunnelAddrs      // the naive TLS tunnel of the tls-in-tls row
+	relayArgs []string          // more ferry-relay flags
+	// proxy, once the relay runs, starts what stands between the censor
+	// and the relay for some transports and returns their addresses.
+	proxy func(t *testing.T, w *world) map[string]string
 }
 
 // startWorld starts a relay on every transport it has and ferry-censor in
 // front of it with policy.
 func startWorld(t *testing.T, policy string, cfg worldConfig) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), policy: policy, relayAt: map[string]string{}, censorAt: map[string]string{}, cfg: cfg}
+	w := &world{t: t, dir: t.TempDir(), policy: policy, relayAt: map[string]string{}, upstream: map[string]string{}, censorAt: map[string]string{}, cfg: cfg}
 	w.log = filepath.Join(w.dir, "censor.jsonl")
 	relayArgs := []string{"--data", filepath.Join(w.dir, "relay"), "--log-level", "warn"}
-	censorArgs := []string{"--policy", w.policyFile(policy), "--seed", fmt.Sprint(*seedFlag), "--log", w.log}
 	for _, tr := range bin.transports {
 		w.relayAt[tr], w.censorAt[tr] = freePort(t, relayIP), freePort(t, censorIP)
+		w.upstream[tr] = w.relayAt[tr]
 		relayArgs = append(relayArgs, "--listen", tr+"="+w.relayAt[tr], "--public", tr+"="+w.censorAt[tr])
-		censorArgs = append(censorArgs, "--forward", w.censorAt[tr]+"="+w.relayAt[tr])
+	}
+	if slices.Contains(bin.transports, "https") {
+		// A relay with a name, as a deployed one has (its certificate is
+		// pinned in the link): Chromium sends SNI, and so does ferry.
+		relayArgs = append(relayArgs, "--https-sni", "www.example.com")
+	}
+	relay := start(t, regexp.MustCompile(`(?m)^ferry://relay\?\S+$`), 1, bin.relay, append(relayArgs, cfg.relayArgs...)...)
+	w.link = regexp.MustCompile(`(?m)^ferry://relay\?\S+$`).FindString(relay.out.String())
+	w.relay = relay
+	if cfg.proxy != nil {
+		for tr, addr := range cfg.proxy(t, w) {
+			w.upstream[tr] = addr
+		}
+	}
+	censorArgs := []string{"--policy", w.policyFile(policy), "--seed", fmt.Sprint(*seedFlag), "--log", w.log}
+	for _, tr := range bin.transports {
+		censorArgs = append(censorArgs, "--forward", w.censorAt[tr]+"="+w.upstream[tr])
 	}
 	for l, u := range cfg.forwards {
 		censorArgs = append(censorArgs, "--forward", l+"="+u)
@@ -182,8 +204,6 @@ func startWorld(t *testing.T, policy string, cfg worldConfig) *world {
 	for _, b := range cfg.block {
 		censorArgs = append(censorArgs, "--block", b)
 	}
-	relay := start(t, regexp.MustCompile(`(?m)^ferry://relay\?\S+$`), 1, bin.relay, relayArgs...)
-	w.link = regexp.MustCompile(`(?m)^ferry://relay\?\S+$`).FindString(relay.out.String())
 	w.censor = start(t, regexp.MustCompile("listening on"), len(bin.transports)+len(cfg.forwards), bin.censor, censorArgs...)
 	return w
 }
@@ -302,9 +322,9 @@ func (w *world) logTail() string {
 	return s + "\nferry-censor output:\n" + w.censor.out.String()
 }
 
-// transportOf returns the transport of the relay listener at addr.
+// transportOf returns the transport the censor forwards to addr.
 func (w *world) transportOf(addr string) string {
-	for tr, a := range w.relayAt {
+	for tr, a := range w.upstream {
 		if a == addr {
 			return tr
 		}
@@ -422,10 +442,20 @@ func (u *user) tryRead() (string, string, int) {
 	return u.run("", "read", "--json")
 }
 
+// Until the client races a link's endpoints, each command under a censor
+// that drops the first ones waits 5 s for each before it reaches one that
+// works: connecting two users takes a dozen commands.
+const (
+	connectTime  = 90 * time.Second
+	exchangeTime = 90 * time.Second
+	perMessage   = 200 * time.Millisecond // the throttle moves 140 kbit/s
+)
+
 // connect makes a and b contacts through the censor: a invites, b adds,
 // a reads until it knows b.
-func connect(t *testing.T, a, b *user, deadline time.Time) {
+func connect(t *testing.T, a, b *user) {
 	t.Helper()
+	deadline := time.Now().Add(connectTime)
 	inv := strings.TrimSpace(a.retry(deadline, "", "invite"))
 	if _, errs, code := b.run("", "add", inv); code != 0 && code != 3 {
 		t.Fatalf("%s: ferry add: exit %d: %s", b.name, code, errs)
@@ -461,13 +491,15 @@ func (u *user) send(to string, texts []string) {
 }
 
 // exchange sends n messages each way between a and b (in batches, each
-// after the before callback, if any) and reads on both sides until every
-// message has arrived or the deadline passes. It fails the test unless
-// each side got exactly the other's messages, once each, in order.
-func exchange(t *testing.T, a, b *user, n, batches int, deadline time.Time, before func(batch int)) {
+// after the before callback, if any) while both wait for the other's with
+// ferry read --wait, until every message has arrived or the deadline
+// passes. It fails the test unless each side got exactly the other's
+// messages, once each, in order.
+func exchange(t *testing.T, a, b *user, n, batches int, before func(batch int)) {
 	t.Helper()
+	deadline := time.Now().Add(exchangeTime + time.Duration(n)*perMessage)
 	ab, ba := lines(a.name, b.name, n), lines(b.name, a.name, n)
-	got := map[*user][]string{}
+	ra, rb := a.receive(deadline), b.receive(deadline)
 	for i := range batches {
 		if before != nil {
 			before(i)
@@ -478,21 +510,95 @@ func exchange(t *testing.T, a, b *user, n, batches int, deadline time.Time, befo
 		wg.Go(func() { b.send(a.name, ba[lo:hi]) })
 		wg.Wait()
 	}
-	// Both read in turn: a read also flushes the reader's own outbox, so
-	// each side's queued messages go out while it waits for the other's.
-	for (len(got[a]) < n || len(got[b]) < n) && time.Now().Before(deadline) {
-		for _, u := range []*user{a, b} {
-			ms, _ := u.read() // exit 3: read again
-			for _, m := range ms {
-				got[u] = append(got[u], m.Text)
+	for r, want := range map[*receiver][]string{ra: ba, rb: ab} {
+		if got := r.wait(n); !slices.Equal(got, want) {
+			t.Errorf("%s received %d messages, want %d exactly once and in order: %s", r.u.name, len(got), n, diffSummary(got, want))
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// receiver collects what a user's ferry read --wait --json prints, run
+// again whenever it exits, until it is stopped or the deadline passes.
+type receiver struct {
+	u        *user
+	deadline time.Time
+	stop     chan struct{}
+	done     chan struct{}
+	mu       sync.Mutex // mu protects texts
+	texts    []string
+}
+
+// receive starts a receiver for u.
+func (u *user) receive(deadline time.Time) *receiver {
+	r := &receiver{u: u, deadline: deadline, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for time.Now().Before(r.deadline) {
+			r.runOnce()
+			select {
+			case <-r.stop:
+				return
+			case <-time.After(readEvery):
 			}
 		}
+	}()
+	return r
+}
+
+// runOnce runs one ferry read --wait until it exits or is stopped.
+func (r *receiver) runOnce() {
+	cmd := exec.Command(bin.ferry, "--home", r.u.home, "read", "--json", "--wait", time.Until(r.deadline).Round(time.Second).String())
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "FERRY_PASSPHRASE=") })
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return
 	}
-	for u, want := range map[*user][]string{a: ba, b: ab} {
-		if !slices.Equal(got[u], want) {
-			t.Fatalf("%s received %d messages, want %d exactly once and in order: %s", u.name, len(got[u]), n, diffSummary(got[u], want))
+	if err := cmd.Start(); err != nil {
+		return
+	}
+	exited := make(chan struct{})
+	go func() {
+		select {
+		case <-r.stop:
+			cmd.Process.Signal(os.Interrupt) // the usual way to end a long wait
+		case <-exited:
+		}
+	}()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m message
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			r.mu.Lock()
+			r.texts = append(r.texts, m.Text)
+			r.mu.Unlock()
 		}
 	}
+	cmd.Wait()
+	close(exited)
+}
+
+// wait returns the texts once there are n of them or the deadline has
+// passed, and stops the receiver.
+func (r *receiver) wait(n int) []string {
+	for time.Now().Before(r.deadline) {
+		r.mu.Lock()
+		k := len(r.texts)
+		r.mu.Unlock()
+		if k >= n {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(r.stop)
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.texts)
 }
 
 // diffSummary says how got differs from want.

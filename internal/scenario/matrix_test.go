@@ -2,10 +2,13 @@ package scenario
 
 import (
 	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +16,8 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/censor"
+	"github.com/ferry-im/ferry/censor/censortest"
+	"github.com/ferry-im/ferry/transport/https/httpstest"
 )
 
 // row is one scenario of the matrix: a shipped policy, what must get
@@ -37,13 +42,7 @@ type row struct {
 // they run their control only. A row listed here whose transports exist,
 // or a row not listed whose transports do not, fails: when a transport
 // lands, its rows leave this list in the same change.
-var pendingRows = map[string]string{
-	"fet-2021":  "needs obfs or https: tcp is blocked 26% of the time",
-	"probing":   "needs obfs or https: the relay's tcp listener is confirmed by probing",
-	"tls-gate":  "needs https: only Chromium's ClientHello passes",
-	"whitelist": "needs https: only TLS and HTTP first packets pass",
-	"ip-block":  "needs https behind nginx on another address: the relay's address is null-routed",
-}
+var pendingRows = map[string]string{}
 
 // rows is the matrix: every shipped policy.
 var rows = []row{
@@ -51,7 +50,7 @@ var rows = []row{
 	{policy: "whatsapp-2017-07", control: controlMediaSNI},
 	{policy: "whatsapp-2017-09", control: controlSignature},
 	{policy: "fet-2021", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, control: controlTCPBlocked("fet", censor.Drop, 40)},
-	{policy: "probing", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, control: controlProbed},
+	{policy: "probing", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, main: exchangeAcrossProbing, control: controlProbed},
 	{policy: "tls-gate", needs: []string{"https"}, endOn: []string{"https"}, control: controlTCPBlocked("tls-gate", censor.Reset, 1)},
 	{policy: "whitelist", needs: []string{"https"}, endOn: []string{"https"}, control: controlTCPBlocked("whitelist", censor.Drop, 1)},
 	{policy: "throttle", control: controlThrottled("throttle")},
@@ -93,6 +92,11 @@ func runRow(t *testing.T, policy string) {
 		cfg = r.cfg(t)
 	}
 	w := startWorld(t, policy, cfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("censor log:\n%s\nferry-relay output:\n%s", w.logTail(), w.relay.out.String())
+		}
+	})
 	if ready {
 		main := r.main
 		if main == nil {
@@ -143,30 +147,22 @@ func TestScenarioRowsCoverPolicies(t *testing.T) {
 	}
 }
 
-// deadline is how long a scenario's exchange may take: generous, since
-// the throttle moves 140 kbit/s.
-func deadline(n int) time.Time {
-	return time.Now().Add(60*time.Second + time.Duration(n)*200*time.Millisecond)
-}
-
 // exchangeDefault: alice and bob, on the relay's full link, connect and
 // exchange n messages each way.
 func exchangeDefault(t *testing.T, w *world, n int) {
-	d := deadline(n)
 	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
-	connect(t, a, b, d)
-	exchange(t, a, b, n, 1, d, nil)
+	connect(t, a, b)
+	exchange(t, a, b, n, 1, nil)
 }
 
 // exchangeEach runs the exchange over each transport in turn, with links
 // cut down to it: every transport works.
 func exchangeEach(t *testing.T, w *world, n int) {
 	for _, tr := range bin.transports {
-		d := deadline(n)
 		l := w.linkVia("", tr)
 		a, b := newUser(t, w, "alice-"+tr, l), newUser(t, w, "bob-"+tr, l)
-		connect(t, a, b, d)
-		exchange(t, a, b, n, 1, d, nil)
+		connect(t, a, b)
+		exchange(t, a, b, n, 1, nil)
 	}
 }
 
@@ -186,7 +182,7 @@ func dialCensor(t *testing.T, w *world, tr string) net.Conn {
 func controlAllPass(t *testing.T, w *world) {
 	es := w.entries()
 	for _, tr := range bin.transports {
-		if !slices.ContainsFunc(es, func(e censor.LogEntry) bool { return e.Server == w.relayAt[tr] && e.Action == censor.Pass }) {
+		if !slices.ContainsFunc(es, func(e censor.LogEntry) bool { return e.Server == w.upstream[tr] && e.Action == censor.Pass }) {
 			t.Errorf("no %s flow through the censor was logged as passed", tr)
 		}
 	}
@@ -227,7 +223,7 @@ func controlSignature(t *testing.T, w *world) {
 func controlThrottled(rule string) func(*testing.T, *world) {
 	return func(t *testing.T, w *world) {
 		w.waitEntry(5*time.Second, "a throttled tcp flow", func(e censor.LogEntry) bool {
-			return e.Server == w.relayAt["tcp"] && e.Rule == rule && e.Action == censor.Throttle
+			return e.Server == w.upstream["tcp"] && e.Rule == rule && e.Action == censor.Throttle
 		})
 	}
 }
@@ -239,7 +235,7 @@ func controlTCPBlocked(rule string, action censor.Action, attempts int) func(*te
 	return func(t *testing.T, w *world) {
 		u := newUser(t, w, "tcp-only", w.linkVia("", "tcp"))
 		blocked := func(e censor.LogEntry) bool {
-			return e.Server == w.relayAt["tcp"] && e.Rule == rule && e.Action == action
+			return e.Server == w.upstream["tcp"] && e.Rule == rule && e.Action == action
 		}
 		for i := 0; !slices.ContainsFunc(w.entries(), blocked); i++ {
 			if i == attempts {
@@ -253,16 +249,40 @@ func controlTCPBlocked(rule string, action censor.Action, attempts int) func(*te
 	}
 }
 
+// exchangeAcrossProbing sends half the messages, waits until probing has
+// confirmed and blocked the relay's tcp listener (tcp's first packets are
+// random-looking), and sends the rest, which must go another way.
+func exchangeAcrossProbing(t *testing.T, w *world, n int) {
+	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
+	connect(t, a, b)
+	exchange(t, a, b, n, 2, func(batch int) {
+		if batch == 1 {
+			w.waitEntry(45*time.Second, "the relay's tcp listener blocked by probing", probedTCP(w))
+		}
+	})
+}
+
+// probedTCP matches the censor's block of the relay's tcp listener.
+func probedTCP(w *world) func(censor.LogEntry) bool {
+	return func(e censor.LogEntry) bool {
+		return e.Client == "" && e.Server == w.upstream["tcp"] && e.Rule == "probe"
+	}
+}
+
 // controlProbed: tcp's random-looking first packet gets the relay's tcp
-// listener probed, confirmed and blocked for every client.
+// listener probed, confirmed and blocked for every client; no other
+// listener is.
 func controlProbed(t *testing.T, w *world) {
 	u := newUser(t, w, "tcp-only", w.linkVia("", "tcp"))
 	u.tryRead()
-	w.waitEntry(45*time.Second, "the relay's tcp listener blocked by probing", func(e censor.LogEntry) bool {
-		return e.Client == "" && e.Server == w.relayAt["tcp"] && e.Rule == "probe"
-	})
+	w.waitEntry(45*time.Second, "the relay's tcp listener blocked by probing", probedTCP(w))
 	if _, _, code := u.tryRead(); code != 3 {
 		t.Errorf("tcp-only user after probing: exit %d, want 3 (unreachable)", code)
+	}
+	for _, e := range w.entries() {
+		if e.Client == "" && e.Rule == "probe" && e.Server != w.upstream["tcp"] {
+			t.Errorf("probing confirmed the %s listener: %s", w.transportOf(e.Server), e.Evidence)
+		}
 	}
 }
 
@@ -270,10 +290,9 @@ func controlProbed(t *testing.T, w *world) {
 // begin, and sends the rest into it: the queued messages arrive exactly
 // once after it.
 func exchangeAcrossOutage(t *testing.T, w *world, n int) {
-	d := deadline(n)
 	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
-	connect(t, a, b, d)
-	exchange(t, a, b, n, 2, d, func(batch int) {
+	connect(t, a, b)
+	exchange(t, a, b, n, 2, func(batch int) {
 		if batch == 1 {
 			waitOutage(t, w, 60*time.Second)
 		}
@@ -303,21 +322,43 @@ func controlOutage(t *testing.T, w *world) {
 	w.waitEntry(time.Second, "an outage", func(e censor.LogEntry) bool { return e.Rule == "outage" && e.Action == censor.Reset })
 }
 
-// blockRelay null-routes the relay's address.
-func blockRelay(*testing.T) worldConfig { return worldConfig{block: []string{relayIP}} }
+// blockRelay null-routes the relay's address, and puts nginx, on another
+// address, in front of its https listener (docs/transports.md 4.6).
+func blockRelay(t *testing.T) worldConfig {
+	cert := censortest.ExampleComCert(t)
+	certFile := filepath.Join(t.TempDir(), "nginx.crt")
+	var certPEM []byte
+	for _, der := range cert.Certificate {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return worldConfig{
+		block:     []string{relayIP},
+		relayArgs: []string{"--https-behind-proxy", "--tls-cert", certFile, "--https-sni", "www.example.com", "--log-level", "info"},
+		proxy: func(t *testing.T, w *world) map[string]string {
+			m := regexp.MustCompile(`msg="https transport" path=(/\S+)`).FindStringSubmatch(w.relay.out.String())
+			if m == nil {
+				t.Fatalf("ferry-relay did not log its https path:\n%s", w.relay.out.String())
+			}
+			return map[string]string{"https": httpstest.Nginx(t, cert, m[1], w.relayAt["https"], w.relayAt["https"])}
+		},
+	}
+}
 
 // controlNullRoute: the relay's own address is null-routed: a tcp-only
 // user cannot reach it, and the censor never saw a connection to it.
 func controlNullRoute(t *testing.T, w *world) {
 	w.waitEntry(time.Second, "the null route", func(e censor.LogEntry) bool {
-		return e.Server == w.relayAt["tcp"] && e.Action == censor.NullRoute
+		return e.Server == w.upstream["tcp"] && e.Action == censor.NullRoute
 	})
 	start := time.Now()
 	u := newUser(t, w, "tcp-only", w.linkVia("", "tcp"))
 	if _, _, code := u.tryRead(); code != 3 || time.Since(start) < time.Second {
 		t.Errorf("tcp-only user: exit %d after %v, want 3 (unreachable) after a connect timeout", code, time.Since(start))
 	}
-	if slices.ContainsFunc(w.entries(), func(e censor.LogEntry) bool { return e.Server == w.relayAt["tcp"] && e.Client != "" }) {
+	if slices.ContainsFunc(w.entries(), func(e censor.LogEntry) bool { return e.Server == w.upstream["tcp"] && e.Client != "" }) {
 		t.Errorf("a connection to the null-routed relay opened")
 	}
 }
@@ -370,11 +411,10 @@ func exchangeTLSInTLS(t *testing.T, w *world, n int) {
 		t.Logf("tls-in-tls: the exchange over https alone is PENDING until the https transport lands")
 		return
 	}
-	d := deadline(n)
 	l := w.linkVia("", "https")
 	a, b := newUser(t, w, "alice-https", l), newUser(t, w, "bob-https", l)
-	connect(t, a, b, d)
-	exchange(t, a, b, n, 1, d, nil)
+	connect(t, a, b)
+	exchange(t, a, b, n, 1, nil)
 }
 
 // controlTLSTunnel: the tcp transport inside a plain TLS tunnel (a
