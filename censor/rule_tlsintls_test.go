@@ -218,11 +218,17 @@ func noiseOverTLS(t testing.TB) (addr string, relayKey [32]byte) {
 	return addr, relay.Public
 }
 
-// pingOverTLS dials addr over TLS from conn, runs the channel handshake
-// inside and sends a Ping; it returns the error of the first step that
-// fails, within timeout.
-func pingOverTLS(conn net.Conn, relayKey [32]byte, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// setupTimeout bounds the handshakes of the tunnel tests: generous, for
+// a loaded machine. The client finishes both (the censor drops its last
+// message, which the client does not wait on); what a drop stops is the
+// answer to the request that follows, which each test waits for briefly.
+const setupTimeout = 20 * time.Second
+
+// pingOverTLS runs a TLS handshake on conn, the channel handshake inside
+// and sends a Ping; it returns the error of the first step that fails,
+// waiting at most answer for the Pong.
+func pingOverTLS(conn net.Conn, relayKey [32]byte, answer time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	tc := tls.Client(conn, &tls.Config{ServerName: "www.example.com", InsecureSkipVerify: true})
 	defer tc.Close()
@@ -242,7 +248,9 @@ func pingOverTLS(conn net.Conn, relayKey [32]byte, timeout time.Duration) error 
 	if err := ch.Send(ctx, ping); err != nil {
 		return err
 	}
-	_, err = ch.Recv(ctx)
+	actx, acancel := context.WithTimeout(ctx, answer)
+	defer acancel()
+	_, err = ch.Recv(actx)
 	return err
 }
 

@@ -38,10 +38,10 @@ func innerTLSOverTLS(t testing.TB) string {
 }
 
 // getOverTLSInTLS runs a TLS handshake on conn, a second one inside it,
-// and an HTTP/1.1 request inside that; it returns the first error, within
-// timeout.
-func getOverTLSInTLS(conn net.Conn, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// and an HTTP/1.1 request inside that; it returns the first error,
+// waiting at most answer for the response.
+func getOverTLSInTLS(conn net.Conn, answer time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -52,6 +52,9 @@ func getOverTLSInTLS(conn net.Conn, timeout time.Duration) error {
 		return err
 	}
 	if _, err := io.WriteString(inner, "GET / HTTP/1.1\r\nHost: inner.example.com\r\n\r\n"); err != nil {
+		return err
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(answer)); err != nil {
 		return err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(inner), nil)
