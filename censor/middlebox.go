@@ -51,6 +51,10 @@ type Middlebox struct {
 	// OnFlow, if set, is called with every flow and its verdict when the
 	// flow ends.
 	OnFlow func(*Flow, Verdict)
+	// Ready, if set, is called once by Serve when it applies the policy to
+	// the listener: before it accepts, or once it drops the listener's
+	// SYNs for a null-routed upstream.
+	Ready func()
 
 	mu      sync.Mutex // mu protects the fields below and writes to Log
 	engine  *Engine
@@ -163,9 +167,11 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
 	if v, ok := e.NullRouted(server); ok {
 		if plug, ok := blackhole(ln); ok {
+			m.ready()
 			return m.serveNullRoute(ctx, ln, plug, server, v)
 		}
 	}
+	m.ready()
 
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
@@ -195,6 +201,12 @@ func (m *Middlebox) Serve(ctx context.Context, ln net.Listener) error {
 			defer m.untrack(c)
 			m.handle(ctx, e, server, c)
 		})
+	}
+}
+
+func (m *Middlebox) ready() {
+	if m.Ready != nil {
+		m.Ready()
 	}
 }
 

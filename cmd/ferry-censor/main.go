@@ -181,7 +181,9 @@ func serve(ctx context.Context, e *censor.Engine, forwards []forward, log io.Wri
 	g, ctx := errgroup.WithContext(ctx)
 	for i, f := range forwards {
 		m := &censor.Middlebox{Upstream: f.upstream, Engine: e, Log: log, Logger: e.Logger}
-		fmt.Fprintf(stderr, "ferry-censor: policy %s, listening on %s, forwarding to %s\n", e.Policy.Name, lns[i].Addr(), f.upstream)
+		m.Ready = func() {
+			fmt.Fprintf(stderr, "ferry-censor: policy %s, listening on %s, forwarding to %s\n", e.Policy.Name, lns[i].Addr(), f.upstream)
+		}
 		g.Go(func() error {
 			err := m.Serve(ctx, lns[i])
 			if cerr := m.Close(); err == nil {

@@ -195,6 +195,11 @@ func TestBlockAndForwards(t *testing.T) {
 		done <- run(ctx, []string{"--policy", "ip-block", "--block", "127.0.0.2",
 			"--forward", direct + "=" + relay, "--forward", viaProxy + "=" + proxy}, &stdout, &stderr)
 	}()
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(stderr.String(), "listening on") < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the censor did not announce both forwards: %s", stderr.String())
+		}
+	}
 	c := dialCensor(t, viaProxy, &stderr)
 	if _, err := c.Write([]byte("hello\n")); err != nil {
 		t.Fatal(err)
