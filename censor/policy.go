@@ -14,7 +14,7 @@ import (
 	"strings"
 )
 
-// Policy is a named set of rules: one scenario of docs/censor.md section
+// Policy is a named set of rules: one scenario of docs/gfw.md section
 // 5. Its file format is JSON, decoded strictly by ParsePolicy:
 //
 //	{

@@ -14,7 +14,7 @@ import (
 // iYouPort and the Geneva team, "Exposing and Circumventing China's
 // Censorship of ESNI" (August 2020): blocking since 2020-07-29, triggered
 // by extension 0xffce alone, client-to-server drops, a residual block of
-// 120 or 180 s; docs/censor.md section 4 says to assume ECH will follow.
+// 120 or 180 s; docs/gfw.md section 4 says to assume ECH will follow.
 type ECHRule struct {
 	Match
 	// ECH also blocks encrypted_client_hello (0xfe0d), which the 2020

@@ -10,7 +10,7 @@ import (
 // (FoxIO's fingerprint, which survives Chrome's extension shuffling) is in
 // the allow-list pass; other TLS flows, and flows that are not TLS unless
 // NonTLS says otherwise, are reset. It models the censor of
-// docs/censor.md section 4, which tells library ClientHellos (Go's
+// docs/gfw.md section 4, which tells library ClientHellos (Go's
 // crypto/tls among them) from browsers'.
 type FingerprintRule struct {
 	Match

@@ -13,7 +13,7 @@ import (
 // IP, server port) 3-tuple also fail, whatever they carry. Sources: the
 // SNI filtering of the Great Firewall and its residual penalty (Rambert et
 // al., "Chinese Wall or Swiss Cheese? Keyword filtering in the Great
-// Firewall of China", WWW 2021; docs/censor.md section 4), used against
+// Firewall of China", WWW 2021; docs/gfw.md section 4), used against
 // WhatsApp's media hosts in July 2017 (section 2).
 type HostRule struct {
 	Match

@@ -13,7 +13,7 @@ import (
 // address, range or IP address and port never open, because the censor
 // drops their SYNs, for every client and on every path through it. It
 // models the Great Firewall's null routes for known proxy servers
-// (docs/censor.md section 5, scenario ip-block): Ensafi et al., "Examining
+// (docs/gfw.md section 5, scenario ip-block): Ensafi et al., "Examining
 // How the Great Firewall Discovers Hidden Circumvention Servers", IMC
 // 2015, saw Tor bridges blocked by IP address and port once discovered;
 // Alice et al., "How China Detects and Blocks Shadowsocks", IMC 2020, saw

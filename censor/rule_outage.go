@@ -11,7 +11,7 @@ import (
 // DownMax] (seconds to minutes), and so on. During an outage new
 // connections fail (New) and existing ones are cut (Existing). It models
 // the intermittent drops of the 2017 WhatsApp block and the
-// "sensitive period" outages of docs/censor.md sections 1, 2 and 5. An
+// "sensitive period" outages of docs/gfw.md sections 1, 2 and 5. An
 // existing connection is cut at its next read or write during an outage:
 // a censor can only act on packets that exist.
 type OutageRule struct {

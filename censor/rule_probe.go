@@ -23,7 +23,7 @@ import (
 // with a reference web server's, and a server whose reactions differ is
 // blocked for every client. Sources: Alice et al., "How China Detects and
 // Blocks Shadowsocks", IMC 2020, and Frolov et al., "Detecting
-// Probe-resistant Proxies", NDSS 2020 (docs/censor.md section 3). The
+// Probe-resistant Proxies", NDSS 2020 (docs/gfw.md section 3). The
 // probes themselves are Prober's.
 type ProbeRule struct {
 	Match

@@ -9,7 +9,7 @@ import (
 
 // SignatureRule blocks flows whose first client payload starts with one of
 // a list of byte patterns: the plaintext protocol signature a DPI box
-// matches. The 2017 WhatsApp block (docs/censor.md section 2) is its
+// matches. The 2017 WhatsApp block (docs/gfw.md section 2) is its
 // example: WhatsApp's client opened every connection with "W A <major>
 // <minor>" (57 41 04 01 natively, 57 41 01 05 in earlier versions), and
 // from September 2017 China dropped such flows.

@@ -11,7 +11,7 @@ import (
 // the transfer goes on, slowly, as a plateau rather than an error. Source:
 // Xue et al., "Throttling Twitter: An Emerging Censorship Technique in
 // Russia", IMC 2021, which measured flows whose SNI matched held to
-// 130-150 kbps both ways (docs/censor.md section 4); the 2017 WhatsApp
+// 130-150 kbps both ways (docs/gfw.md section 4); the 2017 WhatsApp
 // block throttled non-TLS, non-HTTP flows too (section 2). The published
 // censor dropped packets to reach the rate; a TCP proxy delays them, which
 // the endpoints see as the same plateau.
