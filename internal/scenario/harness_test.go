@@ -49,6 +49,13 @@ var bin struct {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The rows spend their time waiting on processes and timeouts, not on
+	// the CPU: run them all at once unless -parallel says otherwise.
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", fmt.Sprint(len(rows)))
+	}
 	code := 1
 	if err := build(); err != nil {
 		fmt.Fprintln(os.Stderr, "scenario:", err)
@@ -362,11 +369,36 @@ const readEvery = 600 * time.Millisecond
 // for a later command (exit 3).
 func newUser(t *testing.T, w *world, name, relayLink string) *user {
 	t.Helper()
-	u := &user{t: t, home: filepath.Join(w.dir, name), name: name}
-	if _, errs, code := u.run("", "init", "--relay", relayLink, "--name", name); code != 0 && code != 3 {
-		t.Fatalf("%s: ferry init: exit %d: %s", name, code, errs)
+	u, err := initUser(t, w, name, relayLink)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return u
+}
+
+// initUser is newUser for any goroutine.
+func initUser(t *testing.T, w *world, name, relayLink string) (*user, error) {
+	u := &user{t: t, home: filepath.Join(w.dir, name), name: name}
+	if _, errs, code := u.run("", "init", "--relay", relayLink, "--name", name); code != 0 && code != 3 {
+		return nil, fmt.Errorf("%s: ferry init: exit %d: %s", name, code, errs)
+	}
+	return u, nil
+}
+
+// pair makes alice and bob (with suffix) on relayLink, at the same time,
+// and makes them contacts.
+func pair(t *testing.T, w *world, relayLink, suffix string) (a, b *user) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Go(func() { a, errA = initUser(t, w, "alice"+suffix, relayLink) })
+	wg.Go(func() { b, errB = initUser(t, w, "bob"+suffix, relayLink) })
+	wg.Wait()
+	if err := errors.Join(errA, errB); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, a, b)
+	return a, b
 }
 
 // run runs ferry with args and returns stdout, stderr and the exit status.
@@ -451,23 +483,37 @@ const (
 	perMessage   = 200 * time.Millisecond // the throttle moves 140 kbit/s
 )
 
-// connect makes a and b contacts through the censor: a invites, b adds,
-// a reads until it knows b.
+// connect makes a and b contacts through the censor: a invites and waits
+// connected (ferry read --wait) while b adds, until a knows b.
 func connect(t *testing.T, a, b *user) {
 	t.Helper()
 	deadline := time.Now().Add(connectTime)
-	inv := strings.TrimSpace(a.retry(deadline, "", "invite"))
-	if _, errs, code := b.run("", "add", inv); code != 0 && code != 3 {
+	inv := ""
+	for inv == "" {
+		// Exit 3 still prints the invite; a's wait below registers it.
+		out, errs, code := a.run("", "invite")
+		inv = strings.TrimSpace(out)
+		if (code != 0 && code != 3) || time.Now().After(deadline) {
+			t.Fatalf("%s: ferry invite: exit %d: %s", a.name, code, errs)
+		}
+	}
+	ra := a.receive(deadline)
+	defer ra.wait(0)
+	_, errs, code := b.run("", "add", inv)
+	if code != 0 && code != 3 {
 		t.Fatalf("%s: ferry add: exit %d: %s", b.name, code, errs)
 	}
 	for {
-		b.read() // flushes the introduction if add could not
-		a.read()
 		if out, _, _ := a.run("", "contacts"); strings.TrimSpace(out) == b.name {
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s never learned of %s", a.name, b.name)
+		}
+		if code == 3 {
+			b.tryRead() // delivers the introduction add could not
+		} else {
+			time.Sleep(300 * time.Millisecond)
 		}
 	}
 }

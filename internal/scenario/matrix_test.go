@@ -150,8 +150,7 @@ func TestScenarioRowsCoverPolicies(t *testing.T) {
 // exchangeDefault: alice and bob, on the relay's full link, connect and
 // exchange n messages each way.
 func exchangeDefault(t *testing.T, w *world, n int) {
-	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
-	connect(t, a, b)
+	a, b := pair(t, w, w.link, "")
 	exchange(t, a, b, n, 1, nil)
 }
 
@@ -160,8 +159,7 @@ func exchangeDefault(t *testing.T, w *world, n int) {
 func exchangeEach(t *testing.T, w *world, n int) {
 	for _, tr := range bin.transports {
 		l := w.linkVia("", tr)
-		a, b := newUser(t, w, "alice-"+tr, l), newUser(t, w, "bob-"+tr, l)
-		connect(t, a, b)
+		a, b := pair(t, w, l, "-"+tr)
 		exchange(t, a, b, n, 1, nil)
 	}
 }
@@ -253,8 +251,7 @@ func controlTCPBlocked(rule string, action censor.Action, attempts int) func(*te
 // confirmed and blocked the relay's tcp listener (tcp's first packets are
 // random-looking), and sends the rest, which must go another way.
 func exchangeAcrossProbing(t *testing.T, w *world, n int) {
-	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
-	connect(t, a, b)
+	a, b := pair(t, w, w.link, "")
 	exchange(t, a, b, n, 2, func(batch int) {
 		if batch == 1 {
 			w.waitEntry(45*time.Second, "the relay's tcp listener blocked by probing", probedTCP(w))
@@ -290,8 +287,7 @@ func controlProbed(t *testing.T, w *world) {
 // begin, and sends the rest into it: the queued messages arrive exactly
 // once after it.
 func exchangeAcrossOutage(t *testing.T, w *world, n int) {
-	a, b := newUser(t, w, "alice", w.link), newUser(t, w, "bob", w.link)
-	connect(t, a, b)
+	a, b := pair(t, w, w.link, "")
 	exchange(t, a, b, n, 2, func(batch int) {
 		if batch == 1 {
 			waitOutage(t, w, 60*time.Second)
@@ -412,8 +408,7 @@ func exchangeTLSInTLS(t *testing.T, w *world, n int) {
 		return
 	}
 	l := w.linkVia("", "https")
-	a, b := newUser(t, w, "alice-https", l), newUser(t, w, "bob-https", l)
-	connect(t, a, b)
+	a, b := pair(t, w, l, "-https")
 	exchange(t, a, b, n, 1, nil)
 }
 
