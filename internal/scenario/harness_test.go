@@ -422,47 +422,9 @@ func (u *user) run(stdin string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), 0
 }
 
-// retry runs ferry with args until it exits 0 or the deadline passes;
-// exit 3 (the relay could not be reached) is retried.
-func (u *user) retry(deadline time.Time, stdin string, args ...string) string {
-	u.t.Helper()
-	for {
-		out, errs, code := u.run(stdin, args...)
-		switch {
-		case code == 0:
-			return out
-		case code != 3 || time.Now().After(deadline):
-			u.t.Fatalf("%s: ferry %s: exit %d: %s", u.name, strings.Join(args, " "), code, errs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // message is a line of ferry read --json.
 type message struct {
 	From, To, Text string
-}
-
-// read runs ferry read --json once and returns the messages it printed
-// and its exit status.
-func (u *user) read() ([]message, int) {
-	u.t.Helper()
-	out, errs, code := u.tryRead()
-	if code != 0 && code != 3 {
-		u.t.Fatalf("%s: ferry read: exit %d: %s", u.name, code, errs)
-	}
-	var ms []message
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l == "" {
-			continue
-		}
-		var m message
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			u.t.Fatalf("%s: ferry read --json printed %q: %v", u.name, l, err)
-		}
-		ms = append(ms, m)
-	}
-	return ms, code
 }
 
 // tryRead runs ferry read --json, at most once every readEvery, and
