@@ -341,7 +341,7 @@ func exchangeAcrossOutage(t *testing.T, w *world, n int) {
 	a, b := pair(t, w, w.link, "")
 	exchange(t, a, b, n, 2, func(batch int) {
 		if batch == 1 {
-			waitOutage(t, w, 60*time.Second)
+			waitOutage(t, w, time.Duration(float64(5*time.Minute) / *timescaleFlag)+30*time.Second) // intermittent is up for at most 5 min as shipped
 		}
 	})
 }
