@@ -31,7 +31,7 @@ type Profile struct {
 // Profile returns the profile or ErrNotFound.
 func (t *Tx) Profile() (*Profile, error) {
 	var sealed []byte
-	err := t.tx.QueryRowContext(t.ctx, `SELECT data FROM profile WHERE id = 1`).Scan(&sealed)
+	err := t.queryRow(`SELECT data FROM profile WHERE id = 1`).Scan(&sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -51,7 +51,7 @@ func (t *Tx) PutProfile(p *Profile) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO profile (id, data) VALUES (1, ?)`, sealed); err != nil {
+	if _, err := t.exec(`INSERT OR REPLACE INTO profile (id, data) VALUES (1, ?)`, sealed); err != nil {
 		return fmt.Errorf("write profile: %w", err)
 	}
 	t.erased = true // the previous prekey secrets
@@ -100,7 +100,7 @@ func contactAD(id int64) string { return "contacts|data|" + strconv.FormatInt(id
 
 // Contacts returns every contact in the order they were added.
 func (t *Tx) Contacts() ([]*Contact, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, data FROM contacts ORDER BY id`)
+	rows, err := t.query(`SELECT id, data FROM contacts ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("read contacts: %w", err)
 	}
@@ -125,7 +125,7 @@ func (t *Tx) Contacts() ([]*Contact, error) {
 // Contact returns the contact with the given id or ErrNotFound.
 func (t *Tx) Contact(id int64) (*Contact, error) {
 	var sealed []byte
-	err := t.tx.QueryRowContext(t.ctx, `SELECT data FROM contacts WHERE id = ?`, id).Scan(&sealed)
+	err := t.queryRow(`SELECT data FROM contacts WHERE id = ?`, id).Scan(&sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -155,7 +155,7 @@ func (t *Tx) PutContact(c *Contact) error {
 // sealed value to it.
 func (t *Tx) putSealed(table string, id *int64, ad func(int64) string, v any, insert string, args ...any) error {
 	if *id == 0 {
-		res, err := t.tx.ExecContext(t.ctx, insert, args...)
+		res, err := t.exec(insert, args...)
 		if err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
@@ -167,7 +167,7 @@ func (t *Tx) putSealed(table string, id *int64, ad func(int64) string, v any, in
 	if err != nil {
 		return err
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `UPDATE `+table+` SET data = ? WHERE id = ?`, sealed, *id); err != nil {
+	if _, err := t.exec(`UPDATE `+table+` SET data = ? WHERE id = ?`, sealed, *id); err != nil {
 		return fmt.Errorf("write %s: %w", table, err)
 	}
 	return nil
@@ -175,7 +175,7 @@ func (t *Tx) putSealed(table string, id *int64, ad func(int64) string, v any, in
 
 // DeleteContact deletes the contact with the given id, with its session.
 func (t *Tx) DeleteContact(id int64) error {
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM contacts WHERE id = ?`, id); err != nil {
+	if _, err := t.exec(`DELETE FROM contacts WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete contact: %w", err)
 	}
 	t.erased = true

@@ -68,7 +68,7 @@ func (t *Tx) oneConversation(query string, args ...any) (*Conversation, error) {
 }
 
 func (t *Tx) queryConversations(query string, args ...any) ([]*Conversation, error) {
-	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	rows, err := t.query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read conversations: %w", err)
 	}
@@ -98,7 +98,7 @@ func (t *Tx) DeleteConversation(id int64) error {
 		`DELETE FROM counters WHERE conversation = ?`,
 		`DELETE FROM conversations WHERE id = ?`,
 	} {
-		if _, err := t.tx.ExecContext(t.ctx, q, id); err != nil {
+		if _, err := t.exec(q, id); err != nil {
 			return fmt.Errorf("delete conversation: %w", err)
 		}
 	}
@@ -111,7 +111,7 @@ func (t *Tx) DeleteConversation(id int64) error {
 // far that contact's messages were shown in order.
 func (t *Tx) Counter(conversation, sender int64) (uint64, error) {
 	var n int64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT n FROM counters WHERE conversation = ? AND sender = ?`, conversation, sender).Scan(&n)
+	err := t.queryRow(`SELECT n FROM counters WHERE conversation = ? AND sender = ?`, conversation, sender).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -123,7 +123,7 @@ func (t *Tx) Counter(conversation, sender int64) (uint64, error) {
 
 // SetCounter sets a sender's counter in a conversation.
 func (t *Tx) SetCounter(conversation, sender int64, n uint64) error {
-	if _, err := t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO counters (conversation, sender, n) VALUES (?, ?, ?)`,
+	if _, err := t.exec(`INSERT OR REPLACE INTO counters (conversation, sender, n) VALUES (?, ?, ?)`,
 		conversation, sender, int64(n)); err != nil {
 		return fmt.Errorf("write counter: %w", err)
 	}
@@ -137,7 +137,7 @@ const _ = uint(Read-3) + uint(3-Read)
 // included) have not been shown.
 func (t *Tx) Unread() (map[int64]int, error) {
 	// The literal 3 (Read) lets SQLite use the partial index messages_unread.
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT conversation, count(*) FROM messages
+	rows, err := t.query(`SELECT conversation, count(*) FROM messages
 		WHERE sender != 0 AND state < 3 AND held = 0 GROUP BY conversation`)
 	if err != nil {
 		return nil, fmt.Errorf("count unread: %w", err)

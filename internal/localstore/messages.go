@@ -83,7 +83,7 @@ func (t *Tx) InsertMessage(m *Message) (bool, error) {
 	if !m.Received.IsZero() {
 		recv = m.Received.UnixMilli()
 	}
-	res, err := t.tx.ExecContext(t.ctx, `INSERT OR IGNORE INTO messages (id, conversation, sender, sent, received, state, kind, n, held, body)
+	res, err := t.exec(`INSERT OR IGNORE INTO messages (id, conversation, sender, sent, received, state, kind, n, held, body)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID[:], m.Conversation, m.Sender, m.Sent.UnixMilli(), recv, int(m.State), m.Kind, int64(m.N), m.Held, body)
 	if err != nil {
 		return false, fmt.Errorf("insert message: %w", err)
@@ -104,11 +104,12 @@ func (t *Tx) AdvanceState(id [16]byte, conversation int64, outgoing bool, s Stat
 	if outgoing {
 		cond = `sender = 0`
 	}
+	args := []any{int(s), id[:], int(s)}
 	if conversation != 0 {
-		cond += ` AND conversation = ` + strconv.FormatInt(conversation, 10)
+		cond += ` AND conversation = ?`
+		args = append(args, conversation)
 	}
-	res, err := t.tx.ExecContext(t.ctx, `UPDATE messages SET state = ? WHERE id = ? AND `+cond+` AND state < ?`,
-		int(s), id[:], int(s))
+	res, err := t.exec(`UPDATE messages SET state = ? WHERE id = ? AND state < ? AND `+cond, args...)
 	if err != nil {
 		return false, fmt.Errorf("update message state: %w", err)
 	}
@@ -178,7 +179,7 @@ func (t *Tx) AllHeld() ([]*Message, error) {
 // Release makes a held message visible as the newest message (a new Seq),
 // so that it is shown after the ones that were missing before it.
 func (t *Tx) Release(m *Message) error {
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM messages WHERE id = ?`, m.ID[:]); err != nil {
+	if _, err := t.exec(`DELETE FROM messages WHERE id = ?`, m.ID[:]); err != nil {
 		return fmt.Errorf("release message: %w", err)
 	}
 	m.Held = false
@@ -192,7 +193,7 @@ func (t *Tx) Release(m *Message) error {
 const messageColumns = `seq, id, conversation, sender, sent, received, state, kind, n, held, body`
 
 func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
-	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	rows, err := t.query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}

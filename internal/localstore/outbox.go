@@ -15,7 +15,7 @@ import (
 // last message Seq shown by ferry read.
 func (t *Tx) Cursor(name string) (int64, error) {
 	var v []byte
-	err := t.tx.QueryRowContext(t.ctx, `SELECT v FROM meta WHERE k = ?`, "cursor:"+name).Scan(&v)
+	err := t.queryRow(`SELECT v FROM meta WHERE k = ?`, "cursor:"+name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -27,7 +27,7 @@ func (t *Tx) Cursor(name string) (int64, error) {
 
 // SetCursor sets the named counter.
 func (t *Tx) SetCursor(name string, v int64) error {
-	if _, err := t.tx.ExecContext(t.ctx, `INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)`,
+	if _, err := t.exec(`INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)`,
 		"cursor:"+name, []byte(strconv.FormatInt(v, 10))); err != nil {
 		return fmt.Errorf("write cursor: %w", err)
 	}
@@ -69,7 +69,7 @@ func (t *Tx) Enqueue(o *Outgoing) error {
 			return err
 		}
 	}
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO outbox (id, contact, created, data, dest) VALUES (?, ?, ?, ?, ?)`,
+	res, err := t.exec(`INSERT INTO outbox (id, contact, created, data, dest) VALUES (?, ?, ?, ?, ?)`,
 		o.ID[:], o.Contact, o.Created.UnixMilli(), sealed, dest)
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
@@ -84,7 +84,7 @@ func (t *Tx) Outbox(limit int) ([]*Outgoing, error) {
 	if limit <= 0 {
 		limit = -1
 	}
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT seq, id, contact, created, attempts, data, dest FROM outbox ORDER BY seq LIMIT ?`, limit)
+	rows, err := t.query(`SELECT seq, id, contact, created, attempts, data, dest FROM outbox ORDER BY seq LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
 	}
@@ -119,7 +119,7 @@ func (t *Tx) Outbox(limit int) ([]*Outgoing, error) {
 // OutboxLen returns the number of queued envelopes.
 func (t *Tx) OutboxLen() (int, error) {
 	var n int
-	if err := t.tx.QueryRowContext(t.ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+	if err := t.queryRow(`SELECT count(*) FROM outbox`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count outbox: %w", err)
 	}
 	return n, nil
@@ -127,7 +127,7 @@ func (t *Tx) OutboxLen() (int, error) {
 
 // DropOutbox removes every envelope queued for a contact.
 func (t *Tx) DropOutbox(contact int64) error {
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM outbox WHERE contact = ?`, contact); err != nil {
+	if _, err := t.exec(`DELETE FROM outbox WHERE contact = ?`, contact); err != nil {
 		return fmt.Errorf("drop outbox: %w", err)
 	}
 	return nil
@@ -136,7 +136,7 @@ func (t *Tx) DropOutbox(contact int64) error {
 // Dequeue removes the envelope with the given id, reporting whether it was
 // there.
 func (t *Tx) Dequeue(id [16]byte) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM outbox WHERE id = ?`, id[:])
+	res, err := t.exec(`DELETE FROM outbox WHERE id = ?`, id[:])
 	if err != nil {
 		return false, fmt.Errorf("dequeue: %w", err)
 	}
@@ -146,7 +146,7 @@ func (t *Tx) Dequeue(id [16]byte) (bool, error) {
 
 // MarkSeen records id as seen at time at and reports whether it was new.
 func (t *Tx) MarkSeen(id [16]byte, at time.Time) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `INSERT OR IGNORE INTO seen (id, at) VALUES (?, ?)`, id[:], at.UnixMilli())
+	res, err := t.exec(`INSERT OR IGNORE INTO seen (id, at) VALUES (?, ?)`, id[:], at.UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("mark seen: %w", err)
 	}
@@ -156,7 +156,7 @@ func (t *Tx) MarkSeen(id [16]byte, at time.Time) (bool, error) {
 
 // ForgetSeen deletes seen ids recorded before t0 and returns how many.
 func (t *Tx) ForgetSeen(before time.Time) (int64, error) {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM seen WHERE at < ?`, before.UnixMilli())
+	res, err := t.exec(`DELETE FROM seen WHERE at < ?`, before.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("forget seen: %w", err)
 	}
@@ -179,7 +179,7 @@ func (t *Tx) AddInvite(secret []byte, created time.Time) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO invites (tag, created, data) VALUES (?, ?, ?)`,
+	if _, err := t.exec(`INSERT INTO invites (tag, created, data) VALUES (?, ?, ?)`,
 		tag, created.UnixMilli(), sealed); err != nil {
 		return fmt.Errorf("add invite: %w", err)
 	}
@@ -189,7 +189,7 @@ func (t *Tx) AddInvite(secret []byte, created time.Time) error {
 // TakeInvite removes the invite with this secret and reports whether it
 // was outstanding.
 func (t *Tx) TakeInvite(secret []byte) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM invites WHERE tag = ?`, t.inviteTag(secret))
+	res, err := t.exec(`DELETE FROM invites WHERE tag = ?`, t.inviteTag(secret))
 	if err != nil {
 		return false, fmt.Errorf("take invite: %w", err)
 	}
@@ -201,7 +201,7 @@ func (t *Tx) TakeInvite(secret []byte) (bool, error) {
 // Invites returns the number of outstanding invites.
 func (t *Tx) Invites() (int, error) {
 	var n int
-	if err := t.tx.QueryRowContext(t.ctx, `SELECT count(*) FROM invites`).Scan(&n); err != nil {
+	if err := t.queryRow(`SELECT count(*) FROM invites`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count invites: %w", err)
 	}
 	return n, nil

@@ -82,6 +82,12 @@ type Store struct {
 	seal   sealer
 	idxKey []byte // HMAC key for lookup columns derived from the profile key
 
+	// stmts holds the statements prepared so far, by their SQL: parsing
+	// SQL was the largest single cost of a transaction.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
+	wanted map[string]bool // queries to prepare after the transaction
+
 	// unscrubbed is set while committed transactions replaced or deleted
 	// secrets whose old bytes may still be in the WAL (a checkpoint was
 	// not done or could not finish).
@@ -256,6 +262,11 @@ func (s *Store) Close() error {
 		if s.unscrubbed.Load() {
 			s.scrub(context.Background())
 		}
+		s.stmtMu.Lock()
+		for _, st := range s.stmts {
+			st.Close()
+		}
+		s.stmtMu.Unlock()
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
@@ -280,6 +291,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
+	defer s.prepareWanted(ctx)
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err
@@ -305,6 +317,83 @@ type Tx struct {
 	// erased records that the transaction replaced or deleted a secret, so
 	// Update checkpoints the WAL after the commit.
 	erased bool
+}
+
+// stmt returns the transaction's statement for query. A query seen for
+// the first time is prepared in the transaction only, and once the
+// transaction is over on the store, for later ones: preparing on the
+// store inside a transaction would wait for the store's one connection.
+func (t *Tx) stmt(query string) (*sql.Stmt, error) {
+	s := t.s
+	s.stmtMu.Lock()
+	st := s.stmts[query]
+	if st == nil {
+		if s.wanted == nil {
+			s.wanted = make(map[string]bool)
+		}
+		s.wanted[query] = true
+	}
+	s.stmtMu.Unlock()
+	if st != nil {
+		return t.tx.StmtContext(t.ctx, st), nil
+	}
+	return t.tx.PrepareContext(t.ctx, query)
+}
+
+// prepareWanted prepares on the store the queries transactions have asked
+// for since the last call. Outside a transaction only. It does not hold
+// stmtMu while it prepares: a transaction holding the store's one
+// connection may need stmtMu to finish.
+func (s *Store) prepareWanted(ctx context.Context) {
+	s.stmtMu.Lock()
+	var queries []string
+	for q := range s.wanted {
+		queries = append(queries, q)
+	}
+	clear(s.wanted)
+	s.stmtMu.Unlock()
+	for _, q := range queries {
+		st, err := s.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue // asked for again next time
+		}
+		s.stmtMu.Lock()
+		if s.stmts == nil {
+			s.stmts = make(map[string]*sql.Stmt)
+		}
+		if s.stmts[q] == nil {
+			s.stmts[q] = st
+			st = nil
+		}
+		s.stmtMu.Unlock()
+		if st != nil {
+			st.Close() // another goroutine prepared it first
+		}
+	}
+}
+
+func (t *Tx) exec(query string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(t.ctx, args...)
+}
+
+func (t *Tx) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(t.ctx, args...)
+}
+
+func (t *Tx) queryRow(query string, args ...any) *sql.Row {
+	st, err := t.stmt(query)
+	if err != nil {
+		return t.tx.QueryRowContext(t.ctx, query, args...) // reports the error
+	}
+	return st.QueryRowContext(t.ctx, args...)
 }
 
 func (t *Tx) sealJSON(ad string, v any) ([]byte, error) {

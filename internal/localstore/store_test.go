@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -423,5 +424,40 @@ func TestHeldMessages(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConcurrentUpdates runs transactions from several goroutines while
+// their statements are first prepared: none may wait for another forever
+// (the store has one connection, and a transaction holding it may need a
+// statement another goroutine is preparing).
+func TestConcurrentUpdates(t *testing.T) {
+	ctx := context.Background()
+	s := create(t, t.TempDir(), nil)
+	done := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			var err error
+			for i := 0; i < 50 && err == nil; i++ {
+				err = s.Update(ctx, func(tx *Tx) error {
+					if err := tx.SetCursor(fmt.Sprint("c", g), int64(i)); err != nil {
+						return err
+					}
+					_, err := tx.Messages(MessageQuery{Conversation: int64(i % 3), Incoming: i%2 == 0, Limit: i % 4, Last: g%2 == 0})
+					return err
+				})
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("concurrent transactions stuck")
+		}
 	}
 }
