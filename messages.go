@@ -132,17 +132,28 @@ func (m *Message) Text() string {
 	return ""
 }
 
-// publicMessage makes the API's message of a stored one.
+// message makes the API's message of a stored one, naming its
+// conversation and sender from n.
 func (n *names) message(m *localstore.Message) *Message {
-	out := &Message{
-		ID: m.ID, Seq: m.Seq, Conversation: ConversationID(m.Conversation), Outgoing: m.Outgoing(),
-		Sent: m.Sent, Received: m.Received, State: fromStore[m.State],
-	}
-	if conv := n.byID[m.Conversation]; conv != nil {
-		out.ConversationName = n.name(conv)
+	var from, conv string
+	if c := n.byID[m.Conversation]; c != nil {
+		conv = n.name(c)
 	}
 	if k := n.contacts[m.Sender]; k != nil && m.Sender > 0 {
-		out.Sender, out.From = ContactID(k.ID), k.Name
+		from = k.Name
+	}
+	return messageOf(m, from, conv)
+}
+
+// messageOf makes the API's message of a stored one, whose sender and
+// conversation have the names given.
+func messageOf(m *localstore.Message, from, conv string) *Message {
+	out := &Message{
+		ID: m.ID, Seq: m.Seq, Conversation: ConversationID(m.Conversation), ConversationName: conv, Outgoing: m.Outgoing(),
+		Sent: m.Sent, Received: m.Received, State: fromStore[m.State],
+	}
+	if m.Sender > 0 {
+		out.Sender, out.From = ContactID(m.Sender), from
 	}
 	out.Kind, out.Body = decodeBody(m)
 	return out
@@ -196,11 +207,6 @@ func (c *Client) Messages(ctx context.Context, q Query) ([]*Message, error) {
 		}
 		return tx.Messages(lq)
 	})
-}
-
-// convert turns stored messages into the API's.
-func (c *Client) convert(ctx context.Context, ms []*localstore.Message) ([]*Message, error) {
-	return c.read(ctx, func(*localstore.Tx) ([]*localstore.Message, error) { return ms, nil })
 }
 
 // read returns the messages get reads, as the API's, in one transaction.

@@ -53,13 +53,12 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 	}
 	ev := inbox.Events{States: opts.OnState, Online: opts.OnOnline}
 	if opts.OnMessages != nil {
-		ev.Messages = func(ms []*localstore.Message) {
-			pub, err := c.convert(ctx, ms)
-			if err != nil {
-				c.a.Log.Warn("read new messages", "err", err)
-				return
+		ev.Messages = func(ss []inbox.Stored) {
+			ms := make([]*Message, len(ss))
+			for i, s := range ss {
+				ms[i] = messageOf(s.Message, s.From, s.Conversation)
 			}
-			opts.OnMessages(pub)
+			opts.OnMessages(ms)
 		}
 	}
 	if opts.OnContact != nil {

@@ -10,7 +10,7 @@ import (
 // housekeeping forgets old seen ids and releases held messages whose
 // predecessors did not come within the hold timeout, telling ev.
 func (in *Inbox) housekeeping(ctx context.Context, ev Events) error {
-	var rel []*localstore.Message
+	var rel []Stored
 	err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		if _, err := tx.ForgetSeen(in.a.Now().Add(-seenRetention)); err != nil {
 			return err
@@ -28,7 +28,7 @@ func (in *Inbox) housekeeping(ctx context.Context, ev Events) error {
 // releaseExpired shows messages held for longer than the hold timeout,
 // with everything held before them from the same sender, giving up on the
 // gap, and then whatever follows in order.
-func (in *Inbox) releaseExpired(tx *localstore.Tx) ([]*localstore.Message, error) {
+func (in *Inbox) releaseExpired(tx *localstore.Tx) ([]Stored, error) {
 	held, err := tx.AllHeld()
 	if err != nil || len(held) == 0 {
 		return nil, err
@@ -46,14 +46,19 @@ func (in *Inbox) releaseExpired(tx *localstore.Tx) ([]*localstore.Message, error
 			upTo[k] = max(upTo[k], h.N)
 		}
 	}
-	var out []*localstore.Message
+	var out []Stored
 	for _, k := range order {
+		c, err := tx.Contact(k.sender)
+		if err != nil {
+			return nil, err
+		}
+		from := (&peer{k: c}).stored
 		for _, h := range held {
 			if h.Conversation == k.conv && h.Sender == k.sender && h.N <= upTo[k] {
 				if err := tx.Release(h); err != nil {
 					return nil, err
 				}
-				out = append(out, h)
+				out = append(out, from(h))
 			}
 		}
 		shown, err := tx.Counter(k.conv, k.sender)
@@ -65,7 +70,9 @@ func (in *Inbox) releaseExpired(tx *localstore.Tx) ([]*localstore.Message, error
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, rel...)
+		for _, r := range rel {
+			out = append(out, from(r))
+		}
 		if err := tx.SetCounter(k.conv, k.sender, shown); err != nil {
 			return nil, err
 		}

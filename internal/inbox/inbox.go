@@ -64,7 +64,7 @@ func orDefault(v, def time.Duration) time.Duration {
 // transaction committed. Any may be nil.
 type Events struct {
 	// Messages gets new incoming messages and notices that are now shown.
-	Messages func([]*localstore.Message)
+	Messages func([]Stored)
 	// Contacts gets new contacts and contacts whose status changed.
 	Contacts func([]*localstore.Contact)
 	// States is called when outgoing messages changed state.
@@ -72,6 +72,15 @@ type Events struct {
 	// Online is called when the connection to the user's relay comes up
 	// (true) or goes down (false).
 	Online func(bool)
+}
+
+// Stored is a message the inbox stored, with the names that go with it,
+// so that telling of it needs no second look at the store.
+type Stored struct {
+	*localstore.Message
+	// From is the sender's name ("" for a notice); Conversation is the
+	// conversation's (a direct conversation's is its contact's name).
+	From, Conversation string
 }
 
 // Inbox receives one profile's mailbox.

@@ -122,7 +122,7 @@ func (b *batch) addContact(sender session.PublicIdentity, s *session.Session, ps
 	b.addPeer(&peer{k: k, conv: conv, s: s, delivered: [][16]byte{introID}})
 	b.res.contacts = append(b.res.contacts, k)
 	b.in.a.Log.Info("new contact", "name", k.Name)
-	return b.notice(conv.ID, NoticeNewContact, fmt.Sprintf(
+	return b.notice(conv.ID, k, NoticeNewContact, fmt.Sprintf(
 		"%s accepted your invite and is now a contact. Compare your safety numbers with %s over another channel to be sure it is them.",
 		k.Name, k.Name))
 }
@@ -135,7 +135,7 @@ func (b *batch) noteReuse(first *localstore.Contact, newcomer string) error {
 	if err != nil {
 		return err
 	}
-	return b.notice(conv.ID, NoticeInviteReuse, fmt.Sprintf(
+	return b.notice(conv.ID, first, NoticeInviteReuse, fmt.Sprintf(
 		"someone else (calling themselves %q) also used the invite link that %s used; the link was copied, and Ferry refused them. "+
 			"Compare safety numbers with %s over another channel.", newcomer, first.Name, first.Name))
 }

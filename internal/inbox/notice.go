@@ -12,8 +12,9 @@ const (
 )
 
 // notice stores a notice (a message from Ferry itself, never from a
-// contact) in a conversation: body = code(1) || text.
-func (b *batch) notice(conv int64, code byte, text string) error {
+// contact) in the direct conversation conv of contact k: body = code(1)
+// || text.
+func (b *batch) notice(conv int64, k *localstore.Contact, code byte, text string) error {
 	id, err := b.in.a.NewID()
 	if err != nil {
 		return err
@@ -25,6 +26,6 @@ func (b *batch) notice(conv int64, code byte, text string) error {
 	if _, err := b.tx.InsertMessage(m); err != nil {
 		return err
 	}
-	b.res.messages = append(b.res.messages, m)
+	b.res.messages = append(b.res.messages, Stored{Message: m, Conversation: k.Name})
 	return nil
 }

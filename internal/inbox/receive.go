@@ -191,7 +191,7 @@ func (in *Inbox) receiveBatch(ctx context.Context, cn *relayclient.Conn, ds []wi
 // result is what one stored batch produced.
 type result struct {
 	acks       []uint64
-	messages   []*localstore.Message
+	messages   []Stored
 	contacts   []*localstore.Contact
 	queued     bool // something was queued in the outbox
 	stateMoved bool // outgoing messages changed state
@@ -387,16 +387,23 @@ func (b *batch) ordered(p *peer, m *localstore.Message) error {
 	if m.Held {
 		return nil
 	}
-	b.res.messages = append(b.res.messages, m)
+	b.res.messages = append(b.res.messages, p.stored(m))
 	if m.N == p.shown+1 {
 		p.shown = m.N
 		rel, err := releaseInOrder(b.tx, p.conv.ID, p.k.ID, &p.shown)
 		if err != nil {
 			return err
 		}
-		b.res.messages = append(b.res.messages, rel...)
+		for _, r := range rel {
+			b.res.messages = append(b.res.messages, p.stored(r))
+		}
 	}
 	return nil
+}
+
+// stored is m, from p, as the events report it.
+func (p *peer) stored(m *localstore.Message) Stored {
+	return Stored{Message: m, From: p.k.Name, Conversation: p.k.Name}
 }
 
 // releaseInOrder shows the sender's held messages that now follow in

@@ -39,7 +39,7 @@ func (b *batch) handleRefusal(p *peer, c *content.Content) error {
 		content.RefusedUnknown: "it never made that invite (the link was changed)",
 		content.RefusedExpired: "the invite had expired",
 	}[r.Reason]
-	return b.notice(p.conv.ID, NoticeRefused, fmt.Sprintf(
+	return b.notice(p.conv.ID, p.k, NoticeRefused, fmt.Sprintf(
 		"%s's Ferry did not accept you as a contact: %s. Nothing you send will reach %s; ask %s for a new invite, then remove this contact.",
 		p.k.Name, why, p.k.Name, p.k.Name))
 }

@@ -25,6 +25,6 @@ func (b *batch) handleUnknown(p *peer, c *content.Content) error {
 	}
 	b.in.a.Log.Info("kept a message of a kind this Ferry does not know", "kind", int(c.Body.Kind()))
 	p.delivered = append(p.delivered, m.ID)
-	b.res.messages = append(b.res.messages, m)
+	b.res.messages = append(b.res.messages, p.stored(m))
 	return nil
 }
