@@ -1,0 +1,267 @@
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// scripted is a Probe and ControlProbe that plays a script of synth codes,
+// one per trial.
+type scripted struct {
+	mu     sync.Mutex
+	script string
+	i      int
+	rnd    *rand.Rand
+}
+
+func (s *scripted) next() *Trial {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	code := s.script[min(s.i, len(s.script)-1)]
+	s.i++
+	return synth(code, time.Now(), s.rnd)
+}
+
+func (s *scripted) Probe(ctx context.Context) Trial {
+	t := s.next()
+	return Trial{OK: t.OK, Stage: t.Stage, Failure: t.Failure, Detail: t.Detail, Transfer: t.Transfer}
+}
+
+// memStore is a Store in memory that can be made to fail.
+type memStore struct {
+	mu     sync.Mutex
+	trials []Trial
+	events []Event
+	cells  map[Cell]Assessment
+	fail   error
+}
+
+func (m *memStore) AddTrial(_ context.Context, t *Trial) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.trials = append(m.trials, *t)
+	return nil
+}
+
+func (m *memStore) SaveAssessment(_ context.Context, a Assessment, ended, started *Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if m.cells == nil {
+		m.cells = map[Cell]Assessment{}
+	}
+	m.cells[a.Cell] = a
+	switch {
+	case ended != nil:
+		m.events[len(m.events)-1] = *ended
+	case started != nil && len(m.events) > 0 && m.events[len(m.events)-1].Open():
+		m.events = m.events[:len(m.events)-1]
+	}
+	if started != nil {
+		m.events = append(m.events, *started)
+	}
+	return nil
+}
+
+func (m *memStore) RecentTrials(_ context.Context, c Cell, n int) ([]Trial, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Trial(nil), m.trials[max(0, len(m.trials)-n):]...), nil
+}
+
+func (m *memStore) OpenEvent(_ context.Context, c Cell) (*Event, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.events) == 0 || !m.events[len(m.events)-1].Open() {
+		return nil, nil
+	}
+	e := m.events[len(m.events)-1]
+	return &e, nil
+}
+
+func TestRunnerEventsAndSinks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hooks []WebhookPayload
+		client := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+			var p WebhookPayload
+			if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+				t.Errorf("decode webhook: %v", err)
+			}
+			hooks = append(hooks, p)
+			return &http.Response{StatusCode: 204, Status: "204 No Content", Body: io.NopCloser(strings.NewReader(""))}, nil
+		})}
+		probe := &scripted{script: "oooooorrrrrr", rnd: rand.New(rand.NewPCG(1, 1))}
+		store := &memStore{}
+		metrics := NewMetrics()
+		var ooni bytes.Buffer
+		r, err := NewRunner(Config{
+			Targets:  []Target{{Cell: testCell, Endpoint: "tcp=relay:1", Probe: probe, Control: ctlOK{}}},
+			Interval: 10 * time.Second, Jitter: -1, Store: store,
+			Sinks: []Sink{metrics, &OONIWriter{W: &ooni}, &Webhook{URL: "http://hooks.example/monitor", Client: client}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 115*time.Second)
+		defer cancel()
+		r.Run(ctx)
+		if len(store.trials) != 12 {
+			t.Fatalf("got %d trials, want 12", len(store.trials))
+		}
+		var states []string
+		for _, e := range store.events {
+			states = append(states, string(e.State))
+		}
+		if got, want := strings.Join(states, ","), "ok,blocked"; got != want {
+			t.Fatalf("events %s, want %s", got, want)
+		}
+		if store.events[0].End != store.events[1].Start || !store.events[1].Open() {
+			t.Errorf("events do not follow each other: %+v", store.events)
+		}
+		if len(hooks) != 3 || hooks[2].Event.State != StateBlocked || hooks[2].Previous.State != StateOK || hooks[1].Previous != nil {
+			t.Errorf("webhooks: %+v", hooks)
+		}
+		if got := metricValue(t, metrics.state.WithLabelValues(labels(testCell, "blocked")...)); got != 1 {
+			t.Errorf("blocked gauge %v, want 1", got)
+		}
+		if got := metricValue(t, metrics.trials.WithLabelValues(labels(testCell, "failed", "handshake", FailureConnReset)...)); got != 6 {
+			t.Errorf("failed trials counter %v, want 6", got)
+		}
+		checkOONILines(t, ooni.String(), 12)
+	})
+}
+
+type ctlOK struct{}
+
+func (ctlOK) Control(context.Context) Control {
+	return Control{Target: "ref", OK: true, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}
+}
+
+func checkOONILines(t *testing.T, s string, n int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) != n {
+		t.Fatalf("got %d OONI lines, want %d", len(lines), n)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[n-1]), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"data_format_version", "measurement_start_time", "probe_asn", "probe_cc", "report_id", "software_name", "test_keys", "test_name", "test_runtime", "test_start_time", "input"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("measurement lacks %q", k)
+		}
+	}
+	tk := m["test_keys"].(map[string]any)
+	if tk["failure"] != FailureConnReset || tk["failed_operation"] != "handshake" || tk["success"] != false {
+		t.Errorf("test_keys %v", tk)
+	}
+	if cell := tk["cell"].(map[string]any); cell["state"] != "blocked" || cell["mechanism"] != "reset" {
+		t.Errorf("cell status %v", cell)
+	}
+}
+
+func TestRunnerSurvivesFullDisk(t *testing.T) {
+	// A history that cannot be written (a full disk) leaves the monitor
+	// running, classifying and counting the errors.
+	synctest.Test(t, func(t *testing.T) {
+		probe := &scripted{script: "oooooorrrrrr", rnd: rand.New(rand.NewPCG(1, 1))}
+		store := &memStore{fail: errors.New("database or disk is full (13)")}
+		metrics := NewMetrics()
+		var logs bytes.Buffer
+		r, err := NewRunner(Config{
+			Targets:  []Target{{Cell: testCell, Probe: probe}},
+			Interval: 10 * time.Second, Jitter: -1, Store: store, Sinks: []Sink{metrics},
+			Logger: slogTo(&logs),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 115*time.Second)
+		defer cancel()
+		r.Run(ctx)
+		if a := r.Assessments()[0]; a.State != StateBlocked {
+			t.Errorf("state %s, want blocked", a.State)
+		}
+		if got := metricValue(t, metrics.storeErrors); got != 24 {
+			t.Errorf("store errors %v, want 24 (a trial and an assessment per trial)", got)
+		}
+		if !strings.Contains(logs.String(), "disk is full") {
+			t.Errorf("the error was not logged: %s", logs.String())
+		}
+	})
+}
+
+func TestRunnerRestore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &memStore{}
+		run := func(script string, d time.Duration) *Runner {
+			probe := &scripted{script: script, rnd: rand.New(rand.NewPCG(1, 1))}
+			r, err := NewRunner(Config{Targets: []Target{{Cell: testCell, Probe: probe}}, Interval: 10 * time.Second, Jitter: -1, Store: store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Restore(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), d)
+			defer cancel()
+			r.Run(ctx)
+			return r
+		}
+		first := run("oorrrrr", 65*time.Second)
+		blockedSince := first.Assessments()[0].Since
+		second := run("r", 25*time.Second)
+		a := second.Assessments()[0]
+		if a.State != StateBlocked || !a.Since.Equal(blockedSince) {
+			t.Errorf("after restart: %s since %v, want blocked since %v", a.State, a.Since, blockedSince)
+		}
+		if n := len(store.events); n != 2 {
+			t.Errorf("%d events after a restart in the same state, want 2", n)
+		}
+	})
+}
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// metricValue returns the value of a counter or gauge.
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
+	}
+	t.Fatalf("metric %v is neither a counter nor a gauge", m.Desc())
+	return 0
+}
+
+// roundTrip is an in-process http.RoundTripper (no socket may be used
+// inside a synctest bubble).
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
