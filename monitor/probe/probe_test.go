@@ -1,0 +1,140 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ferry-im/ferry/censor"
+	"github.com/ferry-im/ferry/monitor"
+)
+
+func TestHelloIsCensorCapture(t *testing.T) {
+	want, err := os.ReadFile("../../censor/testdata/chromium-hello.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(chromiumHello, want) {
+		t.Fatal("monitor/probe/chromium-hello.bin differs from censor/testdata/chromium-hello.bin: copy the new capture")
+	}
+	h, err := browserHello("www.example.org", bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := censor.ParseClientHello(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ja4, _ := os.ReadFile("../../censor/testdata/chromium-ja4.txt")
+	if parsed.SNI != "www.example.org" || parsed.JA4()+"\n" != string(ja4) {
+		t.Fatalf("rewritten hello: SNI %q, JA4 %s, want www.example.org and %s", parsed.SNI, parsed.JA4(), ja4)
+	}
+}
+
+// trialUnder runs one trial and one control under policy.
+func trialUnder(t *testing.T, policy string, seed uint64) (monitor.Trial, monitor.Control) {
+	t.Helper()
+	var tr monitor.Trial
+	var ctl monitor.Control
+	synctest.Test(t, func(t *testing.T) {
+		tb := newTestbed(t)
+		defer tb.close()
+		p := tb.textProbe(t)
+		if tr = p.Probe(t.Context()); !tr.OK {
+			t.Fatalf("trial under open failed: %+v", tr)
+		}
+		tb.setPolicy(policy, seed)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		tr = p.Probe(ctx)
+		ctl = tb.control(t).Control(ctx)
+	})
+	return tr, ctl
+}
+
+func TestTextProbeOpen(t *testing.T) {
+	tr, ctl := trialUnder(t, "open", 1)
+	if !tr.OK || !ctl.OK {
+		t.Fatalf("trial %+v, control %+v", tr, ctl)
+	}
+	var names []string
+	for _, s := range tr.Steps {
+		names = append(names, s.Name)
+	}
+	if got := len(names); got != 3 || names[0] != "send" || names[2] != "receipt" {
+		t.Errorf("steps %v, want send, deliver, receipt", names)
+	}
+	if !tr.Transfer.Measured() || !ctl.Transfer.Measured() {
+		t.Errorf("transfers not measured: probe %+v, control %+v", tr.Transfer, ctl.Transfer)
+	}
+}
+
+func TestTextProbeThrottled(t *testing.T) {
+	tr, _ := trialUnder(t, "throttle", 1)
+	if !tr.OK {
+		t.Fatalf("trial %+v", tr)
+	}
+	r := tr.Transfer.Rate()
+	if r < 140000/8*0.8 || r > 140000/8*1.25 {
+		t.Fatalf("rate %s under a 140 kbit/s throttle", monitor.FormatRate(r))
+	}
+}
+
+func TestTextProbeTLSGate(t *testing.T) {
+	tr, ctl := trialUnder(t, "tls-gate", 1)
+	if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureConnReset {
+		t.Errorf("trial under tls-gate: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+	}
+	if !ctl.OK || ctl.Transfer.Measured() {
+		t.Errorf("control under tls-gate: %+v; want the browser's hello to pass and Go's download to fail", ctl)
+	}
+}
+
+func TestTextProbeWhitelistDrops(t *testing.T) {
+	tr, ctl := trialUnder(t, "whitelist", 1)
+	if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureTimeout {
+		t.Errorf("trial under whitelist: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+	}
+	if !ctl.OK || !ctl.Transfer.Measured() || !math.IsInf(ctl.Transfer.Rate(), 1) {
+		t.Errorf("control under whitelist: %+v", ctl)
+	}
+}
+
+func TestTextProbeForgottenAccount(t *testing.T) {
+	// A relay that lost its data refuses the probe account: the trial
+	// fails at auth, and the next one makes new accounts and succeeds.
+	synctest.Test(t, func(t *testing.T) {
+		tb := newTestbed(t)
+		defer tb.close()
+		p := tb.textProbe(t)
+		if tr := p.Probe(t.Context()); !tr.OK {
+			t.Fatalf("first trial: %+v", tr)
+		}
+		tb.startRelay()
+		tr := p.Probe(t.Context())
+		if tr.OK || tr.Stage != monitor.StageAuth || tr.Failure != monitor.FailureDenied {
+			t.Fatalf("trial after the relay lost its data: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+		}
+		if tr := p.Probe(t.Context()); !tr.OK {
+			t.Fatalf("trial with new accounts: %+v", tr)
+		}
+	})
+}
+
+func TestTextProbeRelayDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tb := newTestbed(t)
+		defer tb.close()
+		tb.mu.Lock()
+		tb.relayL.Close()
+		tb.mu.Unlock()
+		tr := tb.textProbe(t).Probe(t.Context())
+		if tr.OK || tr.Stage != monitor.StageConnect || tr.Failure == "" {
+			t.Fatalf("trial with the relay down: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+		}
+	})
+}

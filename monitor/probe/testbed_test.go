@@ -1,0 +1,249 @@
+package probe
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/censor"
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/memstore"
+	"github.com/ferry-im/ferry/transport/transporttest"
+)
+
+// testbed is a relay, a reference web site and a censor between them and
+// the monitor, all in memory (transporttest.Network), so that it runs
+// inside a synctest bubble where the censor's minutes pass at once.
+type testbed struct {
+	t       *testing.T
+	net     transporttest.Network
+	key     channel.KeyPair
+	link    link.Relay
+	roots   *x509.CertPool
+	wg      sync.WaitGroup
+	closers []func()
+
+	mu       sync.Mutex // mu protects the fields below
+	relay    *relay.Server
+	relayL   net.Listener
+	engine   *censor.Engine
+	policy   string
+	seed     uint64
+	verdicts map[censor.Action]int // verdicts the censor gave, other than pass
+	firstAct time.Time             // when the current policy first acted
+}
+
+const (
+	relayAddr = "10.0.0.1:7443"
+	refAddr   = "10.0.0.2:443"
+	refURL    = "https://www.example.com/page"
+	refHost   = "www.example.com"
+	vantageIP = "10.9.0.1"
+	pageSize  = 256 << 10
+)
+
+func newTestbed(t *testing.T) *testbed {
+	tb := &testbed{t: t, verdicts: map[censor.Action]int{}}
+	k, err := channel.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.key = k
+	tb.link = link.Relay{Key: k.Public, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: relayAddr}}}
+	tb.startRelay()
+	tb.startReference()
+	tb.setPolicy("open", 1)
+	return tb
+}
+
+// startRelay starts (or restarts, with an empty store: a relay that lost
+// its data) the relay.
+func (tb *testbed) startRelay() {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if tb.relay != nil {
+		tb.relayL.Close()
+		tb.relay.Close()
+	}
+	srv, err := relay.NewServer(relay.Config{Key: tb.key, Store: memstore.New(), Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1}})
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	l, err := tb.net.Listen(relayAddr)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	tb.relay, tb.relayL = srv, l
+	tb.wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			tb.wg.Go(func() { srv.ServeConn(context.Background(), c) })
+		}
+	})
+}
+
+// startReference serves a page of pageSize bytes over TLS at refAddr.
+func (tb *testbed) startReference() {
+	cert, roots := selfSigned(tb.t, refHost)
+	tb.roots = roots
+	l, err := tb.net.Listen(refAddr)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	page := []byte(strings.Repeat("reference page ", pageSize/15+1))[:pageSize]
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) })}
+	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})
+	tb.wg.Go(func() { srv.Serve(tl) })
+	tb.closers = append(tb.closers, func() { srv.Close() })
+}
+
+// setPolicy replaces the censor by a fresh engine playing the named
+// policy, seeded.
+func (tb *testbed) setPolicy(name string, seed uint64) {
+	p, err := censor.LoadPolicy(name)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	var cs [32]byte
+	cs[0], cs[1] = byte(seed), byte(seed>>8)
+	e := &censor.Engine{Policy: p, Rand: mrand.NewChaCha8(cs)}
+	tb.mu.Lock()
+	old := tb.engine
+	tb.engine, tb.policy, tb.firstAct = e, name, time.Time{}
+	tb.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// DialContext dials addr on the memory network through the censor, as the
+// vantage point.
+func (tb *testbed) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := tb.net.DialContext(ctx, link.Endpoint{Transport: "tcp", Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	tb.mu.Lock()
+	e := tb.engine
+	tb.mu.Unlock()
+	server := netip.MustParseAddrPort(addr)
+	w := e.Wrap(c, netip.AddrPortFrom(netip.MustParseAddr(vantageIP), 40000), server)
+	return &verdictConn{Conn: w, tb: tb, e: e}, nil
+}
+
+// verdictConn notes the verdicts the censor gave a connection, to tell
+// when a policy first acted.
+type verdictConn struct {
+	net.Conn
+	tb   *testbed
+	e    *censor.Engine
+	once sync.Once
+}
+
+func (c *verdictConn) note() {
+	v := c.Conn.(interface{ Verdict() censor.Verdict }).Verdict()
+	if v.Action == censor.Pass {
+		return
+	}
+	c.once.Do(func() {
+		c.tb.mu.Lock()
+		defer c.tb.mu.Unlock()
+		c.tb.verdicts[v.Action]++
+		if c.tb.engine == c.e && c.tb.firstAct.IsZero() {
+			c.tb.firstAct = time.Now()
+		}
+	})
+}
+
+func (c *verdictConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.note()
+	return n, err
+}
+
+func (c *verdictConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.note()
+	return n, err
+}
+
+// firstAction returns when the current policy first dropped, reset or
+// throttled a connection (zero if it has not yet).
+func (tb *testbed) firstAction() time.Time {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return tb.firstAct
+}
+
+func (tb *testbed) close() {
+	tb.mu.Lock()
+	tb.relayL.Close()
+	tb.relay.Close()
+	e := tb.engine
+	tb.mu.Unlock()
+	for _, f := range tb.closers {
+		f()
+	}
+	e.Close()
+	tb.wg.Wait()
+}
+
+// textProbe returns a TextProbe of the testbed's relay over tcp, through
+// the censor, with its accounts in a temporary directory.
+func (tb *testbed) textProbe(t *testing.T) *TextProbe {
+	p, err := NewTextProbe(TextConfig{Dir: t.TempDir(), Relay: tb.link, Transport: Transports()[0], NetDialer: tb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (tb *testbed) control(t *testing.T) *Control {
+	c, err := NewControl(ControlConfig{URL: refURL, Addr: refAddr, NetDialer: tb, TLS: &tls.Config{RootCAs: tb.roots}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// selfSigned returns a certificate for host and a pool that trusts it.
+func selfSigned(t *testing.T, host string) (tls.Certificate, *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
