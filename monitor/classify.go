@@ -25,7 +25,8 @@ type Thresholds struct {
 	BlockAfter  time.Duration
 	// Unblock: a blocked cell stops being blocked when Unblock of the
 	// last UnblockWindow trials since the block began succeeded. Defaults
-	// 3 and 10.
+	// 3 and 10 (two successes in a row are common under a probabilistic
+	// block such as fet-2021's once its residual block ends).
 	Unblock       int
 	UnblockWindow int
 	// IntermittentBelow: a cell whose window holds at least two separate
@@ -41,7 +42,7 @@ type Thresholds struct {
 	// ThrottleTrials measured transfers, each below ThrottleRatio of the
 	// control's rate and within ThrottleSpread of each other (a plateau),
 	// make a cell throttled; it stays throttled until a transfer reaches
-	// twice ThrottleRatio. Defaults 0.25, 0.25 and 3.
+	// twice ThrottleRatio. Defaults 0.25, 0.25 and 2.
 	ThrottleRatio  float64
 	ThrottleSpread float64
 	ThrottleTrials int
@@ -86,7 +87,7 @@ func (th Thresholds) withDefaults() Thresholds {
 	setD(&th.Quiet, 6*time.Minute)
 	setF(&th.ThrottleRatio, 0.25)
 	setF(&th.ThrottleSpread, 0.25)
-	setInt(&th.ThrottleTrials, 3)
+	setInt(&th.ThrottleTrials, 2)
 	setF(&th.DegradedRatio, 0.5)
 	setD(&th.SlowRuntime, time.Minute)
 	setD(&th.NetworkDown, 3*time.Minute)
@@ -285,7 +286,7 @@ func (c *Classifier) blockedAssessment() Assessment {
 	if len(failed) == 0 {
 		return Assessment{State: StateBlocked, Mechanism: c.cur.Mechanism, Since: c.cur.Since, Evidence: c.cur.Evidence}
 	}
-	mech := dominant(failed[max(0, len(failed)-3):])
+	mech := dominant(failed[max(0, len(failed)-2):])
 	last := failed[len(failed)-1]
 	since := failed[0].start
 	for _, f := range failed {
@@ -419,7 +420,9 @@ func (c *Classifier) okOrDegraded() Assessment {
 		}
 	}
 	n, rate := c.successRate(c.window)
-	if len(ratios) > 0 {
+	// Degraded needs the latest transfer to be slow too: after a throttle
+	// ends, the window's median lags behind.
+	if len(ratios) > 0 && ratios[len(ratios)-1] < c.th.DegradedRatio {
 		if r := median(ratios); r < c.th.DegradedRatio {
 			return Assessment{State: StateDegraded, Since: since, Evidence: fmt.Sprintf("transfers run at %.0f%% of the control's rate (median), without a plateau", 100*r)}
 		}

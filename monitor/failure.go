@@ -42,6 +42,9 @@ const (
 	// FailureNotDelivered: every connection worked, yet the message or its
 	// receipt did not arrive in time.
 	FailureNotDelivered = "ferry_not_delivered"
+	// FailureRelay: the relay refused a request for a reason of its own
+	// (rate limited, over quota, storage unavailable).
+	FailureRelay = "ferry_relay_error"
 	// FailureLocal: the monitor's own machine failed (disk full, a
 	// corrupted probe profile).
 	FailureLocal = "ferry_local_error"

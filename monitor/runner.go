@@ -23,9 +23,11 @@ type Probe interface {
 }
 
 // ControlProbe measures the neutral reference site through the same path
-// as a cell's probe. It must return when ctx is done.
+// as a cell's probe: the pre control (post false) only whether the site
+// can be reached, the post control (post true) also the path's rate. It
+// must return when ctx is done.
 type ControlProbe interface {
-	Control(ctx context.Context) Control
+	Control(ctx context.Context, post bool) Control
 }
 
 // Target is one cell the Runner probes.
@@ -286,7 +288,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 func (r *Runner) RunTrial(ctx context.Context, t Target) Trial {
 	var trial Trial
 	if t.Control != nil {
-		pre := r.control(ctx, t)
+		pre := r.control(ctx, t, false)
 		trial.Pre = &pre
 	}
 	start := r.now()
@@ -309,7 +311,7 @@ func (r *Runner) RunTrial(ctx context.Context, t Target) Trial {
 				return trial
 			}
 		}
-		post := r.control(ctx, t)
+		post := r.control(ctx, t, true)
 		trial.Post = &post
 	}
 	if ctx.Err() != nil {
@@ -319,11 +321,11 @@ func (r *Runner) RunTrial(ctx context.Context, t Target) Trial {
 	return trial
 }
 
-func (r *Runner) control(ctx context.Context, t Target) Control {
+func (r *Runner) control(ctx context.Context, t Target, post bool) Control {
 	start := r.now()
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.controlTimeout())
 	defer cancel()
-	c := t.Control.Control(cctx)
+	c := t.Control.Control(cctx, post)
 	if c.Start.IsZero() {
 		c.Start = start
 	}

@@ -152,7 +152,7 @@ func TestRunnerEventsAndSinks(t *testing.T) {
 
 type ctlOK struct{}
 
-func (ctlOK) Control(context.Context) Control {
+func (ctlOK) Control(context.Context, bool) Control {
 	return Control{Target: "ref", OK: true, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}
 }
 

@@ -30,7 +30,10 @@ var Stages = []Stage{StageDNS, StageConnect, StageTLS, StageHTTP, StageHandshake
 
 // Features a cell measures.
 const (
-	FeatureText = "text" // a text message and its delivery receipt
+	FeatureText = "text" // a text message and its delivery receipt, over the relay protocol
+	// FeatureClientText is the same round trip through the whole client
+	// library (sessions, outbox, local store).
+	FeatureClientText = "client_text"
 )
 
 // Cell is what one series of trials measures: a feature of one relay over

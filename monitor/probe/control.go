@@ -74,8 +74,8 @@ type ControlConfig struct {
 }
 
 // Control measures the reference site through a path: a browser's TLS
-// ClientHello must get a ServerHello (the control passes), then a page is
-// downloaded over Go's TLS for the path's rate (a download that fails
+// ClientHello must get a ServerHello (the control passes), then, in the
+// post control, a page is downloaded over Go's TLS for the path's rate (a download that fails
 // does not fail the control: a censor that lets only browsers' hellos
 // through stops it). It is a monitor.ControlProbe.
 type Control struct {
@@ -115,13 +115,13 @@ func NewControl(cfg ControlConfig) (*Control, error) {
 	return &Control{cfg: cfg, host: u.Hostname(), addr: addr}, nil
 }
 
-// Control runs the control.
-func (c *Control) Control(ctx context.Context) monitor.Control {
+// Control runs the control: the hello, and the download too when post.
+func (c *Control) Control(ctx context.Context, post bool) monitor.Control {
 	start := c.cfg.Now()
 	res := monitor.Control{Target: c.cfg.URL, Start: start, OK: true}
 	if stage, err := c.hello(ctx); err != nil {
 		res.Fail(stage, err)
-	} else if c.cfg.FetchBytes > 0 {
+	} else if post && c.cfg.FetchBytes > 0 {
 		tr, err := c.fetch(ctx)
 		res.Transfer = tr
 		if err != nil {

@@ -296,3 +296,14 @@ func (r *recorder) transfer() monitor.Transfer {
 	}
 	return best.sustained()
 }
+
+// watchedRegistry returns a registry holding t alone, its dialer making
+// raw connections through nd, both watched.
+func watchedRegistry(t Transport, nd transport.NetDialer, now func() time.Time) (*transport.Registry, error) {
+	td := &transportDialer{
+		inner:      t.New(&netDialer{base: nd, now: now}),
+		now:        now,
+		setupStage: t.SetupStage,
+	}
+	return transport.NewRegistry(transport.Entry{Name: t.Name, Dialer: td})
+}

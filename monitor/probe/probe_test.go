@@ -35,15 +35,31 @@ func TestHelloIsCensorCapture(t *testing.T) {
 	}
 }
 
+// probes are the two probes every trial test runs.
+var probes = []struct {
+	name string
+	make func(tb *testbed, t *testing.T) monitor.Probe
+}{
+	{"text", func(tb *testbed, t *testing.T) monitor.Probe { return tb.textProbe(t) }},
+	{"client", func(tb *testbed, t *testing.T) monitor.Probe { return tb.clientProbe(t) }},
+}
+
+// eachProbe runs f for each probe in a subtest.
+func eachProbe(t *testing.T, f func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe)) {
+	for _, p := range probes {
+		t.Run(p.name, func(t *testing.T) { f(t, p.make) })
+	}
+}
+
 // trialUnder runs one trial and one control under policy.
-func trialUnder(t *testing.T, policy string, seed uint64) (monitor.Trial, monitor.Control) {
+func trialUnder(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe, policy string, seed uint64) (monitor.Trial, monitor.Control) {
 	t.Helper()
 	var tr monitor.Trial
 	var ctl monitor.Control
 	synctest.Test(t, func(t *testing.T) {
 		tb := newTestbed(t)
 		defer tb.close()
-		p := tb.textProbe(t)
+		p := mk(tb, t)
 		if tr = p.Probe(t.Context()); !tr.OK {
 			t.Fatalf("trial under open failed: %+v", tr)
 		}
@@ -51,90 +67,102 @@ func trialUnder(t *testing.T, policy string, seed uint64) (monitor.Trial, monito
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		tr = p.Probe(ctx)
-		ctl = tb.control(t).Control(ctx)
+		ctl = tb.control(t).Control(ctx, true)
 	})
 	return tr, ctl
 }
 
-func TestTextProbeOpen(t *testing.T) {
-	tr, ctl := trialUnder(t, "open", 1)
-	if !tr.OK || !ctl.OK {
-		t.Fatalf("trial %+v, control %+v", tr, ctl)
-	}
-	var names []string
-	for _, s := range tr.Steps {
-		names = append(names, s.Name)
-	}
-	if got := len(names); got != 3 || names[0] != "send" || names[2] != "receipt" {
-		t.Errorf("steps %v, want send, deliver, receipt", names)
-	}
-	if !tr.Transfer.Measured() || !ctl.Transfer.Measured() {
-		t.Errorf("transfers not measured: probe %+v, control %+v", tr.Transfer, ctl.Transfer)
-	}
-}
-
-func TestTextProbeThrottled(t *testing.T) {
-	tr, _ := trialUnder(t, "throttle", 1)
-	if !tr.OK {
-		t.Fatalf("trial %+v", tr)
-	}
-	r := tr.Transfer.Rate()
-	if r < 140000/8*0.8 || r > 140000/8*1.25 {
-		t.Fatalf("rate %s under a 140 kbit/s throttle", monitor.FormatRate(r))
-	}
-}
-
-func TestTextProbeTLSGate(t *testing.T) {
-	tr, ctl := trialUnder(t, "tls-gate", 1)
-	if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureConnReset {
-		t.Errorf("trial under tls-gate: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
-	}
-	if !ctl.OK || ctl.Transfer.Measured() {
-		t.Errorf("control under tls-gate: %+v; want the browser's hello to pass and Go's download to fail", ctl)
-	}
-}
-
-func TestTextProbeWhitelistDrops(t *testing.T) {
-	tr, ctl := trialUnder(t, "whitelist", 1)
-	if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureTimeout {
-		t.Errorf("trial under whitelist: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
-	}
-	if !ctl.OK || !ctl.Transfer.Measured() || !math.IsInf(ctl.Transfer.Rate(), 1) {
-		t.Errorf("control under whitelist: %+v", ctl)
-	}
-}
-
-func TestTextProbeForgottenAccount(t *testing.T) {
-	// A relay that lost its data refuses the probe account: the trial
-	// fails at auth, and the next one makes new accounts and succeeds.
-	synctest.Test(t, func(t *testing.T) {
-		tb := newTestbed(t)
-		defer tb.close()
-		p := tb.textProbe(t)
-		if tr := p.Probe(t.Context()); !tr.OK {
-			t.Fatalf("first trial: %+v", tr)
+func TestProbeOpen(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		tr, ctl := trialUnder(t, mk, "open", 1)
+		if !tr.OK || !ctl.OK {
+			t.Fatalf("trial %+v, control %+v", tr, ctl)
 		}
-		tb.startRelay()
-		tr := p.Probe(t.Context())
-		if tr.OK || tr.Stage != monitor.StageAuth || tr.Failure != monitor.FailureDenied {
-			t.Fatalf("trial after the relay lost its data: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+		var names []string
+		for _, s := range tr.Steps {
+			names = append(names, s.Name)
 		}
-		if tr := p.Probe(t.Context()); !tr.OK {
-			t.Fatalf("trial with new accounts: %+v", tr)
+		if n := len(names); n < 3 || names[0] != "send" || names[1] != "deliver" || names[n-1] != "receipt" {
+			t.Errorf("steps %v, want send, deliver, ..., receipt", names)
+		}
+		if !tr.Transfer.Measured() || !ctl.Transfer.Measured() {
+			t.Errorf("transfers not measured: probe %+v, control %+v", tr.Transfer, ctl.Transfer)
 		}
 	})
 }
 
-func TestTextProbeRelayDown(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		tb := newTestbed(t)
-		defer tb.close()
-		tb.mu.Lock()
-		tb.relayL.Close()
-		tb.mu.Unlock()
-		tr := tb.textProbe(t).Probe(t.Context())
-		if tr.OK || tr.Stage != monitor.StageConnect || tr.Failure == "" {
-			t.Fatalf("trial with the relay down: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+func TestProbeThrottled(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		tr, _ := trialUnder(t, mk, "throttle", 1)
+		if !tr.OK {
+			t.Fatalf("trial %+v", tr)
 		}
+		r := tr.Transfer.Rate()
+		if r < 140000/8*0.8 || r > 140000/8*1.25 {
+			t.Fatalf("rate %s under a 140 kbit/s throttle", monitor.FormatRate(r))
+		}
+	})
+}
+
+func TestProbeTLSGate(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		tr, ctl := trialUnder(t, mk, "tls-gate", 1)
+		if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureConnReset {
+			t.Errorf("trial under tls-gate: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+		}
+		if !ctl.OK || ctl.Transfer.Measured() {
+			t.Errorf("control under tls-gate: %+v; want the browser's hello to pass and Go's download to fail", ctl)
+		}
+	})
+}
+
+func TestProbeWhitelistDrops(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		tr, ctl := trialUnder(t, mk, "whitelist", 1)
+		if tr.OK || tr.Stage != monitor.StageHandshake || tr.Failure != monitor.FailureTimeout {
+			t.Errorf("trial under whitelist: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+		}
+		if !ctl.OK || !ctl.Transfer.Measured() || !math.IsInf(ctl.Transfer.Rate(), 1) {
+			t.Errorf("control under whitelist: %+v", ctl)
+		}
+	})
+}
+
+func TestProbeForgottenAccount(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		// A relay that lost its data refuses the probe account: the trial
+		// fails at auth, and the next one makes new accounts and succeeds.
+		synctest.Test(t, func(t *testing.T) {
+			tb := newTestbed(t)
+			defer tb.close()
+			p := mk(tb, t)
+			if tr := p.Probe(t.Context()); !tr.OK {
+				t.Fatalf("first trial: %+v", tr)
+			}
+			tb.startRelay()
+			tr := p.Probe(t.Context())
+			if tr.OK || tr.Stage != monitor.StageAuth || tr.Failure != monitor.FailureDenied {
+				t.Fatalf("trial after the relay lost its data: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+			}
+			if tr := p.Probe(t.Context()); !tr.OK {
+				t.Fatalf("trial with new accounts: %+v", tr)
+			}
+		})
+	})
+}
+
+func TestProbeRelayDown(t *testing.T) {
+	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
+		synctest.Test(t, func(t *testing.T) {
+			tb := newTestbed(t)
+			defer tb.close()
+			tb.mu.Lock()
+			tb.relayL.Close()
+			tb.mu.Unlock()
+			tr := mk(tb, t).Probe(t.Context())
+			if tr.OK || tr.Stage != monitor.StageConnect || tr.Failure == "" {
+				t.Fatalf("trial with the relay down: ok=%v stage=%s failure=%s (%s)", tr.OK, tr.Stage, tr.Failure, tr.Detail)
+			}
+		})
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
+	"log"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
@@ -109,8 +111,11 @@ func (tb *testbed) startReference() {
 		tb.t.Fatal(err)
 	}
 	page := []byte(strings.Repeat("reference page ", pageSize/15+1))[:pageSize]
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) })}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})
+	srv := &http.Server{
+		Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) }),
+		ErrorLog: log.New(io.Discard, "", 0), // the hello control never finishes its handshakes
+	}
+	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.X25519}})
 	tb.wg.Go(func() { srv.Serve(tl) })
 	tb.closers = append(tb.closers, func() { srv.Close() })
 }
@@ -210,6 +215,15 @@ func (tb *testbed) close() {
 // the censor, with its accounts in a temporary directory.
 func (tb *testbed) textProbe(t *testing.T) *TextProbe {
 	p, err := NewTextProbe(TextConfig{Dir: t.TempDir(), Relay: tb.link, Transport: Transports()[0], NetDialer: tb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// clientProbe returns a ClientProbe like textProbe's.
+func (tb *testbed) clientProbe(t *testing.T) *ClientProbe {
+	p, err := NewClientProbe(ClientConfig{Dir: t.TempDir(), Relay: tb.link, Transport: Transports()[0], NetDialer: tb})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package probe
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,20 +11,20 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/ferry-im/ferry"
+	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/monitor"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/wire"
 )
 
 // TextConfig configures a TextProbe. Dir, Relay and Transport are
 // required; the zero value of every other field works.
 type TextConfig struct {
-	// Dir holds the cell's two probe accounts (profiles "a" and "b").
+	// Dir holds the cell's two probe accounts (accounts.json, mode 0600).
 	Dir string
 	// Relay is the relay, with the one endpoint to probe.
 	Relay link.Relay
@@ -33,42 +33,59 @@ type TextConfig struct {
 	// NetDialer makes the raw connections (the path the trial takes). If
 	// nil, a net.Dialer is used.
 	NetDialer transport.NetDialer
-	// Size is the length of the probe message in bytes. Default 60,000,
-	// just under the client's limit (64 KiB): the half measured for the
-	// rate is then larger than a censor's burst allowance (16 KiB).
+	// Size is the length of the probe envelope in bytes. Default 60,000
+	// (a long text message): the half measured for the rate is then
+	// larger than a censor's burst allowance (16 KiB).
 	Size int
-	// Rand is the accounts' and the messages' randomness. If nil,
-	// crypto/rand is used.
+	// DialTimeout bounds a dial and the channel handshake; StepTimeout
+	// each exchange after it. Defaults 5 seconds (the client library's,
+	// below the relay's 10-second handshake timeout: a censor that drops
+	// the client's bytes then shows as a timeout, not as the relay giving
+	// up) and 30 seconds.
+	DialTimeout, StepTimeout time.Duration
+	// Rand makes the keys, tokens, ids and envelopes. If nil, crypto/rand.
 	Rand io.Reader
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
-	// Logger receives the client library's events. If nil, nothing is
+	// Logger receives the channel's debug events. If nil, nothing is
 	// logged.
 	Logger *slog.Logger
 }
 
-// Probe accounts' names, and the marker files of the accounts directory.
-const (
-	nameA       = "probe-a"
-	nameB       = "probe-b"
-	readyMarker = "ready" // both accounts exist and know each other
-	dirtyMarker = "dirty" // a trial failed: a message may wait in an outbox; start afresh
-)
-
-// TextProbe sends a text message from one probe account to another over
-// one endpoint of a relay, as a user would with the client library, waits
-// for it to arrive and for its delivery receipt to come back, and measures
-// the rate at which it downloaded. It is a monitor.Probe; trials of one
-// TextProbe do not overlap.
+// TextProbe does over the relay protocol what a user's client does for a
+// text message: probe account A sends an envelope to B's mailbox on an
+// anonymous connection (a throwaway key) and gets the relay's SendOK; B
+// connects with its device key, subscribes and receives it; B sends a
+// receipt envelope to A the same way; A receives it. Every connection is
+// new, made through the endpoint's transport, so each trial shows what a
+// user opening the app would meet. The envelopes are random bytes of a
+// text message's size, opaque to the relay as sealed envelopes are. It is
+// a monitor.Probe; trials of one TextProbe do not overlap.
 type TextProbe struct {
 	cfg TextConfig
 	reg *transport.Registry
 	now func() time.Time
+	ep  link.Endpoint
 
-	mu sync.Mutex // mu serialises trials
+	mu  sync.Mutex // mu serialises trials and protects acc
+	acc *accounts
 }
 
 var _ monitor.Probe = (*TextProbe)(nil)
+
+// accounts are a cell's two probe accounts, kept in Dir/accounts.json.
+type accounts struct {
+	A, B       account
+	Registered bool // both tokens are set on the relay
+}
+
+type account struct {
+	Key   [32]byte // the device's private key
+	Token [32]byte // its delivery token
+	kp    channel.KeyPair
+}
+
+func (a *account) mailbox() [16]byte { return wire.MailboxID(a.kp.Public) }
 
 // NewTextProbe returns a probe for cfg.
 func NewTextProbe(cfg TextConfig) (*TextProbe, error) {
@@ -84,97 +101,102 @@ func NewTextProbe(cfg TextConfig) (*TextProbe, error) {
 	if cfg.Size <= 0 {
 		cfg.Size = 60000
 	}
+	cfg.Size = min(cfg.Size, wire.MaxEnvelope)
 	if cfg.NetDialer == nil {
 		cfg.NetDialer = &net.Dialer{}
 	}
-	td := &transportDialer{
-		inner:      cfg.Transport.New(&netDialer{base: cfg.NetDialer, now: cfg.Now}),
-		now:        cfg.Now,
-		setupStage: cfg.Transport.SetupStage,
-	}
-	reg, err := transport.NewRegistry(transport.Entry{Name: cfg.Transport.Name, Dialer: td})
+	cfg.DialTimeout = orDuration(cfg.DialTimeout, 5*time.Second)
+	cfg.StepTimeout = orDuration(cfg.StepTimeout, 30*time.Second)
+	reg, err := watchedRegistry(cfg.Transport, cfg.NetDialer, cfg.Now)
 	if err != nil {
 		return nil, fmt.Errorf("new text probe: %w", err)
 	}
-	return &TextProbe{cfg: cfg, reg: reg, now: cfg.Now}, nil
+	return &TextProbe{cfg: cfg, reg: reg, now: cfg.Now, ep: cfg.Relay.Endpoints[0]}, nil
 }
 
-// trial is one trial under way.
-type trial struct {
-	p   *TextProbe
-	t   monitor.Trial
-	rec *recorder
-	ctx context.Context
+func orDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // Probe runs one trial.
 func (p *TextProbe) Probe(ctx context.Context) monitor.Trial {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	tr := &trial{p: p, t: monitor.Trial{Start: p.now(), OK: true}, rec: &recorder{now: p.now}}
+	tr := &textTrial{p: p, t: monitor.Trial{Start: p.now(), OK: true}, rec: &recorder{now: p.now}}
 	tr.ctx = withRecorder(ctx, tr.rec)
 	tr.run()
 	tr.t.Runtime = p.now().Sub(tr.t.Start)
-	if !tr.t.OK {
-		// A message may wait in an outbox, or on the relay: the next trial
-		// starts from new accounts so that it measures only itself.
-		os.WriteFile(filepath.Join(p.cfg.Dir, dirtyMarker), nil, 0o600)
-	}
 	return tr.t
 }
 
-func (tr *trial) run() {
-	a, b, ok := tr.accounts()
-	if !ok {
-		return
-	}
-	defer a.Close()
-	defer b.Close()
-	text, err := tr.p.text()
+// textTrial is one trial of a TextProbe under way.
+type textTrial struct {
+	p   *TextProbe
+	t   monitor.Trial
+	rec *recorder
+	ctx context.Context
+}
+
+func (tr *textTrial) run() {
+	p := tr.p
+	acc, err := p.loadAccounts()
 	if err != nil {
 		tr.t.Fail(monitor.StageLocal, err)
 		return
 	}
-	var m *ferry.Message
-	if !tr.step("send", func() (err error) { m, err = a.Send(tr.ctx, nameB, text); return }) {
-		tr.refused(a, m)
-		return
-	}
-	arrived := false
-	onMsg := func(ms []*ferry.Message) {
-		for _, x := range ms {
-			arrived = arrived || x.ID == m.ID
+	if !acc.Registered {
+		if !tr.step("register", func() error { return tr.register(acc) }) {
+			return
+		}
+		acc.Registered = true
+		if err := p.saveAccounts(acc); err != nil {
+			tr.t.Fail(monitor.StageLocal, err)
+			return
 		}
 	}
-	if !tr.step("deliver", func() error { return b.Sync(tr.ctx, ferry.SyncOptions{OnMessages: onMsg}) }) {
+	id, env, err := tr.envelope(p.cfg.Size)
+	if err != nil {
+		tr.t.Fail(monitor.StageLocal, err)
+		return
+	}
+	if !tr.step("send", func() error { return tr.send(&acc.B, id, env) }) {
+		return
+	}
+	if !tr.step("deliver", func() error { return tr.receive(&acc.B, id) }) {
 		return
 	}
 	tr.t.Transfer = tr.rec.transfer()
-	if !arrived {
-		tr.notDelivered("the message did not arrive")
+	rid, receipt, err := tr.envelope(96)
+	if err != nil {
+		tr.t.Fail(monitor.StageLocal, err)
 		return
 	}
-	delivered := false
-	if !tr.step("receipt", func() error {
-		if err := a.Sync(tr.ctx, ferry.SyncOptions{}); err != nil {
-			return err
-		}
-		ms, err := a.Messages(tr.ctx, ferry.Query{Contact: nameB, Last: 16})
-		for _, x := range ms {
-			delivered = delivered || x.ID == m.ID && x.State >= ferry.StateDelivered && x.State != ferry.StateFailed
-		}
-		return err
-	}) {
+	copy(receipt, id[:]) // a receipt names the message it acknowledges
+	if !tr.step("receipt_send", func() error { return tr.send(&acc.A, rid, receipt) }) {
 		return
 	}
-	if !delivered {
-		tr.notDelivered("the delivery receipt did not come back")
+	tr.step("receipt", func() error { return tr.receive(&acc.A, rid) })
+}
+
+// envelope returns a new message id and n random bytes.
+func (tr *textTrial) envelope(n int) ([16]byte, []byte, error) {
+	var id [16]byte
+	b := make([]byte, n)
+	if _, err := io.ReadFull(tr.p.cfg.Rand, id[:]); err != nil {
+		return id, nil, fmt.Errorf("make probe envelope: %w", err)
 	}
+	if _, err := io.ReadFull(tr.p.cfg.Rand, b); err != nil {
+		return id, nil, fmt.Errorf("make probe envelope: %w", err)
+	}
+	return id, b, nil
 }
 
 // step runs f as the trial's step called name and reports whether it
 // succeeded; on failure it marks the trial failed where the recorder says.
-func (tr *trial) step(name string, f func() error) bool {
+func (tr *textTrial) step(name string, f func() error) bool {
 	start := tr.p.now()
 	err := f()
 	s := monitor.Step{Name: name, Start: start.Sub(tr.t.Start), Duration: tr.p.now().Sub(start)}
@@ -186,54 +208,96 @@ func (tr *trial) step(name string, f func() error) bool {
 	return err == nil
 }
 
-// fail marks the trial failed by err: where the connections failed, or
-// on the monitor's own machine when no connection did and the error is
-// not the client's "unreachable".
-func (tr *trial) fail(err error) {
-	if d, network := tr.rec.diagnose(err); network {
-		tr.t.FailWith(d.stage, d.failure, d.detail)
-		return
-	}
+// relayError is an answer of the relay that refuses a request.
+type relayError struct {
+	code wire.Code
+	msg  string
+}
+
+func (e *relayError) Error() string { return fmt.Sprintf("relay says %s (%s)", e.code, e.msg) }
+
+// errNotDelivered: every connection worked but the envelope did not come.
+var errNotDelivered = errors.New("the envelope did not arrive")
+
+func (tr *textTrial) fail(err error) {
+	var re *relayError
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		tr.t.Fail(monitor.StageHandshake, err)
-	case errors.Is(err, ferry.ErrQueued), errors.Is(err, ferry.ErrUnreachable):
+	case errors.As(err, &re) && re.code == wire.CodeDenied:
+		tr.t.FailWith(monitor.StageAuth, monitor.FailureDenied, "the relay refused the probe account: "+re.Error())
+		tr.forget()
+	case errors.As(err, &re):
+		tr.t.FailWith(monitor.StageDeliver, monitor.FailureRelay, re.Error())
+	case errors.Is(err, errNotDelivered):
 		tr.t.FailWith(monitor.StageDeliver, monitor.FailureNotDelivered, err.Error())
 	default:
-		tr.t.FailWith(monitor.StageLocal, monitor.FailureLocal, err.Error())
+		if d, network := tr.rec.diagnose(err); network {
+			tr.t.FailWith(d.stage, d.failure, d.detail)
+			return
+		}
+		tr.t.Fail(monitor.StageHandshake, err)
 	}
 }
 
-// refused turns a failed send whose message the relay refused for good
-// into an auth failure: the relay no longer knows the probe account.
-func (tr *trial) refused(a *ferry.Client, m *ferry.Message) {
-	if m == nil {
-		return
+// forget marks the accounts unregistered: the relay lost them; the next
+// trial registers them again.
+func (tr *textTrial) forget() {
+	if tr.p.acc != nil {
+		tr.p.acc.Registered = false
+		tr.p.saveAccounts(tr.p.acc)
 	}
-	ms, err := a.Messages(context.WithoutCancel(tr.ctx), ferry.Query{Contact: nameB, Last: 16})
-	if err != nil {
-		return
+}
+
+// loadAccounts returns the probe accounts, making them on first use.
+func (p *TextProbe) loadAccounts() (*accounts, error) {
+	if p.acc != nil {
+		return p.acc, nil
 	}
-	for _, x := range ms {
-		if x.ID == m.ID && x.State == ferry.StateFailed {
-			tr.t.FailWith(monitor.StageAuth, monitor.FailureDenied, "the relay refused the probe message for good: it does not know the probe account")
+	path := filepath.Join(p.cfg.Dir, "accounts.json")
+	acc := new(accounts)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		for _, a := range []*account{&acc.A, &acc.B} {
+			if _, err := io.ReadFull(p.cfg.Rand, a.Key[:]); err != nil {
+				return nil, fmt.Errorf("make probe account: %w", err)
+			}
+			if _, err := io.ReadFull(p.cfg.Rand, a.Token[:]); err != nil {
+				return nil, fmt.Errorf("make probe account: %w", err)
+			}
+		}
+	case err != nil:
+		return nil, fmt.Errorf("read probe accounts: %w", err)
+	default:
+		if err := json.Unmarshal(b, acc); err != nil {
+			return nil, fmt.Errorf("read probe accounts %s: %w", path, err)
 		}
 	}
+	for _, a := range []*account{&acc.A, &acc.B} {
+		if a.kp, err = channel.NewKeyPair(a.Key); err != nil {
+			return nil, fmt.Errorf("read probe accounts: %w", err)
+		}
+	}
+	if err := p.saveAccounts(acc); err != nil {
+		return nil, err
+	}
+	p.acc = acc
+	return acc, nil
 }
 
-func (tr *trial) notDelivered(detail string) {
-	tr.t.FailWith(monitor.StageDeliver, monitor.FailureNotDelivered, detail)
-	if n := len(tr.t.Steps); n > 0 {
-		tr.t.Steps[n-1].Failure = monitor.FailureNotDelivered
+func (p *TextProbe) saveAccounts(acc *accounts) error {
+	b, err := json.Marshal(acc)
+	if err != nil {
+		return fmt.Errorf("save probe accounts: %w", err)
 	}
-}
-
-// text returns a new probe message of the configured size.
-func (p *TextProbe) text() (string, error) {
-	var nonce [8]byte
-	if _, err := io.ReadFull(p.cfg.Rand, nonce[:]); err != nil {
-		return "", fmt.Errorf("make probe message: %w", err)
+	if err := os.MkdirAll(p.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("save probe accounts: %w", err)
 	}
-	head := "ferry-monitor probe " + hex.EncodeToString(nonce[:]) + " "
-	return head + strings.Repeat(".", max(0, p.cfg.Size-len(head))), nil
+	tmp := filepath.Join(p.cfg.Dir, "accounts.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("save probe accounts: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(p.cfg.Dir, "accounts.json")); err != nil {
+		return fmt.Errorf("save probe accounts: %w", err)
+	}
+	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/ferry-im/ferry/monitor"
 )
 
-func (p *TextProbe) clientConfig(name string) ferry.Config {
+func (p *ClientProbe) clientConfig(name string) ferry.Config {
 	return ferry.Config{Home: filepath.Join(p.cfg.Dir, name), Rand: p.cfg.Rand, Now: p.cfg.Now, Logger: p.cfg.Logger, Transports: p.reg}
 }
 
