@@ -29,9 +29,10 @@ type Thresholds struct {
 	// block such as fet-2021's once its residual block ends).
 	Unblock       int
 	UnblockWindow int
-	// IntermittentBelow: a cell whose window holds at least two separate
-	// runs of failures (it went down and came back twice) and a success
-	// rate below this is intermittent. Default 0.8.
+	// IntermittentBelow: a cell whose window holds a run of two failures
+	// or more (it went down for a while), or two separate runs of
+	// failures and a success rate below this, is intermittent (unless it
+	// is blocked). Default 0.8.
 	IntermittentBelow float64
 	// Quiet is how long an intermittent (or formerly blocked) cell must go
 	// without a failure to be ok again: longer than the censor's longest
@@ -136,6 +137,10 @@ type Classifier struct {
 	lastFailure time.Time // latest blocked or outage trial
 	downSince   time.Time // first of the current run of outage trials
 	otherRun    []sample  // trials in a row that failed for reasons a censor does not cause
+	// forgetBefore: failures before it do not count for intermittency.
+	// A throttle that ends starts a new regime: the outages a throttling
+	// censor adds belong to it.
+	forgetBefore time.Time
 }
 
 // NewClassifier returns a classifier for cell, in state unknown.
@@ -334,6 +339,7 @@ func (c *Classifier) throttled() (Assessment, bool) {
 	}
 	last := m[len(m)-1]
 	if c.cur.State == StateThrottled && last.ratio >= 2*c.th.ThrottleRatio {
+		c.forgetBefore = last.start
 		return Assessment{}, false
 	}
 	if c.cur.State != StateThrottled {
@@ -364,26 +370,39 @@ func (c *Classifier) throttled() (Assessment, bool) {
 }
 
 func (c *Classifier) intermittent(s sample) (Assessment, bool) {
-	if c.lastFailure.IsZero() || s.start.Sub(c.lastFailure) >= c.th.Quiet {
+	if c.lastFailure.IsZero() || s.start.Sub(c.lastFailure) >= c.th.Quiet || c.lastFailure.Before(c.forgetBefore) {
 		return Assessment{}, false
 	}
 	var failures []sample
-	episodes, down := 0, false
+	episodes, run, outageRun := 0, 0, 0
+	cameBack := false // a run of two failures or more ended in a success
 	for _, w := range c.window {
+		if w.start.Before(c.forgetBefore) {
+			continue
+		}
 		switch w.out {
 		case outcomeBlocked, outcomeOutage:
 			failures = append(failures, w)
-			if !down {
+			if run == 0 {
 				episodes++
 			}
-			down = true
+			run++
+			outageRun++
+			if w.out != outcomeOutage {
+				outageRun = 0
+			}
 		case outcomeOK:
-			down = false
+			cameBack = cameBack || run >= 2
+			run, outageRun = 0, 0
 		}
 	}
 	n, rate := c.successRate(c.window)
 	was := c.cur.State == StateIntermittent || c.cur.State == StateBlocked
-	if !was && (episodes < 2 || rate >= c.th.IntermittentBelow) {
+	// It went down for two trials or more and came back, or the whole
+	// network (controls too) is down for two trials or more, or it went
+	// down twice and fails often enough. A run of failures with passing
+	// controls that has not ended is left to the block rule.
+	if !was && !cameBack && outageRun < 2 && (episodes < 2 || rate >= c.th.IntermittentBelow) {
 		return Assessment{}, false
 	}
 	since := s.start

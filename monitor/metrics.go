@@ -125,12 +125,18 @@ func (m *Metrics) Trial(_ context.Context, t *Trial, a Assessment) {
 	if r := t.Transfer.Rate(); r > 0 && !math.IsInf(r, 1) {
 		m.throughput.WithLabelValues(labels(t.Cell)...).Set(8 * r)
 	}
+	m.SetAssessment(a)
+}
+
+// SetAssessment sets the gauges of a's cell: its state, mechanism,
+// confidence, success ratio and since when.
+func (m *Metrics) SetAssessment(a Assessment) {
 	for _, s := range States {
 		v := 0.0
 		if s == a.State {
 			v = 1
 		}
-		m.state.WithLabelValues(labels(t.Cell, string(s))...).Set(v)
+		m.state.WithLabelValues(labels(a.Cell, string(s))...).Set(v)
 	}
 	for _, mech := range []Mechanism{MechNone, MechReset, MechDrop, MechClose, MechTLS, MechThrottle} {
 		v := 0.0
@@ -141,12 +147,12 @@ func (m *Metrics) Trial(_ context.Context, t *Trial, a Assessment) {
 		if mech == MechNone {
 			name = "none"
 		}
-		m.mechanism.WithLabelValues(labels(t.Cell, name)...).Set(v)
+		m.mechanism.WithLabelValues(labels(a.Cell, name)...).Set(v)
 	}
-	m.confidence.WithLabelValues(labels(t.Cell)...).Set(a.Confidence)
-	m.successRate.WithLabelValues(labels(t.Cell)...).Set(a.SuccessRate)
+	m.confidence.WithLabelValues(labels(a.Cell)...).Set(a.Confidence)
+	m.successRate.WithLabelValues(labels(a.Cell)...).Set(a.SuccessRate)
 	if !a.Since.IsZero() {
-		m.since.WithLabelValues(labels(t.Cell)...).Set(float64(a.Since.UnixNano()) / 1e9)
+		m.since.WithLabelValues(labels(a.Cell)...).Set(float64(a.Since.UnixNano()) / 1e9)
 	}
 }
 

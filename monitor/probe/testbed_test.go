@@ -25,6 +25,10 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/memstore"
+	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/https"
+	"github.com/ferry-im/ferry/transport/obfs"
+	"github.com/ferry-im/ferry/transport/tcp"
 	"github.com/ferry-im/ferry/transport/transporttest"
 )
 
@@ -40,9 +44,11 @@ type testbed struct {
 	wg      sync.WaitGroup
 	closers []func()
 
+	servers []transportServer
+
 	mu       sync.Mutex // mu protects the fields below
 	relay    *relay.Server
-	relayL   net.Listener
+	relayLs  []net.Listener
 	engine   *censor.Engine
 	policy   string
 	seed     uint64
@@ -51,7 +57,9 @@ type testbed struct {
 }
 
 const (
-	relayAddr = "10.0.0.1:7443"
+	relayAddr = "10.0.0.1:7443" // tcp
+	httpsAddr = "10.0.0.1:443"
+	obfsAddr  = "10.0.0.1:8443"
 	refAddr   = "10.0.0.2:443"
 	refURL    = "https://www.example.com/page"
 	refHost   = "www.example.com"
@@ -66,40 +74,97 @@ func newTestbed(t *testing.T) *testbed {
 		t.Fatal(err)
 	}
 	tb.key = k
-	tb.link = link.Relay{Key: k.Public, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: relayAddr}}}
+	tb.servers = tb.transportServers()
+	tb.link = link.Relay{Key: k.Public}
+	for _, ts := range tb.servers {
+		tb.link.Endpoints = append(tb.link.Endpoints, ts.srv.Endpoint(ts.addr))
+	}
 	tb.startRelay()
 	tb.startReference()
 	tb.setPolicy("open", 1)
 	return tb
 }
 
+// transportServer is the relay half of one transport at one address.
+type transportServer struct {
+	addr string
+	srv  transport.Server
+}
+
+// transportServers makes the relay's tcp, https and obfs servers.
+func (tb *testbed) transportServers() []transportServer {
+	var secret https.Secret
+	rand.Read(secret[:])
+	cert, _ := selfSigned(tb.t, "relay.example")
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	hs, err := https.NewServer(https.ServerConfig{Secret: secret, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, SNI: "relay.example", Pin: https.Pin(leaf)})
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	ok, err := obfs.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	os, err := obfs.NewServer(obfs.ServerConfig{Key: ok, Hold: 20 * time.Second})
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	return []transportServer{{relayAddr, tcp.Server{}}, {httpsAddr, hs}, {obfsAddr, os}}
+}
+
+// link1 returns the relay's link cut to the endpoint of transport name.
+func (tb *testbed) link1(name string) link.Relay {
+	for _, ep := range tb.link.Endpoints {
+		if ep.Transport == name {
+			return link.Relay{Key: tb.link.Key, Endpoints: []link.Endpoint{ep}}
+		}
+	}
+	tb.t.Fatalf("the testbed relay has no %s endpoint", name)
+	return link.Relay{}
+}
+
 // startRelay starts (or restarts, with an empty store: a relay that lost
-// its data) the relay.
+// its data) the relay, listening on every transport.
 func (tb *testbed) startRelay() {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
-	if tb.relay != nil {
-		tb.relayL.Close()
-		tb.relay.Close()
-	}
+	tb.stopRelay()
 	srv, err := relay.NewServer(relay.Config{Key: tb.key, Store: memstore.New(), Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1}})
 	if err != nil {
 		tb.t.Fatal(err)
 	}
-	l, err := tb.net.Listen(relayAddr)
-	if err != nil {
-		tb.t.Fatal(err)
-	}
-	tb.relay, tb.relayL = srv, l
-	tb.wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			tb.wg.Go(func() { srv.ServeConn(context.Background(), c) })
+	tb.relay, tb.relayLs = srv, nil
+	for _, ts := range tb.servers {
+		raw, err := tb.net.Listen(ts.addr)
+		if err != nil {
+			tb.t.Fatal(err)
 		}
-	})
+		l := ts.srv.Listener(raw)
+		tb.relayLs = append(tb.relayLs, l)
+		tb.wg.Go(func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				tb.wg.Go(func() { srv.ServeConn(context.Background(), c) })
+			}
+		})
+	}
+}
+
+// stopRelay closes the relay's listeners and the relay. tb.mu must be
+// held.
+func (tb *testbed) stopRelay() {
+	for _, l := range tb.relayLs {
+		l.Close()
+	}
+	if tb.relay != nil {
+		tb.relay.Close()
+	}
 }
 
 // startReference serves a page of pageSize bytes over TLS at refAddr.
@@ -200,8 +265,7 @@ func (tb *testbed) firstAction() time.Time {
 
 func (tb *testbed) close() {
 	tb.mu.Lock()
-	tb.relayL.Close()
-	tb.relay.Close()
+	tb.stopRelay()
 	e := tb.engine
 	tb.mu.Unlock()
 	for _, f := range tb.closers {
@@ -211,19 +275,25 @@ func (tb *testbed) close() {
 	tb.wg.Wait()
 }
 
-// textProbe returns a TextProbe of the testbed's relay over tcp, through
-// the censor, with its accounts in a temporary directory.
-func (tb *testbed) textProbe(t *testing.T) *TextProbe {
-	p, err := NewTextProbe(TextConfig{Dir: t.TempDir(), Relay: tb.link, Transport: Transports()[0], NetDialer: tb})
+// textProbe returns a TextProbe of the testbed's relay over one transport
+// (tcp unless named), through the censor, with its accounts in a
+// temporary directory.
+func (tb *testbed) textProbe(t *testing.T, transport ...string) *TextProbe {
+	name := "tcp"
+	if len(transport) > 0 {
+		name = transport[0]
+	}
+	tr, _ := transportByName(name)
+	p, err := NewTextProbe(TextConfig{Dir: t.TempDir(), Relay: tb.link1(name), Transport: tr, NetDialer: tb})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-// clientProbe returns a ClientProbe like textProbe's.
+// clientProbe returns a ClientProbe of the relay over tcp.
 func (tb *testbed) clientProbe(t *testing.T) *ClientProbe {
-	p, err := NewClientProbe(ClientConfig{Dir: t.TempDir(), Relay: tb.link, Transport: Transports()[0], NetDialer: tb})
+	p, err := NewClientProbe(ClientConfig{Dir: t.TempDir(), Relay: tb.link1("tcp"), Transport: Transports()[0], NetDialer: tb})
 	if err != nil {
 		t.Fatal(err)
 	}

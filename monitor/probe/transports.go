@@ -1,8 +1,13 @@
 package probe
 
 import (
+	"errors"
+	"strings"
+
 	"github.com/ferry-im/ferry/monitor"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/https"
+	"github.com/ferry-im/ferry/transport/obfs"
 	"github.com/ferry-im/ferry/transport/tcp"
 )
 
@@ -22,12 +27,38 @@ type Transport struct {
 	SetupStage func(err error, serverBytes bool) monitor.Stage
 }
 
-// Transports returns the transports this monitor knows, in the order of
-// the client library's default registry.
+// Transports returns the transports this monitor knows: those of the
+// client library's default registry.
 func Transports() []Transport {
 	return []Transport{
 		{Name: tcp.Name, New: func(nd transport.NetDialer) transport.Dialer {
 			return tcp.New(tcp.Config{NetDialer: nd})
 		}},
+		{Name: https.Name, New: func(nd transport.NetDialer) transport.Dialer {
+			return https.New(https.Config{NetDialer: nd})
+		}, SetupStage: httpsStage},
+		{Name: obfs.Name, New: func(nd transport.NetDialer) transport.Dialer {
+			return obfs.New(obfs.Config{NetDialer: nd})
+		}},
 	}
+}
+
+// httpsStage: the https dialer's errors say "tls handshake" for the TLS
+// part; after it comes the HTTP/2 upgrade (a server that answers as a
+// website refuses it with https.ErrRefused).
+func httpsStage(err error, _ bool) monitor.Stage {
+	if !errors.Is(err, https.ErrRefused) && strings.Contains(err.Error(), "tls handshake") {
+		return monitor.StageTLS
+	}
+	return monitor.StageHTTP
+}
+
+// transportByName returns the known transport called name.
+func transportByName(name string) (Transport, bool) {
+	for _, t := range Transports() {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Transport{}, false
 }

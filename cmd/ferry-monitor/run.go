@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferry-im/ferry/link"
+	"github.com/ferry-im/ferry/monitor"
+	"github.com/ferry-im/ferry/monitor/dashboard"
+	"github.com/ferry-im/ferry/monitor/history"
+	"github.com/ferry-im/ferry/monitor/probe"
+	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/proxy"
+)
+
+// runFlags are the flags of run.
+type runFlags struct {
+	data, vantage, control, proxy, ooni, listen, logLevel, secretFile string
+	links, features, webhooks                                         []string
+	interval, duration, timeout, residual                             time.Duration
+}
+
+func (f *runFlags) define(args []string, stderr io.Writer) (int, *runFlags) {
+	fs, data := newFlags("run", "--data DIR --link LINK [--link LINK]... [--interval D] [--for D] [flags]", stderr)
+	multi := func(name, help string, dst *[]string) {
+		fs.Func(name, help, func(s string) error { *dst = append(*dst, s); return nil })
+	}
+	multi("link", "a relay's link, as 'ferry-relay link' prints it (repeatable); every endpoint of a known transport is probed", &f.links)
+	multi("feature", "what to probe (repeatable): text (the relay protocol's round trip, the default) or client_text (the same through the whole client library)", &f.features)
+	multi("webhook", "URL posted a JSON event on every change of state (repeatable)", &f.webhooks)
+	fs.StringVar(&f.secretFile, "webhook-secret-file", "", "file whose content signs the webhook posts (X-Ferry-Signature: sha256=HMAC)")
+	fs.DurationVar(&f.interval, "interval", 5*time.Minute, "time between two trials of a cell (varied by 20% at random)")
+	fs.DurationVar(&f.duration, "for", 0, "stop after this long (0: until SIGINT or SIGTERM)")
+	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "longest trial")
+	fs.DurationVar(&f.residual, "residual", 190*time.Second, "wait before the post control after a failed trial, when the control shares the relay's address (past a censor's residual block)")
+	fs.StringVar(&f.vantage, "vantage", "default", "name of where this monitor runs (its network), shown with every cell")
+	fs.StringVar(&f.control, "control", "https://www.example.com/", "a page of a neutral reference site reached through the same path as the trials; 'none' for no control")
+	fs.StringVar(&f.proxy, "proxy", "", "upstream proxy for every connection: socks5://[user:pass@]host:port or http://host:port")
+	fs.StringVar(&f.ooni, "ooni", "", "file the measurements are appended to as OONI JSON lines (default DIR/measurements.jsonl; - for standard output; none)")
+	fs.StringVar(&f.listen, "listen", "", "serve the dashboard and /metrics at this address while running (e.g. 127.0.0.1:9290)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (logs go to standard error)")
+	code := parse(fs, args)
+	f.data = *data
+	return code, f
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	code, f := (&runFlags{}).define(args, stderr)
+	if code >= 0 {
+		return code
+	}
+	if len(f.links) == 0 {
+		return fail(stderr, "give the relay to probe with --link (its link, from 'ferry-relay link')")
+	}
+	log, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if err := os.MkdirAll(f.data, 0o700); err != nil {
+		return fail(stderr, "the data directory cannot be made (%v): choose another with --data", err)
+	}
+	targets, err := f.targets(log)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	db, err := history.Open(ctx, filepath.Join(f.data, history.FileName))
+	if err != nil {
+		return fail(stderr, "the history cannot be opened (%v): check %s", err, f.data)
+	}
+	defer db.Close()
+	metrics := monitor.NewMetrics()
+	sinks, closeSinks, err := f.sinks(stdout, log, metrics)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer closeSinks()
+	r, err := monitor.NewRunner(monitor.Config{
+		Targets: targets, Interval: f.interval, Timeout: f.timeout, Residual: f.residual,
+		Store: db, Sinks: sinks, Logger: log,
+	})
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if err := r.Restore(ctx); err != nil {
+		log.Warn("the history could not be replayed; states start afresh", "err", err)
+	}
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+	stopServe, err := f.serve(ctx, db, metrics, log)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer stopServe()
+	log.Info("monitor running", "cells", len(targets), "interval", f.interval)
+	r.Run(ctx)
+	return exitOK
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// targets parses the links and makes the cells' probes.
+func (f *runFlags) targets(log *slog.Logger) ([]monitor.Target, error) {
+	var links []link.Relay
+	for _, s := range f.links {
+		r, err := link.ParseRelay(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("a --link is not a relay link (%v): copy it again from 'ferry-relay link'", err)
+		}
+		links = append(links, r)
+	}
+	var nd transport.NetDialer = &net.Dialer{}
+	if f.proxy != "" {
+		p, err := proxy.FromURL(f.proxy, nil)
+		if err != nil {
+			return nil, err
+		}
+		nd = p
+	}
+	cfg := probe.TargetsConfig{
+		Dir: filepath.Join(f.data, "probes"), Vantage: f.vantage, Links: links,
+		Features: f.features, NetDialer: nd,
+	}
+	if f.control != "none" {
+		cfg.Control = &probe.ControlConfig{URL: f.control}
+	}
+	targets, warnings, err := probe.Targets(cfg)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	return targets, err
+}
+
+// sinks returns the OONI writer, the metrics and the webhooks, and a
+// function that closes the OONI file.
+func (f *runFlags) sinks(stdout io.Writer, log *slog.Logger, metrics *monitor.Metrics) ([]monitor.Sink, func(), error) {
+	sinks := []monitor.Sink{metrics}
+	closer := func() {}
+	switch f.ooni {
+	case "none":
+	case "-":
+		sinks = append(sinks, &monitor.OONIWriter{W: stdout})
+	default:
+		path := f.ooni
+		if path == "" {
+			path = filepath.Join(f.data, "measurements.jsonl")
+		}
+		file, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the measurements file cannot be opened (%v): choose another with --ooni", err)
+		}
+		sinks = append(sinks, &monitor.OONIWriter{W: file})
+		closer = func() { file.Close() }
+	}
+	var secret []byte
+	if f.secretFile != "" {
+		b, err := os.ReadFile(f.secretFile)
+		if err != nil {
+			closer()
+			return nil, nil, fmt.Errorf("the webhook secret cannot be read (%v): check --webhook-secret-file", err)
+		}
+		secret = []byte(strings.TrimSpace(string(b)))
+	}
+	for _, u := range f.webhooks {
+		sinks = append(sinks, &monitor.Webhook{URL: u, Secret: secret, Logger: log})
+	}
+	return sinks, closer, nil
+}
+
+// serve serves the dashboard and /metrics on --listen until stop.
+func (f *runFlags) serve(ctx context.Context, db *history.DB, metrics *monitor.Metrics, log *slog.Logger) (stop func(), err error) {
+	if f.listen == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s (%v): choose another --listen address", f.listen, err)
+	}
+	srv := &http.Server{Handler: dashboard.Handler(dashboard.Config{Source: db, Metrics: metrics.Handler()}), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("dashboard stopped", "err", err)
+		}
+	}()
+	log.Info("dashboard", "url", "http://"+l.Addr().String()+"/")
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+	}, nil
+}
