@@ -451,6 +451,16 @@ func (c *Classifier) okOrDegraded() Assessment {
 			return Assessment{State: StateDegraded, Since: since, Evidence: fmt.Sprintf("trials take %v (median), more than %v", d.Round(time.Second), c.th.SlowRuntime)}
 		}
 	}
+	// Ok since the first of the latest run of successes at the control's
+	// pace (not since a throttled one).
+	for i := len(c.window) - 1; i >= 0; i-- {
+		w := c.window[i]
+		if w.out == outcomeOK && (math.IsNaN(w.ratio) || w.ratio >= c.th.DegradedRatio) {
+			since = w.start
+		} else if w.out != outcomeOther {
+			break
+		}
+	}
 	return Assessment{State: StateOK, Since: since, Evidence: fmt.Sprintf("%.0f%% of the last %d trials succeeded", 100*rate, n)}
 }
 
