@@ -142,10 +142,13 @@ func (f *runFlags) targets(log *slog.Logger) ([]monitor.Target, error) {
 		cfg.Control = &probe.ControlConfig{URL: f.control}
 	}
 	targets, warnings, err := probe.Targets(cfg)
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	return targets, err
+	return targets, nil
 }
 
 // sinks returns the OONI writer, the metrics and the webhooks, and a
