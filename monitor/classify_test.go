@@ -26,13 +26,13 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func synth(code byte, at time.Time, rnd *rand.Rand) *Trial {
 	const control = 5e6
 	ctl := func(ok bool) *Control {
-		c := &Control{Target: "ref", Start: at, OK: ok, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}
+		c := &Control{Target: "ref", Outcome: Outcome{Start: at, OK: ok, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}}
 		if !ok {
 			c.Stage, c.Failure, c.Transfer = StageTLS, FailureConnReset, Transfer{}
 		}
 		return c
 	}
-	t := &Trial{Cell: testCell, Start: at, Runtime: 2 * time.Second, OK: true, Pre: ctl(true), Post: ctl(true)}
+	t := &Trial{Cell: testCell, Outcome: Outcome{Start: at, Runtime: 2 * time.Second, OK: true}, Pre: ctl(true), Post: ctl(true)}
 	switch code {
 	case 'o':
 		t.Transfer = Transfer{Bytes: 4.8e6, Time: time.Second}

@@ -268,15 +268,11 @@ func (r *Runner) float() float64 {
 	return float64(binary.LittleEndian.Uint64(b[:])>>11) / (1 << 53)
 }
 
+// sleep waits d, or until ctx is done and then returns its error.
 func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
-		return nil
+	case <-time.After(max(d, 0)):
+		return ctx.Err()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -295,10 +291,8 @@ func (r *Runner) RunTrial(ctx context.Context, t Target) Trial {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.timeout())
 	p := t.Probe.Probe(pctx)
 	cancel()
-	trial.OK, trial.Stage, trial.Failure, trial.Detail = p.OK, p.Stage, p.Failure, p.Detail
-	trial.Steps, trial.Transfer = p.Steps, p.Transfer
+	trial.Outcome, trial.Steps = p.Outcome, p.Steps
 	trial.Cell, trial.Endpoint = t.Cell, t.Endpoint
-	trial.Start, trial.Runtime = p.Start, p.Runtime
 	if trial.Start.IsZero() {
 		trial.Start = start
 	}

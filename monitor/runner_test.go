@@ -38,7 +38,7 @@ func (s *scripted) next() *Trial {
 
 func (s *scripted) Probe(ctx context.Context) Trial {
 	t := s.next()
-	return Trial{OK: t.OK, Stage: t.Stage, Failure: t.Failure, Detail: t.Detail, Transfer: t.Transfer}
+	return Trial{Outcome: Outcome{OK: t.OK, Stage: t.Stage, Failure: t.Failure, Detail: t.Detail, Transfer: t.Transfer}}
 }
 
 // memStore is a Store in memory that can be made to fail.
@@ -153,7 +153,7 @@ func TestRunnerEventsAndSinks(t *testing.T) {
 type ctlOK struct{}
 
 func (ctlOK) Control(context.Context, bool) Control {
-	return Control{Target: "ref", OK: true, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}
+	return Control{Target: "ref", Outcome: Outcome{OK: true, Transfer: Transfer{Bytes: 5e6, Time: time.Second}}}
 }
 
 func checkOONILines(t *testing.T, s string, n int) {

@@ -88,26 +88,47 @@ func (t Transfer) Rate() float64 {
 // Measured reports whether the transfer holds a measurement.
 func (t Transfer) Measured() bool { return t.Bytes > 0 }
 
+// Outcome is how a trial or a control went: when it started, how long it
+// took, whether it succeeded, and if not at which stage and how.
+type Outcome struct {
+	Start   time.Time     `json:"start"`
+	Runtime time.Duration `json:"runtime"`
+	OK      bool          `json:"ok"`
+	// Stage and Failure say where and how it failed: Failure is an OONI
+	// failure string (failure.go), empty when OK.
+	Stage   Stage  `json:"stage,omitempty"`
+	Failure string `json:"failure,omitempty"`
+	// Detail is the error text, for people; it never holds keys, tokens or
+	// message text.
+	Detail string `json:"detail,omitempty"`
+	// Transfer is the sustained part of its bulk transfer.
+	Transfer Transfer `json:"transfer"`
+}
+
+// Fail marks the outcome failed at stage with the OONI failure string of
+// err (see Failure), keeping err's text as the detail.
+func (o *Outcome) Fail(stage Stage, err error) {
+	o.OK, o.Stage, o.Failure, o.Detail = false, stage, Failure(err), ""
+	if err != nil {
+		o.Detail = err.Error()
+	}
+}
+
+// FailWith marks the outcome failed at stage with an explicit failure
+// string.
+func (o *Outcome) FailWith(stage Stage, failure, detail string) {
+	o.OK, o.Stage, o.Failure, o.Detail = false, stage, failure, detail
+}
+
 // Trial is one probe of a cell: what it did, how far it got, how long each
 // step took, and the controls run before and after it.
 type Trial struct {
 	Cell
 	// Endpoint is the endpoint probed, as transport=host:port (never its
 	// parameters, which may hold secrets).
-	Endpoint string        `json:"endpoint"`
-	Start    time.Time     `json:"start"`
-	Runtime  time.Duration `json:"runtime"`
-	OK       bool          `json:"ok"`
-	// Stage and Failure say where and how the trial failed: Failure is an
-	// OONI failure string (failure.go), empty when OK.
-	Stage   Stage  `json:"stage,omitempty"`
-	Failure string `json:"failure,omitempty"`
-	// Detail is the error text, for people; it never holds keys, tokens or
-	// message text.
-	Detail string `json:"detail,omitempty"`
-	Steps  []Step `json:"steps,omitempty"`
-	// Transfer is the sustained part of the trial's bulk transfer.
-	Transfer Transfer `json:"transfer"`
+	Endpoint string `json:"endpoint"`
+	Outcome
+	Steps []Step `json:"steps,omitempty"`
 	// Pre and Post are the controls run just before and after the probe;
 	// nil when the cell has no control.
 	Pre  *Control `json:"pre,omitempty"`
@@ -118,14 +139,8 @@ type Trial struct {
 // same path as a trial: whether a browser's TLS handshake with it gets an
 // answer, and how fast a page of it downloads.
 type Control struct {
-	Target   string        `json:"target"`
-	Start    time.Time     `json:"start"`
-	Runtime  time.Duration `json:"runtime"`
-	OK       bool          `json:"ok"`
-	Stage    Stage         `json:"stage,omitempty"`
-	Failure  string        `json:"failure,omitempty"`
-	Detail   string        `json:"detail,omitempty"`
-	Transfer Transfer      `json:"transfer"`
+	Target string `json:"target"`
+	Outcome
 }
 
 // controlsOK reports whether every control the trial ran passed; a trial
@@ -143,32 +158,6 @@ func (t *Trial) controlRate() float64 {
 		}
 	}
 	return r
-}
-
-// Fail marks the trial failed at stage with the OONI failure string of err
-// (see Failure), keeping err's text as the detail.
-func (t *Trial) Fail(stage Stage, err error) {
-	t.OK = false
-	t.Stage = stage
-	t.Failure = Failure(err)
-	if err != nil {
-		t.Detail = err.Error()
-	}
-}
-
-// FailWith marks the trial failed at stage with an explicit failure string.
-func (t *Trial) FailWith(stage Stage, failure, detail string) {
-	t.OK, t.Stage, t.Failure, t.Detail = false, stage, failure, detail
-}
-
-// Fail marks the control failed at stage (see Trial.Fail).
-func (c *Control) Fail(stage Stage, err error) {
-	c.OK = false
-	c.Stage = stage
-	c.Failure = Failure(err)
-	if err != nil {
-		c.Detail = err.Error()
-	}
 }
 
 // Summary returns one line saying how the trial went.

@@ -120,31 +120,35 @@ func fail(stderr io.Writer, format string, args ...any) int {
 	return exitError
 }
 
-// openHistory opens the history of a data directory that must exist.
-func openHistory(ctx context.Context, data string) (*history.DB, error) {
-	db, err := history.OpenExisting(ctx, filepath.Join(data, history.FileName))
-	if errors.Is(err, history.ErrNoHistory) {
-		return nil, fmt.Errorf("there is no monitor history in %s: run 'ferry-monitor run --data %s --link LINK' first", data, data)
+// withHistory parses args and runs f with the history of --data, which
+// must exist, and returns f's exit status.
+func withHistory(ctx context.Context, fs *flag.FlagSet, data *string, args []string, stderr io.Writer, f func(db *history.DB) int) int {
+	if code := parse(fs, args); code >= 0 {
+		return code
 	}
-	return db, err
+	db, err := history.OpenExisting(ctx, filepath.Join(*data, history.FileName))
+	if errors.Is(err, history.ErrNoHistory) {
+		return fail(stderr, "there is no monitor history in %s: run 'ferry-monitor run --data %s --link LINK' first", *data, *data)
+	}
+	if err != nil {
+		return fail(stderr, "the history cannot be opened (%v): check %s", err, *data)
+	}
+	defer db.Close()
+	return f(db)
 }
 
 func statusMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, data := newFlags("status", "--data DIR [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print a JSON array of cells (relay, transport, feature, state, mechanism, since, confidence, evidence, ...)")
-	if code := parse(fs, args); code >= 0 {
-		return code
-	}
-	db, err := openHistory(ctx, *data)
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
-	defer db.Close()
+	return withHistory(ctx, fs, data, args, stderr, func(db *history.DB) int { return status(ctx, db, *data, *asJSON, stdout, stderr) })
+}
+
+func status(ctx context.Context, db *history.DB, data string, asJSON bool, stdout, stderr io.Writer) int {
 	cells, err := db.Cells(ctx)
 	if err != nil {
-		return fail(stderr, "the history could not be read (%v): check %s", err, *data)
+		return fail(stderr, "the history could not be read (%v): check %s", err, data)
 	}
-	if *asJSON {
+	if asJSON {
 		if cells == nil {
 			cells = []monitor.Assessment{}
 		}

@@ -57,7 +57,7 @@ func monitorCmd(t *testing.T, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-func status(t *testing.T, data string) []monitor.Assessment {
+func jsonStatus(t *testing.T, data string) []monitor.Assessment {
 	t.Helper()
 	code, out, errOut := monitorCmd(t, "status", "--data", data, "--json")
 	if code != 0 {
@@ -82,7 +82,7 @@ func TestRunStatusReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("run: exit %d: %s", code, errOut)
 	}
-	cells := status(t, data)
+	cells := jsonStatus(t, data)
 	if len(cells) != 1 {
 		t.Fatalf("%d cells, want 1", len(cells))
 	}
@@ -180,7 +180,7 @@ func TestUnreachableRelayIsNotBlocked(t *testing.T) {
 	if code, _, errOut := monitorCmd(t, "run", "--data", data, "--link", link, "--interval", "200ms", "--for", "1500ms", "--control", "none"); code != 0 {
 		t.Fatalf("run: exit %d: %s", code, errOut)
 	}
-	cells := status(t, data)
+	cells := jsonStatus(t, data)
 	if len(cells) != 1 || cells[0].State != monitor.StateUnknown || !strings.Contains(cells[0].Evidence, "does not answer") {
 		t.Fatalf("cells %+v: want unknown, saying the relay does not answer", cells)
 	}

@@ -18,17 +18,13 @@ import (
 func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, data := newFlags("serve", "--data DIR [--listen ADDR]", stderr)
 	listen := fs.String("listen", "127.0.0.1:9290", "address to serve the dashboard, its JSON and /metrics at")
-	if code := parse(fs, args); code >= 0 {
-		return code
-	}
-	db, err := openHistory(ctx, *data)
+	return withHistory(ctx, fs, data, args, stderr, func(db *history.DB) int { return serve(ctx, db, *listen, stdout, stderr) })
+}
+
+func serve(ctx context.Context, db *history.DB, listen string, stdout, stderr io.Writer) int {
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fail(stderr, "%v", err)
-	}
-	defer db.Close()
-	l, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fail(stderr, "cannot listen on %s (%v): choose another --listen address", *listen, err)
+		return fail(stderr, "cannot listen on %s (%v): choose another --listen address", listen, err)
 	}
 	srv := &http.Server{Handler: dashboard.Handler(dashboard.Config{Source: db, Metrics: stateMetrics(db)}), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "http://%s/\n", l.Addr())
@@ -70,16 +66,12 @@ func reportMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs, data := newFlags("report", "--data DIR [--out PREFIX] [--since D]", stderr)
 	out := fs.String("out", "ferry-monitor-report", "write PREFIX.html and PREFIX.csv")
 	since := fs.Duration("since", 7*24*time.Hour, "how far back the report goes")
-	if code := parse(fs, args); code >= 0 {
-		return code
-	}
-	db, err := openHistory(ctx, *data)
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
-	defer db.Close()
+	return withHistory(ctx, fs, data, args, stderr, func(db *history.DB) int { return report(ctx, db, *out, *since, stdout, stderr) })
+}
+
+func report(ctx context.Context, db *history.DB, out string, since time.Duration, stdout, stderr io.Writer) int {
 	to := time.Now()
-	from := to.Add(-*since)
+	from := to.Add(-since)
 	write := func(path string, f func(io.Writer) error) error {
 		file, err := os.Create(path)
 		if err != nil {
@@ -91,13 +83,13 @@ func reportMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return file.Close()
 	}
-	err = write(*out+".html", func(w io.Writer) error { return dashboard.Report(ctx, w, db, from, to) })
+	err := write(out+".html", func(w io.Writer) error { return dashboard.Report(ctx, w, db, from, to) })
 	if err == nil {
-		err = write(*out+".csv", func(w io.Writer) error { return dashboard.CSV(ctx, w, db, from, to) })
+		err = write(out+".csv", func(w io.Writer) error { return dashboard.CSV(ctx, w, db, from, to) })
 	}
 	if err != nil {
 		return fail(stderr, "the report could not be written (%v): choose another --out", err)
 	}
-	fmt.Fprintf(stdout, "%s.html\n%s.csv\n", *out, *out)
+	fmt.Fprintf(stdout, "%s.html\n%s.csv\n", out, out)
 	return exitOK
 }

@@ -35,8 +35,8 @@ var scenarios = []scenario{
 }
 
 func synthTrial(c monitor.Cell, code byte, at time.Time) *monitor.Trial {
-	ctl := &monitor.Control{Target: "https://www.example.com/", Start: at, OK: true, Transfer: monitor.Transfer{Bytes: 128 << 10, Time: 50 * time.Millisecond}}
-	t := &monitor.Trial{Cell: c, Endpoint: c.Transport + "=relay.example:443", Start: at, Runtime: 800 * time.Millisecond, OK: true, Pre: ctl, Post: ctl}
+	ctl := &monitor.Control{Target: "https://www.example.com/", Outcome: monitor.Outcome{Start: at, OK: true, Transfer: monitor.Transfer{Bytes: 128 << 10, Time: 50 * time.Millisecond}}}
+	t := &monitor.Trial{Cell: c, Endpoint: c.Transport + "=relay.example:443", Outcome: monitor.Outcome{Start: at, Runtime: 800 * time.Millisecond, OK: true}, Pre: ctl, Post: ctl}
 	switch code {
 	case 'o':
 		t.Transfer = monitor.Transfer{Bytes: 30000, Time: 12 * time.Millisecond}
@@ -84,7 +84,9 @@ func newHistory(t testing.TB) *history.DB {
 
 type nopProbe struct{}
 
-func (nopProbe) Probe(context.Context) monitor.Trial { return monitor.Trial{OK: true} }
+func (nopProbe) Probe(context.Context) monitor.Trial {
+	return monitor.Trial{Outcome: monitor.Outcome{OK: true}}
+}
 
 func testHandler(t testing.TB, db *history.DB) http.Handler {
 	return Handler(Config{Source: db, Now: func() time.Time { return t0.Add(4 * time.Hour) }, Window: 5 * time.Hour})

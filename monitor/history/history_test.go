@@ -37,7 +37,7 @@ func feed(t *testing.T, d *DB, n int, ok func(i int) bool, from time.Time) *moni
 		t.Fatal(err)
 	}
 	for i := range n {
-		tr := &monitor.Trial{Cell: cell, Endpoint: "tcp=r:1", Start: from.Add(time.Duration(i) * 10 * time.Second), Runtime: time.Second, OK: true}
+		tr := &monitor.Trial{Cell: cell, Endpoint: "tcp=r:1", Outcome: monitor.Outcome{Start: from.Add(time.Duration(i) * 10 * time.Second), Runtime: time.Second, OK: true}}
 		if !ok(i) {
 			tr.FailWith(monitor.StageHandshake, monitor.FailureConnReset, "reset")
 		}
@@ -50,7 +50,9 @@ func feed(t *testing.T, d *DB, n int, ok func(i int) bool, from time.Time) *moni
 
 type nopProbe struct{}
 
-func (nopProbe) Probe(context.Context) monitor.Trial { return monitor.Trial{OK: true} }
+func (nopProbe) Probe(context.Context) monitor.Trial {
+	return monitor.Trial{Outcome: monitor.Outcome{OK: true}}
+}
 
 func TestHistoryRoundTrip(t *testing.T) {
 	ctx := context.Background()
@@ -136,7 +138,7 @@ func TestHistoryFullDisk(t *testing.T) {
 	if a := r.Assessments()[0]; a.State != monitor.StateBlocked {
 		t.Errorf("state %s with a full history, want blocked", a.State)
 	}
-	err := d.AddTrial(ctx, &monitor.Trial{Cell: cell, Start: t0, Detail: string(make([]byte, 1<<16))})
+	err := d.AddTrial(ctx, &monitor.Trial{Cell: cell, Outcome: monitor.Outcome{Start: t0, Detail: string(make([]byte, 1<<16))}})
 	if err == nil {
 		t.Fatal("a write to a full history succeeded")
 	}

@@ -2,13 +2,11 @@ package probe
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,50 +74,31 @@ var _ monitor.Probe = (*ClientProbe)(nil)
 
 // NewClientProbe returns a probe for cfg.
 func NewClientProbe(cfg ClientConfig) (*ClientProbe, error) {
-	if cfg.Dir == "" || len(cfg.Relay.Endpoints) != 1 || cfg.Transport.New == nil {
-		return nil, errors.New("new client probe: a directory, a relay with one endpoint and its transport are needed")
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
-	if cfg.Size <= 0 {
-		cfg.Size = 60000
-	}
-	if cfg.NetDialer == nil {
-		cfg.NetDialer = &net.Dialer{}
-	}
-	reg, err := watchedRegistry(cfg.Transport, cfg.NetDialer, cfg.Now)
+	reg, err := common{cfg.Dir, cfg.Relay, cfg.Transport, &cfg.NetDialer, &cfg.Now, &cfg.Rand, &cfg.Size}.fill("client probe")
 	if err != nil {
-		return nil, fmt.Errorf("new client probe: %w", err)
+		return nil, err
 	}
 	return &ClientProbe{cfg: cfg, reg: reg, now: cfg.Now}, nil
 }
 
-// trial is one trial under way.
+// trial is one trial of a ClientProbe under way.
 type trial struct {
-	p   *ClientProbe
-	t   monitor.Trial
-	rec *recorder
-	ctx context.Context
+	trialRun
+	p *ClientProbe
 }
 
 // Probe runs one trial.
 func (p *ClientProbe) Probe(ctx context.Context) monitor.Trial {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	tr := &trial{p: p, t: monitor.Trial{Start: p.now(), OK: true}, rec: &recorder{now: p.now}}
-	tr.ctx = withRecorder(ctx, tr.rec)
+	tr := &trial{p: p, trialRun: newTrialRun(ctx, p.now)}
 	tr.run()
-	tr.t.Runtime = p.now().Sub(tr.t.Start)
 	if !tr.t.OK {
 		// A message may wait in an outbox, or on the relay: the next trial
 		// starts from new accounts so that it measures only itself.
 		os.WriteFile(filepath.Join(p.cfg.Dir, dirtyMarker), nil, 0o600)
 	}
-	return tr.t
+	return tr.finish()
 }
 
 func (tr *trial) run() {
@@ -174,14 +153,20 @@ func (tr *trial) run() {
 // step runs f as the trial's step called name and reports whether it
 // succeeded; on failure it marks the trial failed where the recorder says.
 func (tr *trial) step(name string, f func() error) bool {
-	start := tr.p.now()
+	return step(&tr.t, tr.p.now, name, f, tr.fail)
+}
+
+// step runs f as t's step called name, timed with now, and reports
+// whether it succeeded; on failure fail marks t failed.
+func step(t *monitor.Trial, now func() time.Time, name string, f func() error, fail func(error)) bool {
+	start := now()
 	err := f()
-	s := monitor.Step{Name: name, Start: start.Sub(tr.t.Start), Duration: tr.p.now().Sub(start)}
+	s := monitor.Step{Name: name, Start: start.Sub(t.Start), Duration: now().Sub(start)}
 	if err != nil {
-		tr.fail(err)
-		s.Failure = tr.t.Failure
+		fail(err)
+		s.Failure = t.Failure
 	}
-	tr.t.Steps = append(tr.t.Steps, s)
+	t.Steps = append(t.Steps, s)
 	return err == nil
 }
 

@@ -118,7 +118,7 @@ func NewControl(cfg ControlConfig) (*Control, error) {
 // Control runs the control: the hello, and the download too when post.
 func (c *Control) Control(ctx context.Context, post bool) monitor.Control {
 	start := c.cfg.Now()
-	res := monitor.Control{Target: c.cfg.URL, Start: start, OK: true}
+	res := monitor.Control{Target: c.cfg.URL, Outcome: monitor.Outcome{Start: start, OK: true}}
 	if stage, err := c.hello(ctx); err != nil {
 		res.Fail(stage, err)
 	} else if post && c.cfg.FetchBytes > 0 {

@@ -2,7 +2,10 @@ package probe
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -306,4 +309,62 @@ func watchedRegistry(t Transport, nd transport.NetDialer, now func() time.Time) 
 		setupStage: t.SetupStage,
 	}
 	return transport.NewRegistry(transport.Entry{Name: t.Name, Dialer: td})
+}
+
+// common holds what both probes' configurations share.
+type common struct {
+	dir       string
+	relay     link.Relay
+	transport Transport
+	nd        *transport.NetDialer
+	now       *func() time.Time
+	rand      *io.Reader
+	size      *int
+}
+
+// fill checks the shared fields, sets their defaults and returns the
+// watched registry of the transport.
+func (c common) fill(what string) (*transport.Registry, error) {
+	if c.dir == "" || len(c.relay.Endpoints) != 1 || c.transport.New == nil {
+		return nil, fmt.Errorf("new %s: a directory, a relay with one endpoint and its transport are needed", what)
+	}
+	if *c.now == nil {
+		*c.now = time.Now
+	}
+	if *c.rand == nil {
+		*c.rand = rand.Reader
+	}
+	if *c.size <= 0 {
+		*c.size = 60000
+	}
+	if *c.nd == nil {
+		*c.nd = &net.Dialer{}
+	}
+	reg, err := watchedRegistry(c.transport, *c.nd, *c.now)
+	if err != nil {
+		return nil, fmt.Errorf("new %s: %w", what, err)
+	}
+	return reg, nil
+}
+
+// trialRun is what a trial of either probe carries while it runs: the
+// trial, the recorder that watches its connections, and the context that
+// carries the recorder.
+type trialRun struct {
+	t   monitor.Trial
+	rec *recorder
+	ctx context.Context
+	now func() time.Time
+}
+
+func newTrialRun(ctx context.Context, now func() time.Time) trialRun {
+	r := trialRun{t: monitor.Trial{Outcome: monitor.Outcome{Start: now(), OK: true}}, rec: &recorder{now: now}, now: now}
+	r.ctx = withRecorder(ctx, r.rec)
+	return r
+}
+
+// finish sets the trial's runtime and returns it.
+func (r *trialRun) finish() monitor.Trial {
+	r.t.Runtime = r.now().Sub(r.t.Start)
+	return r.t
 }

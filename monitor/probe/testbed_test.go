@@ -51,7 +51,6 @@ type testbed struct {
 	relayLs  []net.Listener
 	engine   *censor.Engine
 	policy   string
-	seed     uint64
 	verdicts map[censor.Action]int // verdicts the censor gave, other than pass
 	firstAct time.Time             // when the current policy first acted
 }

@@ -2,13 +2,11 @@ package probe
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -89,28 +87,13 @@ func (a *account) mailbox() [16]byte { return wire.MailboxID(a.kp.Public) }
 
 // NewTextProbe returns a probe for cfg.
 func NewTextProbe(cfg TextConfig) (*TextProbe, error) {
-	if cfg.Dir == "" || len(cfg.Relay.Endpoints) != 1 || cfg.Transport.New == nil {
-		return nil, errors.New("new text probe: a directory, a relay with one endpoint and its transport are needed")
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
-	if cfg.Size <= 0 {
-		cfg.Size = 60000
+	reg, err := common{cfg.Dir, cfg.Relay, cfg.Transport, &cfg.NetDialer, &cfg.Now, &cfg.Rand, &cfg.Size}.fill("text probe")
+	if err != nil {
+		return nil, err
 	}
 	cfg.Size = min(cfg.Size, wire.MaxEnvelope)
-	if cfg.NetDialer == nil {
-		cfg.NetDialer = &net.Dialer{}
-	}
 	cfg.DialTimeout = orDuration(cfg.DialTimeout, 5*time.Second)
 	cfg.StepTimeout = orDuration(cfg.StepTimeout, 30*time.Second)
-	reg, err := watchedRegistry(cfg.Transport, cfg.NetDialer, cfg.Now)
-	if err != nil {
-		return nil, fmt.Errorf("new text probe: %w", err)
-	}
 	return &TextProbe{cfg: cfg, reg: reg, now: cfg.Now, ep: cfg.Relay.Endpoints[0]}, nil
 }
 
@@ -125,19 +108,15 @@ func orDuration(d, def time.Duration) time.Duration {
 func (p *TextProbe) Probe(ctx context.Context) monitor.Trial {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	tr := &textTrial{p: p, t: monitor.Trial{Start: p.now(), OK: true}, rec: &recorder{now: p.now}}
-	tr.ctx = withRecorder(ctx, tr.rec)
+	tr := &textTrial{p: p, trialRun: newTrialRun(ctx, p.now)}
 	tr.run()
-	tr.t.Runtime = p.now().Sub(tr.t.Start)
-	return tr.t
+	return tr.finish()
 }
 
 // textTrial is one trial of a TextProbe under way.
 type textTrial struct {
-	p   *TextProbe
-	t   monitor.Trial
-	rec *recorder
-	ctx context.Context
+	trialRun
+	p *TextProbe
 }
 
 func (tr *textTrial) run() {
@@ -197,15 +176,7 @@ func (tr *textTrial) envelope(n int) ([16]byte, []byte, error) {
 // step runs f as the trial's step called name and reports whether it
 // succeeded; on failure it marks the trial failed where the recorder says.
 func (tr *textTrial) step(name string, f func() error) bool {
-	start := tr.p.now()
-	err := f()
-	s := monitor.Step{Name: name, Start: start.Sub(tr.t.Start), Duration: tr.p.now().Sub(start)}
-	if err != nil {
-		tr.fail(err)
-		s.Failure = tr.t.Failure
-	}
-	tr.t.Steps = append(tr.t.Steps, s)
-	return err == nil
+	return step(&tr.t, tr.p.now, name, f, tr.fail)
 }
 
 // relayError is an answer of the relay that refuses a request.

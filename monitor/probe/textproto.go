@@ -73,17 +73,36 @@ func send(ctx context.Context, c *channel.Conn, m wire.Message) error {
 	return c.Send(ctx, f)
 }
 
-// answer handles the OK or Error that answers request reqID.
-func answer(m wire.Message) (bool, error) {
+// answer handles the answer to request reqID (OK or Error), or to the
+// Send of envelope id (SendOK or SendErr): it reports whether m is that
+// answer, and the relay's refusal if it refused.
+func answer(m wire.Message, id [16]byte) (bool, error) {
+	var code wire.Code
+	var msg string
 	switch m := m.(type) {
 	case wire.OK:
 		return m.ReqID == reqID, nil
+	case wire.SendOK:
+		return m.ID == id, nil
 	case wire.Error:
-		if m.ReqID == reqID {
-			return true, &relayError{code: m.Code, msg: m.Msg}
+		if m.ReqID != reqID {
+			return false, nil
 		}
+		code, msg = m.Code, m.Msg
+	case wire.SendErr:
+		if m.ID != id {
+			return false, nil
+		}
+		code, msg = m.Code, m.Msg
+	default:
+		return false, nil
 	}
-	return false, nil
+	return true, &relayError{code: code, msg: msg}
+}
+
+// answerTo returns the handler of the answer to request reqID.
+func answerTo(id [16]byte) func(wire.Message) (bool, error) {
+	return func(m wire.Message) (bool, error) { return answer(m, id) }
 }
 
 // register sets both accounts' delivery tokens on the relay.
@@ -93,7 +112,7 @@ func (tr *textTrial) register(acc *accounts) error {
 		if err != nil {
 			return err
 		}
-		err = tr.exchange(c, wire.SetToken{ReqID: reqID, Token: a.Token}, answer)
+		err = tr.exchange(c, wire.SetToken{ReqID: reqID, Token: a.Token}, answerTo([16]byte{}))
 		c.Close()
 		if err != nil {
 			return err
@@ -113,17 +132,7 @@ func (tr *textTrial) send(to *account, id [16]byte, env []byte) error {
 		return err
 	}
 	defer c.Close()
-	return tr.exchange(c, wire.Send{ID: id, To: to.mailbox(), Token: to.Token, Envelope: env}, func(m wire.Message) (bool, error) {
-		switch m := m.(type) {
-		case wire.SendOK:
-			return m.ID == id, nil
-		case wire.SendErr:
-			if m.ID == id {
-				return true, &relayError{code: m.Code, msg: m.Msg}
-			}
-		}
-		return false, nil
-	})
+	return tr.exchange(c, wire.Send{ID: id, To: to.mailbox(), Token: to.Token, Envelope: env}, answerTo(id))
 }
 
 // receive drains who's mailbox (the relay answers the Subscribe once the
@@ -143,7 +152,7 @@ func (tr *textTrial) receive(who *account, id [16]byte) error {
 			found = found || d.ID == id
 			return false, nil
 		}
-		return answer(m)
+		return answer(m, [16]byte{})
 	})
 	if err != nil {
 		return err

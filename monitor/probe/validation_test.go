@@ -206,7 +206,7 @@ func checkValidation(t *testing.T, name string, phases []phase, res run, th moni
 		}
 	}
 	share := float64(right) / float64(len(recs))
-	t.Logf("%s: %d trials, %.1f%% right; wrong: %v", name, len(recs), 100*share, wrong)
+	t.Logf("%s: %d trials, %.1f%% right; wrong: %v; %d of %d trials under open read as blocked", name, len(recs), 100*share, wrong, openBlocked, openTrials)
 	if share < 0.95 {
 		t.Errorf("%s: right state and mechanism for %.1f%% of trials, want at least 95%%", name, 100*share)
 	}
