@@ -113,9 +113,14 @@ func (tr *trial) run() {
 		tr.t.Fail(monitor.StageLocal, err)
 		return
 	}
+	conv, err := a.FindConversation(tr.ctx, nameB)
+	if err != nil {
+		tr.t.Fail(monitor.StageLocal, err)
+		return
+	}
 	var m *ferry.Message
-	if !tr.step("send", func() (err error) { m, err = a.Send(tr.ctx, nameB, text); return }) {
-		tr.refused(a, m)
+	if !tr.step("send", func() (err error) { m, err = a.Send(tr.ctx, conv.ID, text); return }) {
+		tr.refused(a, conv.ID, m)
 		return
 	}
 	arrived := false
@@ -137,7 +142,7 @@ func (tr *trial) run() {
 		if err := a.Sync(tr.ctx, ferry.SyncOptions{}); err != nil {
 			return err
 		}
-		ms, err := a.Messages(tr.ctx, ferry.Query{Contact: nameB, Last: 16})
+		ms, err := a.Messages(tr.ctx, ferry.Query{Conversation: conv.ID, Last: 16})
 		for _, x := range ms {
 			delivered = delivered || x.ID == m.ID && x.State >= ferry.StateDelivered && x.State != ferry.StateFailed
 		}
@@ -190,11 +195,11 @@ func (tr *trial) fail(err error) {
 
 // refused turns a failed send whose message the relay refused for good
 // into an auth failure: the relay no longer knows the probe account.
-func (tr *trial) refused(a *ferry.Client, m *ferry.Message) {
+func (tr *trial) refused(a *ferry.Client, conv ferry.ConversationID, m *ferry.Message) {
 	if m == nil {
 		return
 	}
-	ms, err := a.Messages(context.WithoutCancel(tr.ctx), ferry.Query{Contact: nameB, Last: 16})
+	ms, err := a.Messages(context.WithoutCancel(tr.ctx), ferry.Query{Conversation: conv, Last: 16})
 	if err != nil {
 		return
 	}

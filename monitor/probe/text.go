@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/monitor"
 	"github.com/ferry-im/ferry/transport"
@@ -60,10 +61,9 @@ type TextConfig struct {
 // text message's size, opaque to the relay as sealed envelopes are. It is
 // a monitor.Probe; trials of one TextProbe do not overlap.
 type TextProbe struct {
-	cfg TextConfig
-	reg *transport.Registry
-	now func() time.Time
-	ep  link.Endpoint
+	cfg    TextConfig
+	dialer *relayclient.Dialer
+	now    func() time.Time
 
 	mu  sync.Mutex // mu serialises trials and protects acc
 	acc *accounts
@@ -94,7 +94,8 @@ func NewTextProbe(cfg TextConfig) (*TextProbe, error) {
 	cfg.Size = min(cfg.Size, wire.MaxEnvelope)
 	cfg.DialTimeout = orDuration(cfg.DialTimeout, 5*time.Second)
 	cfg.StepTimeout = orDuration(cfg.StepTimeout, 30*time.Second)
-	return &TextProbe{cfg: cfg, reg: reg, now: cfg.Now, ep: cfg.Relay.Endpoints[0]}, nil
+	d := &relayclient.Dialer{Transports: reg, DialTimeout: cfg.DialTimeout, RequestTimeout: cfg.StepTimeout, Rand: cfg.Rand, Logger: cfg.Logger}
+	return &TextProbe{cfg: cfg, dialer: d, now: cfg.Now}, nil
 }
 
 func orDuration(d, def time.Duration) time.Duration {
@@ -178,14 +179,6 @@ func (tr *textTrial) envelope(n int) ([16]byte, []byte, error) {
 func (tr *textTrial) step(name string, f func() error) bool {
 	return step(&tr.t, tr.p.now, name, f, tr.fail)
 }
-
-// relayError is an answer of the relay that refuses a request.
-type relayError struct {
-	code wire.Code
-	msg  string
-}
-
-func (e *relayError) Error() string { return fmt.Sprintf("relay says %s (%s)", e.code, e.msg) }
 
 // errNotDelivered: every connection worked but the envelope did not come.
 var errNotDelivered = errors.New("the envelope did not arrive")

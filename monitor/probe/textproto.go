@@ -3,106 +3,42 @@ package probe
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/wire"
 )
 
 // The relay-protocol exchanges of a TextProbe trial (docs/protocol.md
-// section 6): registration, an anonymous Send, a Subscribe that drains the
-// mailbox. Request ids are per connection, so one suffices.
-const reqID = 1
+// section 6), spoken with the client's own relay-protocol package:
+// registration, an anonymous Send, a Subscribe that drains the mailbox.
 
-// dial opens a channel to the relay, authenticated with static, through
-// the watched transport.
-func (tr *textTrial) dial(static channel.KeyPair) (*channel.Conn, error) {
+// dial opens a connection to the relay, authenticated with static,
+// through the watched transport.
+func (tr *textTrial) dial(static channel.KeyPair) (*relayclient.Conn, error) {
 	ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.DialTimeout)
 	defer cancel()
-	nc, err := tr.p.reg.Dial(ctx, tr.p.ep)
-	if err != nil {
-		return nil, err
-	}
-	c, err := (&channel.Config{Rand: tr.p.cfg.Rand, Logger: tr.p.cfg.Logger}).Client(ctx, nc, static, tr.p.cfg.Relay.Key)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return c, nil
+	return tr.p.dialer.Dial(ctx, tr.p.cfg.Relay, static)
 }
 
-// exchange sends m (if not nil), then hands every message the relay sends
-// to handle until it says done or fails; Pings are answered.
-func (tr *textTrial) exchange(c *channel.Conn, m wire.Message, handle func(wire.Message) (bool, error)) error {
-	ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.StepTimeout)
-	defer cancel()
-	if m != nil {
-		if err := send(ctx, c, m); err != nil {
-			return err
-		}
-	}
-	for {
-		f, err := c.Recv(ctx)
-		if err != nil {
-			return err
-		}
-		msg, err := wire.Decode(f)
-		if errors.Is(err, wire.ErrUnknownType) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("decode %v frame: %w", f.Type, err)
-		}
-		if ping, ok := msg.(wire.Ping); ok {
-			if err := send(ctx, c, wire.Pong(ping)); err != nil {
-				return err
-			}
-			continue
-		}
-		if done, err := handle(msg); err != nil || done {
-			return err
-		}
-	}
+// relayError is an answer of the relay that refuses a request.
+type relayError struct {
+	code wire.Code
+	msg  string
 }
 
-func send(ctx context.Context, c *channel.Conn, m wire.Message) error {
-	f, err := wire.NewFrame(m)
-	if err != nil {
-		return err
-	}
-	return c.Send(ctx, f)
-}
+func (e *relayError) Error() string { return "relay says " + e.code.String() + " (" + e.msg + ")" }
 
-// answer handles the answer to request reqID (OK or Error), or to the
-// Send of envelope id (SendOK or SendErr): it reports whether m is that
-// answer, and the relay's refusal if it refused.
-func answer(m wire.Message, id [16]byte) (bool, error) {
-	var code wire.Code
-	var msg string
-	switch m := m.(type) {
-	case wire.OK:
-		return m.ReqID == reqID, nil
-	case wire.SendOK:
-		return m.ID == id, nil
-	case wire.Error:
-		if m.ReqID != reqID {
-			return false, nil
-		}
-		code, msg = m.Code, m.Msg
-	case wire.SendErr:
-		if m.ID != id {
-			return false, nil
-		}
-		code, msg = m.Code, m.Msg
-	default:
-		return false, nil
+// refusal turns the relay client's refusals into a relayError.
+func refusal(err error) error {
+	var re *relayclient.RefusedError
+	if errors.As(err, &re) {
+		return &relayError{code: re.Code, msg: re.Msg}
 	}
-	return true, &relayError{code: code, msg: msg}
-}
-
-// answerTo returns the handler of the answer to request reqID.
-func answerTo(id [16]byte) func(wire.Message) (bool, error) {
-	return func(m wire.Message) (bool, error) { return answer(m, id) }
+	if errors.Is(err, relayclient.ErrBusy) {
+		return &relayError{code: wire.CodeUnavailable, msg: err.Error()}
+	}
+	return err
 }
 
 // register sets both accounts' delivery tokens on the relay.
@@ -112,10 +48,12 @@ func (tr *textTrial) register(acc *accounts) error {
 		if err != nil {
 			return err
 		}
-		err = tr.exchange(c, wire.SetToken{ReqID: reqID, Token: a.Token}, answerTo([16]byte{}))
+		ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.StepTimeout)
+		err = c.SetToken(ctx, a.Token)
+		cancel()
 		c.Close()
 		if err != nil {
-			return err
+			return refusal(err)
 		}
 	}
 	return nil
@@ -132,7 +70,18 @@ func (tr *textTrial) send(to *account, id [16]byte, env []byte) error {
 		return err
 	}
 	defer c.Close()
-	return tr.exchange(c, wire.Send{ID: id, To: to.mailbox(), Token: to.Token, Envelope: env}, answerTo(id))
+	ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.StepTimeout)
+	defer cancel()
+	res, err := c.SendBatch(ctx, []wire.Send{{ID: id, To: to.mailbox(), Token: to.Token, Envelope: env}})
+	switch {
+	case err != nil:
+		return refusal(err)
+	case len(res) != 1:
+		return errNotDelivered
+	case res[0].Code != 0:
+		return &relayError{code: res[0].Code, msg: res[0].Msg}
+	}
+	return nil
 }
 
 // receive drains who's mailbox (the relay answers the Subscribe once the
@@ -144,38 +93,35 @@ func (tr *textTrial) receive(who *account, id [16]byte) error {
 		return err
 	}
 	defer c.Close()
-	var seqs []uint64
-	found := false
-	err = tr.exchange(c, wire.Subscribe{ReqID: reqID}, func(m wire.Message) (bool, error) {
-		if d, ok := m.(wire.Deliver); ok {
-			seqs = append(seqs, d.Seq)
-			found = found || d.ID == id
-			return false, nil
-		}
-		return answer(m, [16]byte{})
-	})
-	if err != nil {
+	ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.StepTimeout)
+	defer cancel()
+	if err := c.Subscribe(ctx); err != nil {
 		return err
 	}
-	if len(seqs) > 0 {
-		// Acks are not answered: a Ping after them returns once the relay
-		// has handled them.
-		ctx, cancel := context.WithTimeout(tr.ctx, tr.p.cfg.StepTimeout)
-		defer cancel()
-		for len(seqs) > 0 {
-			n := min(len(seqs), wire.MaxAcks)
-			if err := send(ctx, c, wire.Ack{Seqs: seqs[:n]}); err != nil {
-				return err
-			}
-			seqs = seqs[n:]
+	var seqs []uint64
+	found := false
+	for {
+		for _, d := range c.Take(256) {
+			seqs = append(seqs, d.Seq)
+			found = found || d.ID == id
 		}
-		err := tr.exchange(c, wire.Ping{Nonce: 1}, func(m wire.Message) (bool, error) {
-			_, pong := m.(wire.Pong)
-			return pong, nil
-		})
+		drained, err := c.Drained()
 		if err != nil {
-			return err
+			return refusal(err)
 		}
+		if drained {
+			break
+		}
+		select {
+		case <-c.Ready():
+		case <-c.Done():
+			return c.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := c.Ack(ctx, seqs); err != nil {
+		return err
 	}
 	if !found {
 		return errNotDelivered
