@@ -159,6 +159,15 @@ func Decode(f Frame) (Message, error) {
 	case TypePrekeyCount:
 		var v PrekeyCount
 		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypePutRanking:
+		var v PutRanking
+		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypeGetRanking:
+		var v GetRanking
+		err, m = v.UnmarshalBinary(f.Payload), &v
+	case TypeRankings:
+		var v Rankings
+		err, m = v.UnmarshalBinary(f.Payload), &v
 	default:
 		return nil, fmt.Errorf("decode %v: %w", f.Type, ErrUnknownType)
 	}
@@ -206,6 +215,12 @@ func deref(m Message) Message {
 	case *GetPrekeyCount:
 		return *v
 	case *PrekeyCount:
+		return *v
+	case *PutRanking:
+		return *v
+	case *GetRanking:
+		return *v
+	case *Rankings:
 		return *v
 	}
 	return m

@@ -32,7 +32,8 @@ import (
 //	               SendErr, Subscribe, Deliver, Ack, SetToken, PutPrekeys,
 //	               GetBundle, Bundle.
 //	   2026-12-02  added (no version change; old peers skip them):
-//	               AddToken, RemoveToken, GetPrekeyCount, PrekeyCount.
+//	               AddToken, RemoveToken, GetPrekeyCount, PrekeyCount;
+//	               PutRanking, GetRanking, Rankings.
 const ProtocolVersion = 1
 
 // Frame envelope, as written by AppendFrame and read by ReadFrame:
@@ -81,6 +82,9 @@ const (
 	TypeBundle         Type = 0x42 // relay: Bundle{ReqID, ...}
 	TypeGetPrekeyCount Type = 0x43 // client: GetPrekeyCount{ReqID}
 	TypePrekeyCount    Type = 0x44 // relay: PrekeyCount{ReqID, OneTime, KEM}
+	TypePutRanking     Type = 0x60 // client (a ranking publisher): PutRanking{ReqID, Blob}
+	TypeGetRanking     Type = 0x61 // client: GetRanking{ReqID}; answered by Rankings
+	TypeRankings       Type = 0x62 // relay: Rankings{ReqID, Observed, Blobs}
 )
 
 var typeNames = map[Type]string{
@@ -91,6 +95,7 @@ var typeNames = map[Type]string{
 	TypeGetBundle: "GetBundle", TypeBundle: "Bundle",
 	TypeAddToken: "AddToken", TypeRemoveToken: "RemoveToken",
 	TypeGetPrekeyCount: "GetPrekeyCount", TypePrekeyCount: "PrekeyCount",
+	TypePutRanking: "PutRanking", TypeGetRanking: "GetRanking", TypeRankings: "Rankings",
 }
 
 func (t Type) String() string {

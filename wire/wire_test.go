@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -54,6 +55,11 @@ func messages() []Message {
 		RemoveToken{ReqID: 11, Token: arr32(0x62)},
 		GetPrekeyCount{ReqID: 12},
 		PrekeyCount{ReqID: 12, OneTime: 3, KEM: 1 << 31},
+		PutRanking{ReqID: 10, Blob: []byte("FRK\x01 signed ranking")},
+		GetRanking{ReqID: 11},
+		Rankings{ReqID: 11, Observed: netip.MustParseAddr("203.0.113.7"), Blobs: [][]byte{[]byte("FRK\x01 one"), []byte("FRK\x01 two")}},
+		Rankings{ReqID: 12, Observed: netip.MustParseAddr("2001:db8::1")},
+		Rankings{ReqID: 13},
 	}
 }
 
@@ -77,6 +83,13 @@ func badFrames() []badVector {
 		{"add token short", TypeAddToken, "00000001" + strings.Repeat("00", 31), "truncated"},
 		{"remove token long", TypeRemoveToken, "00000001" + strings.Repeat("00", 33), "1 trailing bytes"},
 		{"prekey count short", TypePrekeyCount, "00000001" + "00000002", "truncated"},
+		{"ranking empty", TypePutRanking, "00000001", "empty blob"},
+		{"ranking too large", TypePutRanking, "00000001" + strings.Repeat("00", MaxRanking+1), "too large"},
+		{"rankings address of 5 bytes", TypeRankings, "00000001" + "05" + "0102030405" + "00", "an address of 5 bytes"},
+		{"rankings v4-mapped address", TypeRankings, "00000001" + "10" + "00000000000000000000ffffcb007107" + "00", "v4-mapped"},
+		{"rankings too many", TypeRankings, "00000001" + "00" + "11", "too large"},
+		{"rankings empty blob", TypeRankings, "00000001" + "00" + "01" + "0000", "empty blob"},
+		{"rankings truncated", TypeRankings, "00000001" + "00" + "01" + "0005" + "0102", "truncated"},
 	}
 }
 
@@ -110,6 +123,12 @@ func fieldsJSON(m Message) json.RawMessage {
 }
 
 func toJSON(v reflect.Value) any {
+	if a, ok := v.Interface().(netip.Addr); ok {
+		if !a.IsValid() {
+			return ""
+		}
+		return a.String()
+	}
 	switch v.Kind() {
 	case reflect.Struct:
 		out := map[string]any{}
