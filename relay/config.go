@@ -29,6 +29,10 @@ type Config struct {
 	// Limits bounds what clients may do. The zero value gives the defaults
 	// documented on each field.
 	Limits Limits
+	// RankingPublishers are the channel static keys that may publish a
+	// transport ranking (PutRanking, docs/protocol.md section 6.12): a
+	// monitor's. At most 16. If empty, nobody may.
+	RankingPublishers [][32]byte
 
 	// Bus links this relay to the other relays of a cluster, which share
 	// Store (see relay.Bus): envelopes stored through one are pushed by

@@ -242,6 +242,10 @@ func (c *conn) handle(ctx context.Context, f wire.Frame) error {
 		return c.handlePutPrekeys(ctx, m)
 	case wire.GetBundle:
 		return c.handleGetBundle(ctx, m)
+	case wire.PutRanking:
+		return c.handlePutRanking(ctx, m)
+	case wire.GetRanking:
+		return c.handleGetRanking(ctx, m)
 	}
 	return c.violation(ctx, fmt.Errorf("%w: %v frames are sent by relays, not clients", errViolation, f.Type))
 }

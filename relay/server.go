@@ -20,16 +20,17 @@ import (
 // Server is a relay. It serves connections handed to ServeConn and owns one
 // background goroutine, the TTL sweeper. Create it with NewServer.
 type Server struct {
-	key     channel.KeyPair
-	store   *timedStore // wraps Config.Store
-	log     *slog.Logger
-	now     func() time.Time
-	rand    io.Reader
-	limits  Limits
-	budgets Budgets
-	metrics *metrics
-	hub     hub
-	cluster *cluster // nil for a relay alone
+	key      channel.KeyPair
+	store    *timedStore // wraps Config.Store
+	log      *slog.Logger
+	now      func() time.Time
+	rand     io.Reader
+	limits   Limits
+	budgets  Budgets
+	metrics  *metrics
+	hub      hub
+	cluster  *cluster // nil for a relay alone
+	rankings *rankings
 
 	conns    *connBudget
 	frameMem *memPool
@@ -74,6 +75,10 @@ func NewServer(cfg Config) (*Server, error) {
 	if k, err := channel.NewKeyPair(cfg.Key.Private); err != nil || k.Public != cfg.Key.Public {
 		return nil, errors.New("new relay server: Config.Key's public key does not belong to its private key")
 	}
+	rk, err := newRankings(cfg.RankingPublishers)
+	if err != nil {
+		return nil, err
+	}
 	now := cfg.now()
 	lim := cfg.Limits.withDefaults()
 	bud := cfg.Budgets.withDefaults()
@@ -88,6 +93,7 @@ func NewServer(cfg Config) (*Server, error) {
 		budgets:        bud,
 		metrics:        m,
 		hub:            hub{subs: make(map[[16]byte][]*subscriber)},
+		rankings:       rk,
 		keyLimit:       newLimiter(lim.KeyRate, lim.KeyBurst, now),
 		addrLimit:      newLimiter(lim.AddrRate, lim.AddrBurst, now),
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),

@@ -142,6 +142,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	level := fl.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	metricsAddr := fl.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (off if empty)")
+	var publishers [][32]byte
+	fl.Func("ranking-publisher", "the `KEY` (base64url) a monitor publishes transport rankings with, as 'ferry-monitor ranking-key' prints it (repeatable)", func(s string) error {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+		if err != nil || len(b) != 32 {
+			return errors.New("want the 43-character key 'ferry-monitor ranking-key' printed")
+		}
+		publishers = append(publishers, [32]byte(b))
+		return nil
+	})
 	storeOpts := addStoreFlags(fl)
 	newDatabase := fl.Bool("new-database", false, "start with an empty database although this data directory ran a relay before (the old file, if any, is kept aside)")
 	budgets := budgetFlags(fl)
@@ -188,7 +197,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer back.close()
-	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus, Budgets: budgets()})
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus, Budgets: budgets(), RankingPublishers: publishers})
 	if err != nil {
 		return err
 	}
