@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/outbox"
 	"github.com/ferry-im/ferry/internal/prekeys"
+	"github.com/ferry-im/ferry/internal/rankcache"
 	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
@@ -173,6 +174,10 @@ func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client
 	if err := cfg.checkOrder(a.Relay); err != nil {
 		return nil, err
 	}
+	// The relay's transport rankings (docs/monitor.md section 12) order
+	// its link's endpoints, unless the user chose an order.
+	a.Rankings = &rankcache.Cache{RelayKey: a.Relay.Key, Path: rankcache.InProfile(cfg.Home), Now: cfg.Now, Logger: cfg.Logger}
+	a.Dialer.Rank = a.Rankings.Order
 	ob := outbox.New(a)
 	return &Client{cfg: cfg, a: a, ob: ob, in: inbox.New(a, ob, inbox.Options{}), rw: rw}, nil
 }

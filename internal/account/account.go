@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/internal/content"
 	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/internal/rankcache"
 	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/session"
@@ -47,6 +48,8 @@ type Account struct {
 	Now    func() time.Time
 	Log    *slog.Logger
 	Dialer *relayclient.Dialer
+	// Rankings are the own relay's transport rankings; nil for none.
+	Rankings *rankcache.Cache
 }
 
 // Load fills a's keys from the profile p.

@@ -88,6 +88,11 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	if err := in.opts.Prekeys.Upload(ctx, in.a, cn); err != nil {
 		return err
 	}
+	if r := in.a.Rankings; r != nil && r.Due() {
+		if err := r.Fetch(ctx, cn); err != nil {
+			in.a.Log.Debug("no transport rankings", "err", err)
+		}
+	}
 	if err := in.housekeeping(ctx, ev); err != nil {
 		return err
 	}

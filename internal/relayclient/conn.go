@@ -144,6 +144,8 @@ func (c *Conn) handle(f wire.Frame) error {
 		return c.handleError(m)
 	case wire.Bundle:
 		return c.handleAnswer(m.ReqID, m)
+	case wire.Rankings:
+		return c.handleAnswer(m.ReqID, m)
 	case wire.SendOK:
 		return c.handleSendAnswer(m.ID, m)
 	case wire.SendErr:
@@ -306,7 +308,8 @@ func lost(err error) error {
 }
 
 // request sends a request built for a fresh request id and waits for its
-// answer (OK, Error or Bundle). An Error comes back as a *RefusedError.
+// answer (OK, Error, Bundle or Rankings). An Error comes back as a
+// *RefusedError.
 func (c *Conn) request(ctx context.Context, build func(id uint32) wire.Message) (wire.Message, error) {
 	id := c.reqID.Add(1)
 	if id == 0 { // 0 means "no request"; skip it when the counter wraps
@@ -379,4 +382,26 @@ func (c *Conn) GetBundle(ctx context.Context, mb [16]byte, token [32]byte) (*wir
 		return nil, fmt.Errorf("%w: the relay answered GetBundle with %v", ErrUnreachable, a.Type())
 	}
 	return &b, nil
+}
+
+// PutRanking publishes a transport ranking blob (docs/protocol.md section
+// 6.12); a relay that does not list the connection's key as a publisher
+// answers with a *RefusedError of code CodeDenied.
+func (c *Conn) PutRanking(ctx context.Context, blob []byte) error {
+	_, err := c.request(ctx, func(id uint32) wire.Message { return wire.PutRanking{ReqID: id, Blob: blob} })
+	return err
+}
+
+// GetRanking fetches the relay's transport rankings, with the client's
+// address as the relay sees it. The blobs are unverified.
+func (c *Conn) GetRanking(ctx context.Context) (wire.Rankings, error) {
+	a, err := c.request(ctx, func(id uint32) wire.Message { return wire.GetRanking{ReqID: id} })
+	if err != nil {
+		return wire.Rankings{}, err
+	}
+	r, ok := a.(wire.Rankings)
+	if !ok {
+		return wire.Rankings{}, fmt.Errorf("%w: the relay answered GetRanking with %v", ErrUnreachable, a.Type())
+	}
+	return r, nil
 }

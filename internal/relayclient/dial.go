@@ -82,6 +82,13 @@ type Dialer struct {
 	// Watch configures the watcher of each connection, which closes it
 	// when the relay stops answering (fallback.Watch).
 	Watch fallback.WatchConfig
+	// Rank, if set and Order is empty, orders a link's usable endpoints by
+	// the relay's transport ranking (internal/rankcache) and reports
+	// whether one holds for this relay and network: then the race tries
+	// them in that order instead of the memory's and DefaultPrefer's
+	// (what a monitor of this network measured wins over what this
+	// device saw).
+	Rank func(r link.Relay, eps []link.Endpoint) ([]link.Endpoint, bool)
 
 	once   sync.Once // makes Fallback
 	routes routes
@@ -118,6 +125,13 @@ func (d *Dialer) Dial(ctx context.Context, r link.Relay, static channel.KeyPair)
 		return nil, err
 	}
 	fb := d.race()
+	ranked := false
+	if d.Rank != nil && len(d.Order) == 0 {
+		if r, ok := d.Rank(r, eps); ok {
+			eps, ranked = r, true
+			fb = fallback.New(fallback.Config{Prefer: transportNames(eps), Stagger: d.Stagger})
+		}
+	}
 	var mu sync.Mutex // mu protects de
 	de := &DialError{}
 	won, ep, err := fallback.Race(ctx, fb, eps, func(ctx context.Context, e link.Endpoint) (*dialed, error) {
@@ -142,7 +156,7 @@ func (d *Dialer) Dial(ctx context.Context, r link.Relay, static channel.KeyPair)
 		defer mu.Unlock()
 		return nil, de
 	}
-	if len(d.Order) > 0 {
+	if len(d.Order) > 0 || ranked {
 		fb = nil // a throwaway: nothing to remember
 	}
 	if rt, changed := d.routes.use(r.Key, ep, time.Now()); changed {
@@ -180,6 +194,11 @@ func (d *Dialer) usable() []string {
 		return d.Order
 	}
 	return d.Transports.Names()
+}
+
+// transportNames returns the transports of eps in order, once each.
+func transportNames(eps []link.Endpoint) []string {
+	return transportsOf(link.Relay{Endpoints: eps})
 }
 
 func transportsOf(r link.Relay) []string {

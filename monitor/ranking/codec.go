@@ -172,23 +172,33 @@ func Verify(blob []byte, relayKey [32]byte, now time.Time) (*Ranking, error) {
 // For returns the entries of the network whose prefixes hold addr (the
 // longest matching prefix wins), else those of the default network
 // (no prefixes), best first; nil when none applies.
-func (r *Ranking) For(addr netip.Addr) []Entry {
+func (r *Ranking) For(addr netip.Addr) []Entry { return Pick([]*Ranking{r}, addr) }
+
+// Pick is For over several rankings (one per vantage): the network with
+// the longest prefix holding addr in any of them, else the default network
+// of the most recently issued one.
+func Pick(rs []*Ranking, addr netip.Addr) []Entry {
 	addr = addr.Unmap()
-	best, bits := -1, -1
-	for i, n := range r.Networks {
-		if len(n.Prefixes) == 0 && bits < 0 {
-			best = i
-		}
-		for _, p := range n.Prefixes {
-			if addr.IsValid() && p.Contains(addr) && p.Bits() > bits {
-				best, bits = i, p.Bits()
+	var best *Network
+	bits := -1
+	var issued time.Time
+	for _, r := range rs {
+		for i := range r.Networks {
+			n := &r.Networks[i]
+			if len(n.Prefixes) == 0 && bits < 0 && (best == nil || r.Issued.After(issued)) {
+				best, issued = n, r.Issued
+			}
+			for _, p := range n.Prefixes {
+				if addr.IsValid() && p.Contains(addr) && p.Bits() > bits {
+					best, bits = n, p.Bits()
+				}
 			}
 		}
 	}
-	if best < 0 {
+	if best == nil {
 		return nil
 	}
-	es := slices.Clone(r.Networks[best].Entries)
+	es := slices.Clone(best.Entries)
 	slices.SortStableFunc(es, func(a, b Entry) int { return cmp.Compare(b.Score, a.Score) })
 	return es
 }
