@@ -9,11 +9,14 @@
 //	ferry-monitor status --data DIR [--json]
 //	ferry-monitor serve  --data DIR [--listen ADDR]
 //	ferry-monitor report --data DIR [--out PREFIX] [--since D]
+//	ferry-monitor ranking-key --relay-data DIR --out FILE [--valid D]
 //
 // run probes until SIGINT or SIGTERM, or for --for; with --listen it also
 // serves the dashboard and Prometheus /metrics. status prints every cell's
 // state; serve serves the dashboard of a history another process writes;
-// report writes PREFIX.html (self-contained) and PREFIX.csv.
+// report writes PREFIX.html (self-contained) and PREFIX.csv. ranking-key,
+// run on the relay's machine, makes the key a monitor signs its transport
+// rankings with (run --ranking-key publishes them to the relay).
 // docs/monitor.md explains the states, the OONI output and how to run a
 // monitor inside a censored network (a vantage) and outside it (a
 // control).
@@ -56,16 +59,18 @@ const (
 )
 
 var subcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
-	"run":    runMain,
-	"status": statusMain,
-	"serve":  serveMain,
-	"report": reportMain,
+	"run":         runMain,
+	"status":      statusMain,
+	"serve":       serveMain,
+	"report":      reportMain,
+	"ranking-key": rankingKeyMain,
 }
 
 const usage = `usage: ferry-monitor run    --data DIR --link LINK [--link LINK]... [--interval D] [--for D] [flags]
        ferry-monitor status --data DIR [--json]
        ferry-monitor serve  --data DIR [--listen ADDR]
        ferry-monitor report --data DIR [--out PREFIX] [--since D]
+       ferry-monitor ranking-key --relay-data DIR --out FILE
 (ferry-monitor COMMAND -h lists a command's flags)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-im/ferry/channel"
+	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/monitor"
+	"github.com/ferry-im/ferry/monitor/ranking"
+	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/relaytest"
+	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/tcp"
 )
 
 var bin string // the built ferry-monitor
@@ -240,5 +248,53 @@ func TestServeAndWebhook(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("serve did not stop on SIGINT")
+	}
+}
+
+func TestRankingPublished(t *testing.T) {
+	// ranking-key on "the relay's machine" (its relay.key), then a relay
+	// that takes rankings from the printed key, then run --ranking-key: a
+	// client finds a ranking the relay's key certifies.
+	relayDir := t.TempDir()
+	key, err := channel.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(relayDir, "relay.key"), []byte(base64.RawURLEncoding.EncodeToString(key.Private[:])+"\n"), 0o600)
+	keyFile := filepath.Join(t.TempDir(), "ranking.key")
+	code, out, errOut := monitorCmd(t, "ranking-key", "--relay-data", relayDir, "--out", keyFile)
+	if code != 0 {
+		t.Fatalf("ranking-key: exit %d: %s", code, errOut)
+	}
+	_, pubText, ok := strings.Cut(strings.TrimSpace(out), "--ranking-publisher ")
+	pub, err := base64.RawURLEncoding.DecodeString(pubText)
+	if !ok || err != nil || len(pub) != 32 {
+		t.Fatalf("ranking-key printed %q", out)
+	}
+	r := relaytest.Start(t, &relay.Config{Key: key, RankingPublishers: [][32]byte{[32]byte(pub)}})
+	data := t.TempDir()
+	if code, _, errOut := monitorCmd(t, "run", "--data", data, "--link", r.Link.String(), "--interval", "300ms", "--for", "1500ms", "--control", "none", "--ranking-key", keyFile); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errOut)
+	}
+	reg, _ := transport.NewRegistry(transport.Entry{Name: "tcp", Dialer: tcp.New(tcp.Config{})})
+	cn, err := (&relayclient.Dialer{Transports: reg}).Dial(t.Context(), r.Link, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	rk, err := cn.GetRanking(t.Context())
+	if err != nil || len(rk.Blobs) != 1 {
+		t.Fatalf("rankings %+v, %v", rk, err)
+	}
+	got, err := ranking.Verify(rk.Blobs[0], key.Public, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := got.For(rk.Observed)
+	if len(es) != 1 || es[0].Transport != "tcp" || es[0].State != ranking.OK {
+		t.Fatalf("ranking for %v: %+v", rk.Observed, es)
+	}
+	if code, _, errOut := monitorCmd(t, "run", "--data", data, "--link", "ferry://relay?v=1&k=QVrmxW8vUOwHo6QssYVgV9Q3fek1zJL9OGuIdacuIBo&tcp=127.0.0.1:1", "--for", "1ms", "--ranking-key", keyFile); code != exitError || !strings.Contains(errOut, "certified by a relay") {
+		t.Errorf("a ranking key of another relay: exit %d, %q", code, errOut)
 	}
 }

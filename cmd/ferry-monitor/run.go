@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,9 +25,9 @@ import (
 
 // runFlags are the flags of run.
 type runFlags struct {
-	data, vantage, control, proxy, ooni, listen, logLevel, secretFile string
-	links, features, webhooks                                         []string
-	interval, duration, timeout, residual                             time.Duration
+	data, vantage, control, proxy, ooni, listen, logLevel, secretFile, rankingKey string
+	links, features, webhooks, networks                                           []string
+	interval, duration, timeout, residual                                         time.Duration
 }
 
 func (f *runFlags) define(args []string, stderr io.Writer) (int, *runFlags) {
@@ -38,6 +39,8 @@ func (f *runFlags) define(args []string, stderr io.Writer) (int, *runFlags) {
 	multi("feature", "what to probe (repeatable): text (the relay protocol's round trip, the default) or client_text (the same through the whole client library)", &f.features)
 	multi("webhook", "URL posted a JSON event on every change of state (repeatable)", &f.webhooks)
 	fs.StringVar(&f.secretFile, "webhook-secret-file", "", "file whose content signs the webhook posts (X-Ferry-Signature: sha256=HMAC)")
+	fs.StringVar(&f.rankingKey, "ranking-key", "", "publish this vantage's transport ranking to the relay, signed with this key file ('ferry-monitor ranking-key' makes it)")
+	multi("network", "an address prefix of this vantage's network (CIDR, repeatable) for the ranking; default: the /24 or /48 the relay sees", &f.networks)
 	fs.DurationVar(&f.interval, "interval", 5*time.Minute, "time between two trials of a cell (varied by 20% at random)")
 	fs.DurationVar(&f.duration, "for", 0, "stop after this long (0: until SIGINT or SIGTERM)")
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "longest trial")
@@ -68,7 +71,11 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return fail(stderr, "the data directory cannot be made (%v): choose another with --data", err)
 	}
-	targets, err := f.targets(log)
+	nd, err := f.netDialer()
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	targets, err := f.targets(log, nd)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -83,6 +90,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "%v", err)
 	}
 	defer closeSinks()
+	if sinks, err = f.publisher(sinks, nd, log); err != nil {
+		return fail(stderr, "%v", err)
+	}
 	r, err := monitor.NewRunner(monitor.Config{
 		Targets: targets, Interval: f.interval, Timeout: f.timeout, Residual: f.residual,
 		Store: db, Sinks: sinks, Logger: log,
@@ -116,8 +126,16 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// targets parses the links and makes the cells' probes.
-func (f *runFlags) targets(log *slog.Logger) ([]monitor.Target, error) {
+// netDialer returns the raw dialer: direct, or through --proxy.
+func (f *runFlags) netDialer() (transport.NetDialer, error) {
+	if f.proxy == "" {
+		return &net.Dialer{}, nil
+	}
+	return proxy.FromURL(f.proxy, nil)
+}
+
+// parseLinks parses the --link flags.
+func (f *runFlags) parseLinks() ([]link.Relay, error) {
 	var links []link.Relay
 	for _, s := range f.links {
 		r, err := link.ParseRelay(strings.TrimSpace(s))
@@ -126,13 +144,14 @@ func (f *runFlags) targets(log *slog.Logger) ([]monitor.Target, error) {
 		}
 		links = append(links, r)
 	}
-	var nd transport.NetDialer = &net.Dialer{}
-	if f.proxy != "" {
-		p, err := proxy.FromURL(f.proxy, nil)
-		if err != nil {
-			return nil, err
-		}
-		nd = p
+	return links, nil
+}
+
+// targets parses the links and makes the cells' probes.
+func (f *runFlags) targets(log *slog.Logger, nd transport.NetDialer) ([]monitor.Target, error) {
+	links, err := f.parseLinks()
+	if err != nil {
+		return nil, err
 	}
 	cfg := probe.TargetsConfig{
 		Dir: filepath.Join(f.data, "probes"), Vantage: f.vantage, Links: links,
@@ -211,4 +230,41 @@ func (f *runFlags) serve(ctx context.Context, db *history.DB, metrics *monitor.M
 		srv.Shutdown(sctx)
 		<-done
 	}, nil
+}
+
+// publisher adds the ranking publisher of --ranking-key to sinks.
+func (f *runFlags) publisher(sinks []monitor.Sink, nd transport.NetDialer, log *slog.Logger) ([]monitor.Sink, error) {
+	if f.rankingKey == "" {
+		return sinks, nil
+	}
+	key, cert, static, err := loadRankingKey(f.rankingKey)
+	if err != nil {
+		return nil, err
+	}
+	var nets []netip.Prefix
+	for _, s := range f.networks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--network %q is not an address prefix such as 203.0.113.0/24", s)
+		}
+		nets = append(nets, p.Masked())
+	}
+	links, err := f.parseLinks()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range links {
+		if r.Key != cert.RelayKey {
+			continue
+		}
+		p, err := probe.NewPublisher(probe.PublisherConfig{
+			Relay: r, Key: key, Cert: cert, Static: static, Vantage: f.vantage, Networks: nets,
+			Every: f.interval, NetDialer: nd, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return append(sinks, p), nil
+	}
+	return nil, errors.New("the ranking key is certified by a relay none of the --link flags names: make it on that relay's machine")
 }

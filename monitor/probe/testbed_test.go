@@ -44,7 +44,8 @@ type testbed struct {
 	wg      sync.WaitGroup
 	closers []func()
 
-	servers []transportServer
+	servers   []transportServer
+	publisher channel.KeyPair // the key the relay takes transport rankings from
 
 	mu       sync.Mutex // mu protects the fields below
 	relay    *relay.Server
@@ -73,6 +74,9 @@ func newTestbed(t *testing.T) *testbed {
 		t.Fatal(err)
 	}
 	tb.key = k
+	if tb.publisher, err = channel.GenerateKeyPair(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
 	tb.servers = tb.transportServers()
 	tb.link = link.Relay{Key: k.Public}
 	for _, ts := range tb.servers {
@@ -131,7 +135,10 @@ func (tb *testbed) startRelay() {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tb.stopRelay()
-	srv, err := relay.NewServer(relay.Config{Key: tb.key, Store: memstore.New(), Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1}})
+	srv, err := relay.NewServer(relay.Config{
+		Key: tb.key, Store: memstore.New(), Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1},
+		RankingPublishers: [][32]byte{tb.publisher.Public},
+	})
 	if err != nil {
 		tb.t.Fatal(err)
 	}
@@ -141,7 +148,7 @@ func (tb *testbed) startRelay() {
 		if err != nil {
 			tb.t.Fatal(err)
 		}
-		l := ts.srv.Listener(raw)
+		l := ts.srv.Listener(vantageListener{raw})
 		tb.relayLs = append(tb.relayLs, l)
 		tb.wg.Go(func() {
 			for {
@@ -329,4 +336,22 @@ func selfSigned(t *testing.T, host string) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(c)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// vantageListener gives every accepted connection the vantage's address
+// as its remote address, as a relay on the Internet would see it.
+type vantageListener struct{ net.Listener }
+
+func (l vantageListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return vantageConn{c}, nil
+}
+
+type vantageConn struct{ net.Conn }
+
+func (vantageConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP(vantageIP), Port: 40000}
 }
