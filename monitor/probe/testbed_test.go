@@ -307,7 +307,8 @@ func (tb *testbed) clientProbe(t *testing.T) *ClientProbe {
 }
 
 func (tb *testbed) control(t *testing.T) *Control {
-	c, err := NewControl(ControlConfig{URL: refURL, Addr: refAddr, NetDialer: tb, TLS: &tls.Config{RootCAs: tb.roots}})
+	c, err := NewControl(ControlConfig{URL: refURL, Addr: refAddr, NetDialer: tb, FetchBytes: 64 << 10,
+		TLS: &tls.Config{RootCAs: tb.roots, ClientSessionCache: tls.NewLRUClientSessionCache(4)}})
 	if err != nil {
 		t.Fatal(err)
 	}

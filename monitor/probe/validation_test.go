@@ -153,11 +153,11 @@ func TestPolicyChangesOtherTransports(t *testing.T) {
 	scale := *validationScale
 	d := func(m float64) time.Duration { return time.Duration(m * scale * float64(time.Minute)) }
 	phases := []phase{
-		{"open", d(5), map[string]verdict{"https": ok, "obfs": ok}},
-		{"whatsapp-2017-09", d(8), map[string]verdict{"https": ok, "obfs": throttled}},
-		{"fet-2021", d(6), map[string]verdict{"https": ok, "obfs": ok}},
-		{"tls-gate", d(6), map[string]verdict{"https": ok, "obfs": reset}},
-		{"intermittent", d(16), map[string]verdict{"https": intermittent, "obfs": intermittent}},
+		{"open", d(4), map[string]verdict{"https": ok, "obfs": ok}},
+		{"whatsapp-2017-09", d(6), map[string]verdict{"https": ok, "obfs": throttled}},
+		{"fet-2021", d(4), map[string]verdict{"https": ok, "obfs": ok}},
+		{"tls-gate", d(4), map[string]verdict{"https": ok, "obfs": reset}},
+		{"intermittent", d(14), map[string]verdict{"https": intermittent, "obfs": intermittent}},
 		{"open", d(8), map[string]verdict{"https": ok, "obfs": ok}},
 	}
 	th := monitor.Thresholds{}
