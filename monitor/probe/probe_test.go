@@ -100,7 +100,7 @@ func TestProbeThrottled(t *testing.T) {
 	eachProbe(t, func(t *testing.T, mk func(tb *testbed, t *testing.T) monitor.Probe) {
 		tr, _ := trialUnder(t, mk, "throttle", 1)
 		if !tr.OK {
-			t.Fatalf("trial %+v", tr)
+			t.Fatalf("trial %s (%s)", tr.Summary(), tr.Detail)
 		}
 		r := tr.Transfer.Rate()
 		if r < 140000/8*0.8 || r > 140000/8*1.25 {

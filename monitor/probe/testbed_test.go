@@ -213,10 +213,11 @@ func (tb *testbed) setPolicy(name string, seed uint64) {
 // DialContext dials addr on the memory network through the censor, as the
 // vantage point.
 func (tb *testbed) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := tb.net.DialContext(ctx, link.Endpoint{Transport: "tcp", Addr: addr})
+	pc, err := tb.net.DialContext(ctx, link.Endpoint{Transport: "tcp", Addr: addr})
 	if err != nil {
 		return nil, err
 	}
+	c := newBufferedConn(pc)
 	tb.mu.Lock()
 	e := tb.engine
 	tb.mu.Unlock()
@@ -348,11 +349,75 @@ func (l vantageListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vantageConn{c}, nil
+	return vantageConn{newBufferedConn(c)}, nil
 }
 
 type vantageConn struct{ net.Conn }
 
 func (vantageConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.ParseIP(vantageIP), Port: 40000}
+}
+
+// bufferedConn gives a net.Pipe end the write buffer of a TCP socket: a
+// Write returns once its bytes are queued, and a goroutine of its own
+// writes them to the pipe. Without it, two ends that both write before
+// they read (an HTTP/2 server's SETTINGS against the client's preface)
+// block each other forever. Close sends what is queued (for a second at
+// most), then closes the pipe, as a TCP close sends its buffer before FIN.
+type bufferedConn struct {
+	net.Conn
+	queue chan []byte
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+func newBufferedConn(c net.Conn) *bufferedConn {
+	b := &bufferedConn{Conn: c, queue: make(chan []byte, 256), done: make(chan struct{})}
+	b.wg.Go(b.pump)
+	return b
+}
+
+func (b *bufferedConn) pump() {
+	defer b.Conn.Close()
+	for {
+		select {
+		case p := <-b.queue:
+			if _, err := b.Conn.Write(p); err != nil {
+				return
+			}
+		case <-b.done:
+			b.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			for {
+				select {
+				case p := <-b.queue:
+					if _, err := b.Conn.Write(p); err != nil {
+						return
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (b *bufferedConn) Write(p []byte) (int, error) {
+	select {
+	case <-b.done:
+		return 0, net.ErrClosed
+	case b.queue <- append([]byte(nil), p...):
+		return len(p), nil
+	}
+}
+
+// SetWriteDeadline does nothing: writes do not block.
+func (b *bufferedConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (b *bufferedConn) SetDeadline(t time.Time) error { return b.Conn.SetReadDeadline(t) }
+
+func (b *bufferedConn) Close() error {
+	b.once.Do(func() { close(b.done) })
+	b.wg.Wait()
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/monitor"
 	"github.com/ferry-im/ferry/transport"
+	"github.com/ferry-im/ferry/transport/fallback"
 	"github.com/ferry-im/ferry/wire"
 )
 
@@ -94,7 +95,11 @@ func NewTextProbe(cfg TextConfig) (*TextProbe, error) {
 	cfg.Size = min(cfg.Size, wire.MaxEnvelope)
 	cfg.DialTimeout = orDuration(cfg.DialTimeout, 5*time.Second)
 	cfg.StepTimeout = orDuration(cfg.StepTimeout, 30*time.Second)
-	d := &relayclient.Dialer{Transports: reg, DialTimeout: cfg.DialTimeout, RequestTimeout: cfg.StepTimeout, Rand: cfg.Rand, Logger: cfg.Logger}
+	// The client's watcher closes a connection that looks blocked or
+	// throttled, to move to another transport; the monitor measures the
+	// one transport it probes, so only its own timeouts end a step.
+	watch := fallback.WatchConfig{MinStall: cfg.StepTimeout, MaxStall: cfg.StepTimeout, ThrottleRate: 1, ThrottleFor: cfg.StepTimeout}
+	d := &relayclient.Dialer{Transports: reg, DialTimeout: cfg.DialTimeout, RequestTimeout: cfg.StepTimeout, Rand: cfg.Rand, Logger: cfg.Logger, Watch: watch}
 	return &TextProbe{cfg: cfg, dialer: d, now: cfg.Now}, nil
 }
 
