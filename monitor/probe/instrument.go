@@ -28,13 +28,35 @@ type recorder struct {
 	attempts []*attempt
 }
 
-// attempt is one dial of an endpoint.
+// attempt is one dial of an endpoint. Its dial may run on a goroutine of
+// the client's race while the trial reads it.
 type attempt struct {
-	start        time.Time
+	start      time.Time
+	setupStage func(err error, serverBytes bool) monitor.Stage
+
+	mu           sync.Mutex // mu protects the fields below
 	rawErr       error      // the raw dial failed
 	transportErr error      // the raw dial worked, the transport's dial failed
 	raw, tr      *connStats // nil until dialed
-	setupStage   func(err error, serverBytes bool) monitor.Stage
+}
+
+// attemptState is a copy of an attempt's results.
+type attemptState struct {
+	rawErr, transportErr error
+	raw, tr              *connStats
+}
+
+func (a *attempt) state() attemptState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return attemptState{a.rawErr, a.transportErr, a.raw, a.tr}
+}
+
+// set changes the attempt's results under its lock.
+func (a *attempt) set(f func(a *attempt)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f(a)
 }
 
 type recorderKey struct{}
@@ -156,11 +178,12 @@ func (d *netDialer) DialContext(ctx context.Context, network, addr string) (net.
 		return c, err
 	}
 	if err != nil {
-		a.rawErr = err
+		a.set(func(a *attempt) { a.rawErr = err })
 		return nil, err
 	}
-	a.raw = &connStats{now: d.now}
-	return &watchedConn{Conn: c, stats: a.raw}, nil
+	st := &connStats{now: d.now}
+	a.set(func(a *attempt) { a.raw = st })
+	return &watchedConn{Conn: c, stats: st}, nil
 }
 
 // transportDialer watches the dials of one transport.
@@ -181,21 +204,25 @@ func (d *transportDialer) DialContext(ctx context.Context, ep link.Endpoint) (ne
 	r.mu.Unlock()
 	c, err := d.inner.DialContext(context.WithValue(ctx, attemptKey{}, a), ep)
 	if err != nil {
-		if a.rawErr == nil {
-			a.transportErr = err
-		}
+		a.set(func(a *attempt) {
+			if a.rawErr == nil {
+				a.transportErr = err
+			}
+		})
 		return nil, err
 	}
-	a.tr = &connStats{now: d.now}
-	return &watchedConn{Conn: c, stats: a.tr}, nil
+	st := &connStats{now: d.now}
+	a.set(func(a *attempt) { a.tr = st })
+	return &watchedConn{Conn: c, stats: st}, nil
 }
 
 // failed reports whether the attempt shows a failure of its own.
 func (a *attempt) failed() bool {
-	if a.rawErr != nil || a.transportErr != nil {
+	st := a.state()
+	if st.rawErr != nil || st.transportErr != nil {
 		return true
 	}
-	for _, s := range []*connStats{a.raw, a.tr} {
+	for _, s := range []*connStats{st.raw, st.tr} {
 		if s != nil {
 			if _, _, err := s.snapshot(); err != nil {
 				return true
@@ -232,6 +259,10 @@ func (r *recorder) diagnose(stepErr error) (d diagnosis, network bool) {
 }
 
 func (a *attempt) diagnose(stepErr error) diagnosis {
+	return a.state().diagnose(a.setupStage, stepErr)
+}
+
+func (a attemptState) diagnose(setupStage func(error, bool) monitor.Stage, stepErr error) diagnosis {
 	var dnsErr *net.DNSError
 	switch {
 	case a.rawErr != nil && errors.As(a.rawErr, &dnsErr):
@@ -252,8 +283,8 @@ func (a *attempt) diagnose(stepErr error) diagnosis {
 			}
 		}
 		stage := monitor.StageHandshake
-		if a.setupStage != nil {
-			stage = a.setupStage(a.transportErr, serverBytes)
+		if setupStage != nil {
+			stage = setupStage(a.transportErr, serverBytes)
 		}
 		return diagnosis{stage, monitor.Failure(err), a.transportErr.Error()}
 	}
@@ -287,11 +318,12 @@ func (r *recorder) transfer() monitor.Transfer {
 	var best *connStats
 	var most int64
 	for _, a := range r.attempts {
-		if a.tr == nil {
+		tr := a.state().tr
+		if tr == nil {
 			continue
 		}
-		if _, down, _ := a.tr.snapshot(); down > most {
-			best, most = a.tr, down
+		if _, down, _ := tr.snapshot(); down > most {
+			best, most = tr, down
 		}
 	}
 	if best == nil || most < minTransfer {
