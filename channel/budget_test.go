@@ -208,3 +208,37 @@ func TestInTransitSince(t *testing.T) {
 		t.Errorf("InTransitSince = %v after the abort, want zero", got)
 	}
 }
+
+// TestStalledRecordCharged sends the first bytes of a full-size record and
+// stalls: the receiver holds a read buffer for the rest of it, which must
+// be charged to the budget (a relay holding one per stalled connection
+// would otherwise hold 64 KiB each, uncounted), and given back once the
+// channel ends.
+func TestStalledRecordCharged(t *testing.T) {
+	enc, dec, renc := cipherPair(t)
+	a, b := net.Pipe()
+	var budget countingBudget
+	c := newConn(b, [32]byte{}, renc, dec, (*Config)(nil).logger())
+	c.budget = &budget
+	full := encryptRecords(t, enc, rec(1, flagFin, env(wire.TypeSend, MaxRecordData-wire.HeaderLen)))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Recv(context.Background())
+		errc <- err
+	}()
+	if _, err := a.Write(full[:4000]); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for held, _ := budget.get(); held < MaxRecordData; held, _ = budget.get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a half-received record holds a read buffer but the budget holds %d bytes", held)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	a.Close()
+	<-errc
+	if held, _ := budget.get(); held != 0 {
+		t.Fatalf("budget holds %d bytes after the channel ended, want 0", held)
+	}
+}

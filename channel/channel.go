@@ -131,12 +131,15 @@ var (
 	ErrBudget = errors.New("channel memory budget exhausted")
 )
 
-// Budget is charged for the memory of frames in transit: the buffers in
-// which a receiver reassembles frames that span several records. A
-// channel reserves before it grows a buffer (by at most the buffer's size
-// so far, so a buffer never holds more than twice the bytes received) and
-// releases when the frame is complete (its payload then belongs to the
-// caller of Recv), aborted, or the channel fails. Reserve and Release are
+// Budget is charged for the memory a receiver holds for what is in
+// transit: the buffers in which it reassembles frames that span several
+// records, and the pooled read buffer (64 KiB) it holds while a record
+// that does not fit its small array is being read. A channel reserves
+// before it grows a frame buffer (by at most the buffer's size so far, so
+// a buffer never holds more than twice the bytes received) and releases
+// when the frame is complete (its payload then belongs to the caller of
+// Recv), aborted, or the channel fails; it reserves a read buffer when it
+// takes one and releases it when it gives it back. Reserve and Release are
 // called only by the goroutine in Recv, but a Budget shared by many
 // channels must be safe for concurrent use.
 type Budget interface {

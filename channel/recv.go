@@ -128,10 +128,24 @@ func (c *Conn) fail(err error) error {
 func (c *Conn) releaseBuf(force bool) {
 	if c.rbuf != nil && (force || c.rs == c.re) {
 		if c.rbuf != &c.smallBuf {
+			if c.budget != nil {
+				c.budget.Release(len(*c.rbuf))
+			}
 			bufPool.Put(c.rbuf)
 		}
 		c.rbuf, c.rs, c.re = nil, 0, 0
 	}
+}
+
+// takeBuf takes a pooled read buffer, charged to the budget while the
+// channel holds it (a peer that stalls mid-record makes it hold one).
+func (c *Conn) takeBuf() (*[]byte, error) {
+	b := bufPool.Get().(*[]byte)
+	if c.budget != nil && !c.budget.Reserve(len(*b)) {
+		bufPool.Put(b)
+		return nil, fmt.Errorf("read record: %w (read buffer)", ErrBudget)
+	}
+	return b, nil
 }
 
 // recordBuffered reports whether a whole record is already read ahead.
@@ -189,11 +203,18 @@ func (c *Conn) readRecord() ([]byte, error) {
 		return nil, fmt.Errorf("read record: %w: record of %d bytes", ErrProtocol, size)
 	}
 	if c.rbuf == nil {
-		c.rbuf = bufPool.Get().(*[]byte)
+		b, err := c.takeBuf()
+		if err != nil {
+			return nil, err
+		}
+		c.rbuf = b
 	} else if c.rbuf == &c.smallBuf && c.rs+size > len(c.small) {
 		// The record does not fit in the small array: move to a pooled
 		// buffer.
-		b := bufPool.Get().(*[]byte)
+		b, err := c.takeBuf()
+		if err != nil {
+			return nil, err
+		}
 		c.re = copy(*b, c.small[c.rs:c.re])
 		c.rbuf, c.rs = b, 0
 	}
