@@ -13,7 +13,8 @@ import (
 // stop many. When a budget is spent the relay sheds what it values least
 // (docs/operations.md, "Budgets and limits"): handshakes still in progress
 // first, the oldest first (an honest handshake takes a round trip, a
-// stalled one its whole timeout); then authenticated
+// stalled one its whole timeout), but none younger than half a second;
+// then authenticated
 // connections that have been idle longest, unsubscribed before subscribed,
 // from the address with the most connections; a connection that completed
 // a frame within ActiveWindow is never shed, and if only such connections
@@ -129,8 +130,15 @@ type slot struct {
 	close func()        // closes the connection; called when it is shed
 	conn  *conn         // set once the handshake is done
 	elem  *list.Element // in the handshake list while handshaking
+	start time.Duration // when it was admitted (connBudget.mono)
 	gone  bool          // released or shed (connBudget.mu held)
 }
+
+// minShedAge is how long a handshake in progress is safe from shedding:
+// an honest one finishes well within it (one round trip), so a flood of
+// new handshakes cannot push an honest one out. While every handshake in
+// progress is younger, a newcomer over the budget is refused instead.
+const minShedAge = 500 * time.Millisecond
 
 // addrSlots is what a connBudget counts for one source address.
 type addrSlots struct {
@@ -174,25 +182,35 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 		b.shed("addr_full")
 		return nil, errAddrFull
 	}
+	now := b.mono()
 	var victims []*slot
-	if b.maxConns > 0 && b.conns >= b.maxConns {
-		v, reason := b.victimLocked()
+	refuse := func() (*slot, error) {
+		b.mu.Unlock()
+		for _, v := range victims {
+			v.close()
+		}
+		b.shed("refused")
+		return nil, errRelayFull
+	}
+	if b.maxHandshakes > 0 && b.handshakes.Len() >= b.maxHandshakes {
+		v := b.oldHandshakeLocked(now)
 		if v == nil {
-			b.mu.Unlock()
-			b.shed("refused")
-			return nil, errRelayFull
+			return refuse()
+		}
+		b.dropLocked(v)
+		victims = append(victims, v)
+		b.shed("handshake")
+	}
+	if b.maxConns > 0 && b.conns >= b.maxConns {
+		v, reason := b.victimLocked(now)
+		if v == nil {
+			return refuse()
 		}
 		b.dropLocked(v)
 		victims = append(victims, v)
 		b.shed(reason)
 	}
-	if b.maxHandshakes > 0 && b.handshakes.Len() >= b.maxHandshakes {
-		v := b.handshakes.Front().Value.(*slot)
-		b.dropLocked(v)
-		victims = append(victims, v)
-		b.shed("handshake")
-	}
-	s := &slot{addr: addr, close: close}
+	s := &slot{addr: addr, close: close, start: now}
 	b.addrs[addr] = a
 	a.conns++
 	b.conns++
@@ -205,16 +223,26 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 }
 
 // victimLocked picks the connection to shed for a newcomer: the oldest
-// handshake in progress if there is one, else the least valuable idle
-// connection, else nil.
-func (b *connBudget) victimLocked() (*slot, string) {
-	if f := b.handshakes.Front(); f != nil {
-		return f.Value.(*slot), "handshake"
+// handshake in progress if it is at least minShedAge old, else the least
+// valuable idle connection, else nil.
+func (b *connBudget) victimLocked(now time.Duration) (*slot, string) {
+	if v := b.oldHandshakeLocked(now); v != nil {
+		return v, "handshake"
 	}
-	if v := b.idleVictimLocked(); v != nil {
+	if v := b.idleVictimLocked(now); v != nil {
 		return v, "idle"
 	}
 	return nil, ""
+}
+
+// oldHandshakeLocked returns the oldest handshake in progress if it is at
+// least minShedAge old, else nil.
+func (b *connBudget) oldHandshakeLocked(now time.Duration) *slot {
+	f := b.handshakes.Front()
+	if f == nil || now-f.Value.(*slot).start < minShedAge {
+		return nil
+	}
+	return f.Value.(*slot)
 }
 
 // shedSample is how many open connections are looked at to choose one to
@@ -225,8 +253,7 @@ const shedSample = 64
 // at least the active window, the least valuable: unsubscribed before
 // subscribed, then from the address with the most connections, then idle
 // the longest. nil if the sample has no idle connection.
-func (b *connBudget) idleVictimLocked() *slot {
-	now := b.mono()
+func (b *connBudget) idleVictimLocked(now time.Duration) *slot {
 	var best *slot
 	var bestIdle time.Duration
 	n := 0

@@ -45,7 +45,14 @@ func TestHandshakesShedFirst(t *testing.T) {
 	first := e.stalledHandshake(attacker)
 	time.Sleep(10 * time.Millisecond) // order the two stalled handshakes
 	second := e.stalledHandshake(attacker)
-	time.Sleep(10 * time.Millisecond)
+	for e.metric("ferry_relay_budget_used", "handshakes") < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	// A newcomer now is refused: both handshakes are too young to shed.
+	if _, err := e.tryDial(mustKey(t), attacker); err == nil {
+		t.Fatal("a newcomer shed a handshake younger than half a second")
+	}
+	time.Sleep(600 * time.Millisecond)
 	honest := e.dial(mustKey(t), attacker)
 	if !wasClosed(first, 2*time.Second) {
 		t.Fatal("the oldest stalled handshake was not shed for an honest newcomer")

@@ -81,8 +81,7 @@ type Limits struct {
 	KeyRate  float64
 	KeyBurst int
 	// AddrRate and AddrBurst are the same per source address (an IPv4
-	// address or an IPv6 /64). Defaults 2,000/s and 10,000. Acks are
-	// charged here too (as for AckRate).
+	// address or an IPv6 /64). Defaults 2,000/s and 10,000.
 	AddrRate  float64
 	AddrBurst int
 	// SubscribeRate and SubscribeBurst bound Subscribes per connection
@@ -92,8 +91,10 @@ type Limits struct {
 	SubscribeBurst int
 	// AckRate and AckBurst bound Acks per connection key, counted in
 	// units of 64 acknowledged seqs (an Ack of 1-64 seqs costs 1, of 4096
-	// costs 64). An Ack beyond them is ignored: its envelopes stay
-	// pending and are delivered again. Defaults 100/s and 1,000.
+	// costs 64); per source address the bucket is 10 times larger (and
+	// apart from AddrRate's, so that acks never cost a neighbour's
+	// sends). An Ack beyond them is ignored: its envelopes stay pending
+	// and are delivered again. Defaults 100/s and 1,000.
 	AckRate  float64
 	AckBurst int
 	// HandshakeRate and HandshakeBurst bound new connections per source

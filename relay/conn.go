@@ -372,7 +372,7 @@ func (c *conn) handleSubscribe(ctx context.Context, m wire.Subscribe) error {
 // ignored: its envelopes stay pending and are delivered again.
 func (c *conn) handleAck(ctx context.Context, m wire.Ack) error {
 	cost := float64((len(m.Seqs) + ackUnit - 1) / ackUnit)
-	if !c.s.ackLimit.allowN(c.keyID, cost) || !c.s.addrLimit.allowN(c.addr, cost) {
+	if !c.s.ackLimit.allowN(c.keyID, cost) || !c.s.ackAddrLimit.allowN(c.addr, cost) {
 		c.s.metrics.acksDropped.Inc()
 		return nil
 	}

@@ -42,6 +42,7 @@ type Server struct {
 
 	keyLimit, addrLimit, handshakeLimit *limiter
 	subscribeLimit, ackLimit            *limiter
+	ackAddrLimit                        *limiter // acks per address: 10 times the per-key bucket
 	bundleLimit                         *limiter // per mailbox
 	touched                             touchCache
 
@@ -99,6 +100,7 @@ func NewServer(cfg Config) (*Server, error) {
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),
 		subscribeLimit: newLimiter(lim.SubscribeRate, lim.SubscribeBurst, now),
 		ackLimit:       newLimiter(lim.AckRate, lim.AckBurst, now),
+		ackAddrLimit:   newLimiter(10*lim.AckRate, 10*lim.AckBurst, now),
 		bundleLimit:    newLimiter(lim.BundleRate, lim.BundleBurst, now),
 		sweeperDone:    make(chan struct{}),
 		reaperDone:     make(chan struct{}),
@@ -338,7 +340,7 @@ func (s *Server) sweeper() {
 // buckets. The sweeper calls it every SweepInterval; tests with a fake
 // clock call it directly.
 func (s *Server) Sweep(ctx context.Context) error {
-	for _, l := range []*limiter{s.keyLimit, s.addrLimit, s.handshakeLimit, s.subscribeLimit, s.ackLimit, s.bundleLimit} {
+	for _, l := range []*limiter{s.keyLimit, s.addrLimit, s.handshakeLimit, s.subscribeLimit, s.ackLimit, s.ackAddrLimit, s.bundleLimit} {
 		l.sweep()
 	}
 	var errs []error
