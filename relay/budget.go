@@ -12,9 +12,10 @@ import (
 // per-key, per-address and per-mailbox Limits stop one client, budgets
 // stop many. When a budget is spent the relay sheds what it values least
 // (docs/operations.md, "Budgets and limits"): handshakes still in progress
-// first, the oldest first (an honest handshake takes a round trip, a
-// stalled one its whole timeout), but none younger than half a second;
-// then authenticated
+// first: the oldest of the address with the most of them (a flood sheds
+// itself, not others' few), or, for a newcomer from that very address
+// (users behind one NAT), the oldest anywhere if it is at least half a
+// second old; then authenticated
 // connections that have been idle longest, unsubscribed before subscribed,
 // from the address with the most connections; a connection that completed
 // a frame within ActiveWindow is never shed, and if only such connections
@@ -130,19 +131,20 @@ type slot struct {
 	close func()        // closes the connection; called when it is shed
 	conn  *conn         // set once the handshake is done
 	elem  *list.Element // in the handshake list while handshaking
+	aelem *list.Element // in its address's handshake list while handshaking
 	start time.Duration // when it was admitted (connBudget.mono)
 	gone  bool          // released or shed (connBudget.mu held)
 }
 
-// minShedAge is how long a handshake in progress is safe from shedding:
-// an honest one finishes well within it (one round trip), so a flood of
-// new handshakes cannot push an honest one out. While every handshake in
-// progress is younger, a newcomer over the budget is refused instead.
+// minShedAge is how long a handshake in progress is safe from being shed
+// for a newcomer from its own busiest address: an honest one finishes
+// well within it (one round trip).
 const minShedAge = 500 * time.Millisecond
 
 // addrSlots is what a connBudget counts for one source address.
 type addrSlots struct {
-	conns int
+	conns      int
+	handshakes list.List // *slot, oldest first
 }
 
 // connBudget admits connections within Budgets.Conns, Budgets.Handshakes
@@ -158,14 +160,16 @@ type connBudget struct {
 	conns      int
 	handshakes list.List // *slot in handshake, oldest first
 	addrs      map[string]*addrSlots
-	open       map[*slot]struct{} // slots whose handshake is done
+	hsAddrs    map[string]*addrSlots // the addresses with handshakes in progress
+	open       map[*slot]struct{}    // slots whose handshake is done
 }
 
 func newConnBudget(b Budgets, perAddr int, mono func() time.Duration, shed func(string)) *connBudget {
 	return &connBudget{
 		maxConns: b.Conns, maxHandshakes: b.Handshakes, perAddr: perAddr,
 		active: b.ActiveWindow, mono: mono, shed: shed,
-		addrs: make(map[string]*addrSlots), open: make(map[*slot]struct{}),
+		addrs: make(map[string]*addrSlots), hsAddrs: make(map[string]*addrSlots),
+		open: make(map[*slot]struct{}),
 	}
 }
 
@@ -193,7 +197,7 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 		return nil, errRelayFull
 	}
 	if b.maxHandshakes > 0 && b.handshakes.Len() >= b.maxHandshakes {
-		v := b.oldHandshakeLocked(now)
+		v := b.handshakeVictimLocked(addr, now)
 		if v == nil {
 			return refuse()
 		}
@@ -202,7 +206,7 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 		b.shed("handshake")
 	}
 	if b.maxConns > 0 && b.conns >= b.maxConns {
-		v, reason := b.victimLocked(now)
+		v, reason := b.victimLocked(addr, now)
 		if v == nil {
 			return refuse()
 		}
@@ -215,6 +219,8 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 	a.conns++
 	b.conns++
 	s.elem = b.handshakes.PushBack(s)
+	s.aelem = a.handshakes.PushBack(s)
+	b.hsAddrs[addr] = a
 	b.mu.Unlock()
 	for _, v := range victims {
 		v.close()
@@ -222,11 +228,11 @@ func (b *connBudget) admit(addr string, close func()) (*slot, error) {
 	return s, nil
 }
 
-// victimLocked picks the connection to shed for a newcomer: the oldest
-// handshake in progress if it is at least minShedAge old, else the least
-// valuable idle connection, else nil.
-func (b *connBudget) victimLocked(now time.Duration) (*slot, string) {
-	if v := b.oldHandshakeLocked(now); v != nil {
+// victimLocked picks the connection to shed for a newcomer from addr: a
+// handshake in progress if one may be shed (handshakeVictimLocked), else
+// the least valuable idle connection, else nil.
+func (b *connBudget) victimLocked(addr string, now time.Duration) (*slot, string) {
+	if v := b.handshakeVictimLocked(addr, now); v != nil {
 		return v, "handshake"
 	}
 	if v := b.idleVictimLocked(now); v != nil {
@@ -235,11 +241,29 @@ func (b *connBudget) victimLocked(now time.Duration) (*slot, string) {
 	return nil, ""
 }
 
-// oldHandshakeLocked returns the oldest handshake in progress if it is at
-// least minShedAge old, else nil.
-func (b *connBudget) oldHandshakeLocked(now time.Duration) *slot {
+// handshakeVictimLocked picks the handshake in progress to shed for a
+// newcomer from addr: the oldest of the address with the most handshakes
+// in progress, however young, if that is another address (a flood comes
+// from its own addresses, so it sheds itself, not the few handshakes of
+// others); if the newcomer's own address is the busiest (many users
+// behind one NAT), the oldest handshake anywhere, if it is at least
+// minShedAge old. nil if there is none to shed.
+func (b *connBudget) handshakeVictimLocked(addr string, now time.Duration) *slot {
+	var heaviest string
+	n := 0
+	for a, hs := range b.hsAddrs {
+		if l := hs.handshakes.Len(); l > n || l == n && a == addr {
+			heaviest, n = a, l
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if heaviest != addr {
+		return b.hsAddrs[heaviest].handshakes.Front().Value.(*slot)
+	}
 	f := b.handshakes.Front()
-	if f == nil || now-f.Value.(*slot).start < minShedAge {
+	if now-f.Value.(*slot).start < minShedAge {
 		return nil
 	}
 	return f.Value.(*slot)
@@ -302,7 +326,12 @@ func (b *connBudget) endHandshakeLocked(s *slot) {
 		return
 	}
 	b.handshakes.Remove(s.elem)
-	s.elem = nil
+	a := b.addrs[s.addr]
+	a.handshakes.Remove(s.aelem)
+	s.elem, s.aelem = nil, nil
+	if a.handshakes.Len() == 0 {
+		delete(b.hsAddrs, s.addr)
+	}
 }
 
 // release uncounts s when its connection ends (if it was not shed).

@@ -55,11 +55,33 @@ type conn struct {
 	// subscribed is whether the connection has subscribed, for the
 	// connection budget (read from other goroutines).
 	subscribed atomic.Bool
-	stalled    atomic.Bool // the reaper ended read for a stalled frame
+
+	// refused counts the Acks and Subscribes refused in a row for their
+	// rate (handler goroutine only).
+	refused int
+	stalled atomic.Bool // the reaper ended read for a stalled frame
 }
 
 // ackUnit is how many acknowledged seqs cost one token of Limits.AckRate.
 const ackUnit = 64
+
+// maxRefusedInARow is how many Acks and Subscribes in a row a connection
+// may send over their rates before the relay closes it: refusing each
+// still costs the relay its decryption and decoding, and no client that
+// honours the limits comes near it.
+const maxRefusedInARow = 100
+
+// errAbuse ends a connection that kept sending far over a rate.
+var errAbuse = errors.New("closing a connection that kept sending over its rate")
+
+// overRate counts a refused Ack or Subscribe; past maxRefusedInARow in a
+// row it returns errAbuse.
+func (c *conn) overRate() error {
+	if c.refused++; c.refused > maxRefusedInARow {
+		return errAbuse
+	}
+	return nil
+}
 
 // errViolation marks a frame that ends the connection.
 var errViolation = errors.New("protocol violation")
@@ -350,8 +372,12 @@ func (c *conn) storeFailed(ctx context.Context, what string, err error, answer f
 // second Subscribe re-sends everything pending, then its own OK.
 func (c *conn) handleSubscribe(ctx context.Context, m wire.Subscribe) error {
 	if !c.s.subscribeLimit.allow(c.keyID) {
+		if err := c.overRate(); err != nil {
+			return err
+		}
 		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many subscriptions"})
 	}
+	c.refused = 0
 	c.touch(ctx)
 	if c.sub == nil {
 		c.subscribed.Store(true)
@@ -374,8 +400,9 @@ func (c *conn) handleAck(ctx context.Context, m wire.Ack) error {
 	cost := float64((len(m.Seqs) + ackUnit - 1) / ackUnit)
 	if !c.s.ackLimit.allowN(c.keyID, cost) || !c.s.ackAddrLimit.allowN(c.addr, cost) {
 		c.s.metrics.acksDropped.Inc()
-		return nil
+		return c.overRate()
 	}
+	c.refused = 0
 	if _, err := c.s.store.Ack(ctx, c.mailbox, m.Seqs); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

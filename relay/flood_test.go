@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func TestAckRateLimited(t *testing.T) {
 	e := newEnv(t, func(c *relay.Config) { c.Store = store })
 	c := e.dial(mustKey(t), nil)
 	c.register(token(1))
-	frames := make([]wire.Frame, 2000)
+	frames := make([]wire.Frame, 1050) // 50 over the burst: not yet a flood that closes the connection
 	for i := range frames {
 		frames[i] = mustFrame(wire.Ack{Seqs: []uint64{uint64(i + 1)}})
 	}
@@ -104,8 +105,8 @@ func TestAckRateLimited(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.quiet()
-	if got := store.acks.Load(); got > 1100 {
-		t.Errorf("%d of 2000 Acks sent at once reached the store, want at most the burst", got)
+	if got := store.acks.Load(); got != 1000 {
+		t.Errorf("%d of 1050 Acks sent at once reached the store, want the burst of 1000", got)
 	}
 	// Once the bucket refills, Acks go through again.
 	e.clock.Advance(time.Minute)
@@ -133,4 +134,24 @@ func TestSubscribeRateLimited(t *testing.T) {
 	}
 	e.clock.Advance(time.Second)
 	c.subscribe()
+}
+
+// TestFloodingConnectionClosed checks that a connection that keeps
+// sending Acks over its rate is closed: refusing each would still cost the
+// relay its decryption and decoding.
+func TestFloodingConnectionClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) { c.Limits.AckBurst = 10 })
+	c := e.dial(mustKey(t), nil)
+	c.register(token(1))
+	go func() {
+		for i := range 1000 {
+			if c.ch.Send(context.Background(), mustFrame(wire.Ack{Seqs: []uint64{uint64(i + 1)}})) != nil {
+				return
+			}
+		}
+	}()
+	if err := c.closed(); err == nil || !strings.Contains(err.Error(), "over its rate") {
+		t.Fatalf("ServeConn of an ack flood = %v, want it closed for going over its rate", err)
+	}
 }
