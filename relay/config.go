@@ -46,6 +46,11 @@ type Config struct {
 	// Budgets bound what the relay holds as a whole (budget.go). The zero
 	// value gives the defaults documented on each field (memory 1 GiB).
 	Budgets Budgets
+
+	// Blobs holds attachments (docs/protocol.md section 6.13). The Server
+	// does not close it. If nil, the relay stores no blobs: blob frames
+	// are answered Error{Unavailable}.
+	Blobs BlobStore
 }
 
 // Limits are the relay's quotas and rate limits. A zero field takes its
@@ -123,6 +128,19 @@ type Limits struct {
 	// connection before the relay stops queueing and re-reads the store
 	// instead. Default 256; it cannot be disabled (at least 1).
 	DeliverQueue int
+
+	// Blob limits (docs/protocol.md section 6.13).
+	// BlobMaxSize is the largest blob. Default 4 GiB.
+	BlobMaxSize int64
+	// BlobQuotaBytes and BlobQuotaCount bound the blobs, complete or
+	// not, counted against one mailbox: the sum of their sizes and their
+	// number. Defaults 8 GiB and 1,000.
+	BlobQuotaBytes int64
+	BlobQuotaCount int
+	// BlobTTL is how long a blob is kept after its creation; BlobIdleTTL
+	// how long an incomplete blob is kept after its last write. Defaults
+	// 30 days and 2 days.
+	BlobTTL, BlobIdleTTL time.Duration
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -209,5 +227,23 @@ func (l Limits) withDefaults() Limits {
 	num(&l.ConnsPerAddr, 10000)
 	num(&l.DeliverQueue, 256)
 	l.DeliverQueue = max(l.DeliverQueue, 1)
+	l.blobDefaults(num, dur)
 	return l
+}
+
+// blobDefaults applies the blob limits' defaults.
+func (l *Limits) blobDefaults(num func(*int, int), dur func(*time.Duration, time.Duration)) {
+	size := func(v *int64, def int64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	size(&l.BlobMaxSize, 4<<30)
+	size(&l.BlobQuotaBytes, 8<<30)
+	num(&l.BlobQuotaCount, 1000)
+	dur(&l.BlobTTL, 30*24*time.Hour)
+	dur(&l.BlobIdleTTL, 2*24*time.Hour)
 }

@@ -268,6 +268,16 @@ func (c *conn) handle(ctx context.Context, f wire.Frame) error {
 		return c.handlePutRanking(ctx, m)
 	case wire.GetRanking:
 		return c.handleGetRanking(ctx, m)
+	case wire.BlobCreate:
+		return c.handleBlobCreate(ctx, m)
+	case wire.BlobStatus:
+		return c.handleBlobStatus(ctx, m)
+	case wire.BlobPut:
+		return c.handleBlobPut(ctx, m)
+	case wire.BlobGet:
+		return c.handleBlobGet(ctx, m)
+	case wire.Fanout:
+		return c.handleFanout(ctx, m)
 	}
 	return c.violation(ctx, fmt.Errorf("%w: %v frames are sent by relays, not clients", errViolation, f.Type))
 }

@@ -29,6 +29,7 @@ type metrics struct {
 	idleMailboxes prometheus.Counter
 	storeTime     *prometheus.HistogramVec // op
 	shed          *prometheus.CounterVec   // reason
+	blob          *blobMetrics
 }
 
 func newMetrics() *metrics {
@@ -99,6 +100,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.MetricsGC, collectors.MetricsMemory, collectors.MetricsScheduler)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.blob = newBlobMetrics(m.reg)
 	for t := range m.frameByType {
 		m.frameByType[t] = m.frames.WithLabelValues(frameLabel(wire.Type(t)))
 	}

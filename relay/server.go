@@ -31,6 +31,7 @@ type Server struct {
 	hub      hub
 	cluster  *cluster // nil for a relay alone
 	rankings *rankings
+	blobs    BlobStore // nil: no blob store
 
 	conns    *connBudget
 	frameMem *memPool
@@ -95,6 +96,7 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:        m,
 		hub:            hub{subs: make(map[[16]byte][]*subscriber)},
 		rankings:       rk,
+		blobs:          cfg.Blobs,
 		keyLimit:       newLimiter(lim.KeyRate, lim.KeyBurst, now),
 		addrLimit:      newLimiter(lim.AddrRate, lim.AddrBurst, now),
 		handshakeLimit: newLimiter(lim.HandshakeRate, lim.HandshakeBurst, now),
@@ -343,7 +345,7 @@ func (s *Server) Sweep(ctx context.Context) error {
 	for _, l := range []*limiter{s.keyLimit, s.addrLimit, s.handshakeLimit, s.subscribeLimit, s.ackLimit, s.ackAddrLimit, s.bundleLimit} {
 		l.sweep()
 	}
-	var errs []error
+	errs := []error{s.sweepBlobs(ctx)}
 	if s.limits.TTL > 0 {
 		n, err := s.store.Expire(ctx, s.now().Add(-s.limits.TTL))
 		s.metrics.expired.Add(float64(n))

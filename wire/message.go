@@ -169,6 +169,9 @@ func Decode(f Frame) (Message, error) {
 		var v Rankings
 		err, m = v.UnmarshalBinary(f.Payload), &v
 	default:
+		if m, ok, err := decodeBlob(f); ok {
+			return m, err
+		}
 		return nil, fmt.Errorf("decode %v: %w", f.Type, ErrUnknownType)
 	}
 	if err != nil {

@@ -33,7 +33,9 @@ import (
 //	               GetBundle, Bundle.
 //	   2026-12-02  added (no version change; old peers skip them):
 //	               AddToken, RemoveToken, GetPrekeyCount, PrekeyCount;
-//	               PutRanking, GetRanking, Rankings.
+//	               PutRanking, GetRanking, Rankings; the
+//	               blob and fan-out frames BlobCreate, BlobStatus, BlobPut,
+//	               BlobState, BlobGet, BlobData, Fanout, FanoutResult.
 const ProtocolVersion = 1
 
 // Frame envelope, as written by AppendFrame and read by ReadFrame:
@@ -102,13 +104,17 @@ func (t Type) String() string {
 	if n, ok := typeNames[t]; ok {
 		return n
 	}
+	if n, ok := blobTypeNames[t]; ok {
+		return n
+	}
 	return fmt.Sprintf("Type(0x%02x)", uint8(t))
 }
 
 // Known reports whether this version of the protocol defines t.
 func (t Type) Known() bool {
 	_, ok := typeNames[t]
-	return ok
+	_, blob := blobTypeNames[t]
+	return ok || blob
 }
 
 // Frame is one frame: a type and its payload.

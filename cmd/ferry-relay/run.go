@@ -154,6 +154,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	storeOpts := addStoreFlags(fl)
 	newDatabase := fl.Bool("new-database", false, "start with an empty database although this data directory ran a relay before (the old file, if any, is kept aside)")
 	budgets := budgetFlags(fl)
+	blobOpts := addBlobFlags(fl)
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -197,7 +198,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer back.close()
-	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus, Budgets: budgets(), RankingPublishers: publishers})
+	blobs, err := blobOpts.open(*data)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		defer blobs.Close()
+	}
+	srv, err := relay.NewServer(relay.Config{Key: key, Store: back.store, Logger: log, Bus: back.bus, Budgets: budgets(), RankingPublishers: publishers, Blobs: blobs})
 	if err != nil {
 		return err
 	}

@@ -23,9 +23,10 @@ import (
 type Relay struct {
 	// Link is the relay's link, for clients.
 	Link link.Relay
-	// Server and Store are the relay and its store.
+	// Server, Store and Blobs are the relay and its stores.
 	Server *relay.Server
 	Store  relay.Store
+	Blobs  relay.BlobStore
 	// Key is the relay's static key pair.
 	Key channel.KeyPair
 
@@ -35,7 +36,7 @@ type Relay struct {
 }
 
 // Start runs a relay until the test ends (or Close). cfg may be nil; its
-// Key and Store are filled in when zero (a fresh key, a memstore), and
+// Key, Store and Blobs are filled in when zero (a fresh key, memstore's), and
 // its rate limits are off unless set, since every test client comes from
 // 127.0.0.1.
 func Start(tb testing.TB, cfg *relay.Config) *Relay {
@@ -53,6 +54,9 @@ func Start(tb testing.TB, cfg *relay.Config) *Relay {
 	}
 	if c.Store == nil {
 		c.Store = memstore.New()
+	}
+	if c.Blobs == nil {
+		c.Blobs = memstore.NewBlobs()
 	}
 	if c.Limits.AddrRate == 0 {
 		c.Limits.AddrRate = -1
@@ -73,6 +77,7 @@ func Start(tb testing.TB, cfg *relay.Config) *Relay {
 		Link:   link.Relay{Key: c.Key.Public, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: l.Addr().String()}}},
 		Server: srv,
 		Store:  c.Store,
+		Blobs:  c.Blobs,
 		Key:    c.Key,
 		l:      l,
 	}
@@ -97,5 +102,6 @@ func (r *Relay) Close() {
 		r.Server.Close()
 		r.wg.Wait()
 		r.Store.Close()
+		r.Blobs.Close()
 	})
 }
