@@ -30,7 +30,7 @@ func newBlobMetrics(reg *prometheus.Registry) *blobMetrics {
 	m := &blobMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_blob_requests_total",
-			Help: "Blob requests by operation (create, status, put, get) and result (ok, duplicate, gap, denied, not_found, quota, too_large, bad_request, rate_limited, unavailable, error).",
+			Help: "Blob requests by operation (create, status, put, get) and result (ok, duplicate, gap, superseded, denied, not_found, quota, too_large, bad_request, rate_limited, unavailable, error).",
 		}, []string{"op", "result"}),
 		putBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_blob_put_bytes_total",
@@ -121,6 +121,7 @@ func (c *conn) handleBlobCreate(ctx context.Context, m wire.BlobCreate) error {
 			return c.blobStoreFailed(ctx, op, m.ReqID, err)
 		}
 	}
+	c.s.writers.claim(info.ID, c)
 	c.s.metrics.blob.requests.WithLabelValues(op, "ok").Inc()
 	return c.reply(ctx, blobState(m.ReqID, info))
 }
@@ -141,6 +142,7 @@ func (c *conn) handleBlobStatus(ctx context.Context, m wire.BlobStatus) error {
 	case err != nil:
 		return c.blobStoreFailed(ctx, op, m.ReqID, err)
 	}
+	c.s.writers.claim(info.ID, c)
 	c.s.metrics.blob.requests.WithLabelValues(op, "ok").Inc()
 	return c.reply(ctx, blobState(m.ReqID, info))
 }
@@ -154,8 +156,22 @@ func (c *conn) handleBlobPut(ctx context.Context, m wire.BlobPut) error {
 	if c.s.blobs == nil {
 		return c.blobFail(ctx, op, m.ReqID, "unavailable", wire.CodeUnavailable, noBlobs)
 	}
-	info, dup, err := c.s.blobs.Write(ctx, wire.BlobID(m.Key), int64(m.Offset), m.Data, c.s.now())
+	bid := wire.BlobID(m.Key)
 	bm := c.s.metrics.blob
+	if !c.s.writers.mayWrite(bid, c) {
+		// A connection the upload has moved away from (it resumed on a
+		// new one): its late pieces are not written.
+		info, err := c.s.blobs.Info(ctx, bid)
+		if err != nil {
+			return c.blobStoreFailed(ctx, op, m.ReqID, err)
+		}
+		bm.requests.WithLabelValues(op, "superseded").Inc()
+		return c.reply(ctx, blobState(m.ReqID, info))
+	}
+	info, dup, err := c.s.blobs.Write(ctx, bid, int64(m.Offset), m.Data, c.s.now())
+	if info.Complete {
+		c.s.writers.release(bid)
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return c.blobFail(ctx, op, m.ReqID, "not_found", wire.CodeNotFound, "no such upload (it may have expired); create it first")
@@ -182,6 +198,61 @@ func (c *conn) handleBlobPut(ctx context.Context, m wire.BlobPut) error {
 		bm.requests.WithLabelValues(op, "ok").Inc()
 	}
 	return c.reply(ctx, blobState(m.ReqID, info))
+}
+
+// blobWriters remembers which connection writes each blob in progress:
+// the last one to create it or ask for its status (a resumed upload), or
+// else the first to write it. Pieces from any other connection (an
+// earlier one of the same upload, whose frames still arrive) are not
+// written, so a resumed upload never has the relay store a byte twice.
+type blobWriters struct {
+	mu sync.Mutex // mu protects by and owned
+	by map[[16]byte]*conn
+	// owned lists each connection's blobs, to forget them when it ends.
+	owned map[*conn][][16]byte
+}
+
+func (w *blobWriters) claim(id [16]byte, c *conn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.by == nil {
+		w.by, w.owned = make(map[[16]byte]*conn), make(map[*conn][][16]byte)
+	}
+	if w.by[id] != c {
+		w.by[id] = c
+		w.owned[c] = append(w.owned[c], id)
+	}
+}
+
+// mayWrite reports whether c may write blob id, making it the writer if
+// there is none (after a relay restart).
+func (w *blobWriters) mayWrite(id [16]byte, c *conn) bool {
+	w.mu.Lock()
+	cur := w.by[id]
+	w.mu.Unlock()
+	if cur == nil {
+		w.claim(id, c)
+		return true
+	}
+	return cur == c
+}
+
+func (w *blobWriters) release(id [16]byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.by, id)
+}
+
+// forget drops c's claims when it ends.
+func (w *blobWriters) forget(c *conn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range w.owned[c] {
+		if w.by[id] == c {
+			delete(w.by, id)
+		}
+	}
+	delete(w.owned, c)
 }
 
 var blobBufs = sync.Pool{New: func() any { b := make([]byte, wire.MaxBlobData); return &b }}

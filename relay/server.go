@@ -32,6 +32,7 @@ type Server struct {
 	cluster  *cluster // nil for a relay alone
 	rankings *rankings
 	blobs    BlobStore // nil: no blob store
+	writers  blobWriters
 
 	conns    *connBudget
 	frameMem *memPool
@@ -202,6 +203,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 		return ErrClosed
 	}
 	defer s.untrack(c)
+	defer s.writers.forget(c)
 	log.Debug("connection open")
 	err = c.serve()
 	if err != nil {

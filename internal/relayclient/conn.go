@@ -152,6 +152,12 @@ func (c *Conn) handle(f wire.Frame) error {
 		return c.handleSendAnswer(m.ID, m)
 	case wire.Deliver:
 		return c.handleDeliver(m)
+	case wire.BlobState:
+		return c.handleAnswer(m.ReqID, m)
+	case wire.BlobData:
+		return c.handleAnswer(m.ReqID, m)
+	case wire.FanoutResult:
+		return c.handleSendAnswer(m.ID, m)
 	}
 	c.log.Debug("skipping a frame only clients send", "type", f.Type.String())
 	return nil

@@ -105,3 +105,29 @@ func (r *Relay) Close() {
 		r.Blobs.Close()
 	})
 }
+
+// Metric returns the value of the relay's counter or gauge name, summed
+// over the series that have a label with the value label (every series
+// if label is empty).
+func (r *Relay) Metric(name, label string) float64 {
+	families, err := r.Server.Registry().Gather()
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetValue() == label
+			}
+			if match {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
