@@ -41,10 +41,10 @@ const (
 	KindReceipt      Kind = 2 // Receipt
 	KindIntroduction Kind = 3 // Introduction
 	KindRefusal      Kind = 4 // Refusal
+	KindAttachment   Kind = 5 // Attachment
 
 	// Reserved for kinds to come (they parse as Unknown until then):
-	// 5 attachment, 6 group control, 7 group message, 8 reaction,
-	// 9 edit, 10 delete.
+	// 6 group control, 7 group message, 8 reaction, 9 edit, 10 delete.
 )
 
 // ErrMalformed is wrapped by every parse and encode failure.
@@ -87,6 +87,7 @@ var kinds = map[Kind]func([]byte) (Body, error){
 	KindReceipt:      parseReceipt,
 	KindIntroduction: parseIntroduction,
 	KindRefusal:      parseRefusal,
+	KindAttachment:   parseAttachment,
 }
 
 // Known reports whether this version parses kind k.

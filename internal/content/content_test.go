@@ -2,9 +2,11 @@ package content
 
 import (
 	"bytes"
+
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"github.com/ferry-im/ferry/session"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +40,16 @@ type vector struct {
 	Intro  string   `json:"introduction,omitempty"`
 	Reason byte     `json:"reason,omitempty"`
 	Data   string   `json:"data,omitempty"`
+
+	Pointer  string `json:"pointer,omitempty"`
+	Blob     string `json:"blob,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	Type     string `json:"type,omitempty"`
+	FileName string `json:"file_name,omitempty"`
+	Thumb    string `json:"thumb,omitempty"`
+	Voice    bool   `json:"voice,omitempty"`
+	Duration uint32 `json:"duration_ms,omitempty"`
+	Waveform string `json:"waveform,omitempty"`
 }
 
 var vid = [16]byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10}
@@ -59,7 +71,12 @@ func validContents() []struct {
 		{"refusal used", Content{ID: vid, Sent: 5, Body: &Refusal{Introduction: [16]byte{6}, Reason: RefusedUsed}}},
 		{"refusal unknown", Content{ID: vid, Sent: 6, Body: &Refusal{Introduction: [16]byte{6}, Reason: RefusedUnknown}}},
 		{"unknown kind", Content{ID: vid, Sent: 7, Body: &Unknown{K: 200, Data: []byte("from a newer Ferry")}}},
-		{"unknown kind empty", Content{ID: vid, Sent: 8, Body: &Unknown{K: 5, Data: []byte{}}}},
+		{"unknown kind empty", Content{ID: vid, Sent: 8, Body: &Unknown{K: 99, Data: []byte{}}}},
+		{"attachment photo", Content{ID: vid, Sent: 9, Body: &Attachment{N: 3, Pointer: testPointer(), Blob: [16]byte{0xb1}, SHA256: [32]byte{0x5a},
+			Type: "image/jpeg", Name: "cat.jpg", Thumb: []byte{0xff, 0xd8, 0xff, 0xd9}}}},
+		{"attachment no name", Content{ID: vid, Sent: 10, Body: &Attachment{N: 4, Pointer: testPointer(), Type: "application/octet-stream"}}},
+		{"attachment voice", Content{ID: vid, Sent: 11, Body: &Attachment{N: 5, Pointer: testPointer(), Blob: [16]byte{0xb2}, Type: "audio/ogg", Name: "voice.opus",
+			Voice: true, Duration: 4250, Waveform: []byte{0, 40, 200, 255, 90}}}},
 	}
 }
 
@@ -80,6 +97,11 @@ func invalidVectors() []vector {
 		{Name: "introduction trailing bytes", Hex: "0103" + h + strings.Repeat("00", 64) + "0161" + "0000" + "00"},
 		{Name: "refusal short", Hex: "0104" + h + strings.Repeat("00", 16)},
 		{Name: "refusal bad reason", Hex: "0104" + h + strings.Repeat("00", 16) + "09"},
+		{Name: "attachment unknown flag", Hex: "0105" + h + attachmentHead() + "02" + "00" + "00" + "0000"},
+		{Name: "attachment name with slash", Hex: "0105" + h + attachmentHead() + "00" + "00" + "03612f62" + "0000"},
+		{Name: "attachment bad pointer", Hex: "0105" + h + "0000000000000001" + "02" + strings.Repeat("00", 76+48) + "00" + "00" + "00" + "0000"},
+		{Name: "attachment trailing", Hex: "0105" + h + attachmentHead() + "00" + "00" + "00" + "0000" + "00"},
+		{Name: "attachment voice truncated", Hex: "0105" + h + attachmentHead() + "01" + "00" + "00" + "0000" + "000010"},
 	}
 }
 
@@ -105,8 +127,26 @@ func toVector(name string, c *Content, b []byte) vector {
 		v.Intro, v.Reason = hex.EncodeToString(body.Introduction[:]), body.Reason
 	case *Unknown:
 		v.Data = hex.EncodeToString(body.Data)
+	case *Attachment:
+		ptr, _ := body.Pointer.MarshalBinary()
+		v.N, v.Pointer, v.Blob, v.SHA256 = body.N, hex.EncodeToString(ptr), hex.EncodeToString(body.Blob[:]), hex.EncodeToString(body.SHA256[:])
+		v.Type, v.FileName, v.Thumb = body.Type, body.Name, hex.EncodeToString(body.Thumb)
+		v.Voice, v.Duration, v.Waveform = body.Voice, body.Duration, hex.EncodeToString(body.Waveform)
 	}
 	return v
+}
+
+// testPointer is a fixed attachment pointer for the vectors.
+func testPointer() session.AttachmentPointer {
+	return session.AttachmentPointer{Key: [32]byte{0x6b, 1}, Digest: [32]byte{0xd1, 2}, Size: 123456}
+}
+
+// attachmentHead is the hex of an attachment body up to its flags: n,
+// the test pointer, a zero blob id and a zero SHA-256.
+func attachmentHead() string {
+	p := testPointer()
+	ptr, _ := p.MarshalBinary()
+	return "0000000000000001" + hex.EncodeToString(ptr) + strings.Repeat("00", 48)
 }
 
 func loadVectors(t testing.TB) []vector {

@@ -63,3 +63,4 @@ func FuzzText(f *testing.F)         { fuzzKind(f, KindText) }
 func FuzzReceipt(f *testing.F)      { fuzzKind(f, KindReceipt) }
 func FuzzIntroduction(f *testing.F) { fuzzKind(f, KindIntroduction) }
 func FuzzRefusal(f *testing.F)      { fuzzKind(f, KindRefusal) }
+func FuzzAttachment(f *testing.F)   { fuzzKind(f, KindAttachment) }
