@@ -88,8 +88,11 @@ func TestMigrateV1(t *testing.T) {
 	}
 	var ver []byte
 	s.db.QueryRow(`SELECT v FROM meta WHERE k = 'schema'`).Scan(&ver)
-	if string(ver) != "2" {
+	if string(ver) != "3" {
 		t.Fatalf("schema version after migration: %s", ver)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.Transfers(TransferPending, true); return err }); err != nil {
+		t.Fatalf("transfers after migration: %v", err)
 	}
 }
 

@@ -18,7 +18,9 @@ import (
 //	   conversation and a sender and carry a content kind and its body;
 //	   per-(conversation, sender) counters in their own table; outbox
 //	   entries may go to a mailbox that is not a contact's (dest).
-const schemaVersion = 2
+//	3  attachments: transfers (one row per attachment message, its upload
+//	   or download state, sealed keys, targets and paths).
+const schemaVersion = 3
 
 // schema creates the tables of a new profile (version 2).
 const schema = `
@@ -38,6 +40,19 @@ CREATE TABLE outbox (
 CREATE TABLE seen (id BLOB PRIMARY KEY, at INTEGER NOT NULL);
 CREATE INDEX seen_at ON seen (at);
 CREATE TABLE invites (tag BLOB PRIMARY KEY, created INTEGER NOT NULL, data BLOB NOT NULL);
+` + schemaV3
+
+// schemaV3 is what version 3 added: attachment transfers.
+const schemaV3 = `
+CREATE TABLE transfers (
+	id BLOB PRIMARY KEY,
+	outgoing INTEGER NOT NULL,
+	state INTEGER NOT NULL,
+	size INTEGER NOT NULL,
+	done INTEGER NOT NULL DEFAULT 0,
+	data BLOB NOT NULL
+);
+CREATE INDEX transfers_state ON transfers (state, outgoing);
 `
 
 // schemaV2 is what version 2 added or replaced: conversations, counters
@@ -78,12 +93,17 @@ CREATE INDEX messages_unread ON messages (conversation) WHERE sender != 0 AND st
 // transaction: a crash leaves the old version, which the next Open
 // migrates again.
 func (s *Store) migrate(ctx context.Context, from int) error {
-	if from != 1 {
+	if from != 1 && from != 2 {
 		return fmt.Errorf("migrate schema %d: %w", from, ErrCorrupt)
 	}
 	return s.Update(ctx, func(tx *Tx) error {
-		if err := migrateV1(tx); err != nil {
-			return fmt.Errorf("migrate profile to schema 2: %w", err)
+		if from == 1 {
+			if err := migrateV1(tx); err != nil {
+				return fmt.Errorf("migrate profile to schema 2: %w", err)
+			}
+		}
+		if _, err := tx.tx.ExecContext(ctx, schemaV3); err != nil {
+			return fmt.Errorf("migrate profile to schema 3: %w", err)
 		}
 		_, err := tx.tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'schema'`, []byte(strconv.Itoa(schemaVersion)))
 		return err
