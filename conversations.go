@@ -76,9 +76,10 @@ func (c *Client) FindConversation(ctx context.Context, name string) (Conversatio
 // names resolves contact and conversation ids to names within one
 // transaction.
 type names struct {
-	contacts map[int64]*localstore.Contact
-	convs    []*localstore.Conversation
-	byID     map[int64]*localstore.Conversation
+	contacts  map[int64]*localstore.Contact
+	convs     []*localstore.Conversation
+	byID      map[int64]*localstore.Conversation
+	transfers map[[16]byte]*localstore.Transfer // of the attachments being converted
 }
 
 func loadNames(tx *localstore.Tx) (*names, error) {

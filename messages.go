@@ -3,7 +3,9 @@ package ferry
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ferry-im/ferry/internal/content"
@@ -56,10 +58,67 @@ const (
 	// KindUnsupported is a message of a kind this Ferry does not know
 	// (from a newer one): Body is *Unsupported.
 	KindUnsupported
+	// KindAttachment is a file, photo, video or voice note: Body is
+	// *Attachment.
+	KindAttachment
 )
 
-// Body is a message's kind-specific part: *Text, *Notice or *Unsupported.
+// Body is a message's kind-specific part: *Text, *Notice, *Unsupported
+// or *Attachment.
 type Body interface{ kind() Kind }
+
+// TransferState says where an attachment is.
+type TransferState int
+
+// Transfer states.
+const (
+	// TransferPending: being uploaded (outgoing), or not downloaded yet
+	// (incoming: too large to download by itself, or waiting its turn).
+	TransferPending TransferState = iota + 1
+	// TransferDone: at the relay (outgoing), or saved at Path (incoming).
+	TransferDone
+	// TransferFailed: it will not arrive; Err says why.
+	TransferFailed
+)
+
+func (s TransferState) String() string {
+	switch s {
+	case TransferPending:
+		return "pending"
+	case TransferDone:
+		return "done"
+	case TransferFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("transfer(%d)", int(s))
+}
+
+// Attachment is the body of a file, photo, video or voice note.
+type Attachment struct {
+	// Name is the file's name as the sender gave it (never a path);
+	// Type its MIME type; Size its length in bytes; SHA256 the SHA-256 of
+	// its content, checked when it is downloaded.
+	Name   string
+	Type   string
+	Size   int64
+	SHA256 [32]byte
+	// Thumb is a small JPEG of a photo or video, or nil.
+	Thumb []byte
+	// Voice is set for a voice note, with its Duration and Waveform
+	// (levels 0-255 of how busy the audio is along the note).
+	Voice    bool
+	Duration time.Duration
+	Waveform []byte
+	// Transfer is where the attachment is; Path the local file (the one
+	// sent, or where it was saved once downloaded); Err why it failed.
+	Transfer TransferState
+	Path     string
+	Err      string
+
+	outgoing bool
+}
+
+func (*Attachment) kind() Kind { return KindAttachment }
 
 // Text is the body of a text message.
 type Text struct{ Text string }
@@ -128,8 +187,41 @@ func (m *Message) Text() string {
 		return b.Text
 	case *Unsupported:
 		return fmt.Sprintf("(a message of a kind this Ferry cannot show (%d); a newer Ferry can)", b.Kind)
+	case *Attachment:
+		return b.Summary()
 	}
 	return ""
+}
+
+// Summary describes the attachment in one line: "[voice note 0:04]",
+// "[photo cat.jpg, 1.2 MB]", "[file report.pdf, 80 KB, downloading]".
+func (a *Attachment) Summary() string {
+	what := "file"
+	switch {
+	case a.Voice:
+		secs := int(a.Duration.Round(time.Second) / time.Second)
+		what = fmt.Sprintf("voice note %d:%02d", secs/60, secs%60)
+	case strings.HasPrefix(a.Type, "image/"):
+		what = "photo"
+	case strings.HasPrefix(a.Type, "video/"):
+		what = "video"
+	case strings.HasPrefix(a.Type, "audio/"):
+		what = "audio"
+	}
+	s := "[" + what
+	if !a.Voice && a.Name != "" {
+		s += " " + a.Name
+	}
+	s += ", " + humanBytes(a.Size)
+	switch {
+	case a.Transfer == TransferPending && a.outgoing:
+		s += ", uploading"
+	case a.Transfer == TransferPending:
+		s += ", not downloaded yet"
+	case a.Transfer == TransferFailed:
+		s += ", failed: " + a.Err
+	}
+	return s + "]"
 }
 
 // message makes the API's message of a stored one, naming its
@@ -142,7 +234,16 @@ func (n *names) message(m *localstore.Message) *Message {
 	if k := n.contacts[m.Sender]; k != nil && m.Sender > 0 {
 		from = k.Name
 	}
-	return messageOf(m, from, conv)
+	out := messageOf(m, from, conv)
+	if a, ok := out.Body.(*Attachment); ok {
+		if tr := n.transfers[m.ID]; tr != nil {
+			a.Transfer, a.Path, a.Err = TransferState(tr.State), tr.Path, tr.Err
+			if tr.State != localstore.TransferDone && !m.Outgoing() {
+				a.Path = ""
+			}
+		}
+	}
+	return out
 }
 
 // messageOf makes the API's message of a stored one, whose sender and
@@ -156,6 +257,13 @@ func messageOf(m *localstore.Message, from, conv string) *Message {
 		out.Sender, out.From = ContactID(m.Sender), from
 	}
 	out.Kind, out.Body = decodeBody(m)
+	if a, ok := out.Body.(*Attachment); ok {
+		// Until its transfer (names.message) says otherwise.
+		a.Transfer, a.outgoing = TransferPending, m.Outgoing()
+		if m.Outgoing() {
+			a.Transfer = TransferDone
+		}
+	}
 	return out
 }
 
@@ -168,8 +276,16 @@ func decodeBody(m *localstore.Message) (Kind, Body) {
 	}
 	if m.Kind > 0 && m.Kind < 256 {
 		body, err := content.ParseBody(content.Kind(m.Kind), m.Body)
-		if t, ok := body.(*content.Text); ok && err == nil {
-			return KindText, &Text{Text: t.Text}
+		switch b := body.(type) {
+		case *content.Text:
+			if err == nil {
+				return KindText, &Text{Text: b.Text}
+			}
+		case *content.Attachment:
+			if err == nil {
+				return KindAttachment, &Attachment{Name: b.Name, Type: b.Type, Size: b.Pointer.Size, SHA256: b.SHA256,
+					Thumb: b.Thumb, Voice: b.Voice, Duration: time.Duration(b.Duration) * time.Millisecond, Waveform: b.Waveform}
+			}
 		}
 	}
 	return KindUnsupported, &Unsupported{Kind: byte(m.Kind)}
@@ -219,6 +335,9 @@ func (c *Client) read(ctx context.Context, get func(*localstore.Tx) ([]*localsto
 		}
 		ms, err := get(tx)
 		if err != nil {
+			return err
+		}
+		if err := n.loadTransfers(tx, ms); err != nil {
 			return err
 		}
 		out = make([]*Message, len(ms))
@@ -314,4 +433,25 @@ func (c *Client) markRead(tx *localstore.Tx, id ConversationID, msgs []*Message)
 		return false, err
 	}
 	return true, saveContactSession(tx, k, s)
+}
+
+// loadTransfers reads the transfers of the attachments among ms.
+func (n *names) loadTransfers(tx *localstore.Tx, ms []*localstore.Message) error {
+	for _, m := range ms {
+		if m.Kind != int(content.KindAttachment) {
+			continue
+		}
+		tr, err := tx.Transfer(m.ID)
+		if errors.Is(err, localstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n.transfers == nil {
+			n.transfers = make(map[[16]byte]*localstore.Transfer)
+		}
+		n.transfers[m.ID] = tr
+	}
+	return nil
 }

@@ -30,6 +30,10 @@ type SyncOptions struct {
 	// OnOnline, if set, is called when the connection to the user's relay
 	// comes up (true) and when it is lost (false).
 	OnOnline func(online bool)
+	// OnTransfer, if set, is told how far each download is. It is called
+	// from the downloading goroutine, which runs beside Sync's while it
+	// waits (Sync returns only after it has stopped).
+	OnTransfer func(Progress)
 	// OnRoute, if set, is called when the client reaches its relay over
 	// another transport than before (and for the first connection), with
 	// why the previous one was left.
@@ -52,6 +56,9 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 		defer c.rw.notify.Store(nil)
 	}
 	ev := inbox.Events{States: opts.OnState, Online: opts.OnOnline}
+	if opts.OnTransfer != nil {
+		ev.Transfer = func(id [16]byte, done, total int64) { opts.OnTransfer(Progress{Message: id, Done: done, Total: total}) }
+	}
 	if opts.OnMessages != nil {
 		ev.Messages = func(ss []inbox.Stored) {
 			ms := make([]*Message, len(ss))

@@ -72,6 +72,9 @@ type Events struct {
 	// Online is called when the connection to the user's relay comes up
 	// (true) or goes down (false).
 	Online func(bool)
+	// Transfer is told how far a download is (bytes of the blob), from
+	// the downloading goroutine.
+	Transfer func(id [16]byte, done, total int64)
 }
 
 // Stored is a message the inbox stored, with the names that go with it,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ferry-im/ferry/internal/account"
@@ -99,6 +100,14 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	if err := cn.Subscribe(ctx); err != nil {
 		return err
 	}
+	kick := make(chan struct{}, 1)
+	if !drain {
+		dctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { in.downloader(dctx, cn, ev, kick) })
+		defer func() { stop(); wg.Wait() }()
+		kick <- struct{}{}
+	}
 	// A drain gives up after DrainStall without a frame before the
 	// answer, and after MaxDrain in all (what it stored stays stored).
 	stall := time.NewTimer(orDefault(in.opts.DrainStall, defaultDrainStall))
@@ -128,9 +137,16 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 				if err := in.receiveBatch(ctx, cn, ds, ev); err != nil {
 					return err
 				}
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
 			}
 			done, err := cn.Drained()
-			if err != nil || (drain && done) {
+			if err == nil && drain && done {
+				return in.downloadAll(ctx, cn, ev)
+			}
+			if err != nil {
 				return err
 			}
 			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
@@ -195,12 +211,13 @@ func (in *Inbox) receiveBatch(ctx context.Context, cn *relayclient.Conn, ds []wi
 
 // result is what one stored batch produced.
 type result struct {
-	acks       []uint64
-	messages   []Stored
-	contacts   []*localstore.Contact
-	queued     bool // something was queued in the outbox
-	stateMoved bool // outgoing messages changed state
-	needUpload bool // new one-time prekeys were made
+	acks        []uint64
+	messages    []Stored
+	contacts    []*localstore.Contact
+	queued      bool // something was queued in the outbox
+	stateMoved  bool // outgoing messages changed state
+	needUpload  bool // new one-time prekeys were made
+	attachments bool // attachments arrived: the downloader has work
 }
 
 func (r *result) tell(ev Events) {
@@ -349,6 +366,7 @@ var handlers = map[content.Kind]func(*batch, *peer, *content.Content) error{
 	content.KindReceipt:      (*batch).handleReceipt,
 	content.KindIntroduction: (*batch).handleIntroduction,
 	content.KindRefusal:      (*batch).handleRefusal,
+	content.KindAttachment:   (*batch).handleAttachment,
 }
 
 func (b *batch) dispatch(p *peer, c *content.Content) error {

@@ -44,6 +44,10 @@ type Transfer struct {
 	Targets []Target `json:"targets,omitempty"`
 	// Path is the file: the one sent, or where the download was saved.
 	Path string `json:"path,omitempty"`
+	// Name and SHA256 are the file's name and the SHA-256 of its content
+	// (incoming: what the sender announced).
+	Name   string   `json:"name,omitempty"`
+	SHA256 [32]byte `json:"sha256"`
 	// Err says why the transfer failed.
 	Err string `json:"err,omitempty"`
 }

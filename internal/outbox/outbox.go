@@ -235,7 +235,12 @@ func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.O
 		n := min(len(queue), perConnection-a.used)
 		a.used += n
 		a.last = time.Now()
-		n, err = o.uploadFirst(ctx, a.cn, g, queue[:n])
+		var skip bool
+		n, skip, err = o.uploadFirst(ctx, a.cn, g, queue[:n])
+		if skip && err == nil {
+			queue = queue[1:]
+			continue
+		}
 		if err == nil && n > 0 {
 			err = o.send(ctx, a.cn, g, queue[:n], sent)
 		}

@@ -2,10 +2,13 @@ package outbox
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/internal/transfer"
+	"github.com/ferry-im/ferry/wire"
 )
 
 // Attachments: an envelope that announces a blob leaves only once the blob
@@ -29,8 +32,10 @@ func (o *Outbox) loadUploads(ctx context.Context) error {
 // uploadFirst uploads the blob of queue's first envelope to g's relay if
 // it still needs it, and returns how many envelopes from the start of
 // queue may now be sent: up to the next one whose blob is not there yet
-// (it is uploaded on the next turn). o.mu is held.
-func (o *Outbox) uploadFirst(ctx context.Context, cn *relayclient.Conn, g *group, queue []*localstore.Outgoing) (int, error) {
+// (it is uploaded on the next turn). If the relay refused the first
+// blob for good, its message has failed and skip is set: the caller
+// drops it from queue. o.mu is held.
+func (o *Outbox) uploadFirst(ctx context.Context, cn *relayclient.Conn, g *group, queue []*localstore.Outgoing) (n int, skip bool, err error) {
 	for i, q := range queue {
 		tr := o.uploads[q.ID]
 		tg := target(tr, g)
@@ -38,13 +43,51 @@ func (o *Outbox) uploadFirst(ctx context.Context, cn *relayclient.Conn, g *group
 			continue
 		}
 		if i > 0 {
-			return i, nil // send what comes before it first, in order
+			return i, false, nil // send what comes before it first, in order
 		}
-		if err := o.upload(ctx, cn, tr, tg); err != nil {
-			return 0, err
+		err := o.upload(ctx, cn, tr, tg)
+		var re *relayclient.RefusedError
+		switch {
+		case errors.As(err, &re) && !re.Code.Temporary():
+			return 0, true, o.fail(ctx, tr, refusal(re))
+		case errors.As(err, &re):
+			return 0, false, fmt.Errorf("%w: %w: %s", relayclient.ErrUnreachable, relayclient.ErrBusy, refusal(re))
+		case err != nil:
+			return 0, false, err
 		}
 	}
-	return len(queue), nil
+	return len(queue), false, nil
+}
+
+// refusal says in a sentence why the relay refused an upload.
+func refusal(re *relayclient.RefusedError) string {
+	switch re.Code {
+	case wire.CodeQuota:
+		return "the recipient's attachment storage on their relay is full; try again later"
+	case wire.CodeTooLarge:
+		return "the recipient's relay does not take attachments this large (" + re.Msg + ")"
+	case wire.CodeDenied:
+		return "the recipient's relay refused the attachment (the contact's delivery token is no longer valid)"
+	case wire.CodeUnavailable:
+		return "the recipient's relay cannot store attachments now (" + re.Msg + ")"
+	}
+	return "the recipient's relay refused the attachment (" + re.Msg + ")"
+}
+
+// fail records that tr will not be uploaded and its message failed.
+func (o *Outbox) fail(ctx context.Context, tr *localstore.Transfer, why string) error {
+	tr.State, tr.Err = localstore.TransferFailed, why
+	delete(o.uploads, tr.ID)
+	return o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		if err := tx.PutTransfer(tr); err != nil {
+			return err
+		}
+		if _, err := tx.Dequeue(tr.ID); err != nil {
+			return err
+		}
+		_, err := tx.AdvanceState(tr.ID, 0, true, localstore.Failed)
+		return err
+	})
 }
 
 // target is the index in tr's targets of g's relay and mailbox when that

@@ -1,0 +1,123 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/internal/relayclient"
+	"github.com/ferry-im/ferry/internal/transfer"
+)
+
+// Downloads. Attachments up to the profile's auto-download size are
+// downloaded by themselves on the connection that receives the mailbox,
+// one at a time, by a goroutine beside the receive loop: a text that
+// arrives meanwhile is stored and shown at once, and its frames overtake
+// the download's on the channel (docs/protocol.md 5.5). Larger ones wait
+// for ferry save (package ferry, Client.Save).
+
+// AutoDownloadKey is the meta cursor that holds the auto-download size
+// plus one (0: unset, the default applies).
+const AutoDownloadKey = "auto-download"
+
+// DefaultAutoDownload is the auto-download size when the profile sets
+// none.
+const DefaultAutoDownload = 100 << 20
+
+// autoDownloadLimit reads the profile's auto-download size.
+func autoDownloadLimit(tx *localstore.Tx) (int64, error) {
+	v, err := tx.Cursor(AutoDownloadKey)
+	if err != nil || v == 0 {
+		return DefaultAutoDownload, err
+	}
+	return v - 1, nil
+}
+
+// downloadAll downloads, one after the other, every pending incoming
+// attachment within the auto-download size, and returns when none is
+// left, or with an error wrapping relayclient.ErrUnreachable when the
+// connection failed (what is left is downloaded on the next one).
+func (in *Inbox) downloadAll(ctx context.Context, cn *relayclient.Conn, ev Events) error {
+	tried := make(map[[16]byte]bool)
+	for {
+		var next *localstore.Transfer
+		err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+			limit, err := autoDownloadLimit(tx)
+			if err != nil {
+				return err
+			}
+			trs, err := tx.Transfers(localstore.TransferPending, false)
+			for _, tr := range trs {
+				if !tried[tr.ID] && plainSize(tr) <= limit {
+					next = tr
+					break
+				}
+			}
+			return err
+		})
+		if err != nil || next == nil {
+			return err
+		}
+		tried[next.ID] = true
+		if err := in.Download(ctx, cn, next, "", ev); err != nil && (errors.Is(err, relayclient.ErrUnreachable) || ctx.Err() != nil) {
+			return err
+		}
+	}
+}
+
+// downloader runs downloadAll whenever kick fires, until ctx ends. A
+// failed connection ends the receive loop too, which starts another.
+func (in *Inbox) downloader(ctx context.Context, cn *relayclient.Conn, ev Events, kick <-chan struct{}) {
+	for {
+		select {
+		case <-kick:
+		case <-ctx.Done():
+			return
+		}
+		if err := in.downloadAll(ctx, cn, ev); err != nil && ctx.Err() == nil {
+			in.a.Log.Info("download stopped", "err", err)
+		}
+	}
+}
+
+// plainSize is about the plaintext size of an attachment from its blob's.
+func plainSize(tr *localstore.Transfer) int64 { return tr.Size * 65536 / 65552 }
+
+// Download downloads tr over cn, saves it to dst (or, if empty, a new
+// file in the profile's files directory) and records the outcome: done
+// with its path, or failed with a sentence (damaged, gone). It returns
+// the error too; a lost connection leaves tr pending, with its progress.
+func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localstore.Transfer, dst string, ev Events) error {
+	if dst == "" {
+		dst = transfer.FreeName(filepath.Join(in.a.Home, transfer.FilesDir), tr.Name)
+	}
+	save := func(tr *localstore.Transfer) {
+		if err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error { return tx.PutTransfer(tr) }); err != nil {
+			in.a.Log.Warn("record download", "err", err)
+		}
+	}
+	err := transfer.Download(ctx, in.a.Home, cn, tr, tr.SHA256, dst, func(done int64) {
+		tr.Done = done
+		save(tr)
+		if ev.Transfer != nil {
+			ev.Transfer(tr.ID, done, tr.Size)
+		}
+	})
+	switch {
+	case err == nil:
+		tr.State, tr.Path, tr.Done, tr.Err = localstore.TransferDone, dst, tr.Size, ""
+	case errors.Is(err, transfer.ErrCorrupt):
+		tr.State, tr.Err = localstore.TransferFailed, fmt.Sprintf("%v; ferry save tries again", err)
+	case errors.Is(err, transfer.ErrGone):
+		tr.State, tr.Err = localstore.TransferFailed, err.Error()+" (attachments are kept 30 days)"
+	default:
+		return err
+	}
+	save(tr)
+	if ev.States != nil {
+		ev.States()
+	}
+	return err
+}
