@@ -129,7 +129,31 @@ func lastNotice(e *env, c *ferry.Client, conv ferry.ConversationID) string {
 func cmdSend(e *env, args []string) error {
 	fs := e.flags("send")
 	lines := fs.Bool("lines", false, "send each non-empty line of TEXT as its own message")
-	return e.with(fs, args, 2, func(c *ferry.Client, pos []string) error {
+	file := fs.String("file", "", "send the file at `PATH` (a photo, video, document: any type)")
+	voicePath := fs.String("voice", "", "send the Ogg Opus file at `PATH` as a voice note")
+	record := fs.Duration("record", 0, "record a voice note of this `DURATION` from the microphone and send it")
+	pos, err := e.parse(fs, args, -1)
+	if err != nil {
+		return err
+	}
+	attaching := 0
+	for _, set := range []bool{*file != "", *voicePath != "", *record > 0} {
+		if set {
+			attaching++
+		}
+	}
+	switch {
+	case attaching > 1:
+		return usageErr("give one of --file, --voice and --record")
+	case attaching == 1 && len(pos) != 1:
+		return usageErr("usage: ferry send CONTACT|GROUP --file PATH (or --voice PATH, --record DURATION)")
+	case attaching == 0 && len(pos) != 2:
+		return usageErr("usage: %s", e.synopsis(fs))
+	}
+	return e.client(func(c *ferry.Client) error {
+		if attaching == 1 {
+			return sendFile(e, c, pos[0], *file, *voicePath, *record)
+		}
 		texts, err := e.texts(pos[1], *lines)
 		if err != nil {
 			return err
@@ -140,16 +164,7 @@ func cmdSend(e *env, args []string) error {
 
 // send sends texts to the conversation named to.
 func send(e *env, c *ferry.Client, to string, texts []string) error {
-	conv, err := c.FindConversation(e.ctx, to)
-	if errors.Is(err, ferry.ErrUnknownContact) {
-		// An invitee may have just accepted: learn new contacts, retry.
-		if serr := c.Sync(e.ctx, ferry.SyncOptions{}); serr == nil {
-			conv, err = c.FindConversation(e.ctx, to)
-		}
-	}
-	if errors.Is(err, ferry.ErrUnknownContact) {
-		return fmt.Errorf("no contact named %q (ferry contacts lists them)", to)
-	}
+	conv, err := findConversation(e, c, to)
 	if err != nil {
 		return err
 	}

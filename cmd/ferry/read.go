@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,18 +17,36 @@ import (
 
 // jsonMessage is one line of ferry read --json.
 type jsonMessage struct {
-	ID       string `json:"id"`
-	Kind     string `json:"kind"` // text, notice or unsupported
-	From     string `json:"from"` // "" for a notice
-	To       string `json:"to"`
-	Sent     string `json:"sent"`
-	Received string `json:"received,omitempty"`
-	Text     string `json:"text"`
-	Outgoing bool   `json:"outgoing"`
-	State    string `json:"state"`
+	ID           string          `json:"id"`
+	Kind         string          `json:"kind"` // text, notice, attachment or unsupported
+	Conversation string          `json:"conversation"`
+	From         string          `json:"from"` // "" for a notice
+	To           string          `json:"to"`
+	Sent         string          `json:"sent"`
+	Received     string          `json:"received,omitempty"`
+	Text         string          `json:"text"`
+	Outgoing     bool            `json:"outgoing"`
+	State        string          `json:"state"`
+	Attachment   *jsonAttachment `json:"attachment,omitempty"`
 }
 
-var kindNames = map[ferry.Kind]string{ferry.KindText: "text", ferry.KindNotice: "notice", ferry.KindUnsupported: "unsupported"}
+// jsonAttachment describes an attachment in ferry read --json.
+type jsonAttachment struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256"`
+	Path       string `json:"path,omitempty"` // once downloaded (or the file sent)
+	Transfer   string `json:"transfer"`       // pending, done or failed
+	Error      string `json:"error,omitempty"`
+	Voice      bool   `json:"voice,omitempty"`
+	DurationMS int64  `json:"duration_ms,omitempty"`
+	Waveform   []int  `json:"waveform,omitempty"`
+	Thumbnail  bool   `json:"thumbnail,omitempty"`
+}
+
+var kindNames = map[ferry.Kind]string{ferry.KindText: "text", ferry.KindNotice: "notice", ferry.KindUnsupported: "unsupported",
+	ferry.KindAttachment: "attachment"}
 
 func cmdRead(e *env, args []string) error {
 	fs := e.flags("read")
@@ -117,8 +136,16 @@ func (p *printer) printJSON(m *ferry.Message) {
 	if m.Outgoing {
 		from, to = p.me, m.ConversationName
 	}
-	j := jsonMessage{ID: m.IDString(), Kind: kindNames[m.Kind], From: from, To: to, Sent: m.Sent.UTC().Format(time.RFC3339Nano),
-		Text: m.Text(), Outgoing: m.Outgoing, State: m.State.String()}
+	j := jsonMessage{ID: m.IDString(), Kind: kindNames[m.Kind], Conversation: m.ConversationName, From: from, To: to,
+		Sent: m.Sent.UTC().Format(time.RFC3339Nano), Text: m.Text(), Outgoing: m.Outgoing, State: m.State.String()}
+	if a, ok := m.Body.(*ferry.Attachment); ok {
+		j.Attachment = &jsonAttachment{Name: a.Name, Type: a.Type, Size: a.Size, SHA256: hex.EncodeToString(a.SHA256[:]),
+			Path: a.Path, Transfer: a.Transfer.String(), Error: a.Err, Voice: a.Voice, DurationMS: a.Duration.Milliseconds(),
+			Thumbnail: len(a.Thumb) > 0}
+		for _, v := range a.Waveform {
+			j.Attachment.Waveform = append(j.Attachment.Waveform, int(v))
+		}
+	}
 	if !m.Received.IsZero() {
 		j.Received = m.Received.UTC().Format(time.RFC3339Nano)
 	}
@@ -144,7 +171,11 @@ func plain(m *ferry.Message) string {
 	default:
 		head += sanitize(m.From) + ": "
 	}
-	lines := strings.Split(m.Text(), "\n")
+	text := m.Text()
+	if a, ok := m.Body.(*ferry.Attachment); ok && a.Path != "" && a.Transfer == ferry.TransferDone {
+		text += " " + a.Path
+	}
+	lines := strings.Split(text, "\n")
 	var b strings.Builder
 	b.WriteString(head + sanitize(lines[0]) + "\n")
 	indent := strings.Repeat(" ", len("2006-01-02 15:04:05 ")+2)

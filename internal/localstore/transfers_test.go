@@ -18,7 +18,7 @@ func TestTransfers(t *testing.T) {
 	defer s.Close()
 	secretKey := bytes.Repeat([]byte{0x5e}, 32)
 	up := &Transfer{ID: [16]byte{1}, Outgoing: true, State: TransferPending, Size: 1000, Key: [32]byte(secretKey),
-		Source: "blobs/01", Path: "/home/me/holiday-secret.jpg",
+		Source: "blobs/01", Path: filepath.Join(dir, "holiday-secret.jpg"),
 		Targets: []Target{{Relay: "ferry://relay", Mailbox: [16]byte{2}, Token: [32]byte{3}}}}
 	down := &Transfer{ID: [16]byte{4}, State: TransferPending, Size: 10, Pointer: []byte{1, 2, 3}}
 	err := s.Update(ctx, func(tx *Tx) error {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-im/ferry/relay/blobtest"
+)
+
+// TestE2EFiles: a file and a voice note go from bob to alice through the
+// binaries; read --json describes them with their local paths; one over
+// the auto-download size waits for ferry save; bad input is one sentence
+// and changes nothing.
+func TestE2EFiles(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	dir := t.TempDir()
+	data := blobtest.Data(3<<20+5, 4)
+	doc := filepath.Join(dir, "report.pdf")
+	os.WriteFile(doc, data, 0o600)
+	bob.must("send", "alice", "--file", doc)
+	bob.must("send", "alice", "--voice", filepath.Join("..", "..", "internal", "voice", "testdata", "hello.opus"))
+	ms, code := alice.readJSON()
+	if code != 0 || len(ms) != 2 {
+		t.Fatalf("alice read %d messages (exit %d): %+v", len(ms), code, ms)
+	}
+	a := ms[0].Attachment
+	sum := sha256.Sum256(data)
+	if ms[0].Kind != "attachment" || ms[0].Conversation != "bob" || a == nil || a.Name != "report.pdf" || a.Size != int64(len(data)) ||
+		a.SHA256 != hex.EncodeToString(sum[:]) || a.Transfer != "done" || a.Type != "application/pdf" {
+		t.Fatalf("the file in read --json: %+v %+v", ms[0], a)
+	}
+	if b, err := os.ReadFile(a.Path); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the saved file %s: %v", a.Path, err)
+	}
+	v := ms[1].Attachment
+	if v == nil || !v.Voice || v.DurationMS < 4700 || v.DurationMS > 4800 || len(v.Waveform) != 64 || v.Type != "audio/ogg" {
+		t.Fatalf("the voice note in read --json: %+v", v)
+	}
+
+	alice.must("set", "auto-download", "1MB")
+	bob.must("send", "alice", "--file", doc)
+	ms, _ = alice.readJSON()
+	if len(ms) != 1 || ms[0].Attachment.Transfer != "pending" || ms[0].Attachment.Path != "" {
+		t.Fatalf("over the auto-download size: %+v", ms)
+	}
+	out := strings.TrimSpace(alice.must("save", ms[0].ID, dir))
+	if want := filepath.Join(dir, "report (2).pdf"); out != want {
+		t.Fatalf("ferry save printed %q, want %q", out, want)
+	}
+	if b, _ := os.ReadFile(out); !bytes.Equal(b, data) {
+		t.Fatal("the saved copy differs")
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"send", "alice", "--file", filepath.Join(dir, "missing.jpg")}, exitFail, "there is no file"},
+		{[]string{"send", "alice", "--voice", doc}, exitFail, "is not an Ogg Opus voice note"},
+		{[]string{"send", "alice", "--file", doc, "--voice", doc}, exitUsage, "give one of"},
+		{[]string{"send", "carol", "--file", doc}, exitFail, "no contact or group named"},
+		{[]string{"save", "nothex", dir}, exitUsage, "is not a message id"},
+		{[]string{"save", strings.Repeat("ab", 16), dir}, exitFail, "no attachment has that message id"},
+	} {
+		_, errs, code := bob.run("", tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.want) || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+			t.Errorf("ferry %s: exit %d, %q; want exit %d with one sentence containing %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
+		}
+	}
+	if ms, _ := alice.readJSON(); len(ms) != 0 {
+		t.Errorf("bad input sent something: %+v", ms)
+	}
+}
