@@ -68,6 +68,8 @@ type relayProc struct {
 	link string
 	cmd  *exec.Cmd
 	logs bytes.Buffer
+	// extra are more arguments for ferry-relay (set before start).
+	extra []string
 }
 
 func freeAddr(t *testing.T) string {
@@ -96,7 +98,7 @@ func startRelay(t *testing.T) *relayProc {
 
 func (r *relayProc) start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--data", r.data, "--listen", "tcp="+r.addr, "--log-level", "warn")
+	r.cmd = exec.Command(r.bin, append([]string{"--data", r.data, "--listen", "tcp=" + r.addr, "--log-level", "warn"}, r.extra...)...)
 	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start relay: %v", err)
