@@ -8,12 +8,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ferry-im/ferry/internal/content"
 	"github.com/ferry-im/ferry/internal/inbox"
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/media"
+	"github.com/ferry-im/ferry/internal/outbox"
 	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/internal/transfer"
 	"github.com/ferry-im/ferry/internal/voice"
@@ -212,42 +214,51 @@ func (c *Client) queueAttachment(tx *localstore.Tx, id ConversationID, att *cont
 // no progress before it leaves it queued.
 const uploadPatience = 30 * time.Second
 
-// deliver flushes the outbox until msg is at the relay, retrying while
-// the upload makes progress (a flaky path drops connections; each retry
-// resumes where the relay is), and reports progress.
+// deliver sends msg's envelope (the flush sends it at once, in order with
+// what else is queued) and uploads its blob, retrying while the upload
+// makes progress (a flaky path drops connections; each retry resumes
+// where the relay is), and reports progress. It returns nil once both are
+// at the relay.
 func (c *Client) deliver(ctx context.Context, msg *Message, progress func(Progress)) error {
 	var last int64
-	c.ob.OnProgress(func(id [16]byte, done, total int64) {
-		if id == msg.ID {
-			last = max(last, done)
-			if progress != nil {
-				progress(Progress{Message: id, Outgoing: true, Done: done, Total: total})
-			}
+	report := func(id [16]byte, done, total int64) {
+		last = max(last, done)
+		if progress != nil {
+			progress(Progress{Message: id, Outgoing: true, Done: done, Total: total})
 		}
-	})
-	defer c.ob.OnProgress(nil)
+	}
 	seen, since := int64(-1), time.Now()
 	backoff := 100 * time.Millisecond
 	for {
-		res, err := c.ob.Flush(ctx)
-		if err != nil {
-			return err
+		if msg.State == StateQueued {
+			res, err := c.ob.Flush(ctx)
+			if err != nil {
+				return err
+			}
+			if res.Sent[msg.ID] {
+				msg.State = StateSent
+			}
 		}
-		if res.Sent[msg.ID] {
-			msg.State = StateSent
+		err := c.ob.Upload(ctx, msg.ID, report)
+		switch {
+		case errors.Is(err, outbox.ErrRefused):
+			msg.State = StateFailed
+			return errors.New(strings.TrimPrefix(err.Error(), outbox.ErrRefused.Error()+": "))
+		case err == nil && msg.State == StateSent:
+			if a, ok := msg.Body.(*Attachment); ok {
+				a.Transfer = TransferDone
+			}
 			return nil
-		}
-		if res.Unreachable == nil {
-			return c.whyNotSent(ctx, msg)
-		}
-		if errors.Is(res.Unreachable, relayclient.ErrBusy) {
-			return queued(res.Unreachable)
+		case err != nil && !errors.Is(err, relayclient.ErrUnreachable):
+			return err
+		case errors.Is(err, relayclient.ErrBusy):
+			return queued(err)
 		}
 		if last > seen {
 			seen, since, backoff = last, time.Now(), 100*time.Millisecond
 		}
 		if time.Since(since) > uploadPatience {
-			return queued(res.Unreachable)
+			return queued(err)
 		}
 		select {
 		case <-time.After(backoff):
@@ -256,23 +267,6 @@ func (c *Client) deliver(ctx context.Context, msg *Message, progress func(Progre
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-}
-
-// whyNotSent explains a message that left the outbox without being sent:
-// the relay refused it, or its upload, for good.
-func (c *Client) whyNotSent(ctx context.Context, msg *Message) error {
-	var why string
-	c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
-		if tr, err := tx.Transfer(msg.ID); err == nil {
-			why = tr.Err
-		}
-		return nil
-	})
-	msg.State = StateFailed
-	if why == "" {
-		why = "the recipient's relay refused the message"
-	}
-	return errors.New(why)
 }
 
 // humanBytes writes n bytes for people: 512 bytes, 1.5 MB, 4 GB.
@@ -348,7 +342,9 @@ func (c *Client) Save(ctx context.Context, id [16]byte, path string, progress fu
 	defer cn.Close()
 	ev := inbox.Events{}
 	if progress != nil {
-		ev.Transfer = func(id [16]byte, done, total int64) { progress(Progress{Message: id, Done: done, Total: total}) }
+		ev.Transfer = func(id [16]byte, _ bool, done, total int64) {
+			progress(Progress{Message: id, Done: done, Total: total})
+		}
 	}
 	if err := c.in.Download(ctx, cn, tr, path, ev); err != nil {
 		return "", err

@@ -136,11 +136,17 @@ func TestDownloadCorrupt(t *testing.T) {
 	}
 	// The relay's copy is damaged after the upload: flip a byte of the
 	// stored blob through a reset and a damaged re-upload.
-	var tr = mustTransfer(t, bob, msg.ID)
-	damaged, _ := os.ReadFile(filepath.Join(bob.a.Home, tr.Source))
-	damaged[1000] ^= 1
+	tr := mustTransfer(t, bob, msg.ID)
+	if _, err := os.Stat(filepath.Join(bob.a.Home, tr.Source)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the uploaded blob is still in the sender's profile: %v", err)
+	}
 	blobs := w.relay.Blobs
 	id := tr.Blob
+	damaged := make([]byte, tr.Size)
+	if _, err := blobs.ReadAt(ctx, id, damaged, 0); err != nil {
+		t.Fatal(err)
+	}
+	damaged[1000] ^= 1
 	if _, err := blobs.Reset(ctx, id, w.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -173,4 +179,42 @@ func mustTransfer(t *testing.T, c *Client, id [16]byte) *localstore.Transfer {
 		t.Fatal(err)
 	}
 	return tr
+}
+
+// TestDownloadBeforeUploadEnds: the message announcing an attachment goes
+// before its upload ends (so texts after it are not held up); the
+// recipient's download waits, pending, until the sender's next command
+// finishes the upload, and then completes.
+func TestDownloadBeforeUploadEnds(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	data := blobtest.Data(2<<20, 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := bob.SendFile(ctx, conv(t, bob, "alice"), writeFile(t, "clip.mp4", data), SendFileOptions{Progress: func(p Progress) {
+		if p.Done > 0 {
+			cancel() // bob's ferry send is interrupted mid-upload
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted SendFile: %v", err)
+	}
+	send(t, bob, "alice", "a text after it")
+	syncNow(t, alice)
+	got := unread(t, alice)
+	if len(got) != 2 || got[0].Body.(*Attachment).Transfer != TransferPending || got[1].Text() != "a text after it" {
+		t.Fatalf("alice got %s", show(got))
+	}
+	alice.MarkShown(context.Background(), got)
+	syncNow(t, bob) // resumes the upload
+	syncNow(t, alice)
+	ms, _ := alice.Messages(context.Background(), Query{})
+	for _, m := range ms {
+		if a, ok := m.Body.(*Attachment); ok {
+			if b, err := os.ReadFile(a.Path); a.Transfer != TransferDone || err != nil || !bytes.Equal(b, data) {
+				t.Fatalf("after the upload ended: %+v, %v", a, err)
+			}
+			return
+		}
+	}
+	t.Fatal("no attachment")
 }

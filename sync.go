@@ -57,7 +57,9 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 	}
 	ev := inbox.Events{States: opts.OnState, Online: opts.OnOnline}
 	if opts.OnTransfer != nil {
-		ev.Transfer = func(id [16]byte, done, total int64) { opts.OnTransfer(Progress{Message: id, Done: done, Total: total}) }
+		ev.Transfer = func(id [16]byte, out bool, done, total int64) {
+			opts.OnTransfer(Progress{Message: id, Outgoing: out, Done: done, Total: total})
+		}
 	}
 	if opts.OnMessages != nil {
 		ev.Messages = func(ss []inbox.Stored) {

@@ -30,7 +30,7 @@ func newBlobMetrics(reg *prometheus.Registry) *blobMetrics {
 	m := &blobMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_blob_requests_total",
-			Help: "Blob requests by operation (create, status, put, get) and result (ok, duplicate, gap, superseded, denied, not_found, quota, too_large, bad_request, rate_limited, unavailable, error).",
+			Help: "Blob requests by operation (create, status, put, get) and result (ok, duplicate, gap, superseded, incomplete, denied, not_found, quota, too_large, bad_request, rate_limited, unavailable, error).",
 		}, []string{"op", "result"}),
 		putBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_relay_blob_put_bytes_total",
@@ -84,7 +84,10 @@ func (c *conn) blobStoreFailed(ctx context.Context, op string, reqID uint32, err
 	})
 }
 
-const noBlobs = "this relay stores no attachments"
+const (
+	noBlobs     = "this relay stores no attachments"
+	notFinished = "the upload of this attachment is not finished; try again later"
+)
 
 // handleBlobCreate creates a blob (or finds it, for a resumed upload),
 // charged to a mailbox whose token the client holds.
@@ -266,9 +269,14 @@ func (c *conn) handleBlobGet(ctx context.Context, m wire.BlobGet) error {
 	bp := blobBufs.Get().(*[]byte)
 	defer blobBufs.Put(bp)
 	n, err := c.s.blobs.ReadAt(ctx, m.ID, (*bp)[:m.Length], int64(m.Offset))
+	if errors.Is(err, ErrNotFound) {
+		if info, ierr := c.s.blobs.Info(ctx, m.ID); ierr == nil && !info.Complete {
+			return c.blobFail(ctx, op, m.ReqID, "incomplete", wire.CodeUnavailable, notFinished)
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return c.blobFail(ctx, op, m.ReqID, "not_found", wire.CodeNotFound, "no such attachment (it may have expired, or its upload is not finished)")
+		return c.blobFail(ctx, op, m.ReqID, "not_found", wire.CodeNotFound, "no such attachment (it may have expired)")
 	case errors.Is(err, ErrBlobRange):
 		return c.blobFail(ctx, op, m.ReqID, "bad_request", wire.CodeBadRequest, "the range starts past the attachment's end")
 	case err != nil:

@@ -152,7 +152,7 @@ func sentAll(u *user) bool {
 	u.run("", "read")
 	ms, _ := tryReadJSON(u, "--all")
 	for _, m := range ms {
-		if m.Outgoing && m.State == "queued" {
+		if m.Outgoing && (m.State == "queued" || m.Attachment != nil && m.Attachment.Transfer != "done") {
 			return false
 		}
 	}

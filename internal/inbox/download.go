@@ -102,10 +102,12 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 		tr.Done = done
 		save(tr)
 		if ev.Transfer != nil {
-			ev.Transfer(tr.ID, done, tr.Size)
+			ev.Transfer(tr.ID, false, done, tr.Size)
 		}
 	})
 	switch {
+	case errors.Is(err, transfer.ErrNotYet):
+		return err // still pending: tried again later
 	case err == nil:
 		tr.State, tr.Path, tr.Done, tr.Err = localstore.TransferDone, dst, tr.Size, ""
 	case errors.Is(err, transfer.ErrCorrupt):
@@ -120,4 +122,31 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 		ev.States()
 	}
 	return err
+}
+
+// upload resumes the pending uploads (docs/client.md section 9), telling
+// ev how far they are.
+func (in *Inbox) upload(ctx context.Context, ev Events) {
+	var progress func(id [16]byte, done, total int64)
+	if ev.Transfer != nil {
+		progress = func(id [16]byte, done, total int64) { ev.Transfer(id, true, done, total) }
+	}
+	if err := in.ob.Upload(ctx, [16]byte{}, progress); err != nil && ctx.Err() == nil {
+		in.a.Log.Info("upload stopped", "err", err)
+	}
+	if ev.States != nil {
+		ev.States()
+	}
+}
+
+// uploader runs upload whenever kick fires, until ctx ends.
+func (in *Inbox) uploader(ctx context.Context, ev Events, kick <-chan struct{}) {
+	for {
+		select {
+		case <-kick:
+		case <-ctx.Done():
+			return
+		}
+		in.upload(ctx, ev)
+	}
 }

@@ -72,9 +72,13 @@ type Events struct {
 	// Online is called when the connection to the user's relay comes up
 	// (true) or goes down (false).
 	Online func(bool)
-	// Transfer is told how far a download is (bytes of the blob), from
-	// the downloading goroutine.
-	Transfer func(id [16]byte, done, total int64)
+	// Transfer is told how far an upload or a download is (bytes of the
+	// blob), from the goroutine doing it.
+	Transfer func(id [16]byte, outgoing bool, done, total int64)
+
+	// kickUploads has the Sync's uploader look for work (nil: a drain,
+	// which uploads in line).
+	kickUploads func()
 }
 
 // Stored is a message the inbox stored, with the names that go with it,

@@ -24,9 +24,23 @@ import (
 func (in *Inbox) Sync(ctx context.Context, wait time.Duration, ev Events) error {
 	if wait <= 0 {
 		in.flush(ctx, ev)
+		in.upload(ctx, ev)
 		return in.syncOnce(ctx, true, ev)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	// Uploads run beside the receive loop, so that a long one does not
+	// hold up what arrives.
+	kick := make(chan struct{}, 1)
+	ev.kickUploads = func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { in.uploader(wctx, ev, kick) })
+	defer wg.Wait()
 	defer cancel()
 	backoff := 100 * time.Millisecond
 	for {
@@ -69,6 +83,9 @@ func (in *Inbox) flush(ctx context.Context, ev Events) {
 	}
 	if len(res.Sent) > 0 && ev.States != nil {
 		ev.States()
+	}
+	if ev.kickUploads != nil {
+		ev.kickUploads()
 	}
 }
 

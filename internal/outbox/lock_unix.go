@@ -27,3 +27,25 @@ func lockFlush(home string) (func(), error) {
 		f.Close()
 	}, nil
 }
+
+// tryLock takes an exclusive lock on the file at path if no other
+// process holds it, and returns the function that releases it; ok is
+// false if another process holds it.
+func tryLock(path string) (release func(), ok bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return func() {
+		os.Remove(path)
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, true, nil
+}

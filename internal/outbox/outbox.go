@@ -38,20 +38,10 @@ const (
 type Outbox struct {
 	a *account.Account
 
-	mu      sync.Mutex       // mu serialises flushes and protects anon and uploads
-	anon    map[string]*anon // kept anonymous connections by relay and mailbox
-	uploads map[[16]byte]*localstore.Transfer
+	mu   sync.Mutex       // mu serialises flushes and protects anon
+	anon map[string]*anon // kept anonymous connections by relay and mailbox
 
-	// progress, if set, is told how far each upload is.
-	progress func(id [16]byte, done, total int64)
-}
-
-// OnProgress sets fn to be told how far each upload is (the bytes the
-// relay has of the blob), from the flushing goroutine.
-func (o *Outbox) OnProgress(fn func(id [16]byte, done, total int64)) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.progress = fn
+	upMu sync.Mutex // upMu serialises this process's uploads
 }
 
 // New returns the outbox of a.
@@ -104,9 +94,6 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 	}
 	groups, err := o.groups(ctx)
 	if err != nil {
-		return res, err
-	}
-	if err := o.loadUploads(ctx); err != nil {
 		return res, err
 	}
 	for _, g := range groups {
@@ -235,16 +222,7 @@ func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.O
 		n := min(len(queue), perConnection-a.used)
 		a.used += n
 		a.last = time.Now()
-		var skip bool
-		n, skip, err = o.uploadFirst(ctx, a.cn, g, queue[:n])
-		if skip && err == nil {
-			queue = queue[1:]
-			continue
-		}
-		if err == nil && n > 0 {
-			err = o.send(ctx, a.cn, g, queue[:n], sent)
-		}
-		if err != nil {
+		if err := o.send(ctx, a.cn, g, queue[:n], sent); err != nil {
 			o.drop(g.key)
 			if !reused || retried || !errors.Is(err, relayclient.ErrUnreachable) || errors.Is(err, relayclient.ErrBusy) || ctx.Err() != nil {
 				return err

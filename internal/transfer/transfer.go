@@ -46,6 +46,8 @@ var (
 	// ErrGone means the relay no longer has the blob (it expired, or
 	// the sender's upload never finished).
 	ErrGone = errors.New("the attachment is no longer on the relay")
+	// ErrNotYet means the sender's upload is not finished: try later.
+	ErrNotYet = errors.New("the attachment is still being uploaded by its sender")
 )
 
 // Prepared is an attachment ready to send: its transfer record (outgoing,
@@ -169,8 +171,11 @@ func Download(ctx context.Context, home string, cn *relayclient.Conn, tr *locals
 		}
 	})
 	var re *relayclient.RefusedError
-	if errors.As(err, &re) && re.Code == wire.CodeNotFound {
+	switch {
+	case errors.As(err, &re) && re.Code == wire.CodeNotFound:
 		return ErrGone
+	case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
+		return ErrNotYet
 	}
 	if err != nil {
 		return err
