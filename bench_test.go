@@ -16,15 +16,22 @@ import (
 // benchPair starts a relay on loopback TCP with its durable SQLite store
 // and the relay's default limits (as ferry-relay runs it), and two
 // clients on it, alice and bob, who have exchanged an invite.
-func benchPair(b *testing.B) (alice, bob *Client) {
+func benchPair(b *testing.B) (alice, bob *Client) { return benchPairWith(b, nil) }
+
+// benchPairWith is benchPair with edit applied to the relay's Config.
+func benchPairWith(b *testing.B, edit func(*relay.Config)) (alice, bob *Client) {
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "relay.db"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := relaytest.Start(b, &relay.Config{Store: st, Limits: relay.Limits{
+	cfg := &relay.Config{Store: st, Limits: relay.Limits{
 		AddrRate: 2000, AddrBurst: 10000, HandshakeRate: 200, HandshakeBurst: 1000, // the defaults
-	}})
+	}}
+	if edit != nil {
+		edit(cfg)
+	}
+	r := relaytest.Start(b, cfg)
 	dir := b.TempDir()
 	mk := func(name string) *Client {
 		c, err := Init(ctx, Config{Home: filepath.Join(dir, name)}, r.Link.String(), name)

@@ -197,6 +197,7 @@ func (c *Conn) Upload(ctx context.Context, key [32]byte, src io.ReaderAt, size i
 			progress(stored)
 		}
 		if st.Complete {
+			c.log.Debug("upload done", "window", t.pace.window, "base_rtt", t.pace.base)
 			return st, nil
 		}
 		if stored < p.off+int64(p.n) {
