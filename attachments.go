@@ -239,7 +239,7 @@ func (c *Client) deliver(ctx context.Context, msg *Message, progress func(Progre
 				msg.State = StateSent
 			}
 		}
-		err := c.ob.Upload(ctx, msg.ID, report)
+		_, err := c.ob.Upload(ctx, msg.ID, report)
 		switch {
 		case errors.Is(err, outbox.ErrRefused):
 			msg.State = StateFailed

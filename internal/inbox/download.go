@@ -131,10 +131,11 @@ func (in *Inbox) upload(ctx context.Context, ev Events) {
 	if ev.Transfer != nil {
 		progress = func(id [16]byte, done, total int64) { ev.Transfer(id, true, done, total) }
 	}
-	if err := in.ob.Upload(ctx, [16]byte{}, progress); err != nil && ctx.Err() == nil {
+	n, err := in.ob.Upload(ctx, [16]byte{}, progress)
+	if err != nil && ctx.Err() == nil {
 		in.a.Log.Info("upload stopped", "err", err)
 	}
-	if ev.States != nil {
+	if n > 0 && ev.States != nil {
 		ev.States()
 	}
 }

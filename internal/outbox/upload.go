@@ -35,16 +35,17 @@ var ErrRefused = errors.New("the recipient's relay refused the attachment")
 // upload another process is doing is skipped. It returns the first
 // failure: an error wrapping relayclient.ErrUnreachable (the rest stays
 // pending, for a later call), one wrapping ErrRefused, or a local error.
-func (o *Outbox) Upload(ctx context.Context, only [16]byte, progress func(id [16]byte, done, total int64)) error {
+// done counts the attachments whose upload it finished.
+func (o *Outbox) Upload(ctx context.Context, only [16]byte, progress func(id [16]byte, done, total int64)) (done int, err error) {
 	o.upMu.Lock()
 	defer o.upMu.Unlock()
 	var trs []*localstore.Transfer
-	err := o.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) {
+	err = o.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) {
 		trs, err = tx.Transfers(localstore.TransferPending, true)
 		return err
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var first error
 	for _, tr := range trs {
@@ -53,13 +54,16 @@ func (o *Outbox) Upload(ctx context.Context, only [16]byte, progress func(id [16
 		}
 		err := o.uploadOne(ctx, tr, progress)
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return done, ctx.Err()
 		}
 		if err != nil && first == nil {
 			first = err
 		}
+		if err == nil && tr.State == localstore.TransferDone {
+			done++
+		}
 	}
-	return first
+	return done, first
 }
 
 // uploadOne uploads tr to each of its targets, under a lock file that
