@@ -42,9 +42,10 @@ const (
 	KindIntroduction Kind = 3 // Introduction
 	KindRefusal      Kind = 4 // Refusal
 	KindAttachment   Kind = 5 // Attachment
+	KindGroupControl Kind = 6 // GroupControl
 
 	// Reserved for kinds to come (they parse as Unknown until then):
-	// 6 group control, 7 group message, 8 reaction, 9 edit, 10 delete.
+	// 7 group message, 8 reaction, 9 edit, 10 delete.
 )
 
 // ErrMalformed is wrapped by every parse and encode failure.
@@ -88,6 +89,7 @@ var kinds = map[Kind]func([]byte) (Body, error){
 	KindIntroduction: parseIntroduction,
 	KindRefusal:      parseRefusal,
 	KindAttachment:   parseAttachment,
+	KindGroupControl: parseGroupControl,
 }
 
 // Known reports whether this version parses kind k.

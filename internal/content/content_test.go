@@ -50,6 +50,8 @@ type vector struct {
 	Voice    bool   `json:"voice,omitempty"`
 	Duration uint32 `json:"duration_ms,omitempty"`
 	Waveform string `json:"waveform,omitempty"`
+
+	Group *GroupControl `json:"group,omitempty"`
 }
 
 var vid = [16]byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10}
@@ -75,6 +77,14 @@ func validContents() []struct {
 		{"attachment photo", Content{ID: vid, Sent: 9, Body: &Attachment{N: 3, Pointer: testPointer(), Blob: [16]byte{0xb1}, SHA256: [32]byte{0x5a},
 			Type: "image/jpeg", Name: "cat.jpg", Thumb: []byte{0xff, 0xd8, 0xff, 0xd9}}}},
 		{"attachment no name", Content{ID: vid, Sent: 10, Body: &Attachment{N: 4, Pointer: testPointer(), Type: "application/octet-stream"}}},
+		{"group welcome", Content{ID: vid, Sent: 12, Body: &GroupControl{Op: GroupWelcome, Group: [16]byte{0x9a}, Epoch: 1, EnvelopeKey: [32]byte{0xe1},
+			Name: "family", Distribution: make([]byte, DistributionLen), Admins: [][32]byte{{0xa1}}, Members: testMembers()}}},
+		{"group add", Content{ID: vid, Sent: 13, Body: &GroupControl{Op: GroupAdd, Group: [16]byte{0x9a}, Members: testMembers()[1:]}}},
+		{"group remove", Content{ID: vid, Sent: 14, Body: &GroupControl{Op: GroupRemove, Group: [16]byte{0x9a}, Identities: [][32]byte{{0xb2}}}}},
+		{"group rename", Content{ID: vid, Sent: 15, Body: &GroupControl{Op: GroupRename, Group: [16]byte{0x9a}, Name: "family 🏠"}}},
+		{"group admins", Content{ID: vid, Sent: 16, Body: &GroupControl{Op: GroupAdmins, Group: [16]byte{0x9a}, Admins: [][32]byte{{0xa1}, {0xb2}}}}},
+		{"group leave", Content{ID: vid, Sent: 17, Body: &GroupControl{Op: GroupLeave, Group: [16]byte{0x9a}}}},
+		{"group rekey", Content{ID: vid, Sent: 18, Body: &GroupControl{Op: GroupRekey, Group: [16]byte{0x9a}, Epoch: 2, EnvelopeKey: [32]byte{0xe2}}}},
 		{"attachment voice", Content{ID: vid, Sent: 11, Body: &Attachment{N: 5, Pointer: testPointer(), Blob: [16]byte{0xb2}, Type: "audio/ogg", Name: "voice.opus",
 			Voice: true, Duration: 4250, Waveform: []byte{0, 40, 200, 255, 90}}}},
 	}
@@ -97,6 +107,11 @@ func invalidVectors() []vector {
 		{Name: "introduction trailing bytes", Hex: "0103" + h + strings.Repeat("00", 64) + "0161" + "0000" + "00"},
 		{Name: "refusal short", Hex: "0104" + h + strings.Repeat("00", 16)},
 		{Name: "refusal bad reason", Hex: "0104" + h + strings.Repeat("00", 16) + "09"},
+		{Name: "group unknown op", Hex: "0106" + h + "09" + strings.Repeat("00", 16)},
+		{Name: "group empty name", Hex: "0106" + h + "04" + strings.Repeat("00", 16) + "00"},
+		{Name: "group duplicate admin", Hex: "0106" + h + "05" + strings.Repeat("00", 16) + "0002" + strings.Repeat("aa", 64)},
+		{Name: "group relay index out of range", Hex: "0106" + h + "02" + strings.Repeat("00", 16) + "0001" + "000161" + "0001" + strings.Repeat("00", 80) + "0001" + "0162"},
+		{Name: "group unused relay", Hex: "0106" + h + "02" + strings.Repeat("00", 16) + "0002" + "000161" + "000162" + "0001" + strings.Repeat("00", 80) + "0000" + "0162"},
 		{Name: "attachment unknown flag", Hex: "0105" + h + attachmentHead() + "02" + "00" + "00" + "0000"},
 		{Name: "attachment name with slash", Hex: "0105" + h + attachmentHead() + "00" + "00" + "03612f62" + "0000"},
 		{Name: "attachment bad pointer", Hex: "0105" + h + "0000000000000001" + "02" + strings.Repeat("00", 76+48) + "00" + "00" + "00" + "0000"},
@@ -127,6 +142,8 @@ func toVector(name string, c *Content, b []byte) vector {
 		v.Intro, v.Reason = hex.EncodeToString(body.Introduction[:]), body.Reason
 	case *Unknown:
 		v.Data = hex.EncodeToString(body.Data)
+	case *GroupControl:
+		v.Group = body
 	case *Attachment:
 		ptr, _ := body.Pointer.MarshalBinary()
 		v.N, v.Pointer, v.Blob, v.SHA256 = body.N, hex.EncodeToString(ptr), hex.EncodeToString(body.Blob[:]), hex.EncodeToString(body.SHA256[:])
@@ -134,6 +151,15 @@ func toVector(name string, c *Content, b []byte) vector {
 		v.Voice, v.Duration, v.Waveform = body.Voice, body.Duration, hex.EncodeToString(body.Waveform)
 	}
 	return v
+}
+
+// testMembers are three members on two relays.
+func testMembers() []Member {
+	return []Member{
+		{Identity: [32]byte{0xa1}, Mailbox: [16]byte{1}, Token: [32]byte{2}, Relay: "ferry://relay?v=1&k=AAAA&tcp=a.example:7443", Name: "alice"},
+		{Identity: [32]byte{0xb2}, Mailbox: [16]byte{3}, Token: [32]byte{4}, Relay: "ferry://relay?v=1&k=BBBB&tcp=b.example:7443", Name: "bob"},
+		{Identity: [32]byte{0xc3}, Mailbox: [16]byte{5}, Token: [32]byte{6}, Relay: "ferry://relay?v=1&k=AAAA&tcp=a.example:7443", Name: "carol"},
+	}
 }
 
 // testPointer is a fixed attachment pointer for the vectors.

@@ -64,3 +64,4 @@ func FuzzReceipt(f *testing.F)      { fuzzKind(f, KindReceipt) }
 func FuzzIntroduction(f *testing.F) { fuzzKind(f, KindIntroduction) }
 func FuzzRefusal(f *testing.F)      { fuzzKind(f, KindRefusal) }
 func FuzzAttachment(f *testing.F)   { fuzzKind(f, KindAttachment) }
+func FuzzGroupControl(f *testing.F) { fuzzKind(f, KindGroupControl) }
