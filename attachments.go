@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -161,6 +162,9 @@ func (c *Client) queueAttachment(tx *localstore.Tx, id ConversationID, att *cont
 	if err != nil {
 		return nil, err
 	}
+	if conv.Kind == localstore.Group {
+		return c.queueGroupAttachment(tx, conv, att, tr)
+	}
 	k, err := tx.Contact(conv.Contact)
 	if err != nil {
 		return nil, err
@@ -207,6 +211,41 @@ func (c *Client) queueAttachment(tx *localstore.Tx, id ConversationID, att *cont
 	}
 	names := &names{contacts: map[int64]*localstore.Contact{k.ID: k}, byID: map[int64]*localstore.Conversation{conv.ID: conv},
 		transfers: map[[16]byte]*localstore.Transfer{msgID: tr}}
+	return names.message(m), nil
+}
+
+// queueGroupAttachment sends att to a group: the blob goes once to each
+// relay the members use (charged to the first member's mailbox there),
+// the message once to all.
+func (c *Client) queueGroupAttachment(tx *localstore.Tx, conv *localstore.Conversation, att *content.Attachment, tr *localstore.Transfer) (*Message, error) {
+	g, sg, err := c.group(tx, ConversationID(conv.ID), false)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.sendGroup(tx, g, sg, att)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.saveGroup(tx, g, sg); err != nil {
+		return nil, err
+	}
+	tr.ID = m.ID
+	for _, mb := range g.Members {
+		if !slices.ContainsFunc(tr.Targets, func(t localstore.Target) bool { return t.Relay == mb.Relay }) {
+			tr.Targets = append(tr.Targets, localstore.Target{Relay: mb.Relay, Mailbox: mb.Mailbox, Token: mb.Token})
+		}
+	}
+	if len(tr.Targets) == 0 {
+		tr.State = localstore.TransferDone
+	}
+	if err := tx.PutTransfer(tr); err != nil {
+		return nil, err
+	}
+	names, err := loadNames(tx)
+	if err != nil {
+		return nil, err
+	}
+	names.transfers = map[[16]byte]*localstore.Transfer{m.ID: tr}
 	return names.message(m), nil
 }
 

@@ -83,7 +83,7 @@ type names struct {
 }
 
 func loadNames(tx *localstore.Tx) (*names, error) {
-	ks, err := tx.Contacts()
+	ks, err := tx.AllContacts() // group members who are not contacts name their messages too
 	if err != nil {
 		return nil, err
 	}

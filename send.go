@@ -78,6 +78,9 @@ func (c *Client) queueTexts(tx *localstore.Tx, id ConversationID, texts []string
 	if err != nil {
 		return nil, err
 	}
+	if conv.Kind == localstore.Group {
+		return c.queueGroupTexts(tx, conv, texts)
+	}
 	k, err := tx.Contact(conv.Contact)
 	if err != nil {
 		return nil, err
@@ -157,4 +160,26 @@ func (c *Client) Queued(ctx context.Context) (int, error) {
 	var n int
 	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) { n, err = tx.OutboxLen(); return })
 	return n, err
+}
+
+// queueGroupTexts seals texts for a group (one envelope each, for every
+// member) and stores them.
+func (c *Client) queueGroupTexts(tx *localstore.Tx, conv *localstore.Conversation, texts []string) ([]*Message, error) {
+	g, sg, err := c.group(tx, ConversationID(conv.ID), false)
+	if err != nil {
+		return nil, err
+	}
+	names, err := loadNames(tx)
+	if err != nil {
+		return nil, err
+	}
+	var msgs []*Message
+	for _, text := range texts {
+		m, err := c.sendGroup(tx, g, sg, &content.Text{Text: text})
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, names.message(m))
+	}
+	return msgs, c.saveGroup(tx, g, sg)
 }

@@ -84,7 +84,7 @@ func validContents() []struct {
 		{"group rename", Content{ID: vid, Sent: 15, Body: &GroupControl{Op: GroupRename, Group: [16]byte{0x9a}, Name: "family 🏠"}}},
 		{"group admins", Content{ID: vid, Sent: 16, Body: &GroupControl{Op: GroupAdmins, Group: [16]byte{0x9a}, Admins: [][32]byte{{0xa1}, {0xb2}}}}},
 		{"group leave", Content{ID: vid, Sent: 17, Body: &GroupControl{Op: GroupLeave, Group: [16]byte{0x9a}}}},
-		{"group rekey", Content{ID: vid, Sent: 18, Body: &GroupControl{Op: GroupRekey, Group: [16]byte{0x9a}, Epoch: 2, EnvelopeKey: [32]byte{0xe2}}}},
+		{"group rekey", Content{ID: vid, Sent: 18, Body: &GroupControl{Op: GroupRekey, Group: [16]byte{0x9a}, Epoch: 2, EnvelopeKey: [32]byte{0xe2}, Identities: [][32]byte{{0xb2}}}}},
 		{"attachment voice", Content{ID: vid, Sent: 11, Body: &Attachment{N: 5, Pointer: testPointer(), Blob: [16]byte{0xb2}, Type: "audio/ogg", Name: "voice.opus",
 			Voice: true, Duration: 4250, Waveform: []byte{0, 40, 200, 255, 90}}}},
 	}

@@ -45,7 +45,7 @@ type Member struct {
 //	body    = op(1) || group id(16) || op body
 //	welcome = epoch(4) || envelope key(32) || name || distribution(93) || admins || members
 //	add     = members               remove = identities        rename = name
-//	admins  = identities            leave  = (nothing)         rekey  = epoch(4) || envelope key(32)
+//	admins  = identities            leave  = (nothing)         rekey  = epoch(4) || envelope key(32) || identities (the members gone)
 //	name       = len(1, 1..64) || UTF-8
 //	identities = count(2, BE) || identity(32) * count
 //	members    = relays: count(2) || (len(2) || link) * count, then count(2) || member * count
@@ -68,7 +68,8 @@ type GroupControl struct {
 // Kind returns KindGroupControl.
 func (*GroupControl) Kind() Kind { return KindGroupControl }
 
-func validGroupName(s string) bool {
+// ValidGroupName reports whether s may name a group or a member in one.
+func ValidGroupName(s string) bool {
 	if len(s) == 0 || len(s) > MaxGroupName || !utf8.ValidString(s) {
 		return false
 	}
@@ -88,7 +89,7 @@ func (g *GroupControl) AppendBody(b []byte) ([]byte, error) {
 	var err error
 	switch g.Op {
 	case GroupWelcome:
-		if len(g.Distribution) != DistributionLen || !validGroupName(g.Name) {
+		if len(g.Distribution) != DistributionLen || !ValidGroupName(g.Name) {
 			return nil, bad
 		}
 		b = binary.BigEndian.AppendUint32(b, g.Epoch)
@@ -103,7 +104,7 @@ func (g *GroupControl) AppendBody(b []byte) ([]byte, error) {
 	case GroupRemove:
 		b, err = appendIdentities(b, g.Identities)
 	case GroupRename:
-		if !validGroupName(g.Name) {
+		if !ValidGroupName(g.Name) {
 			return nil, bad
 		}
 		b = appendName(b, g.Name)
@@ -113,6 +114,7 @@ func (g *GroupControl) AppendBody(b []byte) ([]byte, error) {
 	case GroupRekey:
 		b = binary.BigEndian.AppendUint32(b, g.Epoch)
 		b = append(b, g.EnvelopeKey[:]...)
+		b, err = appendIdentities(b, g.Identities)
 	default:
 		return nil, bad
 	}
@@ -154,7 +156,7 @@ func appendMembers(b []byte, ms []Member) ([]byte, error) {
 	ids := make([][32]byte, len(ms))
 	for i, m := range ms {
 		ids[i] = m.Identity
-		if !validGroupName(m.Name) || len(m.Relay) == 0 || len(m.Relay) > maxRelayLink {
+		if !ValidGroupName(m.Name) || len(m.Relay) == 0 || len(m.Relay) > maxRelayLink {
 			return nil, ErrMalformed
 		}
 		if !slices.Contains(relays, m.Relay) {
@@ -204,6 +206,7 @@ func parseGroupControl(b []byte) (Body, error) {
 	case GroupRekey:
 		g.Epoch = r.u32()
 		copy(g.EnvelopeKey[:], r.next(32))
+		g.Identities = r.identities()
 	default:
 		r.bad = true
 	}

@@ -15,6 +15,11 @@ const (
 // contact) in the direct conversation conv of contact k: body = code(1)
 // || text.
 func (b *batch) notice(conv int64, k *localstore.Contact, code byte, text string) error {
+	return b.noticeIn(conv, k.Name, code, text)
+}
+
+// noticeIn stores a notice in conversation conv, called name.
+func (b *batch) noticeIn(conv int64, name string, code byte, text string) error {
 	id, err := b.in.a.NewID()
 	if err != nil {
 		return err
@@ -26,6 +31,6 @@ func (b *batch) notice(conv int64, k *localstore.Contact, code byte, text string
 	if _, err := b.tx.InsertMessage(m); err != nil {
 		return err
 	}
-	b.res.messages = append(b.res.messages, Stored{Message: m, Conversation: k.Name})
+	b.res.messages = append(b.res.messages, Stored{Message: m, Conversation: name})
 	return nil
 }

@@ -258,7 +258,8 @@ type batch struct {
 	byIdentity map[session.PublicIdentity]*localstore.Contact
 	peers      map[int64]*peer // contacts heard from in this batch
 	order      []*peer
-	prekeys    prekeyState // loaded by the first introduction
+	prekeys    prekeyState   // loaded by the first introduction
+	groups     []*groupBatch // loaded by the first group message
 	res        result
 }
 
@@ -269,6 +270,7 @@ type peer struct {
 	s         *session.Session
 	shown     uint64     // the contact's counter shown in order
 	delivered [][16]byte // ids to acknowledge with a delivery receipt
+	group     bool       // a member in a group conversation (no session, no receipts)
 }
 
 func (in *Inbox) newBatch(tx *localstore.Tx) *batch {
@@ -328,7 +330,13 @@ func (b *batch) receive(d wire.Deliver) error {
 	if fresh, err := b.tx.MarkSeen(d.ID, b.now); err != nil || !fresh {
 		return err
 	}
+	if session.IsGroupEnvelope(d.Envelope) {
+		return b.receiveGroup(d.Envelope)
+	}
 	sender, ct, inner, err := b.in.opts.Open(b.in.a.Identity, d.Envelope)
+	if err == nil && ct == account.ContentTypeDirect {
+		return b.receiveDirect(sender, inner)
+	}
 	if err != nil || ct != account.ContentType {
 		log.Warn("dropped an envelope that does not open", "err", err)
 		return nil
@@ -384,6 +392,7 @@ var handlers = map[content.Kind]func(*batch, *peer, *content.Content) error{
 	content.KindIntroduction: (*batch).handleIntroduction,
 	content.KindRefusal:      (*batch).handleRefusal,
 	content.KindAttachment:   (*batch).handleAttachment,
+	content.KindGroupControl: (*batch).handleGroupControl,
 }
 
 func (b *batch) dispatch(p *peer, c *content.Content) error {
@@ -410,6 +419,9 @@ func (b *batch) finish() error {
 		if err := b.tx.SetCounter(p.conv.ID, p.k.ID, p.shown); err != nil {
 			return err
 		}
+	}
+	if err := b.finishGroups(); err != nil {
+		return err
 	}
 	return b.savePrekeys()
 }
@@ -443,6 +455,9 @@ func (b *batch) ordered(p *peer, m *localstore.Message) error {
 
 // stored is m, from p, as the events report it.
 func (p *peer) stored(m *localstore.Message) Stored {
+	if p.group {
+		return Stored{Message: m, From: p.k.Name, Conversation: p.conv.Name}
+	}
 	return Stored{Message: m, From: p.k.Name, Conversation: p.k.Name}
 }
 

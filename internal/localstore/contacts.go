@@ -94,12 +94,30 @@ const (
 	// Refused: the contact's Ferry refused the user's introduction (the
 	// invite was used, altered or expired).
 	Refused ContactStatus = 2
+	// Member: not a contact but a member of one of the user's groups, kept
+	// so that its messages have a sender; it has no session and no direct
+	// conversation, and Contacts leaves it out.
+	Member ContactStatus = 3
 )
 
 func contactAD(id int64) string { return "contacts|data|" + strconv.FormatInt(id, 10) }
 
-// Contacts returns every contact in the order they were added.
+// Contacts returns every contact in the order they were added, leaving
+// out group members who are not contacts (Status Member).
 func (t *Tx) Contacts() ([]*Contact, error) {
+	all, err := t.AllContacts()
+	out := all[:0]
+	for _, c := range all {
+		if c.Status != Member {
+			out = append(out, c)
+		}
+	}
+	return out, err
+}
+
+// AllContacts returns every contact and group member row, in the order
+// they were added.
+func (t *Tx) AllContacts() ([]*Contact, error) {
 	rows, err := t.query(`SELECT id, data FROM contacts ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("read contacts: %w", err)

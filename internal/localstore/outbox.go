@@ -47,11 +47,36 @@ type Outgoing struct {
 }
 
 // Destination is a mailbox that is not a contact's: where an answer to an
-// introduction goes.
+// introduction goes, or a group's control message to a member who is not
+// a contact. With Fanout set it is instead every member a group message
+// still has to reach (Relay, Mailbox and Token unused).
 type Destination struct {
 	Relay   string   `json:"relay"`
 	Mailbox [16]byte `json:"mailbox"`
 	Token   [32]byte `json:"token"`
+	// Group and Fanout: a group message, one envelope for all of them.
+	Group  [16]byte    `json:"group,omitzero"`
+	Fanout []Recipient `json:"fanout,omitempty"`
+}
+
+// Recipient is one mailbox a group message goes to.
+type Recipient struct {
+	Relay   string   `json:"relay"`
+	Mailbox [16]byte `json:"mailbox"`
+	Token   [32]byte `json:"token"`
+}
+
+// SetDest replaces the destination of the queued envelope id (a fan-out
+// that reached some of its recipients).
+func (t *Tx) SetDest(id [16]byte, d *Destination) error {
+	dest, err := t.sealJSON(destAD(id), d)
+	if err != nil {
+		return err
+	}
+	if _, err := t.tx.ExecContext(t.ctx, `UPDATE outbox SET dest = ? WHERE id = ?`, dest, id[:]); err != nil {
+		return fmt.Errorf("update outbox: %w", err)
+	}
+	return nil
 }
 
 func outboxAD(id [16]byte) string { return "outbox|data|" + hex.EncodeToString(id[:]) }

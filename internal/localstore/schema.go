@@ -19,7 +19,8 @@ import (
 //	   per-(conversation, sender) counters in their own table; outbox
 //	   entries may go to a mailbox that is not a contact's (dest).
 //	3  attachments: transfers (one row per attachment message, its upload
-//	   or download state, sealed keys, targets and paths).
+//	   or download state, sealed keys, targets and paths); groups (one row
+//	   per group conversation: members, admins, keys, sealed).
 const schemaVersion = 3
 
 // schema creates the tables of a new profile (version 2).
@@ -53,6 +54,7 @@ CREATE TABLE transfers (
 	data BLOB NOT NULL
 );
 CREATE INDEX transfers_state ON transfers (state, outgoing);
+CREATE TABLE groups (conversation INTEGER PRIMARY KEY, gid BLOB NOT NULL UNIQUE, data BLOB NOT NULL);
 `
 
 // schemaV2 is what version 2 added or replaced: conversations, counters

@@ -96,7 +96,7 @@ func (t *Tx) Transfers(s TransferState, outgoing bool) ([]*Transfer, error) {
 }
 
 func (t *Tx) queryTransfers(where string, args ...any) ([]*Transfer, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, outgoing, state, size, done, data FROM transfers `+where, args...)
+	rows, err := t.query(`SELECT id, outgoing, state, size, done, data FROM transfers `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read transfers: %w", err)
 	}

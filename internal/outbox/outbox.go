@@ -92,7 +92,7 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 			o.drop(key)
 		}
 	}
-	groups, err := o.groups(ctx)
+	groups, fanouts, err := o.groups(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -112,6 +112,9 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 			res.Unreachable = err
 		}
 	}
+	if err := o.flushFanouts(ctx, fanouts, &res); err != nil {
+		return res, err
+	}
 	err = o.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) { res.Left, err = tx.OutboxLen(); return })
 	return res, err
 }
@@ -120,7 +123,7 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 // destination), keeping queue order within each. Each group goes on its
 // own connection: envelopes for two recipients on one connection would
 // tell the relay that they have a common correspondent.
-func (o *Outbox) groups(ctx context.Context) ([]*group, error) {
+func (o *Outbox) groups(ctx context.Context) ([]*group, []*localstore.Outgoing, error) {
 	var queue []*localstore.Outgoing
 	contacts := make(map[int64]*localstore.Contact)
 	err := o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
@@ -135,14 +138,18 @@ func (o *Outbox) groups(ctx context.Context) ([]*group, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []*group
+	var fanouts []*localstore.Outgoing
 	byKey := make(map[string]*group)
 	var gone [][16]byte
 	for _, q := range queue {
 		g := &group{}
 		switch k := contacts[q.Contact]; {
+		case q.Dest != nil && len(q.Dest.Fanout) > 0:
+			fanouts = append(fanouts, q)
+			continue
 		case q.Dest != nil:
 			g.relay, g.mailbox, g.token = q.Dest.Relay, q.Dest.Mailbox, q.Dest.Token
 		case k != nil:
@@ -170,7 +177,7 @@ func (o *Outbox) groups(ctx context.Context) ([]*group, error) {
 			return nil
 		})
 	}
-	return out, err
+	return out, fanouts, err
 }
 
 // flushGroupRetrying flushes g, retrying a busy relay a few times with
