@@ -17,9 +17,9 @@ type GroupState struct {
 	// Epoch and EnvelopeKey seal the group's envelopes now; PrevKey is the
 	// previous epoch's key, still accepted from current members for
 	// messages in flight across a re-key.
-	Epoch       uint32   `json:"epoch"`
-	EnvelopeKey [32]byte `json:"key"`
-	PrevKey     [32]byte `json:"prev_key,omitzero"`
+	Epoch       uint32        `json:"epoch"`
+	EnvelopeKey [32]byte      `json:"key"`
+	PrevKey     [32]byte      `json:"prev_key,omitzero"`
 	Admins      [][32]byte    `json:"admins"`
 	Members     []GroupMember `json:"members"` // everyone but the user
 	// SenderKeys is session.Group's serialised state.
