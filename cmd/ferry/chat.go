@@ -47,6 +47,8 @@ type (
 	connMsg struct{ online bool }
 	// routeMsg reports a change of transport, said once in the status.
 	routeMsg struct{ r ferry.Route }
+	// transferMsg reports how far an upload or download is.
+	transferMsg struct{ p ferry.Progress }
 )
 
 // pageMessages is how many more messages scrolling back loads at a time.
@@ -73,11 +75,14 @@ type chatModel struct {
 	online  bool
 	width   int
 	height  int
+	// progress is how far each transfer under way is, by message id.
+	progress map[[16]byte]ferry.Progress
 }
 
 func newChatModel(ctx context.Context, c chatClient) *chatModel {
 	return &chatModel{
 		ctx: ctx, c: c, width: 80, height: 24, limit: pageMessages, drafts: make(map[ferry.ConversationID][]rune),
+		progress: make(map[[16]byte]ferry.Progress),
 		status: "Up/Down: conversation  PgUp/PgDn: scroll  Enter: send  Esc: quit",
 	}
 }
@@ -150,6 +155,12 @@ func (m *chatModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.load()
 	case tea.KeyPressMsg:
 		return m.key(msg)
+	case transferMsg:
+		if msg.p.Done >= msg.p.Total {
+			delete(m.progress, msg.p.Message)
+			return m, m.load()
+		}
+		m.progress[msg.p.Message] = msg.p
 	}
 	return m, nil
 }
@@ -272,7 +283,7 @@ func (m *chatModel) lines() []string {
 		case msg.Outgoing:
 			who, mark = "me", " "+stateMark(msg.State)
 		}
-		for i, text := range strings.Split(msg.Text(), "\n") {
+		for i, text := range strings.Split(m.text(msg), "\n") {
 			line := "  " + sanitize(text)
 			if i == 0 {
 				line = fmt.Sprintf("%s %s: %s", msg.Sent.Local().Format("15:04"), sanitize(who), sanitize(text))
@@ -282,6 +293,47 @@ func (m *chatModel) lines() []string {
 		out[len(out)-1] += mark
 	}
 	return out
+}
+
+// text is what the chat shows of a message: an attachment as its
+// summary, a voice note's waveform as bars, and a transfer under way with
+// how far it is.
+func (m *chatModel) text(msg *ferry.Message) string {
+	a, ok := msg.Body.(*ferry.Attachment)
+	if !ok {
+		return msg.Text()
+	}
+	s := a.Summary()
+	if a.Voice && len(a.Waveform) > 0 {
+		s += " " + bars(a.Waveform, 16)
+	}
+	if len(a.Thumb) > 0 {
+		s += " (has a thumbnail)"
+	}
+	if p, ok := m.progress[msg.ID]; ok && p.Total > 0 {
+		verb := "downloading"
+		if p.Outgoing {
+			verb = "uploading"
+		}
+		s += fmt.Sprintf(" %s %d%%", verb, p.Done*100/p.Total)
+	}
+	return s
+}
+
+// bars draws levels (0-255) as n block characters.
+func bars(levels []byte, n int) string {
+	const blocks = "▁▂▃▄▅▆▇█"
+	r := []rune(blocks)
+	var b strings.Builder
+	for i := range n {
+		lo, hi := i*len(levels)/n, max((i+1)*len(levels)/n, i*len(levels)/n+1)
+		peak := 0
+		for _, v := range levels[lo:min(hi, len(levels))] {
+			peak = max(peak, int(v))
+		}
+		b.WriteRune(r[peak*(len(r)-1)/255])
+	}
+	return b.String()
 }
 
 func (m *chatModel) View() tea.View {
@@ -332,6 +384,9 @@ func (m *chatModel) listEntry(i int) string {
 		cursor = "> "
 	}
 	name := sanitize(c.Name)
+	if c.Kind == ferry.Group {
+		name = "# " + name
+	}
 	if c.Unread > 0 && i != m.sel {
 		count := fmt.Sprintf(" (%d)", c.Unread)
 		return cursor + fit(name, listWidth-len(cursor)-len(count)-1) + count
@@ -403,6 +458,7 @@ func background(ctx context.Context, c *ferry.Client, p *tea.Program) {
 			OnState:    refresh,
 			OnOnline:   func(on bool) { p.Send(connMsg{online: on}) },
 			OnRoute:    func(r ferry.Route) { p.Send(routeMsg{r}) },
+			OnTransfer: func(pr ferry.Progress) { p.Send(transferMsg{pr}) },
 		})
 		select {
 		case <-time.After(2 * time.Second):

@@ -307,3 +307,25 @@ func TestPlain(t *testing.T) {
 		t.Fatalf("notice: got %q", got)
 	}
 }
+
+// TestChatAttachments: the chat shows a group with its mark, an
+// attachment by its name, a voice note with its waveform, and a transfer
+// under way with how far it is.
+func TestChatAttachments(t *testing.T) {
+	m := newChatModel(context.Background(), newFakeChat("bob"))
+	m.convs = []ferry.Conversation{{ID: 1, Kind: ferry.Direct, Name: "bob"}, {ID: 2, Kind: ferry.Group, Name: "family"}}
+	if got := m.listEntry(1); !strings.Contains(got, "# family") {
+		t.Errorf("group entry %q", got)
+	}
+	photo := &ferry.Message{ID: [16]byte{1}, Kind: ferry.KindAttachment, Body: &ferry.Attachment{Name: "cat.jpg", Type: "image/jpeg", Size: 1 << 20,
+		Thumb: []byte{1}, Transfer: ferry.TransferPending}}
+	voice := &ferry.Message{ID: [16]byte{2}, Kind: ferry.KindAttachment, Body: &ferry.Attachment{Voice: true, Size: 9000,
+		Duration: 4 * time.Second, Waveform: []byte{0, 0, 255, 255, 128, 128, 0, 0}, Transfer: ferry.TransferDone}}
+	drive(t, m, transferMsg{ferry.Progress{Message: [16]byte{1}, Done: 1 << 19, Total: 1 << 20}})
+	if got := m.text(photo); !strings.Contains(got, "[photo cat.jpg, 1 MB") || !strings.Contains(got, "downloading 50%") {
+		t.Errorf("photo: %q", got)
+	}
+	if got := m.text(voice); !strings.Contains(got, "[voice note 0:04") || !strings.Contains(got, "▁▁▁▁████▄▄▄▄▁▁▁▁") {
+		t.Errorf("voice: %q", got)
+	}
+}
