@@ -83,7 +83,7 @@ func newChatModel(ctx context.Context, c chatClient) *chatModel {
 	return &chatModel{
 		ctx: ctx, c: c, width: 80, height: 24, limit: pageMessages, drafts: make(map[ferry.ConversationID][]rune),
 		progress: make(map[[16]byte]ferry.Progress),
-		status: "Up/Down: conversation  PgUp/PgDn: scroll  Enter: send  Esc: quit",
+		status:   "Up/Down: conversation  PgUp/PgDn: scroll  Enter: send  Esc: quit",
 	}
 }
 

@@ -80,3 +80,62 @@ func TestE2EFiles(t *testing.T) {
 		t.Errorf("bad input sent something: %+v", ms)
 	}
 }
+
+// TestE2EGroups: the group commands through the binaries: create, send,
+// read, list, rename, remove (the removed member reads nothing more and
+// is told why when sending), leave; and bad input.
+func TestE2EGroups(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob, carol := newUser(t, r, "alice"), newUser(t, r, "bob"), newUser(t, r, "carol")
+	connect(t, alice, bob)
+	connect(t, carol, alice)
+	bob.must("read")
+	alice.must("read") // carol's confirmation
+	alice.must("group", "create", "family", "bob", "carol")
+	bob.must("read")
+	carol.must("read")
+	bob.must("send", "family", "hello from bob")
+	ms, _ := carol.readJSON()
+	if len(ms) != 1 || ms[0].Text != "hello from bob" || ms[0].From != "bob" || ms[0].Conversation != "family" {
+		t.Fatalf("carol read %+v", ms)
+	}
+	list := alice.must("group", "list")
+	if !strings.Contains(list, "family\t3 members: me, bob, carol\tadmins: me") {
+		t.Fatalf("group list: %q", list)
+	}
+	if _, errs, code := bob.run("", "group", "remove", "family", "carol"); code != exitFail || !strings.Contains(errs, "only the group's admins") {
+		t.Errorf("bob removes: exit %d %q", code, errs)
+	}
+	alice.must("group", "remove", "family", "carol")
+	bob.must("read")
+	bob.must("send", "family", "after carol")
+	ms, _ = carol.readJSON()
+	for _, m := range ms {
+		if m.Text == "after carol" {
+			t.Fatal("carol read a message sent after her removal")
+		}
+	}
+	if _, errs, code := carol.run("", "send", "family", "hi"); code != exitFail || !strings.Contains(errs, "alice removed you from the group") {
+		t.Errorf("carol sends after removal: exit %d %q", code, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"group", "create", "x"}, exitUsage, "usage: ferry group"},
+		{[]string{"group", "create", "x", "dave"}, exitFail, `no contact named "dave"`},
+		{[]string{"group", "add", "bob", "carol"}, exitFail, "is a contact, not a group"},
+		{[]string{"group", "remove", "family", "zed"}, exitFail, `has no member called "zed"`},
+	} {
+		_, errs, code := alice.run("", tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.want) {
+			t.Errorf("ferry %s: exit %d %q; want %d with %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
+		}
+	}
+	bob.must("group", "leave", "family")
+	if out := bob.must("group", "list"); !strings.Contains(out, "you left the group") {
+		t.Errorf("bob's list after leaving: %q", out)
+	}
+}
