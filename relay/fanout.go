@@ -10,7 +10,7 @@ import (
 // fanoutUnit is how many recipients of a Fanout cost one token of the
 // request rate limits: a recipient costs the relay a token check and a
 // Put, but not a frame, a parse or a round trip.
-const fanoutUnit = 8
+const fanoutUnit = 32
 
 // handleFanout stores one envelope in every recipient's mailbox whose
 // token the client holds, as one Send to each would (quota, de-duplication
