@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-im/ferry/internal/clienttest"
 	"github.com/ferry-im/ferry/internal/localstore"
+	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/blobtest"
 )
 
@@ -217,4 +219,24 @@ func TestDownloadBeforeUploadEnds(t *testing.T) {
 		}
 	}
 	t.Fatal("no attachment")
+}
+
+// TestSendFileQuota: a recipient whose attachment storage at the relay
+// is full: SendFile says so in a sentence and keeps the upload queued
+// (the quota may free up); the message itself went ahead.
+func TestSendFileQuota(t *testing.T) {
+	w := newWorld(t)
+	small := w.StartRelay(clienttest.RelayConfig{Limits: relay.Limits{BlobQuotaBytes: 100 << 10, AddrRate: -1, HandshakeRate: -1}})
+	alice := w.client(t, "alice", small)
+	bob := w.client(t, "bob", nil)
+	introduce(t, alice, bob)
+	_, err := bob.SendFile(context.Background(), conv(t, bob, "alice"), writeFile(t, "big.bin", blobtest.Data(200<<10, 1)), SendFileOptions{})
+	if !errors.Is(err, ErrQueued) || !strings.Contains(err.Error(), "attachment storage on their relay is full") {
+		t.Fatalf("over quota: %v", err)
+	}
+	syncNow(t, alice)
+	got := unread(t, alice)
+	if last := got[len(got)-1]; last.Kind != KindAttachment || last.Body.(*Attachment).Transfer != TransferPending {
+		t.Fatalf("alice: %s", show(got))
+	}
 }

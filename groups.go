@@ -446,3 +446,41 @@ func findConversationByName(tx *localstore.Tx, name string) (*localstore.Convers
 	}
 	return nil, ErrUnknownContact
 }
+
+// SetGroupAdmins makes the members called names (and the user, "me" or
+// not named, only if included as "me") the admins of a group the user
+// administers.
+func (c *Client) SetGroupAdmins(ctx context.Context, conv ConversationID, names []string) error {
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		g, sg, err := c.group(tx, conv, true)
+		if err != nil {
+			return err
+		}
+		var admins [][32]byte
+		for _, n := range names {
+			if n == "me" {
+				admins = append(admins, [32]byte(c.a.Identity.Public()))
+				continue
+			}
+			i := slices.IndexFunc(g.Members, func(m localstore.GroupMember) bool { return m.Name == n })
+			if i < 0 {
+				return fmt.Errorf("%s has no member called %q (ferry group list shows them)", g.Name, n)
+			}
+			if !slices.Contains(admins, g.Members[i].Identity) {
+				admins = append(admins, g.Members[i].Identity)
+			}
+		}
+		if len(admins) == 0 {
+			return fmt.Errorf("a group needs at least one admin")
+		}
+		if _, err := c.sendGroup(tx, g, sg, &content.GroupControl{Op: content.GroupAdmins, Group: g.ID, Admins: admins}); err != nil {
+			return err
+		}
+		g.Admins = admins
+		return c.saveGroup(tx, g, sg)
+	})
+	if err != nil {
+		return err
+	}
+	return c.flushAll(ctx)
+}

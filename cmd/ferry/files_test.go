@@ -134,7 +134,13 @@ func TestE2EGroups(t *testing.T) {
 			t.Errorf("ferry %s: exit %d %q; want %d with %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
 		}
 	}
-	bob.must("group", "leave", "family")
+	alice.must("group", "admins", "family", "me", "bob")
+	bob.must("read")
+	bob.must("group", "rename", "family", "kin")
+	if out := bob.must("group", "list"); !strings.Contains(out, "kin\t") || !strings.Contains(out, "admins: alice, me") {
+		t.Errorf("bob's list after being made an admin and renaming: %q", out)
+	}
+	bob.must("group", "leave", "kin")
 	if out := bob.must("group", "list"); !strings.Contains(out, "you left the group") {
 		t.Errorf("bob's list after leaving: %q", out)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/ferry-im/ferry"
 )
 
-const groupUsage = "usage: ferry group create GROUP CONTACT... | add GROUP CONTACT | remove GROUP MEMBER | leave GROUP | rename GROUP NEW | list"
+const groupUsage = "usage: ferry group create GROUP CONTACT... | add GROUP CONTACT | remove GROUP MEMBER | leave GROUP | rename GROUP NEW | admins GROUP me|MEMBER... | list"
 
 func cmdGroup(e *env, args []string) error {
 	fs := e.flags("group")
@@ -17,7 +17,8 @@ func cmdGroup(e *env, args []string) error {
 		return err
 	}
 	want := map[string]int{"add": 3, "remove": 3, "leave": 2, "rename": 3, "list": 1}
-	if len(pos) == 0 || (pos[0] == "create" && len(pos) < 3) || (pos[0] != "create" && want[pos[0]] != len(pos)) {
+	many := pos != nil && (pos[0] == "create" || pos[0] == "admins")
+	if len(pos) == 0 || (many && len(pos) < 3) || (!many && want[pos[0]] != len(pos)) {
 		return usageErr(groupUsage)
 	}
 	return e.client(func(c *ferry.Client) error {
@@ -42,6 +43,8 @@ func cmdGroup(e *env, args []string) error {
 			return c.RemoveFromGroup(e.ctx, conv.ID, pos[2])
 		case "leave":
 			return c.LeaveGroup(e.ctx, conv.ID)
+		case "admins":
+			return c.SetGroupAdmins(e.ctx, conv.ID, pos[2:])
 		default:
 			return c.RenameGroup(e.ctx, conv.ID, pos[2])
 		}

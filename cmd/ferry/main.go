@@ -62,7 +62,7 @@ func commands() []command {
 		{"set", "auto-download SIZE", "download attachments up to SIZE by themselves (default 100MB)", cmdSet},
 		{"contacts", "[--safety]", "list contacts and their status (--safety: with safety numbers)", cmdContacts},
 		{"contact", "rename|remove|block|unblock NAME [NEW]", "rename, remove, block or unblock a contact", cmdContact},
-		{"group", "create GROUP CONTACT...|add|remove|leave|rename|list", "make and manage groups (ferry send GROUP TEXT talks in one)", cmdGroup},
+		{"group", "create GROUP CONTACT...|add|remove|leave|rename|admins|list", "make and manage groups (ferry send GROUP TEXT talks in one)", cmdGroup},
 		{"chat", "", "open the terminal chat", cmdChat},
 		{"passphrase", "[--new-file FILE | --none]", "change or remove the profile's passphrase", cmdPassphrase},
 		{"backup", "FILE", "write an encrypted copy of the profile to FILE", cmdBackup},

@@ -34,6 +34,6 @@ func (b *batch) handleAttachment(p *peer, c *content.Content) error {
 	b.res.attachments = true
 	return b.tx.PutTransfer(&localstore.Transfer{
 		ID: c.ID, State: localstore.TransferPending, Size: a.Pointer.CiphertextSize(),
-		Blob: a.Blob, Pointer: ptr, Name: a.Name, SHA256: a.SHA256,
+		Blob: a.Blob, Pointer: ptr, Name: a.Name, SHA256: a.SHA256, Received: b.now.UnixMilli(),
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/relayclient"
@@ -25,6 +26,12 @@ const AutoDownloadKey = "auto-download"
 // DefaultAutoDownload is the auto-download size when the profile sets
 // none.
 const DefaultAutoDownload = 100 << 20
+
+// uploadGrace is how long after its message arrived a blob the relay
+// does not have is taken as not uploaded yet rather than gone: a sender
+// whose upload failed for now (the recipient's quota, a lost path) tries
+// again later, and relays keep an unfinished blob 2 days.
+const uploadGrace = 48 * time.Hour
 
 // autoDownloadLimit reads the profile's auto-download size.
 func autoDownloadLimit(tx *localstore.Tx) (int64, error) {
@@ -105,6 +112,9 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 			ev.Transfer(tr.ID, false, done, tr.Size)
 		}
 	})
+	if errors.Is(err, transfer.ErrGone) && in.a.Now().Sub(time.UnixMilli(tr.Received)) < uploadGrace {
+		err = transfer.ErrNotYet // the sender's upload may not have started
+	}
 	switch {
 	case errors.Is(err, transfer.ErrNotYet):
 		return err // still pending: tried again later

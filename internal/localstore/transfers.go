@@ -50,6 +50,10 @@ type Transfer struct {
 	SHA256 [32]byte `json:"sha256"`
 	// Err says why the transfer failed.
 	Err string `json:"err,omitempty"`
+	// Received is when an incoming attachment's message arrived (Unix
+	// ms): until its sender's upload could have been given up on, a blob
+	// the relay lacks is taken as not uploaded yet.
+	Received int64 `json:"received,omitempty"`
 }
 
 // Target is one relay an outgoing blob goes to, with the mailbox whose
