@@ -86,6 +86,28 @@ func newBar(e *env, label string) func(done, total int64) {
 	}
 }
 
+// transferBars draws a progress bar for each upload or download a Sync
+// does that takes more than a second.
+func transferBars(e *env) func(ferry.Progress) {
+	bars := make(map[[16]byte]func(done, total int64))
+	return func(p ferry.Progress) {
+		bar := bars[p.Message]
+		if bar == nil {
+			verb := "downloading"
+			if p.Outgoing {
+				verb = "uploading"
+			}
+			bar = newBar(e, verb+" "+hex.EncodeToString(p.Message[:4]))
+			bars[p.Message] = bar
+		}
+		bar(p.Done, p.Total)
+		if p.Done >= p.Total {
+			bar(-1, 0)
+			delete(bars, p.Message)
+		}
+	}
+}
+
 // recordVoice records d of audio from the default input with what the
 // system has (ffmpeg, or arecord and opusenc) into a temporary Ogg Opus
 // file.

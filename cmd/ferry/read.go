@@ -67,7 +67,7 @@ func cmdRead(e *env, args []string) error {
 			}
 			return c.MarkShown(e.ctx, ms)
 		}
-		syncErr := c.Sync(e.ctx, ferry.SyncOptions{})
+		syncErr := c.Sync(e.ctx, ferry.SyncOptions{OnTransfer: transferBars(e)})
 		if *all {
 			ms, err := c.Messages(e.ctx, ferry.Query{})
 			if err == nil {
