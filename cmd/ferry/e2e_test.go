@@ -281,7 +281,7 @@ func TestE2EBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown contact", []string{"send", "carol", "hi"}, exitFail, "no contact named"},
+		{"unknown contact", []string{"send", "carol", "hi"}, exitFail, "no contact or group named"},
 		{"malformed invite", []string{"add", "ferry://invite?v=1&k=nope"}, exitFail, "invite link"},
 		{"not a link", []string{"add", "hello"}, exitFail, "invite link"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
