@@ -23,7 +23,7 @@ const (
 )
 
 // Attachment announces a file: the blob the sender uploaded to the
-// recipient's relay (docs/protocol.md 3.3 and 6.12), the key to open it,
+// recipient's relay (docs/protocol.md 3.3 and 6.13), the key to open it,
 // and what the recipient shows before and after downloading it:
 //
 //	body = n(8) || pointer(77) || blob id(16) || sha256(32) || flags(1)

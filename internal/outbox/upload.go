@@ -23,7 +23,7 @@ import (
 // mailbox when there is one, so that the flush's envelopes to that
 // mailbox share the connection with it and their small frames overtake
 // its pieces (docs/protocol.md 5.5). A recipient whose download starts
-// before the upload ends is told to try again later (6.12).
+// before the upload ends is told to try again later (6.13).
 
 // ErrRefused wraps an upload the relay refused for good (too large,
 // denied): its message has failed.

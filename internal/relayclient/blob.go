@@ -10,7 +10,7 @@ import (
 	"github.com/ferry-im/ferry/wire"
 )
 
-// Blobs (docs/protocol.md sections 5.7 and 6.12). Transfers are pipelined
+// Blobs (docs/protocol.md sections 5.7 and 6.13). Transfers are pipelined
 // within a window that a pacer keeps just large enough to fill the path
 // without queueing (pace.go), so that a text sent on the same connection,
 // or on another one over the same bottleneck, is not stuck behind the
