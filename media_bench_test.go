@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,14 +82,13 @@ func BenchmarkTextDuringUpload(b *testing.B) {
 	}
 	b.StopTimer()
 	up := make(chan error, 1)
-	var upStart time.Time
-	var progress int64
+	upStart := time.Now()
+	var progress atomic.Int64
 	go func() {
-		upStart = time.Now()
-		_, err := bob.SendFile(ctx, to, big, SendFileOptions{Progress: func(p Progress) { progress = p.Done }})
+		_, err := bob.SendFile(ctx, to, big, SendFileOptions{Progress: func(p Progress) { progress.Store(p.Done) }})
 		up <- err
 	}()
-	for progress == 0 {
+	for progress.Load() == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.StartTimer()

@@ -30,9 +30,10 @@ type SyncOptions struct {
 	// OnOnline, if set, is called when the connection to the user's relay
 	// comes up (true) and when it is lost (false).
 	OnOnline func(online bool)
-	// OnTransfer, if set, is told how far each download is. It is called
-	// from the downloading goroutine, which runs beside Sync's while it
-	// waits (Sync returns only after it has stopped).
+	// OnTransfer, if set, is told how far each upload and download is.
+	// While Sync waits it is called from the uploading and downloading
+	// goroutines, which run beside Sync's (and may call it at the same
+	// time); Sync returns only after they have stopped.
 	OnTransfer func(Progress)
 	// OnRoute, if set, is called when the client reaches its relay over
 	// another transport than before (and for the first connection), with
