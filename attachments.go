@@ -165,18 +165,7 @@ func (c *Client) queueAttachment(tx *localstore.Tx, id ConversationID, att *cont
 	if conv.Kind == localstore.Group {
 		return c.queueGroupAttachment(tx, conv, att, tr)
 	}
-	k, err := tx.Contact(conv.Contact)
-	if err != nil {
-		return nil, err
-	}
-	if err := canSend(k); err != nil {
-		return nil, err
-	}
-	s, err := c.a.Session(k)
-	if err != nil {
-		return nil, err
-	}
-	n, err := tx.Counter(conv.ID, localstore.SenderSelf)
+	k, s, n, err := c.direct(tx, conv)
 	if err != nil {
 		return nil, err
 	}

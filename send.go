@@ -81,18 +81,7 @@ func (c *Client) queueTexts(tx *localstore.Tx, id ConversationID, texts []string
 	if conv.Kind == localstore.Group {
 		return c.queueGroupTexts(tx, conv, texts)
 	}
-	k, err := tx.Contact(conv.Contact)
-	if err != nil {
-		return nil, err
-	}
-	if err := canSend(k); err != nil {
-		return nil, err
-	}
-	s, err := c.a.Session(k)
-	if err != nil {
-		return nil, err
-	}
-	n, err := tx.Counter(conv.ID, localstore.SenderSelf)
+	k, s, n, err := c.direct(tx, conv)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +113,24 @@ func (c *Client) queueTexts(tx *localstore.Tx, id ConversationID, texts []string
 		return nil, err
 	}
 	return msgs, saveContactSession(tx, k, s)
+}
+
+// direct loads what sending in a direct conversation needs: the contact
+// (who must be able to receive), its session and the user's counter.
+func (c *Client) direct(tx *localstore.Tx, conv *localstore.Conversation) (*localstore.Contact, *session.Session, uint64, error) {
+	k, err := tx.Contact(conv.Contact)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if err := canSend(k); err != nil {
+		return nil, nil, 0, err
+	}
+	s, err := c.a.Session(k)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	n, err := tx.Counter(conv.ID, localstore.SenderSelf)
+	return k, s, n, err
 }
 
 // canSend fails, in one sentence, if nothing sent to k could reach it.

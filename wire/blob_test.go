@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -89,46 +88,7 @@ func TestBlobVectors(t *testing.T) {
 		}
 	}
 	t.Parallel()
-	vf := loadBlobVectors(t)
-	for i, v := range vf.Valid {
-		t.Run(fmt.Sprintf("valid/%02d_%s", i, v.Type), func(t *testing.T) {
-			t.Parallel()
-			env, _ := hex.DecodeString(v.Frame)
-			var f Frame
-			if err := f.UnmarshalBinary(env); err != nil {
-				t.Fatal(err)
-			}
-			m, err := Decode(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := m.Type().String(); got != v.Type {
-				t.Fatalf("type %s, want %s", got, v.Type)
-			}
-			var want bytes.Buffer
-			json.Compact(&want, v.Fields)
-			if got := fieldsJSON(m); !bytes.Equal(got, want.Bytes()) {
-				t.Fatalf("fields %s, want %s", got, want.Bytes())
-			}
-			f2, err := NewFrame(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if env2, _ := f2.MarshalBinary(); !bytes.Equal(env2, env) {
-				t.Fatalf("re-marshalled frame %x, want %x", env2, env)
-			}
-		})
-	}
-	for _, v := range vf.Invalid {
-		t.Run("invalid/"+v.Name, func(t *testing.T) {
-			t.Parallel()
-			p, _ := hex.DecodeString(v.Payload)
-			m, err := Decode(Frame{Type: v.Type, Payload: p})
-			if err == nil || !strings.Contains(err.Error(), v.Error) {
-				t.Fatalf("Decode: got %v, %v; want error containing %q", m, err, v.Error)
-			}
-		})
-	}
+	checkVectors(t, loadBlobVectors(t))
 }
 
 func TestEveryBlobTypeHasAVector(t *testing.T) {
