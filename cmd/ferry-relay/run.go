@@ -198,7 +198,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer back.close()
-	blobs, err := blobOpts.open(*data)
+	blobs, err := blobOpts.open(ctx, *data, storeOpts.store)
 	if err != nil {
 		return err
 	}
