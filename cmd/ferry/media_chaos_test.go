@@ -66,6 +66,7 @@ func TestE2EMediaChaos(t *testing.T) {
 	alice, bob := newLinkUser(t, link, "alice"), newLinkUser(t, link, "bob")
 	eventually(t, func() bool { _, _, code := alice.run("", "read"); return code == 0 })
 	connectRetrying(t, alice, bob)
+	alice.must("set", "auto-download", "2GB")
 
 	big, video := randomFile(t, dir, "big.bin", bigSize), randomFile(t, dir, "video.mp4", videoSize)
 	m := &relayMetrics{addr: metricsAddr}
@@ -136,12 +137,16 @@ func TestE2EMediaChaos(t *testing.T) {
 }
 
 // eventually retries f, once a second (the relay limits subscriptions
-// to 2 a second), for up to two minutes.
+// to 2 a second), for up to two minutes (twenty at full size).
 func eventually(t *testing.T, f func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); !f(); time.Sleep(time.Second) {
+	patience := 2 * time.Minute
+	if os.Getenv("FERRY_MEDIA_FULL") != "" {
+		patience = 20 * time.Minute
+	}
+	for deadline := time.Now().Add(patience); !f(); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
-			t.Fatal("gave up after two minutes")
+			t.Fatalf("gave up after %v", patience)
 		}
 	}
 }
