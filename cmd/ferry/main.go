@@ -282,9 +282,10 @@ func (e *env) commandUsage(fs *flag.FlagSet) {
 	name := strings.TrimPrefix(fs.Name(), "ferry ")
 	for _, c := range commands() {
 		if c.name == name {
-			fmt.Fprintf(e.stdout, "usage: %s\n\n%s.\n\nflags:\n", e.synopsis(fs), strings.ToUpper(c.summary[:1])+c.summary[1:])
+			fmt.Fprintf(e.stdout, "usage: %s\n\n%s.\n\n", strings.TrimSpace("ferry "+c.name+" "+c.args), strings.ToUpper(c.summary[:1])+c.summary[1:])
 		}
 	}
+	fmt.Fprint(e.stdout, "flags:\n")
 	fs.SetOutput(e.stdout)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
