@@ -240,19 +240,7 @@ func (c *Client) BlockContact(ctx context.Context, id ContactID, blocked bool) e
 // a relay or invite link that swapped keys. Each side's stable identifier
 // is its own identity key.
 func (c *Client) SafetyNumber(ctx context.Context, id ContactID) (string, error) {
-	var remote session.PublicIdentity
-	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
-		k, err := contactByID(tx, id)
-		if err == nil {
-			remote = session.PublicIdentity(k.Identity)
-		}
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	local := c.a.Identity.Public()
-	f, err := session.SafetyNumber(local, remote, local[:], remote[:])
+	f, err := c.fingerprint(ctx, id)
 	if err != nil {
 		return "", err
 	}
@@ -262,4 +250,21 @@ func (c *Client) SafetyNumber(ctx context.Context, id ContactID) (string, error)
 		groups = append(groups, d[i:i+5])
 	}
 	return strings.Join(groups, " "), nil
+}
+
+// fingerprint returns the safety number of the user and a contact.
+func (c *Client) fingerprint(ctx context.Context, id ContactID) (*session.Fingerprint, error) {
+	var remote session.PublicIdentity
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		k, err := contactByID(tx, id)
+		if err == nil {
+			remote = session.PublicIdentity(k.Identity)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	local := c.a.Identity.Public()
+	return session.SafetyNumber(local, remote, local[:], remote[:])
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ferry-im/ferry/internal/localstore"
 )
@@ -35,6 +36,10 @@ type Conversation struct {
 	Contact ContactID
 	// Unread counts the incoming messages and notices not yet shown.
 	Unread int
+	// Timer is the disappearing-message timer (0: off).
+	Timer time.Duration
+	// Last is the newest message (nil if none), as Messages gives it.
+	Last *Message
 }
 
 // Conversations returns the user's conversations in the order they began.
@@ -53,7 +58,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 		for _, conv := range n.convs {
 			out = append(out, n.public(conv, unread[conv.ID]))
 		}
-		return nil
+		return c.lastMessages(tx, n, out)
 	})
 	return out, err
 }
@@ -116,7 +121,8 @@ func (n *names) public(conv *localstore.Conversation, unread int) Conversation {
 	if conv.Kind == localstore.Group {
 		kind = Group
 	}
-	return Conversation{ID: ConversationID(conv.ID), Kind: kind, Name: n.name(conv), Contact: ContactID(conv.Contact), Unread: unread}
+	return Conversation{ID: ConversationID(conv.ID), Kind: kind, Name: n.name(conv), Contact: ContactID(conv.Contact), Unread: unread,
+		Timer: time.Duration(conv.Timer.Seconds) * time.Second}
 }
 
 // conversation returns the conversation with the given id.

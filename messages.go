@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"slices"
 	"time"
 
 	"github.com/ferry-im/ferry/internal/content"
@@ -172,6 +173,15 @@ type Message struct {
 	State    State
 	Kind     Kind
 	Body     Body
+	// Timer is the disappearing-message timer the message was sent with
+	// (0: it stays); Expires is when it disappears here (zero while a
+	// received one waits to be shown, or if it stays).
+	Timer   time.Duration
+	Expires time.Time
+	// Edited is set when its sender edited it for everyone (Body holds
+	// the latest text); Reactions are each person's latest reaction.
+	Edited    bool
+	Reactions []Reaction
 }
 
 // IDString returns the message id in hex.
@@ -189,6 +199,15 @@ func (m *Message) Text() string {
 		return fmt.Sprintf("(a message of a kind this Ferry cannot show (%d); a newer Ferry can)", b.Kind)
 	case *Attachment:
 		return b.Summary()
+	case *Reply:
+		return b.Text
+	case *TimerChange:
+		if b.Timer == 0 {
+			return "disappearing messages turned off"
+		}
+		return "disappearing messages set to " + FormatTimer(b.Timer)
+	case *Deleted:
+		return "this message was deleted"
 	}
 	return ""
 }
@@ -264,6 +283,9 @@ func messageOf(m *localstore.Message, from, conv string) *Message {
 			a.Transfer = TransferDone
 		}
 	}
+	if m.Timer > 0 {
+		out.Timer, out.Expires = time.Duration(m.Timer)*time.Second, m.Expires
+	}
 	return out
 }
 
@@ -288,6 +310,9 @@ func decodeBody(m *localstore.Message) (Kind, Body) {
 			}
 		}
 	}
+	if k, b, ok := decodeFeature(m); ok {
+		return k, b
+	}
 	return KindUnsupported, &Unsupported{Kind: byte(m.Kind)}
 }
 
@@ -310,7 +335,7 @@ const readCursor = "read"
 // Messages returns the messages matching q in arrival order.
 func (c *Client) Messages(ctx context.Context, q Query) ([]*Message, error) {
 	return c.read(ctx, func(tx *localstore.Tx) ([]*localstore.Message, error) {
-		lq := localstore.MessageQuery{After: q.After, Before: q.Before, Conversation: int64(q.Conversation)}
+		lq := localstore.MessageQuery{After: q.After, Before: q.Before, Conversation: int64(q.Conversation), Now: c.a.Now()}
 		if q.Unread {
 			var err error
 			if lq.After, err = tx.Cursor(readCursor); err != nil {
@@ -337,6 +362,7 @@ func (c *Client) read(ctx context.Context, get func(*localstore.Tx) ([]*localsto
 		if err != nil {
 			return err
 		}
+		ms = slices.DeleteFunc(ms, isEcho)
 		if err := n.loadTransfers(tx, ms); err != nil {
 			return err
 		}
@@ -344,7 +370,7 @@ func (c *Client) read(ctx context.Context, get func(*localstore.Tx) ([]*localsto
 		for i, m := range ms {
 			out[i] = n.message(m)
 		}
-		return nil
+		return n.annotate(tx, ms, out, c.a.Now())
 	})
 	return out, err
 }
@@ -408,6 +434,9 @@ func (c *Client) markRead(tx *localstore.Tx, id ConversationID, msgs []*Message)
 	for _, m := range msgs {
 		moved, err := tx.AdvanceState(m.ID, int64(id), false, localstore.Read)
 		if err != nil {
+			return false, err
+		}
+		if err := tx.StartTimer(m.ID, c.a.Now()); err != nil {
 			return false, err
 		}
 		if moved && m.Kind != KindNotice {

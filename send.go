@@ -49,14 +49,14 @@ func (c *Client) SendMany(ctx context.Context, conv ConversationID, texts []stri
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.ob.Flush(ctx)
-	if err != nil {
+	ids := make([][16]byte, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	if err := c.flushIDs(ctx, ids); err != nil {
 		return msgs, err
 	}
 	for _, m := range msgs {
-		if !res.Sent[m.ID] {
-			return msgs, queued(res.Unreachable)
-		}
 		m.State = StateSent
 	}
 	return msgs, nil
@@ -103,7 +103,10 @@ func (c *Client) queueTexts(tx *localstore.Tx, id ConversationID, texts []string
 			return nil, err
 		}
 		m := &localstore.Message{ID: id, Conversation: conv.ID, Sender: localstore.SenderSelf, Sent: time.UnixMilli(now.UnixMilli()),
-			State: localstore.Queued, Kind: int(content.KindText), Body: enc, N: n}
+			State: localstore.Queued, Kind: int(content.KindText), Body: enc, N: n, Timer: conv.Timer.Seconds}
+		if m.Timer > 0 {
+			m.Expires = m.Sent.Add(time.Duration(m.Timer) * time.Second)
+		}
 		if _, err := tx.InsertMessage(m); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,17 @@ type SyncOptions struct {
 	// another transport than before (and for the first connection), with
 	// why the previous one was left.
 	OnRoute func(Route)
+	// OnChanged, if set, gets the conversations whose messages changed
+	// other than by new ones: reactions, edits, deletes for everyone, a
+	// new disappearing-message timer, messages that disappeared.
+	OnChanged func([]ConversationID)
+	// OnTyping, if set, gets the contacts' typing indicators (none when
+	// the user turned them off).
+	OnTyping func([]TypingEvent)
+	// OnStatus, if set, gets the connection's status each time it
+	// changes: up over which transport, or down, why, and when the next
+	// attempt is.
+	OnStatus func(Status)
 }
 
 // Sync connects to the user's relay with the device key, registers the
@@ -84,5 +95,6 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 			}
 		}
 	}
+	c.featureEvents(&ev, opts)
 	return c.in.Sync(ctx, opts.Wait, ev)
 }

@@ -18,7 +18,7 @@ import (
 // jsonMessage is one line of ferry read --json.
 type jsonMessage struct {
 	ID           string          `json:"id"`
-	Kind         string          `json:"kind"` // text, notice, attachment or unsupported
+	Kind         string          `json:"kind"` // text, reply, notice, attachment, timer, deleted or unsupported
 	Conversation string          `json:"conversation"`
 	From         string          `json:"from"` // "" for a notice
 	To           string          `json:"to"`
@@ -28,6 +28,11 @@ type jsonMessage struct {
 	Outgoing     bool            `json:"outgoing"`
 	State        string          `json:"state"`
 	Attachment   *jsonAttachment `json:"attachment,omitempty"`
+	// The conversation features (docs/client.md section 6).
+	ReplyTo   string         `json:"reply_to,omitempty"` // the quoted message's id
+	Edited    bool           `json:"edited,omitempty"`
+	Reactions []jsonReaction `json:"reactions,omitempty"`
+	Expires   string         `json:"expires,omitempty"`
 }
 
 // jsonAttachment describes an attachment in ferry read --json.
@@ -46,7 +51,7 @@ type jsonAttachment struct {
 }
 
 var kindNames = map[ferry.Kind]string{ferry.KindText: "text", ferry.KindNotice: "notice", ferry.KindUnsupported: "unsupported",
-	ferry.KindAttachment: "attachment"}
+	ferry.KindAttachment: "attachment", ferry.KindReply: "reply", ferry.KindTimer: "timer", ferry.KindDeleted: "deleted"}
 
 func cmdRead(e *env, args []string) error {
 	fs := e.flags("read")
@@ -149,6 +154,7 @@ func (p *printer) printJSON(m *ferry.Message) {
 	if !m.Received.IsZero() {
 		j.Received = m.Received.UTC().Format(time.RFC3339Nano)
 	}
+	featuresJSON(&j, m, p.me)
 	b, _ := json.Marshal(j)
 	p.w.Write(append(b, '\n'))
 }
@@ -171,7 +177,7 @@ func plain(m *ferry.Message) string {
 	default:
 		head += sanitize(m.From) + ": "
 	}
-	text := m.Text()
+	text := featuresPlain(m)
 	if a, ok := m.Body.(*ferry.Attachment); ok && a.Path != "" && a.Transfer == ferry.TransferDone {
 		text += " " + a.Path
 	}

@@ -45,7 +45,14 @@ const (
 	KindGroupControl Kind = 6 // GroupControl
 
 	// Reserved for kinds to come (they parse as Unknown until then):
-	// 7 group message, 8 reaction, 9 edit, 10 delete.
+	// 7 group message.
+
+	KindReaction Kind = 8  // Reaction
+	KindEdit     Kind = 9  // Edit
+	KindDelete   Kind = 10 // Delete
+	KindReply    Kind = 11 // Reply
+	KindTimer    Kind = 12 // Timer
+	KindTyping   Kind = 13 // Typing
 )
 
 // ErrMalformed is wrapped by every parse and encode failure.
@@ -90,6 +97,12 @@ var kinds = map[Kind]func([]byte) (Body, error){
 	KindRefusal:      parseRefusal,
 	KindAttachment:   parseAttachment,
 	KindGroupControl: parseGroupControl,
+	KindReaction:     parseReaction,
+	KindEdit:         parseEdit,
+	KindDelete:       parseDelete,
+	KindReply:        parseReply,
+	KindTimer:        parseTimer,
+	KindTyping:       parseTyping,
 }
 
 // Known reports whether this version parses kind k.

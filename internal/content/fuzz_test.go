@@ -32,10 +32,17 @@ func FuzzContent(f *testing.F) {
 }
 
 // fuzzKind fuzzes one kind's body parser, seeded with the bodies of that
-// kind's vectors: parse then encode gives the same bytes, or an error.
+// kind's vectors (content.json and content-features.json): parse then encode gives the same bytes, or an error.
 func fuzzKind(f *testing.F, k Kind) {
+	var seeds []string
 	for _, v := range loadVectors(f) {
-		b, _ := hex.DecodeString(v.Hex)
+		seeds = append(seeds, v.Hex)
+	}
+	for _, v := range loadFeatures(f) {
+		seeds = append(seeds, v.Hex)
+	}
+	for _, h := range seeds {
+		b, _ := hex.DecodeString(h)
 		if len(b) >= HeaderLen && Kind(b[1]) == k {
 			f.Add(b[HeaderLen:])
 		}

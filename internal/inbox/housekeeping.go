@@ -7,20 +7,28 @@ import (
 	"github.com/ferry-im/ferry/internal/localstore"
 )
 
-// housekeeping forgets old seen ids and releases held messages whose
-// predecessors did not come within the hold timeout, telling ev.
+// housekeeping forgets old seen ids, deletes messages whose disappearing
+// timer ran out, and releases held messages whose predecessors did not
+// come within the hold timeout, telling ev.
 func (in *Inbox) housekeeping(ctx context.Context, ev Events) error {
 	var rel []Stored
+	var gone []int64
 	err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		if _, err := tx.ForgetSeen(in.a.Now().Add(-seenRetention)); err != nil {
 			return err
 		}
 		var err error
+		if gone, err = tx.Expire(in.a.Now()); err != nil {
+			return err
+		}
 		rel, err = in.releaseExpired(tx)
 		return err
 	})
 	if err == nil && len(rel) > 0 && ev.Messages != nil {
 		ev.Messages(rel)
+	}
+	if err == nil && len(gone) > 0 && ev.Changed != nil {
+		ev.Changed(gone)
 	}
 	return err
 }

@@ -79,6 +79,14 @@ type Events struct {
 	// kickUploads has the Sync's uploader look for work (nil: a drain,
 	// which uploads in line).
 	kickUploads func()
+	// Changed gets the conversations whose messages changed other than by
+	// new ones: reactions, edits, deletes, a timer, messages that
+	// disappeared.
+	Changed func(conversations []int64)
+	// Typing gets typing indicators, unless the user turned them off.
+	Typing func([]Typing)
+	// Status gets the connection's status when it changes.
+	Status func(Status)
 }
 
 // Stored is a message the inbox stored, with the names that go with it,

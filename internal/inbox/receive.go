@@ -43,6 +43,7 @@ func (in *Inbox) Sync(ctx context.Context, wait time.Duration, ev Events) error 
 	defer wg.Wait()
 	defer cancel()
 	backoff := 100 * time.Millisecond
+	failures := 0 // failed or lost connections in a row
 	for {
 		in.flush(wctx, ev)
 		start := time.Now()
@@ -60,8 +61,10 @@ func (in *Inbox) Sync(ctx context.Context, wait time.Duration, ev Events) error 
 		if time.Since(start) > 10*time.Second || errors.Is(err, relayclient.ErrStalled) {
 			// A stalled transport is not a relay that is down: the next
 			// dial races the other transports first.
-			backoff = 100 * time.Millisecond
+			backoff, failures = 100*time.Millisecond, 0
 		}
+		failures++
+		in.tellDown(ev, err, backoff, failures)
 		select {
 		case <-time.After(backoff):
 		case <-wctx.Done():
@@ -96,9 +99,13 @@ func (in *Inbox) flush(ctx context.Context, ev Events) {
 func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	cn, err := in.a.Dialer.Dial(ctx, in.a.Relay, in.a.Device)
 	if err != nil {
+		if drain {
+			in.tellDown(ev, err, 0, 1)
+		}
 		return err
 	}
 	defer cn.Close()
+	in.tellUp(ev, cn)
 	if ev.Online != nil {
 		ev.Online(true)
 		defer ev.Online(false)
@@ -235,6 +242,7 @@ type result struct {
 	stateMoved  bool // outgoing messages changed state
 	needUpload  bool // new one-time prekeys were made
 	attachments bool // attachments arrived: the downloader has work
+	features         // what the conversation features changed (features.go)
 }
 
 func (r *result) tell(ev Events) {
@@ -247,6 +255,7 @@ func (r *result) tell(ev Events) {
 	if r.stateMoved && ev.States != nil {
 		ev.States()
 	}
+	r.features.tell(ev)
 }
 
 // batch is the state of one batch's transaction.
@@ -393,6 +402,12 @@ var handlers = map[content.Kind]func(*batch, *peer, *content.Content) error{
 	content.KindRefusal:      (*batch).handleRefusal,
 	content.KindAttachment:   (*batch).handleAttachment,
 	content.KindGroupControl: (*batch).handleGroupControl,
+	content.KindReaction:     (*batch).handleAnnotation,
+	content.KindEdit:         (*batch).handleAnnotation,
+	content.KindDelete:       (*batch).handleAnnotation,
+	content.KindReply:        (*batch).handleReply,
+	content.KindTimer:        (*batch).handleTimer,
+	content.KindTyping:       (*batch).handleTyping,
 }
 
 func (b *batch) dispatch(p *peer, c *content.Content) error {
@@ -431,8 +446,14 @@ func (b *batch) finish() error {
 // or until the hold timeout passes.
 func (b *batch) ordered(p *peer, m *localstore.Message) error {
 	m.Held = m.N > p.shown+1
+	if m.Kind != int(content.KindTimer) {
+		m.Timer = timerFor(p.conv, p.k.ID, m.N)
+	}
 	inserted, err := b.tx.InsertMessage(m)
 	if err != nil || !inserted {
+		return err
+	}
+	if err := b.applyPending(p, m); err != nil {
 		return err
 	}
 	p.delivered = append(p.delivered, m.ID)

@@ -24,6 +24,11 @@ type Conversation struct {
 	Contact int64            `json:"-"` // Direct: the contact
 	// Name names a group; a direct conversation takes its contact's name.
 	Name string `json:"name,omitempty"`
+	// Timer is the disappearing-message timer; Steps are, per contact,
+	// the counters from which that contact's messages had another timer
+	// (docs/protocol.md section 8.1).
+	Timer TimerState            `json:"timer,omitzero"`
+	Steps map[int64][]TimerStep `json:"steps,omitempty"`
 }
 
 func conversationAD(id int64) string { return "conversations|data|" + strconv.FormatInt(id, 10) }
@@ -95,6 +100,7 @@ func (t *Tx) queryConversations(query string, args ...any) ([]*Conversation, err
 func (t *Tx) DeleteConversation(id int64) error {
 	for _, q := range []string{
 		`DELETE FROM messages WHERE conversation = ?`,
+		`DELETE FROM annotations WHERE conversation = ?`,
 		`DELETE FROM counters WHERE conversation = ?`,
 		`DELETE FROM conversations WHERE id = ?`,
 	} {

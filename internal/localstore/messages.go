@@ -65,6 +65,11 @@ type Message struct {
 	// Held marks an incoming message kept back until the ones before it
 	// arrive; Messages does not return held messages.
 	Held bool
+	// Timer is the disappearing-message timer the message was sent with,
+	// in seconds (0: it stays); Expires is when it disappears (zero: not
+	// yet decided, or never). Messages does not return expired messages.
+	Timer   int64
+	Expires time.Time
 }
 
 // Outgoing reports whether the user sent m.
@@ -83,8 +88,9 @@ func (t *Tx) InsertMessage(m *Message) (bool, error) {
 	if !m.Received.IsZero() {
 		recv = m.Received.UnixMilli()
 	}
-	res, err := t.exec(`INSERT OR IGNORE INTO messages (id, conversation, sender, sent, received, state, kind, n, held, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID[:], m.Conversation, m.Sender, m.Sent.UnixMilli(), recv, int(m.State), m.Kind, int64(m.N), m.Held, body)
+	res, err := t.exec(`INSERT OR IGNORE INTO messages (id, conversation, sender, sent, received, state, kind, n, held, body, timer, expires)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID[:], m.Conversation, m.Sender, m.Sent.UnixMilli(), recv, int(m.State), m.Kind, int64(m.N), m.Held, body,
+		m.Timer, unixMilliOrZero(m.Expires))
 	if err != nil {
 		return false, fmt.Errorf("insert message: %w", err)
 	}
@@ -125,6 +131,8 @@ type MessageQuery struct {
 	Incoming     bool  // only messages the user did not write
 	Limit        int   // at most this many (the most recent ones when Last is set)
 	Last         bool  // take the last Limit messages instead of the first
+	// Now, if set, leaves out the messages that expired by then.
+	Now time.Time
 }
 
 // Messages returns the messages matching q in Seq order, leaving out held
@@ -142,6 +150,10 @@ func (t *Tx) Messages(q MessageQuery) ([]*Message, error) {
 	}
 	if q.Incoming {
 		query += ` AND sender != 0`
+	}
+	if !q.Now.IsZero() {
+		query += ` AND (expires = 0 OR expires > ?)`
+		args = append(args, q.Now.UnixMilli())
 	}
 	if q.Last {
 		query += ` ORDER BY seq DESC`
@@ -190,7 +202,7 @@ func (t *Tx) Release(m *Message) error {
 	return err
 }
 
-const messageColumns = `seq, id, conversation, sender, sent, received, state, kind, n, held, body`
+const messageColumns = `seq, id, conversation, sender, sent, received, state, kind, n, held, body, timer, expires`
 
 func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
 	rows, err := t.query(query, args...)
@@ -202,9 +214,9 @@ func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
 	for rows.Next() {
 		m := new(Message)
 		var id, body []byte
-		var sent, recv, n int64
+		var sent, recv, n, expires int64
 		var state int
-		if err := rows.Scan(&m.Seq, &id, &m.Conversation, &m.Sender, &sent, &recv, &state, &m.Kind, &n, &m.Held, &body); err != nil {
+		if err := rows.Scan(&m.Seq, &id, &m.Conversation, &m.Sender, &sent, &recv, &state, &m.Kind, &n, &m.Held, &body, &m.Timer, &expires); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 		if len(id) != 16 {
@@ -217,6 +229,9 @@ func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
 		}
 		m.State = State(state)
 		m.N = uint64(n)
+		if expires != 0 {
+			m.Expires = time.UnixMilli(expires)
+		}
 		if m.Body, err = t.s.seal.open(messageAD(m.ID), body); err != nil {
 			return nil, err
 		}

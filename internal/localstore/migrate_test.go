@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -88,7 +89,7 @@ func TestMigrateV1(t *testing.T) {
 	}
 	var ver []byte
 	s.db.QueryRow(`SELECT v FROM meta WHERE k = 'schema'`).Scan(&ver)
-	if string(ver) != "3" {
+	if string(ver) != strconv.Itoa(schemaVersion) {
 		t.Fatalf("schema version after migration: %s", ver)
 	}
 	if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.Transfers(TransferPending, true); return err }); err != nil {

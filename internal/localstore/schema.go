@@ -21,7 +21,9 @@ import (
 //	3  attachments: transfers (one row per attachment message, its upload
 //	   or download state, sealed keys, targets and paths); groups (one row
 //	   per group conversation: members, admins, keys, sealed).
-const schemaVersion = 3
+//	4  disappearing messages (a message's timer and expiry), annotations
+//	   (reactions, edits and deletes for everyone, keyed by their target).
+const schemaVersion = 4
 
 // schema creates the tables of a new profile (version 2).
 const schema = `
@@ -41,7 +43,7 @@ CREATE TABLE outbox (
 CREATE TABLE seen (id BLOB PRIMARY KEY, at INTEGER NOT NULL);
 CREATE INDEX seen_at ON seen (at);
 CREATE TABLE invites (tag BLOB PRIMARY KEY, created INTEGER NOT NULL, data BLOB NOT NULL);
-` + schemaV3
+` + schemaV3 + schemaV4
 
 // schemaV3 is what version 3 added: attachment transfers.
 const schemaV3 = `
@@ -95,17 +97,22 @@ CREATE INDEX messages_unread ON messages (conversation) WHERE sender != 0 AND st
 // transaction: a crash leaves the old version, which the next Open
 // migrates again.
 func (s *Store) migrate(ctx context.Context, from int) error {
-	if from != 1 && from != 2 {
+	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("migrate schema %d: %w", from, ErrCorrupt)
 	}
 	return s.Update(ctx, func(tx *Tx) error {
-		if from == 1 {
+		if from < 2 {
 			if err := migrateV1(tx); err != nil {
 				return fmt.Errorf("migrate profile to schema 2: %w", err)
 			}
 		}
-		if _, err := tx.tx.ExecContext(ctx, schemaV3); err != nil {
-			return fmt.Errorf("migrate profile to schema 3: %w", err)
+		if from < 3 {
+			if _, err := tx.tx.ExecContext(ctx, schemaV3); err != nil {
+				return fmt.Errorf("migrate profile to schema 3: %w", err)
+			}
+		}
+		if _, err := tx.tx.ExecContext(ctx, schemaV4); err != nil {
+			return fmt.Errorf("migrate profile to schema 4: %w", err)
 		}
 		_, err := tx.tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'schema'`, []byte(strconv.Itoa(schemaVersion)))
 		return err

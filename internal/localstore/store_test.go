@@ -461,3 +461,34 @@ func TestConcurrentUpdates(t *testing.T) {
 		}
 	}
 }
+
+// TestDataVersion: a commit by another Store of the same profile changes
+// the data version; a read does not.
+func TestDataVersion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, err := Create(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	v1, err := a.DataVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(ctx, func(tx *Tx) error { return tx.SetCursor("x", 1) }); err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := a.DataVersion(ctx)
+	if v2 == v1 {
+		t.Fatal("data version unchanged by the other store's commit")
+	}
+	if v3, _ := a.DataVersion(ctx); v3 != v2 {
+		t.Fatal("data version changed without a commit")
+	}
+}

@@ -78,6 +78,10 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// Endpoint returns the relay endpoint (transport and address) the
+// connection was made to.
+func (c *Conn) Endpoint() link.Endpoint { return c.ep }
+
 // Done is closed when the connection has ended; Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 

@@ -165,6 +165,22 @@ func (d *Dialer) Dial(ctx context.Context, r link.Relay, static channel.KeyPair)
 	return newConn(won, fb, &d.routes, d), nil
 }
 
+// Endpoints lists the endpoints of r that Dial tries, in the order of the
+// relay's transport ranking when one holds (ranked is then set), else in
+// link order (the race may then start with the transport that worked last
+// on this network); or it fails as Dial would if there are none.
+func (d *Dialer) Endpoints(r link.Relay) (eps []link.Endpoint, ranked bool, err error) {
+	if eps, err = d.endpoints(r); err != nil {
+		return nil, false, err
+	}
+	if d.Rank != nil && len(d.Order) == 0 {
+		if re, ok := d.Rank(r, eps); ok {
+			return re, true, nil
+		}
+	}
+	return eps, false, nil
+}
+
 // endpoints lists the endpoints of r to try, in order.
 func (d *Dialer) endpoints(r link.Relay) ([]link.Endpoint, error) {
 	var eps []link.Endpoint
