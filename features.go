@@ -330,6 +330,9 @@ func (c *Client) publicMessage(tx *localstore.Tx, m *localstore.Message) (*Messa
 	if err != nil {
 		return nil, err
 	}
+	if err := n.loadTransfers(tx, []*localstore.Message{m}); err != nil {
+		return nil, err
+	}
 	out := n.message(m)
 	return out, n.annotate(tx, []*localstore.Message{m}, []*Message{out}, c.a.Now())
 }
@@ -613,6 +616,9 @@ func (c *Client) lastMessages(tx *localstore.Tx, n *names, convs []Conversation)
 			continue
 		}
 		last := ms[len(ms)-1]
+		if err := n.loadTransfers(tx, []*localstore.Message{last}); err != nil {
+			return err
+		}
 		m := n.message(last)
 		if err := n.annotate(tx, []*localstore.Message{last}, []*Message{m}, c.a.Now()); err != nil {
 			return err

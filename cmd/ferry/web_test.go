@@ -328,6 +328,20 @@ func (a *app) axe(view string) {
 	}
 }
 
+// readUntil runs ferry read for u until it prints text (the sender's
+// outbox may be retrying a refused connection), for up to 20 s.
+func readUntil(t *testing.T, u *user, text string) {
+	t.Helper()
+	var all string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		all += u.must("read")
+		if strings.Contains(all, text) {
+			return
+		}
+	}
+	t.Errorf("%s read %q, not %q", u.name, all, text)
+}
+
 // bareUser is a user without a profile: the app's onboarding makes it.
 func bareUser(t *testing.T, name string) *user {
 	bin, _ := binaries(t)
@@ -519,9 +533,7 @@ func TestAppViews(t *testing.T) {
 	c.enter()
 	c.until(10*time.Second, "the message box focused", `document.activeElement === document.querySelector('#composer-text')`)
 	c.send("Sent with the keyboard alone")
-	if got := strings.TrimSpace(dave.must("read")); !strings.Contains(got, "Sent with the keyboard alone") {
-		t.Errorf("dave read %q", got)
-	}
+	readUntil(t, dave, "Sent with the keyboard alone")
 
 	// A contact's HTML is text, never markup.
 	c.waitMessage("<img src=x")

@@ -23,6 +23,9 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/init", s.handleInit)
 	mux.HandleFunc("GET /api/messages", s.withClient(s.handleMessages))
 	mux.HandleFunc("GET /api/safety", s.withClient(s.handleSafety))
+	mux.HandleFunc("GET /api/file", s.handleFile)
+	mux.HandleFunc("GET /api/groups", s.withClient(s.handleGroups))
+	mux.HandleFunc("POST /api/upload", s.withClient(s.handleUpload))
 	for path, h := range map[string]func(*ferry.Client, *http.Request) (any, error){
 		"invite":      s.handleInvite,
 		"accept":      s.handleAccept,
@@ -35,6 +38,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		"typing":      s.handleTyping,
 		"settings":    s.handleSettings,
 		"safety/scan": s.handleSafetyScan,
+		"group":       s.handleGroup,
 	} {
 		mux.HandleFunc("POST /api/"+path, s.withClient(h))
 	}
@@ -62,9 +66,13 @@ func (s *Server) withClient(h func(*ferry.Client, *http.Request) (any, error)) h
 			writeJSON(w, http.StatusConflict, map[string]string{"error": "create your profile first."})
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		if r.Method == http.MethodPost && r.Header.Get("Content-Type") != "application/json" {
-			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "send JSON."})
+		limit, want := int64(maxBody), "application/json"
+		if r.URL.Path == "/api/upload" {
+			limit, want = ferry.MaxAttachment, "application/octet-stream"
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if r.Method == http.MethodPost && r.Header.Get("Content-Type") != want {
+			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "send " + want + "."})
 			return
 		}
 		v, err := h(c, r)

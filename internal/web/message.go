@@ -29,7 +29,8 @@ type messageJSON struct {
 	Expires      int64          `json:"expires,omitempty"`
 	// Editable is set for the user's own texts and replies still within
 	// the edit window.
-	Editable bool `json:"editable,omitempty"`
+	Editable   bool            `json:"editable,omitempty"`
+	Attachment *attachmentJSON `json:"attachment,omitempty"`
 }
 
 type reactionJSON struct {
@@ -48,7 +49,7 @@ type quoteJSON struct {
 
 var kindNames = map[ferry.Kind]string{
 	ferry.KindText: "text", ferry.KindReply: "reply", ferry.KindNotice: "notice", ferry.KindTimer: "timer",
-	ferry.KindDeleted: "deleted", ferry.KindUnsupported: "unsupported",
+	ferry.KindDeleted: "deleted", ferry.KindUnsupported: "unsupported", ferry.KindAttachment: "attachment",
 }
 
 func millis(t time.Time) int64 {
@@ -72,6 +73,9 @@ func toMessage(m *ferry.Message) *messageJSON {
 	}
 	if r, ok := m.Body.(*ferry.Reply); ok {
 		out.Quote = &quoteJSON{ID: hex.EncodeToString(r.Quote.ID[:]), Missing: r.Quote.Missing, From: r.Quote.From, Mine: r.Quote.Outgoing, Text: r.Quote.Text}
+	}
+	if a, ok := m.Body.(*ferry.Attachment); ok {
+		out.Attachment = toAttachment(a)
 	}
 	out.Editable = m.Outgoing && (m.Kind == ferry.KindText || m.Kind == ferry.KindReply) && time.Since(m.Sent) < ferry.EditWindow
 	return out
