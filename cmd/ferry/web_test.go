@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +51,7 @@ func startBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("use-fake-device-for-media-stream", true),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium")),
 		chromedp.WindowSize(1200, 800),
@@ -194,7 +198,7 @@ func js(s string) string {
 // messageWith is a JavaScript expression: the message element whose text
 // includes text, or null.
 func messageWith(text string) string {
-	return `[...document.querySelectorAll('#messages .msg')].find((m) => m.querySelector('.text').textContent.includes(` + js(text) + `))`
+	return `[...document.querySelectorAll('#messages .msg')].find((m) => m.querySelector('.text')?.textContent.includes(` + js(text) + `))`
 }
 
 // waitMessage waits until the open conversation shows a message with text.
@@ -584,4 +588,111 @@ func TestAppViews(t *testing.T) {
 	c.openConversation("Dave")
 	c.shot("dark")
 	c.axe("dark mode")
+}
+
+// pngFile writes a small PNG photo for the tests to send.
+func pngFile(t *testing.T) string {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 160, 120))
+	for y := range 120 {
+		for x := range 160 {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y * 2), 140, 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sunset.png")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestAppMedia: a photo by the file picker and a file by drag and drop,
+// each with progress to completion and shown on the other side (the photo
+// as an image), a voice note recorded from Chromium's fake microphone and
+// played back with its waveform, and a group of three made in the app, in
+// which a member is removed and no longer gets the group's messages.
+func TestAppMedia(t *testing.T) {
+	relay := startRelay(t)
+	alice, bob, carol := newUser(t, relay, "Alice"), newUser(t, relay, "Bob"), newUser(t, relay, "Carol")
+	connect(t, alice, bob)
+	connect(t, carol, alice)
+	b := startBrowser(t)
+	a := b.startApp(alice, relay.link)
+	bb := b.startApp(bob, relay.link)
+	a.openConversation("Bob")
+	bb.openConversation("Alice")
+
+	// A photo by the picker.
+	a.do(chromedp.SetUploadFiles(chromedp.CSS("#file-input"), []string{pngFile(t)}))
+	a.until(30*time.Second, "the photo sent", `S.uploadsDone.some((u) => u.name === 'sunset.png' && u.value === 100)`)
+	if !eval[bool](a, `S.progressLog.length > 0 && S.progressLog.every((v, i, l) => i === 0 || v >= l[i-1])`) {
+		a.fail("no progress was shown on the way: %v", eval[[]int](a, `S.progressLog`))
+	}
+	bb.until(30*time.Second, "the photo shown", `[...document.querySelectorAll('#messages img.media')].some((i) => i.alt === 'Photo: sunset.png' && i.complete && i.naturalWidth === 160)`)
+
+	// A file by drag and drop.
+	eval[chromedp.Void](a, `(() => {
+		const dt = new DataTransfer();
+		dt.items.add(new File(['minutes of the meeting\n'], 'minutes.txt', {type: 'text/plain'}));
+		document.querySelector('#conv').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+	})()`)
+	a.until(30*time.Second, "the dropped file sent", `S.uploadsDone.some((u) => u.name === 'minutes.txt' && u.value === 100)`)
+	bb.until(30*time.Second, "the dropped file offered", `[...document.querySelectorAll('#messages a[download]')].some((l) => l.download === 'minutes.txt')`)
+	got := eval[string](bb, `fetch([...document.querySelectorAll('#messages a[download]')].find((l) => l.download === 'minutes.txt').href).then((r) => r.text())`)
+	if got != "minutes of the meeting\n" {
+		t.Errorf("the dropped file arrived as %q", got)
+	}
+
+	// A voice note from the fake microphone, played back with its waveform.
+	a.click("#record-btn")
+	a.until(10*time.Second, "recording", `document.querySelector('#record-btn').getAttribute('aria-pressed') === 'true'`)
+	time.Sleep(2500 * time.Millisecond)
+	a.click("#record-btn")
+	a.until(30*time.Second, "the voice note sent", `S.uploadsDone.some((u) => u.name === 'voice note' && u.value === 100)`)
+	bb.until(30*time.Second, "the voice note with its waveform", `(() => { const au = document.querySelector('#messages audio');
+		return au && au.closest('.msg').querySelectorAll('svg.wave rect').length > 10; })()`)
+	dur := eval[float64](bb, `new Promise((ok) => { const au = document.querySelector('#messages audio');
+		if (au.readyState >= 1) ok(au.duration); else au.addEventListener('loadedmetadata', () => ok(au.duration)); })`)
+	if dur < 1.5 || dur > 4 {
+		t.Errorf("the voice note lasts %.2f s, want about 2.5", dur)
+	}
+	if !eval[bool](bb, `(() => { const au = document.querySelector('#messages audio'); au.muted = true;
+		return au.play().then(() => new Promise((ok) => setTimeout(() => ok(au.currentTime > 0), 700)), () => false); })()`) {
+		t.Error("the voice note does not play")
+	}
+	bb.shot("files-and-voice")
+	bb.axe("files and voice")
+
+	// A group of three; Carol is removed and hears no more.
+	a.click("#group-btn")
+	a.until(10*time.Second, "the new group dialog", `document.querySelector('#group-dialog').open && document.querySelectorAll('#group-contacts input').length === 2`)
+	a.setValue("#group-name", "Family")
+	eval[chromedp.Void](a, `document.querySelectorAll('#group-contacts input').forEach((i) => i.checked = true)`)
+	a.click(`#group-form button[type=submit]`)
+	a.until(30*time.Second, "the group open", `document.querySelector('#conv-title').textContent === 'Family'`)
+	a.send("Hello family")
+	bb.openConversation("Family")
+	bb.waitMessage("Hello family")
+	readUntil(t, carol, "Hello family")
+	a.click("#members-btn")
+	a.until(10*time.Second, "the members", `document.querySelector('#members-list').textContent.includes('Carol')`)
+	a.shot("group-members")
+	a.axe("group members")
+	a.click(`#members-list button[aria-label="Remove Carol from the group"]`)
+	a.until(20*time.Second, "Carol removed", `!document.querySelector('#members-list').textContent.includes('Carol')`)
+	a.click(`#members-dialog button.close`)
+	a.send("Only the two of us now")
+	bb.waitMessage("Only the two of us now")
+	bb.shot("group")
+	time.Sleep(time.Second)
+	if out := carol.must("read", "--all"); strings.Contains(out, "Only the two of us now") {
+		t.Errorf("Carol, removed, read the group's next message: %s", out)
+	}
+	if out := carol.must("group", "list"); !strings.Contains(out, "Family") {
+		t.Errorf("Carol's groups: %q", out)
+	}
 }

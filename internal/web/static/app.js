@@ -14,6 +14,10 @@ const S = {
   typing: new Map(), // conversation -> timeout of its typing line
   typingSent: 0,     // when the user's typing was last told
   typingStop: null,
+  progress: new Map(),  // message id -> percent of its transfer
+  uploading: new Map(),
+  uploadsDone: [],      // for the tests: what finished, and at what value
+  progressLog: [],      // and the progress bars' values on the way
 };
 
 // --- the JSON API -------------------------------------------------------
@@ -149,6 +153,10 @@ function renderConversations() {
     $('conv-status').textContent = c.status === 'pending' ? 'Waiting for their Ferry to answer your introduction' :
       c.status === 'refused' ? 'Their Ferry refused you as a contact; ask for a new invite' :
         c.status === 'blocked' ? 'Blocked' : '';
+    const group = c.kind === 'group';
+    $('members-btn').hidden = !group;
+    $('safety-btn').hidden = group;
+    $('timer').disabled = group;
     if (document.activeElement !== $('timer')) $('timer').value = String(c.timer);
     if (![...$('timer').options].some((o) => o.value === String(c.timer))) {
       $('timer').append(el('option', { value: c.timer }, c.timer + ' seconds'));
@@ -258,7 +266,8 @@ function renderMessage(m) {
       (m.quote.mine ? 'You' : m.quote.from) + ': ' + m.quote.text;
     li.append(el('blockquote', { class: 'quote' }, el('span', { class: 'visually-hidden' }, 'Replying to '), q));
   }
-  li.append(el('p', { class: 'text' }, m.text));
+  if (m.attachment) li.append(renderAttachment(m));
+  else li.append(el('p', { class: 'text' }, m.text));
   if (m.reactions && m.reactions.length) {
     li.append(el('p', { class: 'reactions' }, ...m.reactions.map((r) =>
       el('span', { title: r.mine ? 'You' : r.from }, r.emoji, el('span', { class: 'visually-hidden' }, ' from ' + (r.mine ? 'you' : r.from))))));
@@ -275,7 +284,7 @@ function renderMessage(m) {
       el('span', { 'aria-hidden': 'true' }, stateMarks[m.state] || ''), el('span', { class: 'visually-hidden' }, stateWords[m.state] || m.state)));
   }
   li.append(meta);
-  if (m.kind === 'text' || m.kind === 'reply') li.append(messageTools(m));
+  if ((m.kind === 'text' || m.kind === 'reply') && !(current() && current().kind === 'group')) li.append(messageTools(m));
   return li;
 }
 
@@ -500,6 +509,186 @@ function notifyState() {
   return { granted: 'On.', denied: 'Blocked in the browser settings.', default: 'Off.' }[Notification.permission];
 }
 
+
+// --- files and voice notes ---------------------------------------------
+
+function fileURL(m, thumb) {
+  return '/api/file?message=' + m.id + (thumb ? '&thumb=1' : '');
+}
+
+function sizeWords(n) {
+  if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + ' GB';
+  if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + ' MB';
+  if (n >= 1 << 10) return (n / (1 << 10)).toFixed(1) + ' KB';
+  return n + ' bytes';
+}
+
+// drawWave draws a voice note's waveform (levels 0-255) as SVG bars.
+function drawWave(levels) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${levels.length * 3} 32`);
+  svg.setAttribute('class', 'wave');
+  svg.setAttribute('aria-hidden', 'true');
+  levels.forEach((v, i) => {
+    const h = 2 + (v / 255) * 30;
+    const r = document.createElementNS(ns, 'rect');
+    r.setAttribute('x', i * 3); r.setAttribute('y', (32 - h) / 2);
+    r.setAttribute('width', 2); r.setAttribute('height', h); r.setAttribute('fill', 'currentColor');
+    svg.append(r);
+  });
+  return svg;
+}
+
+function renderAttachment(m) {
+  const a = m.attachment;
+  const box = el('div', { class: 'file' });
+  const label = a.voice ? `Voice note, ${Math.round(a.duration / 1000)} seconds` : `${a.name} (${sizeWords(a.size)})`;
+  if (a.voice) {
+    box.append(drawWave(a.waveform || []));
+    if (a.ready) box.append(el('audio', { controls: true, preload: 'metadata', src: fileURL(m), 'aria-label': label }));
+  } else if (a.ready && a.type.startsWith('image/') && a.type !== 'image/svg+xml') {
+    box.append(el('a', { href: fileURL(m), target: '_blank', rel: 'noopener' },
+      el('img', { class: 'media', src: fileURL(m), alt: 'Photo: ' + a.name })));
+  } else if (a.ready && a.type.startsWith('video/')) {
+    box.append(el('video', { class: 'media', controls: true, preload: 'metadata', src: fileURL(m), 'aria-label': 'Video: ' + a.name }));
+  } else if (a.thumb) {
+    box.append(el('img', { class: 'media', src: fileURL(m, true), alt: 'Preview of ' + a.name }));
+  }
+  const pct = S.progress.get(m.id);
+  if (a.transfer === 'pending' && !m.outgoing) {
+    box.append(el('p', { class: 'muted' }, 'Downloading ' + label, pct !== undefined ? ` (${pct}%)` : '…'));
+  } else if (a.transfer === 'failed') {
+    box.append(el('p', { class: 'muted' }, `${label}: ${a.error || 'the transfer failed'}`));
+  } else if (a.ready) {
+    box.append(el('a', { href: fileURL(m), download: a.name }, a.voice ? 'Save the voice note' : 'Save ' + label));
+  } else {
+    box.append(el('p', {}, label));
+  }
+  return box;
+}
+
+// upload sends one file (or a recorded voice note) with its progress:
+// first into Ferry on this device, then to the relay (transfer events).
+function upload(blob, name, voice) {
+  const conv = S.conv;
+  const bar = el('progress', { max: 100, value: 0, 'aria-label': 'Sending ' + name });
+  const words = el('span', {}, 'Preparing ' + name);
+  const item = el('li', {}, words, bar);
+  $('uploads').append(item);
+  const url = `/api/upload?conversation=${conv}&name=${encodeURIComponent(name)}` + (voice ? '&voice=1' : '');
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    const show = (v) => { bar.value = Math.max(bar.value, v); S.progressLog.push(bar.value); };
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) show(Math.round(50 * e.loaded / e.total)); };
+    item.onTransfer = (t) => { words.textContent = 'Sending ' + name; show(50 + Math.round(50 * t.done / Math.max(1, t.total))); };
+    xhr.onload = () => {
+      let j = {};
+      try { j = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+      if (xhr.status === 200 || xhr.status === 202) {
+        bar.value = 100;
+        words.textContent = (xhr.status === 200 ? 'Sent ' : 'Waiting to send ') + name;
+        if (j.note) toast(j.note);
+        S.uploadsDone.push({ name, value: bar.value });
+      } else {
+        toast(j.error || 'The file could not be sent.');
+      }
+      setTimeout(() => item.remove(), 1500);
+      run(loadMessages)();
+      resolve();
+    };
+    xhr.onerror = () => { toast('The file could not be sent.'); item.remove(); resolve(); };
+    S.uploading.set(item, true);
+    xhr.send(blob);
+  });
+}
+
+function onTransferEvent(t) {
+  S.progress.set(t.message, Math.round(100 * t.done / Math.max(1, t.total)));
+  if (t.outgoing) {
+    for (const item of $('uploads').children) if (item.onTransfer) item.onTransfer(t);
+  } else if (t.done >= t.total) {
+    S.progress.delete(t.message);
+  }
+}
+
+async function sendFiles(files) {
+  for (const f of files) await upload(f, f.name, false);
+}
+
+// Voice notes: MediaRecorder gives Opus (in WebM in Chromium); Ferry
+// turns it into the Ogg Opus every Ferry reads.
+let recorder = null;
+async function toggleRecording() {
+  if (recorder) { recorder.stop(); return; }
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const type = ['audio/ogg;codecs=opus', 'audio/webm;codecs=opus'].find((t) => MediaRecorder.isTypeSupported(t));
+  if (!type) { stream.getTracks().forEach((t) => t.stop()); throw new Error('This browser cannot record Opus audio.'); }
+  const chunks = [];
+  const started = Date.now();
+  recorder = new MediaRecorder(stream, { mimeType: type });
+  recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  const tick = setInterval(() => { $('record-state').textContent = `Recording: ${Math.round((Date.now() - started) / 1000)} s`; }, 500);
+  recorder.onstop = run(async () => {
+    clearInterval(tick);
+    stream.getTracks().forEach((t) => t.stop());
+    recorder = null;
+    $('record-btn').textContent = 'Record a voice note';
+    $('record-btn').setAttribute('aria-pressed', 'false');
+    $('record-state').textContent = '';
+    await upload(new Blob(chunks, { type }), 'voice note', true);
+  });
+  recorder.start(250);
+  $('record-btn').textContent = 'Stop and send';
+  $('record-btn').setAttribute('aria-pressed', 'true');
+  $('record-state').textContent = 'Recording…';
+}
+
+// --- groups -------------------------------------------------------------
+
+async function openNewGroup() {
+  const j = await api('groups');
+  $('group-contacts').replaceChildren(...j.contacts.map((k) => el('p', {},
+    el('label', {}, el('input', { type: 'checkbox', value: k.id, name: 'member' }), ' ' + k.name))));
+  $('group-name').value = '';
+  openDialog('group-dialog');
+  $('group-name').focus();
+}
+
+async function createGroup(ev) {
+  ev.preventDefault();
+  const contacts = [...document.querySelectorAll('#group-contacts input:checked')].map((i) => Number(i.value));
+  const j = await api('group', { op: 'create', name: $('group-name').value.trim(), contacts });
+  $('group-dialog').close();
+  await refresh();
+  if (j.conversation) await openConversation(j.conversation);
+}
+
+async function openMembers() {
+  const j = await api('groups');
+  const g = j.groups.find((x) => x.conversation === S.conv);
+  if (!g) return;
+  $('members-title').textContent = 'Members of ' + g.name;
+  const items = [el('li', {}, 'You' + (g.admin ? ' (admin)' : ''))];
+  for (const name of g.members) {
+    const li = el('li', {}, el('span', {}, name + (g.admins.includes(name) ? ' (admin)' : '')));
+    if (g.admin && !g.gone) {
+      li.append(el('button', { type: 'button', 'aria-label': 'Remove ' + name + ' from the group',
+        onclick: run(async () => { await api('group', { op: 'remove', conversation: S.conv, member: name }); await openMembers(); await refresh(); }) }, 'Remove'));
+    }
+    items.push(li);
+  }
+  if (g.gone) items.push(el('li', { class: 'muted' }, g.gone));
+  $('members-list').replaceChildren(...items);
+  const others = j.contacts.filter((k) => !g.members.includes(k.name));
+  $('members-add').replaceChildren(...others.map((k) => el('option', { value: k.id }, k.name)));
+  $('members-add-row').hidden = !g.admin || !!g.gone || !others.length;
+  $('leave-btn').hidden = !!g.gone;
+  openDialog('members-dialog');
+}
+
 // --- events from Ferry --------------------------------------------------
 
 function listen() {
@@ -515,6 +704,7 @@ function listen() {
   es.addEventListener('status', (e) => { if (S.state) { S.state.status = JSON.parse(e.data); renderStatus(S.state.status); } later([]); });
   es.addEventListener('typing', (e) => onTypingEvent(JSON.parse(e.data)));
   es.addEventListener('message', (e) => notify(JSON.parse(e.data)));
+  es.addEventListener('transfer', (e) => onTransferEvent(JSON.parse(e.data)));
   es.addEventListener('open', () => later(null));
 }
 
@@ -577,6 +767,29 @@ function wire() {
     $('safety-scan').hidden = false;
   }
   document.addEventListener('visibilitychange', run(markRead));
+  $('attach-btn').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', run(async () => { const fs = [...$('file-input').files]; $('file-input').value = ''; await sendFiles(fs); }));
+  $('record-btn').addEventListener('click', run(toggleRecording));
+  const conv = $('conv');
+  conv.addEventListener('dragover', (ev) => { if (ev.dataTransfer && [...ev.dataTransfer.types].includes('Files')) { ev.preventDefault(); conv.classList.add('dragging'); } });
+  conv.addEventListener('dragleave', () => conv.classList.remove('dragging'));
+  conv.addEventListener('drop', run(async (ev) => {
+    ev.preventDefault();
+    conv.classList.remove('dragging');
+    await sendFiles([...ev.dataTransfer.files]);
+  }));
+  $('group-btn').addEventListener('click', run(openNewGroup));
+  $('group-form').addEventListener('submit', run(createGroup));
+  $('members-btn').addEventListener('click', run(openMembers));
+  $('members-add-btn').addEventListener('click', run(async () => {
+    await api('group', { op: 'add', conversation: S.conv, contact: Number($('members-add').value) });
+    await openMembers();
+  }));
+  $('leave-btn').addEventListener('click', run(async () => {
+    await api('group', { op: 'leave', conversation: S.conv });
+    $('members-dialog').close();
+    await refresh();
+  }));
 }
 
 wire();
