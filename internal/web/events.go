@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -152,6 +153,13 @@ func (s *Server) syncLoop(ctx context.Context) error {
 		OnTyping: func(ts []ferry.TypingEvent) {
 			for _, t := range ts {
 				s.hub.publish("typing", typingJSON{int64(t.Conversation), int64(t.Contact), t.Typing})
+			}
+		},
+		OnTransfer: func(p ferry.Progress) {
+			s.hub.publish("transfer", transferJSON{hex.EncodeToString(p.Message[:]), p.Outgoing, p.Done, p.Total})
+			if p.Done >= p.Total {
+				// A download that finished changes how its message shows.
+				s.hub.publish("changed", changedJSON{})
 			}
 		},
 		OnStatus: func(st ferry.Status) {
