@@ -36,6 +36,9 @@ var crcTable = func() (t [256]uint32) {
 	return t
 }()
 
+// PageCRC is the Ogg page checksum of b (for writers of Ogg pages).
+func PageCRC(b []byte) uint32 { return oggCRC(b) }
+
 // oggCRC is the Ogg page checksum of b.
 func oggCRC(b []byte) uint32 {
 	var c uint32

@@ -1,6 +1,10 @@
 package webm
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/ferry-im/ferry/internal/voice"
+)
 
 // oggWriter writes the pages of one logical Ogg stream (RFC 3533 section
 // 6): "OggS", version 0, header type, granule position (64, LE), serial
@@ -33,30 +37,5 @@ func (w *oggWriter) page(pkts [][]byte, granule int64, flags byte) {
 	for _, p := range pkts {
 		w.b = append(w.b, p...)
 	}
-	binary.LittleEndian.PutUint32(w.b[start+22:], crc(w.b[start:]))
-}
-
-// crcTable is the Ogg checksum's: CRC-32, polynomial 0x04c11db7, not
-// reflected, initial value 0.
-var crcTable = func() (t [256]uint32) {
-	for i := range t {
-		r := uint32(i) << 24
-		for range 8 {
-			if r&0x80000000 != 0 {
-				r = r<<1 ^ 0x04c11db7
-			} else {
-				r <<= 1
-			}
-		}
-		t[i] = r
-	}
-	return t
-}()
-
-func crc(b []byte) uint32 {
-	var c uint32
-	for _, x := range b {
-		c = c<<8 ^ crcTable[byte(c>>24)^x]
-	}
-	return c
+	binary.LittleEndian.PutUint32(w.b[start+22:], voice.PageCRC(w.b[start:]))
 }
