@@ -208,35 +208,70 @@ func cut(s string, max int) string {
 
 func isRuneStart(b byte) bool { return b&0xc0 != 0x80 }
 
-// peerTx runs fn in one transaction with the contact and session of a
-// direct conversation, then delivers the outbox. fn returns the ids of the
-// envelopes it queued; peerTx returns ErrQueued if any of them could not
-// be delivered yet.
-func (c *Client) peerTx(ctx context.Context, id ConversationID, fn func(tx *localstore.Tx, conv *localstore.Conversation, k *localstore.Contact, s *session.Session) ([][16]byte, error)) error {
+// sender queues what the conversation features send in one
+// conversation: to its contact over the pairwise session, or to its group
+// under the group's sender keys.
+type sender struct {
+	c  *Client
+	k  *localstore.Contact // a direct conversation's
+	s  *session.Session
+	g  *localstore.GroupState // a group's
+	sg *session.Group
+}
+
+// ordered queues a body that takes the user's next counter; body gets the
+// header chosen for it (in a group, the counter is set by sendGroup).
+func (x *sender) ordered(tx *localstore.Tx, conv int64, body func(h account.Header) content.Body, timer int64) (*localstore.Message, error) {
+	if x.g == nil {
+		return x.c.a.SendOrdered(tx, x.k, x.s, conv, body, timer)
+	}
+	return x.c.sendGroup(tx, x.g, x.sg, body(account.Header{}))
+}
+
+// unordered queues a body that takes no place in the history and returns
+// its id and time.
+func (x *sender) unordered(tx *localstore.Tx, b content.Body) ([16]byte, time.Time, error) {
+	if x.g == nil {
+		return x.c.a.SendUnordered(tx, x.k, x.s, b)
+	}
+	m, err := x.c.sendGroup(tx, x.g, x.sg, b)
+	if err != nil {
+		return [16]byte{}, time.Time{}, err
+	}
+	return m.ID, m.Sent, nil
+}
+
+// save keeps the session or the group keys the sends advanced.
+func (x *sender) save(tx *localstore.Tx) error {
+	if x.g == nil {
+		return saveContactSession(tx, x.k, x.s)
+	}
+	return x.c.saveGroup(tx, x.g, x.sg)
+}
+
+// peerTx runs fn in one transaction with the sender of a conversation,
+// then delivers the outbox. fn returns the ids of the envelopes it queued;
+// peerTx returns ErrQueued if any of them could not be delivered yet.
+func (c *Client) peerTx(ctx context.Context, id ConversationID, fn func(tx *localstore.Tx, conv *localstore.Conversation, x *sender) ([][16]byte, error)) error {
 	var ids [][16]byte
 	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		conv, err := conversation(tx, id)
 		if err != nil {
 			return err
 		}
-		if conv.Kind != localstore.Direct {
-			return errors.New("this works in conversations with one contact for now")
+		x := &sender{c: c}
+		if conv.Kind == localstore.Group {
+			x.g, x.sg, err = c.group(tx, id, false)
+		} else {
+			x.k, x.s, _, err = c.direct(tx, conv)
 		}
-		k, err := tx.Contact(conv.Contact)
 		if err != nil {
 			return err
 		}
-		if err := canSend(k); err != nil {
+		if ids, err = fn(tx, conv, x); err != nil {
 			return err
 		}
-		s, err := c.a.Session(k)
-		if err != nil {
-			return err
-		}
-		if ids, err = fn(tx, conv, k, s); err != nil {
-			return err
-		}
-		return saveContactSession(tx, k, s)
+		return x.save(tx)
 	})
 	if err != nil {
 		return err
@@ -286,11 +321,11 @@ func (c *Client) Reply(ctx context.Context, conv ConversationID, quote [16]byte,
 		return nil, err
 	}
 	var out *Message
-	err := c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, k *localstore.Contact, s *session.Session) ([][16]byte, error) {
+	err := c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, x *sender) ([][16]byte, error) {
 		if _, err := messageIn(tx, lc.ID, quote); err != nil {
 			return nil, err
 		}
-		m, err := c.a.SendOrdered(tx, k, s, lc.ID, func(h account.Header) content.Body {
+		m, err := x.ordered(tx, lc.ID, func(h account.Header) content.Body {
 			return &content.Reply{N: h.N, Quote: quote, Text: text}
 		}, lc.Timer.Seconds)
 		if err != nil {
@@ -381,7 +416,7 @@ func (c *Client) mayChange(m *localstore.Message) error {
 
 // annotate sends an annotation of target and stores it as the user's own.
 func (c *Client) annotate(ctx context.Context, conv ConversationID, target [16]byte, body content.Body, check func(*localstore.Message) error) error {
-	return c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, k *localstore.Contact, s *session.Session) ([][16]byte, error) {
+	return c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, x *sender) ([][16]byte, error) {
 		m, err := messageIn(tx, lc.ID, target)
 		if err != nil {
 			return nil, err
@@ -391,7 +426,7 @@ func (c *Client) annotate(ctx context.Context, conv ConversationID, target [16]b
 				return nil, err
 			}
 		}
-		id, sent, err := c.a.SendUnordered(tx, k, s, body)
+		id, sent, err := x.unordered(tx, body)
 		if err != nil {
 			return nil, err
 		}
@@ -414,8 +449,11 @@ func (c *Client) SetTimer(ctx context.Context, conv ConversationID, d time.Durat
 		return fmt.Errorf("a disappearing-message timer is between 1 second and %d days, or off", content.MaxTimer/86400)
 	}
 	secs := uint32(d / time.Second)
-	return c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, k *localstore.Contact, s *session.Session) ([][16]byte, error) {
-		m, err := c.a.SendOrdered(tx, k, s, lc.ID, func(h account.Header) content.Body {
+	return c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, x *sender) ([][16]byte, error) {
+		if x.g != nil {
+			return nil, errors.New("disappearing messages work in conversations with one contact for now")
+		}
+		m, err := x.ordered(tx, lc.ID, func(h account.Header) content.Body {
 			lc.Timer = localstore.TimerState{Seconds: int64(secs), OriginSent: h.Sent.UnixMilli(), OriginID: h.ID}
 			return &content.Timer{N: h.N, Seconds: secs, OriginSent: h.Sent.UnixMilli(), OriginID: h.ID}
 		}, 0)
@@ -450,8 +488,8 @@ func (c *Client) Typing(ctx context.Context, conv ConversationID, on bool) error
 	if on {
 		state = content.TypingStarted
 	}
-	err := c.peerTx(ctx, conv, func(tx *localstore.Tx, _ *localstore.Conversation, k *localstore.Contact, s *session.Session) ([][16]byte, error) {
-		id, _, err := c.a.SendUnordered(tx, k, s, &content.Typing{State: state})
+	err := c.peerTx(ctx, conv, func(tx *localstore.Tx, _ *localstore.Conversation, x *sender) ([][16]byte, error) {
+		id, _, err := x.unordered(tx, &content.Typing{State: state})
 		return [][16]byte{id}, err
 	})
 	if errors.Is(err, ErrQueued) {

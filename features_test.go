@@ -272,3 +272,57 @@ func TestSafetyCode(t *testing.T) {
 		t.Fatal("a foreign code compared")
 	}
 }
+
+// TestFeaturesInGroup: a reply, a reaction, an edit and a delete in a
+// group reach the other members; a timer is refused there for now.
+func TestFeaturesInGroup(t *testing.T) {
+	ctx := context.Background()
+	_, alice, bob, carol, _ := groupWorld(t)
+	if _, err := alice.CreateGroup(ctx, "family", []ContactID{contactID(t, alice, "bob"), contactID(t, alice, "carol")}); err != nil {
+		t.Fatal(err)
+	}
+	syncNow(t, bob)
+	syncNow(t, carol)
+	m := send(t, bob, "family", "dinner at eight?")[0]
+	syncNow(t, alice)
+	if _, err := alice.Reply(ctx, conv(t, alice, "family"), m.ID, "yes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.React(ctx, conv(t, alice, "family"), m.ID, "👍"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Edit(ctx, conv(t, bob, "family"), m.ID, "dinner at nine?"); err != nil {
+		t.Fatal(err)
+	}
+	gone := send(t, bob, "family", "wrong group")[0]
+	if err := bob.DeleteForEveryone(ctx, conv(t, bob, "family"), gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	syncNow(t, carol)
+	syncNow(t, carol)
+	h := history(t, carol, "family")
+	var got []string
+	for _, x := range h {
+		if x.Kind == KindNotice {
+			continue
+		}
+		line := x.From + ":" + x.Text()
+		if x.Edited {
+			line += " (edited)"
+		}
+		for _, r := range x.Reactions {
+			line += " [" + r.Emoji + " " + r.From + "]"
+		}
+		if r, ok := x.Body.(*Reply); ok {
+			line += " re:" + r.Quote.Text
+		}
+		got = append(got, line)
+	}
+	want := []string{"bob:dinner at nine? (edited) [👍 alice]", "alice:yes re:dinner at nine?", "bob:this message was deleted"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("carol sees %q, want %q", got, want)
+	}
+	if err := alice.SetTimer(ctx, conv(t, alice, "family"), time.Minute); err == nil {
+		t.Fatal("a timer in a group")
+	}
+}

@@ -214,7 +214,8 @@ func (c *Client) group(tx *localstore.Tx, id ConversationID, admin bool) (*local
 }
 
 // sendGroup seals body in the group for every member and stores it as
-// the user's message; an ordered body gets the user's next counter.
+// the user's message; an ordered body gets the user's next counter. An
+// unordered body is not stored: the message returned gives its id.
 func (c *Client) sendGroup(tx *localstore.Tx, g *localstore.GroupState, sg *session.Group, body content.Body) (*localstore.Message, error) {
 	id, err := c.a.NewID()
 	if err != nil {
@@ -230,6 +231,9 @@ func (c *Client) sendGroup(tx *localstore.Tx, g *localstore.GroupState, sg *sess
 	case *content.Attachment:
 		b.N, err = nextCounter(tx, g.Conversation)
 		m.N = b.N
+	case *content.Reply:
+		b.N, err = nextCounter(tx, g.Conversation)
+		m.N = b.N
 	}
 	if err != nil {
 		return nil, err
@@ -238,7 +242,7 @@ func (c *Client) sendGroup(tx *localstore.Tx, g *localstore.GroupState, sg *sess
 		return nil, err
 	}
 	if _, ok := body.(content.Ordered); !ok {
-		return nil, nil // control messages are not kept as messages
+		return m, nil // not kept: control messages, reactions, edits, deletes, typing
 	}
 	if len(g.Members) == 0 {
 		m.State = localstore.Sent

@@ -137,6 +137,12 @@ func (b *batch) groupMessage(gb *groupBatch, inner []byte) error {
 		return b.handleAttachment(p, c)
 	case *content.GroupControl:
 		return b.groupControl(gb, m, body)
+	case *content.Reply:
+		return b.handleReply(p, c)
+	case *content.Reaction, *content.Edit, *content.Delete:
+		return b.handleAnnotation(p, c)
+	case *content.Typing:
+		return b.handleTyping(p, c)
 	}
 	return b.handleUnknown(p, c)
 }

@@ -92,9 +92,10 @@ type notifyJSON struct {
 }
 
 type typingJSON struct {
-	Conversation int64 `json:"conversation"`
-	Contact      int64 `json:"contact"`
-	Typing       bool  `json:"typing"`
+	Conversation int64  `json:"conversation"`
+	Contact      int64  `json:"contact"`
+	Name         string `json:"name"`
+	Typing       bool   `json:"typing"`
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -151,8 +152,14 @@ func (s *Server) syncLoop(ctx context.Context) error {
 		OnState:    func() { s.hub.publish("changed", changedJSON{}) },
 		OnChanged:  func(ids []ferry.ConversationID) { s.hub.publish("changed", changedJSON{Conversations: convIDs(ids)}) },
 		OnTyping: func(ts []ferry.TypingEvent) {
+			names := map[ferry.ContactID]string{}
+			if ks, err := c.Contacts(ctx); err == nil {
+				for _, k := range ks {
+					names[k.ID] = k.Name
+				}
+			}
 			for _, t := range ts {
-				s.hub.publish("typing", typingJSON{int64(t.Conversation), int64(t.Contact), t.Typing})
+				s.hub.publish("typing", typingJSON{int64(t.Conversation), int64(t.Contact), names[t.Contact], t.Typing})
 			}
 		},
 		OnTransfer: func(p ferry.Progress) {

@@ -284,7 +284,7 @@ function renderMessage(m) {
       el('span', { 'aria-hidden': 'true' }, stateMarks[m.state] || ''), el('span', { class: 'visually-hidden' }, stateWords[m.state] || m.state)));
   }
   li.append(meta);
-  if ((m.kind === 'text' || m.kind === 'reply') && !(current() && current().kind === 'group')) li.append(messageTools(m));
+  if (m.kind === 'text' || m.kind === 'reply') li.append(messageTools(m));
   return li;
 }
 
@@ -362,15 +362,20 @@ function stopTyping() {
 }
 
 function onTypingEvent(t) {
-  clearTimeout(S.typing.get(t.conversation));
-  if (t.typing) S.typing.set(t.conversation, setTimeout(() => { S.typing.delete(t.conversation); renderTyping(); }, 6000));
-  else S.typing.delete(t.conversation);
+  const old = S.typing.get(t.conversation);
+  if (old) clearTimeout(old.timer);
+  if (t.typing) {
+    S.typing.set(t.conversation, { name: t.name, timer: setTimeout(() => { S.typing.delete(t.conversation); renderTyping(); }, 6000) });
+  } else {
+    S.typing.delete(t.conversation);
+  }
   renderTyping();
 }
 
 function renderTyping() {
   const c = current();
-  $('typing').textContent = c && S.typing.has(c.id) ? `${c.name} is typing…` : '';
+  const t = c && S.typing.get(c.id);
+  $('typing').textContent = t ? `${t.name || c.name} is typing…` : '';
 }
 
 // --- dialogs ------------------------------------------------------------
