@@ -239,13 +239,27 @@ func (d *Dialer) dialOne(ctx context.Context, e link.Endpoint, relayKey [32]byte
 		return nil, a
 	}
 	w := fallback.Watch(nc, d.Watch)
+	start := time.Now()
 	ch, err := (&channel.Config{Rand: d.rand(), Logger: d.logger()}).Client(dctx, w, static, relayKey)
 	if err != nil {
 		a.Err, a.Cause = err, classify(err, true)
+		if a.Cause == CauseHandshake && time.Since(start) >= refusalWindow {
+			// A relay refuses a bad handshake as soon as it has read it; a
+			// close this late is the relay (or a middlebox) giving up on a
+			// handshake that never reached it.
+			a.Cause = CauseSilent
+		}
 		return nil, a
 	}
 	return &dialed{ch: ch, w: w, ep: e}, a
 }
+
+// refusalWindow is how soon after the first handshake message a relay's
+// close means it refused the handshake (a wrong key or another version).
+// A relay decides as soon as the message arrives; a close after this long
+// is the relay's handshake timeout (10 s by default) ending a handshake
+// that something on the path kept from it.
+const refusalWindow = 3 * time.Second
 
 // Cause is why one endpoint could not be reached.
 type Cause int

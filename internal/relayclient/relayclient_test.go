@@ -51,6 +51,10 @@ func owner(t *testing.T, token [32]byte) (*clienttest.Relay, *relayclient.Conn, 
 	return r, c, wire.MailboxID(key.Public), h
 }
 
+// refusalWait is a relay handshake timeout past the client's refusal
+// window.
+const refusalWait = 3500 * time.Millisecond
+
 // TestDialCauses checks that each way of failing to reach a relay gives
 // its own cause and a sentence that names it, all wrapping ErrUnreachable.
 func TestDialCauses(t *testing.T) {
@@ -78,6 +82,13 @@ func TestDialCauses(t *testing.T) {
 			h.Censor("whitelist")
 			return r.Link
 		}, nil, relayclient.CauseSilent, "never answered"},
+		{"dropped on the path, then closed by the relay", func(h *clienttest.Harness, r *clienttest.Relay) link.Relay {
+			// The relay's handshake timeout ends the connection the censor
+			// keeps silent: the late close is no refusal.
+			r2 := h.StartRelay(clienttest.RelayConfig{Limits: relay.Limits{HandshakeTimeout: refusalWait}})
+			h.Censor("whitelist")
+			return r2.Link
+		}, nil, relayclient.CauseSilent, "never answered"},
 		{"no usable transport", func(h *clienttest.Harness, r *clienttest.Relay) link.Relay {
 			return r.Link
 		}, []string{"https"}, relayclient.CauseOther, "offers tcp, and this Ferry may use only https"},
@@ -88,7 +99,7 @@ func TestDialCauses(t *testing.T) {
 			h := clienttest.New(t)
 			r := h.StartRelay(clienttest.RelayConfig{})
 			l := tt.setup(h, r)
-			d := &relayclient.Dialer{Transports: h.Transports(), Order: tt.order, DialTimeout: time.Second}
+			d := &relayclient.Dialer{Transports: h.Transports(), Order: tt.order, DialTimeout: refusalWait + 2*time.Second}
 			c, err := d.Dial(context.Background(), l, newKey(t))
 			if err == nil {
 				c.Close()
