@@ -634,14 +634,19 @@ func TestAppMedia(t *testing.T) {
 	}
 	bb.until(30*time.Second, "the photo shown", `[...document.querySelectorAll('#messages img.media')].some((i) => i.alt === 'Photo: sunset.png' && i.complete && i.naturalWidth === 160)`)
 
-	// A file by drag and drop.
+	// A file by drag and drop, which Bob, who now downloads nothing by
+	// itself, downloads with a click.
+	bob.must("set", "auto-download", "0")
 	eval[chromedp.Void](a, `(() => {
 		const dt = new DataTransfer();
 		dt.items.add(new File(['minutes of the meeting\n'], 'minutes.txt', {type: 'text/plain'}));
 		document.querySelector('#conv').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
 	})()`)
 	a.until(30*time.Second, "the dropped file sent", `S.uploadsDone.some((u) => u.name === 'minutes.txt' && u.value === 100)`)
-	bb.until(30*time.Second, "the dropped file offered", `[...document.querySelectorAll('#messages a[download]')].some((l) => l.download === 'minutes.txt')`)
+	bb.until(30*time.Second, "the dropped file offered", `!!document.querySelector('#messages button[aria-label^="Download minutes.txt"]')`)
+	bb.click(`#messages button[aria-label^="Download minutes.txt"]`)
+	bb.until(30*time.Second, "the dropped file downloaded", `[...document.querySelectorAll('#messages a[download]')].some((l) => l.download === 'minutes.txt')`)
+	bob.must("set", "auto-download", "default")
 	got := eval[string](bb, `fetch([...document.querySelectorAll('#messages a[download]')].find((l) => l.download === 'minutes.txt').href).then((r) => r.text())`)
 	if got != "minutes of the meeting\n" {
 		t.Errorf("the dropped file arrived as %q", got)

@@ -39,6 +39,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		"settings":    s.handleSettings,
 		"safety/scan": s.handleSafetyScan,
 		"group":       s.handleGroup,
+		"download":    s.handleDownload,
 	} {
 		mux.HandleFunc("POST /api/"+path, s.withClient(h))
 	}

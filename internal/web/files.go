@@ -201,3 +201,32 @@ func safeRune(r rune) rune {
 	}
 	return r
 }
+
+// handleDownload downloads an attachment that did not download by itself
+// (over the profile's auto-download size) into the profile's files
+// directory (POST /api/download {message}), telling the page how far it
+// is.
+func (s *Server) handleDownload(c *ferry.Client, r *http.Request) (any, error) {
+	var req struct {
+		Message string `json:"message"`
+	}
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	id, err := parseID(req.Message)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.cfg.Profile.Home, filesDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	_, err = c.Save(r.Context(), id, dir, func(p ferry.Progress) {
+		s.hub.publish("transfer", transferJSON{hex.EncodeToString(p.Message[:]), false, p.Done, p.Total})
+	})
+	return nil, err
+}
+
+// filesDir is where the client keeps received attachments (as Sync's
+// downloads do).
+const filesDir = "files"

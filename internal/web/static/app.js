@@ -561,8 +561,12 @@ function renderAttachment(m) {
     box.append(el('img', { class: 'media', src: fileURL(m, true), alt: 'Preview of ' + a.name }));
   }
   const pct = S.progress.get(m.id);
-  if (a.transfer === 'pending' && !m.outgoing) {
-    box.append(el('p', { class: 'muted' }, 'Downloading ' + label, pct !== undefined ? ` (${pct}%)` : '…'));
+  if (a.transfer === 'pending' && !m.outgoing && pct === undefined) {
+    box.append(el('p', {}, label + ' ',
+      el('button', { type: 'button', 'data-key': 'download:' + m.id, 'aria-label': 'Download ' + label,
+        onclick: run(async () => { S.progress.set(m.id, 0); renderMessages(); await api('download', { message: m.id }); S.progress.delete(m.id); await loadMessages(); }) }, 'Download')));
+  } else if (a.transfer === 'pending' && !m.outgoing) {
+    box.append(el('p', { class: 'muted' }, `Downloading ${label} (${pct}%)`));
   } else if (a.transfer === 'failed') {
     box.append(el('p', { class: 'muted' }, `${label}: ${a.error || 'the transfer failed'}`));
   } else if (a.ready) {
@@ -614,8 +618,8 @@ function onTransferEvent(t) {
   S.progress.set(t.message, Math.round(100 * t.done / Math.max(1, t.total)));
   if (t.outgoing) {
     for (const item of $('uploads').children) if (item.onTransfer) item.onTransfer(t);
-  } else if (t.done >= t.total) {
-    S.progress.delete(t.message);
+  } else if (t.done < t.total) {
+    renderMessages();
   }
 }
 
