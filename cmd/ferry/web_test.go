@@ -189,8 +189,8 @@ func (a *app) until(d time.Duration, what, cond string) {
 	}
 }
 
-// waitFor reports whether a JavaScript condition holds in a's tab within d.
-func waitFor(a *app, d time.Duration, cond string) bool {
+// holdsWithin reports whether a JavaScript condition holds in a's tab within d.
+func holdsWithin(a *app, d time.Duration, cond string) bool {
 	ctx, cancel := context.WithTimeout(a.tab, d+5*time.Second)
 	defer cancel()
 	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d)))
@@ -641,7 +641,7 @@ func TestAppMedia(t *testing.T) {
 		a.fail("no progress was shown on the way: %v", eval[[]int](a, `S.progressLog`))
 	}
 	photo := `[...document.querySelectorAll('#messages img.media')].some((i) => i.alt === 'Photo: sunset.png' && i.complete && i.naturalWidth === 160)`
-	if !waitFor(bb, 20*time.Second, photo) {
+	if !holdsWithin(bb, 20*time.Second, photo) {
 		// The downloader tries a blob once per kick; if that try came too
 		// early, the page offers the download, as a person would see it.
 		t.Log("the photo did not download by itself within 20 s; using its Download button")
