@@ -64,6 +64,10 @@ func (c *testCluster) start(i int) {
 	args := []string{"--data", dir, "--listen", "tcp=127.0.0.1:0", "--metrics", metrics, "--log-level", "warn"}
 	if c.store != "" {
 		args = append(args, "--store", c.store, "--node", fmt.Sprintf("node%d", i))
+	} else {
+		// The key written above makes the directory one that "ran a relay
+		// before"; its SQLite database is new on purpose.
+		args = append(args, "--new-database")
 	}
 	if c.nats != "" {
 		args = append(args, "--cluster", c.nats)
