@@ -2,8 +2,10 @@
 //
 // With no arguments it starts on its embedded defaults: state in
 // ./ferry-data (the relay's static key, kept with 0600 permissions, and an
-// SQLite database), listening on tcp=127.0.0.1:7443, and prints the relay's
-// link on a line of its own on standard output. Logs go to standard error.
+// SQLite database), listening on tcp=127.0.0.1:7443, obfs=127.0.0.1:7444
+// and https=127.0.0.1:7445 (a self-signed certificate, pinned in the link),
+// and prints the relay's link on a line of its own on standard output. Logs
+// go to standard error.
 //
 //	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,9 +359,28 @@ func TestDefaultDataDir(t *testing.T) {
 	if got := strings.TrimSpace(string(out)); got != r.link.String() {
 		t.Fatalf("ferry-relay link printed %q, want %q", got, r.link.String())
 	}
-	// The default listening address is the documented one.
-	if defaultListen != "tcp=127.0.0.1:7443" {
-		t.Fatalf("default listen address %q, want tcp=127.0.0.1:7443", defaultListen)
+}
+
+// TestDefaultListen: a relay started without --listen offers every
+// transport it has, on loopback only.
+func TestDefaultListen(t *testing.T) {
+	known := serverTransports()
+	l := listenList{known: known}
+	for _, v := range defaultListen {
+		if err := l.Set(v); err != nil {
+			t.Fatalf("default %q: %v", v, err)
+		}
+	}
+	for _, tr := range known {
+		i := slices.IndexFunc(l.specs, func(s listenSpec) bool { return s.transport == tr.name })
+		if i < 0 {
+			t.Errorf("the default listens on no %s endpoint", tr.name)
+			continue
+		}
+		ap, err := netip.ParseAddrPort(l.specs[i].addr)
+		if err != nil || !ap.Addr().IsLoopback() {
+			t.Errorf("default %s address %q is not a loopback address", tr.name, l.specs[i].addr)
+		}
 	}
 }
 

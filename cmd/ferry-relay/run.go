@@ -33,9 +33,13 @@ const (
 	dbFile        = "relay.db"   // the SQLite store
 	endpointsFile = "endpoints"  // the link's endpoints, one per line as in a link
 	defaultData   = "ferry-data" // relative to the working directory
-	defaultListen = "tcp=127.0.0.1:7443"
 	shutdownGrace = 10 * time.Second
 )
+
+// defaultListen is where a relay started without --listen listens: every
+// transport of its own, on loopback, so that its link already holds the
+// ones a censor cannot single out (docs/transports.md) beside plain tcp.
+var defaultListen = []string{"tcp=127.0.0.1:7443", "obfs=127.0.0.1:7444", "https=127.0.0.1:7445"}
 
 const usage = `Usage:
   ferry-relay [flags]               run the relay; prints its link on stdout
@@ -133,7 +137,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	data := fl.String("data", defaultData, "`DIR` holding the relay's key and database (created if missing)")
 	transports := serverTransports()
 	listen, public := listenList{known: transports}, listenList{known: transports}
-	fl.Var(&listen, "listen", "`TRANSPORT=HOST:PORT` to listen on, once per transport (default "+defaultListen+")")
+	fl.Var(&listen, "listen", "`TRANSPORT=HOST:PORT` to listen on, once per transport (default "+strings.Join(defaultListen, " ")+")")
 	fl.Var(&public, "public", "`TRANSPORT=HOST:PORT` to put in the link instead of the listening address of that transport")
 	for _, t := range transports {
 		if t.flags != nil {
@@ -174,7 +178,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if len(listen.specs) == 0 {
-		listen.Set(defaultListen)
+		for _, v := range defaultListen {
+			if err := listen.Set(v); err != nil {
+				return err
+			}
+		}
 	}
 	for _, p := range public.specs {
 		if !slices.ContainsFunc(listen.specs, func(l listenSpec) bool { return l.transport == p.transport }) {
