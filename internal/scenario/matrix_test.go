@@ -52,9 +52,7 @@ var pendingRows = map[string]string{}
 // same). They run their control only, unless -scenario.pending is given:
 // then their main part runs and fails loudly until the bug is fixed, and
 // the fix removes the row from this list.
-var brokenRows = map[string]string{
-	"throttle": "client: over a 140 kbit/s path the fallback watcher counts a request whose upload takes more than 1.5 s (transport/fallback DefaultMinStall) as stalled and drops the connection, so registration's 45 KB upload often never completes (exit 3, about half the runs); owners: client and obfs (fallback)",
-}
+var brokenRows = map[string]string{}
 
 var pendingFlag = flag.Bool("scenario.pending", false, "also run the main part of the rows in brokenRows")
 

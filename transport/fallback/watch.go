@@ -14,7 +14,13 @@ const (
 	DefaultMaxStall     = 10 * time.Second
 	DefaultThrottleRate = 32 << 10 // bytes per second: a quarter of a megabit
 	DefaultThrottleFor  = 3 * time.Second
+	DefaultMinRate      = 4 << 10 // bytes per second: 32 kbit/s, a quarter of the censor's throttle
 )
+
+// smallExchange is the most bytes a request and the pushes before its
+// answer may carry for the wait to count as a round trip: a larger one's
+// wait is mostly transfer time.
+const smallExchange = 4 << 10
 
 // ErrStalled is wrapped by Watched.Check when the session over the conn
 // looks blocked or throttled.
@@ -27,6 +33,13 @@ type WatchConfig struct {
 	// clamped to [MinStall, MaxStall]. If zero, DefaultMinStall and
 	// DefaultMaxStall.
 	MinStall, MaxStall time.Duration
+	// MinRate is the slowest rate, in bytes per second, at which a path
+	// still counts as moving: an awaited answer is also given the time
+	// the bytes ahead of it take at this rate (the request and what the
+	// client sent before it since the last answer, and what the peer sent
+	// while it was awaited), so a slow but moving path is never called
+	// stalled. If zero, DefaultMinRate.
+	MinRate int64
 	// ThrottleRate and ThrottleFor: while the client expects bytes
 	// (Expect), reading fewer than ThrottleRate bytes per second for
 	// ThrottleFor counts as throttled. If zero, DefaultThrottleRate and
@@ -50,8 +63,11 @@ type Watched struct {
 	cfg WatchConfig
 
 	mu        sync.Mutex // mu protects the fields below
-	pending   int        // requests awaiting an answer
+	marks     []int64    // per request awaiting an answer, in order: sent when it was awaited
 	owedSince time.Time  // since when the next answer is awaited; zero when none is
+	sent      int64      // bytes handed to Write so far
+	acked     int64      // bytes of sent known to have reached the peer: those before the oldest awaited request
+	readOwed  int64      // bytes read since owedSince
 	srtt      time.Duration
 	expect    int64     // bytes the client still expects
 	slowSince time.Time // start of the current slow stretch while expecting; zero when none
@@ -85,7 +101,21 @@ func (w *Watched) read(n int64, now time.Time) {
 	defer w.mu.Unlock()
 	w.expect = max(w.expect-n, 0)
 	w.winBytes += n
+	if len(w.marks) > 0 {
+		w.readOwed += n
+	}
 	w.rate(now)
+}
+
+// Write writes to the conn. Its bytes count as on their way from the
+// call on: on a slow path a request's bytes sit in buffers along it (the
+// socket's, a middlebox's) long after Write returns, or Write blocks
+// until they drain.
+func (w *Watched) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sent += int64(len(p))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
 }
 
 // rate closes the current one-second window if it is over and updates the
@@ -109,36 +139,62 @@ func (w *Watched) rate(now time.Time) {
 	w.winStart, w.winBytes = now, 0
 }
 
-// Awaiting notes that the client sent a request the peer answers.
+// Awaiting notes that the client is about to send a request the peer
+// answers (call it before writing the request).
 func (w *Watched) Awaiting() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.pending == 0 {
-		w.owedSince = w.now()
+	if len(w.marks) == 0 {
+		w.owedSince, w.readOwed = w.now(), 0
 	}
-	w.pending++
+	w.marks = append(w.marks, w.sent)
 }
 
 // Answered notes that an answer came. Answers come in order, so the clock
-// of the next one awaited starts now.
+// of the next one awaited starts now, and everything written before the
+// next awaited request has reached the peer.
 func (w *Watched) Answered() {
 	now := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.pending == 0 {
+	if len(w.marks) == 0 {
 		return
 	}
-	rtt := now.Sub(w.owedSince)
-	if w.srtt == 0 {
-		w.srtt = rtt
-	} else {
-		w.srtt = (7*w.srtt + rtt) / 8
+	// Only a small exchange's wait is a round trip; a large one's is
+	// mostly the time its bytes took.
+	if w.inFlight()+w.readOwed <= smallExchange {
+		rtt := now.Sub(w.owedSince)
+		if w.srtt == 0 {
+			w.srtt = rtt
+		} else {
+			w.srtt = (7*w.srtt + rtt) / 8
+		}
 	}
-	w.pending--
-	w.owedSince = time.Time{}
-	if w.pending > 0 {
-		w.owedSince = now
+	w.marks = w.marks[1:]
+	w.owedSince, w.readOwed = time.Time{}, 0
+	if len(w.marks) == 0 {
+		w.acked = w.sent
+		w.marks = nil
+		return
 	}
+	w.acked = max(w.acked, w.marks[0])
+	w.owedSince = now
+}
+
+// inFlight returns how many bytes the oldest awaited answer waits behind
+// on the client's side: those written since the last answer up to the
+// start of the next request awaited after it (all written so far when
+// there is none, or when the next was awaited before the oldest was
+// written, as in a batch). w.mu must be held and a request awaited.
+func (w *Watched) inFlight() int64 {
+	end := w.sent
+	for _, m := range w.marks[1:] {
+		if m > w.marks[0] {
+			end = m
+			break
+		}
+	}
+	return max(end-w.acked, 0)
 }
 
 // Expect tells the watcher that the client waits for n more bytes (a
@@ -157,6 +213,13 @@ func (w *Watched) RTT() time.Duration {
 	return w.srtt
 }
 
+func (w *Watched) minRate() int64 {
+	if w.cfg.MinRate > 0 {
+		return w.cfg.MinRate
+	}
+	return DefaultMinRate
+}
+
 func (w *Watched) throttleRate() int64 {
 	if w.cfg.ThrottleRate > 0 {
 		return w.cfg.ThrottleRate
@@ -164,7 +227,9 @@ func (w *Watched) throttleRate() int64 {
 	return DefaultThrottleRate
 }
 
-// StallAfter returns how long an answer may be awaited now.
+// StallAfter returns how long a small request's answer may be awaited
+// now: four smoothed round trips within [MinStall, MaxStall]. Check adds
+// the time the bytes ahead of the answer take at MinRate.
 func (w *Watched) StallAfter() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -183,15 +248,23 @@ func (w *Watched) stallAfter() time.Duration {
 }
 
 // Check returns nil while the session makes progress, or an error
-// wrapping ErrStalled that says why it looks blocked or throttled.
+// wrapping ErrStalled that says why it looks blocked or throttled. An
+// answer awaited counts as stalled once it is later than StallAfter plus
+// the time the bytes ahead of it take at MinRate: the client's bytes
+// since the last answer, up to and including the request, and the peer's
+// bytes read while it was awaited. A path that moves at MinRate or
+// faster is slow, not stalled; one cut while a large request is on its
+// way is noticed that much later.
 func (w *Watched) Check() error {
 	now := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.rate(now)
-	if !w.owedSince.IsZero() {
-		if waited := now.Sub(w.owedSince); waited > w.stallAfter() {
-			return fmt.Errorf("no answer from the relay for %v (round trip %v): %w", waited.Round(time.Millisecond), w.srtt.Round(time.Millisecond), ErrStalled)
+	if len(w.marks) > 0 {
+		ahead := w.inFlight() + w.readOwed
+		limit := w.stallAfter() + time.Duration(float64(ahead)/float64(w.minRate())*float64(time.Second))
+		if waited := now.Sub(w.owedSince); waited > limit {
+			return fmt.Errorf("no answer from the relay for %v (round trip %v, %d bytes ahead of it): %w", waited.Round(time.Millisecond), w.srtt.Round(time.Millisecond), ahead, ErrStalled)
 		}
 	}
 	throttleFor := w.cfg.ThrottleFor
