@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-im/ferry/internal/clienttest"
+	"github.com/ferry-im/ferry/internal/inbox"
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/relay"
 	"github.com/ferry-im/ferry/relay/blobtest"
@@ -219,6 +221,61 @@ func TestDownloadBeforeUploadEnds(t *testing.T) {
 		}
 	}
 	t.Fatal("no attachment")
+}
+
+// TestWaitingSyncDownloadsOnceUploaded: a recipient whose Sync waits (the
+// chat, the app) and tried a download before the sender's upload ended
+// gets it once the upload ends, with no other message to wake it.
+func TestWaitingSyncDownloadsOnceUploaded(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	alice.with(inbox.Options{OutboxRetry: 100 * time.Millisecond})
+	data := blobtest.Data(2<<20, 6)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := bob.SendFile(ctx, conv(t, bob, "alice"), writeFile(t, "clip.mp4", data), SendFileOptions{Progress: func(p Progress) {
+		if p.Done > 0 {
+			cancel() // bob's ferry send is interrupted mid-upload
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted SendFile: %v", err)
+	}
+	send(t, bob, "alice", "a text after it")
+	sctx, stop := context.WithCancel(context.Background())
+	synced := make(chan error, 1)
+	go func() { synced <- alice.Sync(sctx, SyncOptions{Wait: time.Hour}) }()
+	defer func() {
+		stop()
+		if err := <-synced; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("alice's waiting Sync: %v", err)
+		}
+	}()
+	attachment := func() *Attachment {
+		ms, err := alice.Messages(context.Background(), Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if a, ok := m.Body.(*Attachment); ok {
+				return a
+			}
+		}
+		return nil
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 30 s: %+v", what, attachment())
+			}
+		}
+	}
+	waitFor("pending attachment", func() bool { a := attachment(); return a != nil && a.Transfer == TransferPending })
+	syncNow(t, bob) // resumes the upload to its end
+	waitFor("download by the waiting Sync", func() bool { a := attachment(); return a != nil && a.Transfer == TransferDone })
+	if b, err := os.ReadFile(attachment().Path); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("downloaded file: %d bytes, %v; want the %d sent", len(b), err, len(data))
+	}
 }
 
 // TestSendFileQuota: a recipient whose attachment storage at the relay

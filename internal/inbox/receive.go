@@ -184,6 +184,13 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 				if err := in.housekeeping(ctx, ev); err != nil {
 					return err
 				}
+				// A download tried before its sender's upload ended is
+				// still pending, and no message may come to kick the
+				// downloader again: try it now and then.
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
 			}
 		case <-cn.Done():
 			return cn.Err()
