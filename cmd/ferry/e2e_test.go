@@ -647,14 +647,26 @@ func TestE2EClientKills(t *testing.T) {
 		}
 		return cmd
 	}
-	for i := 0; i < 800; i += 100 {
+	batch := func(prefix string, from int) string {
 		var lines strings.Builder
-		for j := i; j < i+100; j++ {
-			fmt.Fprintf(&lines, "k-%05d\n", j)
+		for j := from; j < from+100; j++ {
+			fmt.Fprintf(&lines, "%s-%05d\n", prefix, j)
 		}
-		send := start(bob, lines.String(), "send", "--lines", "alice", "-")
+		return lines.String()
+	}
+	// The kills come at moments spread over how long a send of 100 takes
+	// on this machine now (a fixed time would be too early on a loaded
+	// one, where starting the process takes longer): a send that runs to
+	// its end, timed, first.
+	began := time.Now()
+	if err := start(bob, batch("c", 0), "send", "--lines", "alice", "-").Wait(); err != nil {
+		t.Fatalf("bob's send of 100 lines: %v", err)
+	}
+	full := time.Since(began)
+	for i := 0; i < 800; i += 100 {
+		send := start(bob, batch("k", i), "send", "--lines", "alice", "-")
 		read := start(alice, "", "read", "--wait", "10s", "--json")
-		time.Sleep(time.Duration(40+(i*37)%250) * time.Millisecond)
+		time.Sleep(full * time.Duration(40+(i*37)%250) / 200) // 0.2 to 1.45 of it
 		send.Process.Kill()
 		read.Process.Kill()
 		send.Wait()
@@ -663,14 +675,18 @@ func TestE2EClientKills(t *testing.T) {
 	// What bob's profile says he sent (a send killed before its
 	// transaction committed queued nothing).
 	var want []string
+	killed := 0
 	sent, _ := bob.readJSON("--all")
 	for _, m := range sent {
 		if m.Outgoing {
 			want = append(want, m.Text)
+			if strings.HasPrefix(m.Text, "k-") {
+				killed++
+			}
 		}
 	}
-	if len(want) == 0 {
-		t.Fatal("no send survived; the kills came too early to test anything")
+	if killed == 0 {
+		t.Fatalf("no killed send queued anything; the kills came too early to test anything (a whole send took %v)", full)
 	}
 	// Later commands deliver what is left.
 	bob.must("read")
@@ -693,5 +709,5 @@ func TestE2EClientKills(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("alice has %d messages from bob, bob sent %d:\ngot  %v\nwant %v", len(got), len(want), got, want)
 	}
-	t.Logf("%d of 800 messages were queued before the kills and arrived exactly once", len(want))
+	t.Logf("%d of 800 messages were queued before the kills (a whole send took %v), and with 100 sent first all arrived exactly once", killed, full)
 }
