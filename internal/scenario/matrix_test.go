@@ -36,6 +36,10 @@ type row struct {
 	cfg func(t *testing.T) worldConfig
 	// main runs the exchange; exchangeDefault when nil.
 	main func(t *testing.T, w *world, n int)
+	// httpsAlone: after main, two new users on a link cut down to https
+	// exchange n messages each way, and the censor stopped no https
+	// flow: the https transport gets through this policy by itself.
+	httpsAlone bool
 	// control shows the censor stopping what the policy targets.
 	control func(t *testing.T, w *world)
 }
@@ -60,15 +64,15 @@ var pendingFlag = flag.Bool("scenario.pending", false, "also run the main part o
 var rows = []row{
 	{policy: "open", main: exchangeEach, control: controlAllPass},
 	{policy: "whatsapp-2017-07", control: controlMediaSNI},
-	{policy: "whatsapp-2017-09", control: controlSignature},
-	{policy: "fet-2021", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, control: controlTCPBlocked("fet", censor.Drop, 40)},
-	{policy: "probing", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, main: exchangeAcrossProbing, control: controlProbed},
-	{policy: "tls-gate", needs: []string{"https"}, endOn: []string{"https"}, control: controlTCPBlocked("tls-gate", censor.Reset, 1)},
-	{policy: "whitelist", needs: []string{"https"}, endOn: []string{"https"}, control: controlTCPBlocked("whitelist", censor.Drop, 1)},
+	{policy: "whatsapp-2017-09", httpsAlone: true, control: controlSignature},
+	{policy: "fet-2021", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, httpsAlone: true, control: controlTCPBlocked("fet", censor.Drop, 40)},
+	{policy: "probing", needs: []string{"obfs", "https"}, endOn: []string{"obfs", "https"}, main: exchangeAcrossProbing, httpsAlone: true, control: controlProbed},
+	{policy: "tls-gate", needs: []string{"https"}, endOn: []string{"https"}, httpsAlone: true, control: controlTCPBlocked("tls-gate", censor.Reset, 1)},
+	{policy: "whitelist", needs: []string{"https"}, endOn: []string{"https"}, httpsAlone: true, control: controlTCPBlocked("whitelist", censor.Drop, 1)},
 	{policy: "throttle", control: controlThrottled("throttle")},
 	{policy: "intermittent", main: exchangeAcrossOutage, control: controlOutage},
-	{policy: "ip-block", needs: []string{"https"}, endOn: []string{"https"}, cfg: blockRelay, control: controlNullRoute},
-	{policy: "tls-in-tls", cfg: tlsTunnel, main: exchangeTLSInTLS, control: controlTLSTunnel},
+	{policy: "ip-block", needs: []string{"https"}, endOn: []string{"https"}, cfg: blockRelay, httpsAlone: true, control: controlNullRoute},
+	{policy: "tls-in-tls", cfg: tlsTunnel, httpsAlone: true, control: controlTLSTunnel},
 	{policy: "esni-2020", control: controlESNI},
 }
 
@@ -122,6 +126,9 @@ func runRow(t *testing.T, policy string) {
 		}
 		checkStatus(t, w, r.endOn)
 		t.Logf("%s: %d messages each way arrived exactly once, in order; transports that carried them (the last one last): %v", policy, *msgsFlag, w.passedTransports())
+		if r.httpsAlone {
+			exchangeHTTPSAlone(t, w, *msgsFlag)
+		}
 	} else {
 		t.Logf("%s: main part PENDING (%s); running the control only", policy, reason)
 	}
@@ -440,25 +447,29 @@ func esniHello(t *testing.T) []byte {
 	return out
 }
 
+// exchangeHTTPSAlone: two new users whose link has only the https
+// endpoint exchange n messages each way, and the censor stopped no flow
+// to the https listener (or the proxy before it).
+func exchangeHTTPSAlone(t *testing.T, w *world, n int) {
+	if !slices.Contains(bin.transports, "https") {
+		t.Logf("%s: the exchange over https alone is PENDING until the https transport lands", w.policy)
+		return
+	}
+	a, b := pair(t, w, w.linkVia("", "https"), "-https")
+	exchange(t, a, b, n, 1, nil)
+	for _, e := range w.entries() {
+		if e.Server == w.upstream["https"] && e.Action != censor.Pass && e.Action != "" {
+			t.Errorf("an https flow was stopped: %s %s: %s", e.Rule, e.Action, e.Evidence)
+		}
+	}
+	t.Logf("%s: %d messages each way over https alone arrived exactly once, in order; no https flow was stopped", w.policy, n)
+}
+
 // tlsTunnel reserves the addresses of the naive TLS tunnel of the
 // tls-in-tls row and has the censor forward to its terminator.
 func tlsTunnel(t *testing.T) worldConfig {
 	a := &tunnelAddrs{wrapper: freePort(t, censorIP), censor: freePort(t, censorIP), terminator: freePort(t, relayIP)}
 	return worldConfig{forwards: map[string]string{a.censor: a.terminator}, tunnel: a}
-}
-
-// exchangeTLSInTLS: the default exchange (tcp is not TLS, so the rule
-// never looks at it), then, once the https transport exists, one over it
-// alone: its first records must not look like a tunnel's.
-func exchangeTLSInTLS(t *testing.T, w *world, n int) {
-	exchangeDefault(t, w, n)
-	if !slices.Contains(bin.transports, "https") {
-		t.Logf("tls-in-tls: the exchange over https alone is PENDING until the https transport lands")
-		return
-	}
-	l := w.linkVia("", "https")
-	a, b := pair(t, w, l, "-https")
-	exchange(t, a, b, n, 1, nil)
 }
 
 // controlTLSTunnel: the tcp transport inside a plain TLS tunnel (a
