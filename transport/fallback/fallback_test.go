@@ -104,29 +104,47 @@ func TestFailureStartsNextAtOnce(t *testing.T) {
 	d.Close()
 }
 
+// TestLateWinnerClosed: an attempt that ignores its cancellation and
+// succeeds after another won is closed. The winner waits until the late
+// one has started, so the race has two attempts however the machine
+// schedules them.
 func TestLateWinnerClosed(t *testing.T) {
-	f := newFake(map[string]behaviour{"tcp": {delay: 30 * time.Millisecond}, "obfs": {delay: 30 * time.Millisecond}})
 	d := newDialer(time.Millisecond)
-	// An attempt that ignores cancellation and succeeds after the race.
-	slow := func(ctx context.Context, ep link.Endpoint) (*fakeConn, error) {
-		c, err := f.connect(context.WithoutCancel(ctx), ep)
-		return c, err
-	}
-	_, _, err := fallback.Race(context.Background(), d, eps("tcp", "obfs"), slow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	open := 0
-	for _, c := range f.made {
-		if !c.closed.Load() {
-			open++
+	started := make(chan struct{})
+	var mu sync.Mutex // mu protects made
+	var made []*fakeConn
+	attempt := func(ctx context.Context, ep link.Endpoint) (*fakeConn, error) {
+		switch ep.Transport {
+		case "tcp": // wins once obfs is under way
+			select {
+			case <-started:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case "obfs": // cancelled by tcp's win, succeeds anyway
+			close(started)
+			<-ctx.Done()
 		}
+		c := &fakeConn{ep: ep}
+		mu.Lock()
+		made = append(made, c)
+		mu.Unlock()
+		return c, nil
 	}
-	if len(f.made) != 2 || open != 1 {
-		t.Fatalf("%d conns made, %d left open; want 2 made and only the winner open", len(f.made), open)
+	c, ep, err := fallback.Race(context.Background(), d, eps("tcp", "obfs"), attempt)
+	if err != nil || ep.Transport != "tcp" {
+		t.Fatalf("Race = %v, %v; want tcp", ep, err)
+	}
+	d.Close() // waits for obfs's late attempt
+	mu.Lock()
+	defer mu.Unlock()
+	if len(made) != 2 || c.closed.Load() {
+		t.Fatalf("%d conns made, the winner closed: %v; want 2 made and the winner open", len(made), c.closed.Load())
+	}
+	for _, m := range made {
+		if m != c && !m.closed.Load() {
+			t.Fatalf("the late %s conn was left open", m.ep.Transport)
+		}
 	}
 }
 
