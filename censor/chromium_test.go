@@ -327,7 +327,7 @@ func (l *flowLog) onFlow(f *Flow, v Verdict) {
 // after 5 s.
 func (l *flowLog) wait(t *testing.T, n int) []flowVerdict {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
 		l.mu.Lock()
 		flows := slices.Clone(l.flows)
@@ -351,6 +351,13 @@ func startChromiumMiddlebox(t *testing.T, policy, upstream string, log *flowLog)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startPolicyMiddlebox(t, p, upstream, log)
+}
+
+// startPolicyMiddlebox runs a middlebox with policy p in front of
+// upstream and returns its address.
+func startPolicyMiddlebox(t *testing.T, p *Policy, upstream string, log *flowLog) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
