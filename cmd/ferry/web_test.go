@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"image"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
@@ -129,7 +131,40 @@ func (b *browser) startApp(u *user, relayLink string) *app {
 	}
 	a.tab = tab
 	a.do(chromedp.Navigate(a.url))
+	// The token URL redirects to /, which loads the app.
+	a.until(30*time.Second, "the app's page", `document.readyState === 'complete' && location.pathname === '/'`)
 	return a
+}
+
+// inPage runs f, and again for as long as ctx allows while it fails
+// because chromedp named an execution context the page no longer has.
+// chromedp tells a Navigate that the page loaded before it has taken in
+// the new document's execution context, so an evaluation right after one
+// can name the old document's: Chromium answers "Cannot find context with
+// specified id" and runs nothing, so running it again is safe. A poll,
+// which only reads, is run again too when its context is destroyed under
+// it ("Execution context was destroyed").
+func inPage(ctx context.Context, poll bool, f func() error) error {
+	for {
+		err := f()
+		if err == nil || !staleContext(err, poll) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func staleContext(err error, poll bool) bool {
+	var ce *cdproto.Error
+	if !errors.As(err, &ce) || ce.Code != -32000 {
+		return false
+	}
+	return strings.HasPrefix(ce.Message, "Cannot find context with specified id") ||
+		(poll && strings.HasPrefix(ce.Message, "Execution context was destroyed"))
 }
 
 func (a *app) stop() {
@@ -151,7 +186,7 @@ func (a *app) do(actions ...chromedp.Action[chromedp.Void]) {
 	a.t.Helper()
 	ctx, cancel := context.WithTimeout(a.tab, 30*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	if err := inPage(ctx, false, func() error { return chromedp.Do(ctx, actions...) }); err != nil {
 		a.fail("%v", err)
 	}
 }
@@ -172,7 +207,11 @@ func eval[T any](a *app, expr string) T {
 	a.t.Helper()
 	ctx, cancel := context.WithTimeout(a.tab, 30*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	var v T
+	err := inPage(ctx, false, func() (err error) {
+		v, err = chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+		return err
+	})
 	if err != nil {
 		a.fail("evaluate %s: %v", expr, err)
 	}
@@ -182,19 +221,26 @@ func eval[T any](a *app, expr string) T {
 // until waits (up to d) for a JavaScript condition to hold in a's tab.
 func (a *app) until(d time.Duration, what, cond string) {
 	a.t.Helper()
-	ctx, cancel := context.WithTimeout(a.tab, d+5*time.Second)
-	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d))); err != nil {
+	if err := a.poll(d, cond); err != nil {
 		a.fail("waiting for %s: %v", what, err)
 	}
 }
 
 // holdsWithin reports whether a JavaScript condition holds in a's tab within d.
 func holdsWithin(a *app, d time.Duration, cond string) bool {
+	return a.poll(d, cond) == nil
+}
+
+// poll waits up to d for a JavaScript condition to hold in a's tab.
+func (a *app) poll(d time.Duration, cond string) error {
+	deadline := time.Now().Add(d)
 	ctx, cancel := context.WithTimeout(a.tab, d+5*time.Second)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d)))
-	return err == nil
+	return inPage(ctx, true, func() error {
+		left := max(time.Until(deadline), 100*time.Millisecond)
+		_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(left)))
+		return err
+	})
 }
 
 // js quotes s as a JavaScript string.
