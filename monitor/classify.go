@@ -107,11 +107,21 @@ type sample struct {
 	rate    float64 // the probe's sustained rate, 0 if not measured
 	ratio   float64 // rate over the control's; NaN if either is missing
 	detail  string
+
+	basis   basis    // what a failure's verdict rests on
+	ctlOK   bool     // a control was taken and every control passed
+	ctlFail string   // how a failed control failed, or ""
+	sibling *Sibling // the latest sibling that reached the relay, or nil
 }
 
 func newSample(t *Trial) sample {
 	out, mech := t.classify()
-	s := sample{start: t.Start, out: out, mech: mech, stage: t.Stage, failure: t.Failure, runtime: t.Runtime, ratio: math.NaN(), detail: t.Detail}
+	s := sample{start: t.Start, out: out, mech: mech, stage: t.Stage, failure: t.Failure, runtime: t.Runtime, ratio: math.NaN(), detail: t.Detail,
+		basis: t.basis(), ctlOK: t.controlsTaken() && t.controlsOK(), ctlFail: t.controlFailure()}
+	if sib := t.siblingOK(); sib != nil {
+		cp := *sib
+		s.sibling = &cp
+	}
 	if t.OK && t.Transfer.Measured() {
 		s.rate = t.Transfer.Rate()
 		if c := t.controlRate(); c > 0 {
@@ -226,9 +236,17 @@ func (c *Classifier) unknown(s sample) (Assessment, bool) {
 		return Assessment{State: StateUnknown, Since: c.otherRun[0].start, Evidence: fmt.Sprintf(
 			"%d trials in a row failed at %s with %s, which a censor does not cause: %s", n, last.stage, last.failure, otherHint(last))}, true
 	}
+	if !c.downSince.IsZero() && !c.controlPassed() {
+		// The control has not passed once in the window: it is
+		// unreachable from here in its own right, and the probe's
+		// failures cannot be told from a network that is down.
+		return Assessment{State: StateUnknown, Since: c.downSince, Evidence: fmt.Sprintf(
+			"control unreachable: %s; the probe failed at %s with %s and no other transport reached the relay, so a block cannot be told from a network that is down: give a --control that this vantage can reach",
+			s.ctlFail, s.stage, s.failure)}, true
+	}
 	if !c.downSince.IsZero() && s.start.Sub(c.downSince) >= c.th.NetworkDown {
 		return Assessment{State: StateUnknown, Since: c.downSince, Evidence: fmt.Sprintf(
-			"the controls have failed with the probe since %s: the network is down, for Ferry and the reference site alike", c.downSince.UTC().Format(time.RFC3339))}, true
+			"the controls have failed with the probe since %s (%s), and no other transport reached the relay: the network is down, for Ferry and the reference site alike", c.downSince.UTC().Format(time.RFC3339), s.ctlFail)}, true
 	}
 	if n, _ := c.successRate(c.window); n < c.th.MinTrials {
 		return Assessment{State: StateUnknown, Evidence: fmt.Sprintf("%d trials so far that say something of the network; %d needed", n, c.th.MinTrials)}, true
@@ -301,7 +319,34 @@ func (c *Classifier) blockedAssessment() Assessment {
 		}
 	}
 	return Assessment{State: StateBlocked, Mechanism: mech, Since: since, Evidence: fmt.Sprintf(
-		"%d trials since %s failed at %s with %s while the controls passed", len(failed), since.UTC().Format(time.RFC3339), last.stage, last.failure)}
+		"%d trials since %s failed at %s with %s %s", len(failed), since.UTC().Format(time.RFC3339), last.stage, last.failure, last.basisText())}
+}
+
+// basisText says what a failure's verdict rests on, never claiming a
+// control that was not taken.
+func (s sample) basisText() string {
+	switch s.basis {
+	case basisControl:
+		return "while the controls passed"
+	case basisSibling:
+		sib := fmt.Sprintf("%s to the same relay worked (%s at %s)", s.sibling.Transport, s.sibling.Feature, s.sibling.Start.UTC().Format(time.RFC3339))
+		if s.ctlFail != "" {
+			return "while " + sib + "; control unreachable: " + s.ctlFail
+		}
+		return "while " + sib + " (no control taken)"
+	}
+	return "with no control taken and no other transport to compare with: a network that is down would look the same"
+}
+
+// controlPassed reports whether a control passed in any trial of the
+// window.
+func (c *Classifier) controlPassed() bool {
+	for _, w := range c.window {
+		if w.ctlOK {
+			return true
+		}
+	}
+	return false
 }
 
 // dominant returns the most frequent mechanism of ss, the latest on a tie.
@@ -416,8 +461,17 @@ func (c *Classifier) intermittent(s sample) (Assessment, bool) {
 	if mech == MechNone {
 		mech = c.cur.Mechanism
 	}
-	return Assessment{State: StateIntermittent, Mechanism: mech, Since: since, Evidence: fmt.Sprintf(
-		"%d of the last %d trials failed (%s); the last failure was at %s", len(failures), n, mech, c.lastFailure.UTC().Format(time.RFC3339))}, true
+	outages := 0
+	for _, f := range failures {
+		if f.out == outcomeOutage {
+			outages++
+		}
+	}
+	ev := fmt.Sprintf("%d of the last %d trials failed (%s); the last failure was at %s", len(failures), n, mech, c.lastFailure.UTC().Format(time.RFC3339))
+	if outages > 0 {
+		ev += fmt.Sprintf("; the control failed too with %d of them", outages)
+	}
+	return Assessment{State: StateIntermittent, Mechanism: mech, Since: since, Evidence: ev}, true
 }
 
 func (c *Classifier) okOrDegraded() Assessment {
@@ -461,7 +515,11 @@ func (c *Classifier) okOrDegraded() Assessment {
 			break
 		}
 	}
-	return Assessment{State: StateOK, Since: since, Evidence: fmt.Sprintf("%.0f%% of the last %d trials succeeded", 100*rate, n)}
+	ev := fmt.Sprintf("%.0f%% of the last %d trials succeeded", 100*rate, n)
+	if last := c.window[len(c.window)-1]; last.ctlFail != "" {
+		ev += "; control unreachable: " + last.ctlFail + ", so rates are not compared with it"
+	}
+	return Assessment{State: StateOK, Since: since, Evidence: ev}
 }
 
 // successRate returns how many samples of ss say something of the network
@@ -504,7 +562,8 @@ func (c *Classifier) confidence(a Assessment) float64 {
 	if a.State == StateUnknown {
 		return 0
 	}
-	var total, agree, flips int
+	var total, flips int
+	agree := 0.0
 	prev := outcomeOther
 	for _, s := range c.window {
 		if s.start.Before(a.Since) || s.out == outcomeOther {
@@ -512,7 +571,7 @@ func (c *Classifier) confidence(a Assessment) float64 {
 		}
 		total++
 		if agrees(a, s, c.th) {
-			agree++
+			agree += weight(a, s)
 		}
 		failed := s.out != outcomeOK
 		if prev != outcomeOther && failed != (prev != outcomeOK) {
@@ -527,7 +586,24 @@ func (c *Classifier) confidence(a Assessment) float64 {
 		return math.Min(1, float64(flips)/4)
 	}
 	coverage := math.Min(1, float64(total)/confidenceTrials)
-	return float64(agree) / float64(total) * coverage
+	return agree / float64(total) * coverage
+}
+
+// weight is how much an agreeing trial counts toward confidence: a failure
+// counts fully when the controls passed, 0.75 when only another transport
+// to the relay showed the network worked, and 0.5 when nothing did (no
+// control taken).
+func weight(a Assessment, s sample) float64 {
+	if a.State != StateBlocked {
+		return 1
+	}
+	switch s.basis {
+	case basisSibling:
+		return 0.75
+	case basisNone:
+		return 0.5
+	}
+	return 1
 }
 
 // confidenceTrials is how many agreeing trials give full confidence.

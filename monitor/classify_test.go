@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -23,6 +24,10 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 //	a  failed at auth (the relay refused the account)
 //	c  failed at connect with connection_refused
 //	l  failed locally (disk full)
+//	k  success while the control was unreachable (connect refused)
+//	u  failed at handshake with generic_timeout_error, the control unreachable
+//	h  as u, but https to the same relay worked at the same time
+//	n  failed at handshake with generic_timeout_error, no control taken
 func synth(code byte, at time.Time, rnd *rand.Rand) *Trial {
 	const control = 5e6
 	ctl := func(ok bool) *Control {
@@ -55,6 +60,22 @@ func synth(code byte, at time.Time, rnd *rand.Rand) *Trial {
 		t.FailWith(StageConnect, FailureConnRefused, "connection refused")
 	case 'l':
 		t.FailWith(StageLocal, FailureLocal, "database or disk is full")
+	case 'k', 'u', 'h':
+		unreachable := func() *Control {
+			c := &Control{Target: "ref", Outcome: Outcome{Start: at}}
+			c.FailWith(StageConnect, FailureConnRefused, "dial tcp 93.184.215.14:443: connect: connection refused")
+			return c
+		}
+		t.Pre, t.Post = unreachable(), unreachable()
+		if code != 'k' {
+			t.FailWith(StageHandshake, FailureTimeout, "i/o timeout")
+		}
+		if code == 'h' {
+			t.Siblings = []Sibling{{Transport: "https", Feature: FeatureText, Start: at, OK: true}}
+		}
+	case 'n':
+		t.FailWith(StageHandshake, FailureTimeout, "i/o timeout")
+		t.Pre, t.Post = nil, nil
 	default:
 		panic("unknown trial code " + string(code))
 	}
@@ -227,5 +248,56 @@ func TestFailureStrings(t *testing.T) {
 		if got := Failure(tt.err); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestClassifierControlEvidence(t *testing.T) {
+	// A control that never passes says nothing: a transport that fails
+	// every time is unknown, with the control's failure as evidence, never
+	// intermittent or blocked; when another transport to the same relay
+	// works meanwhile, it is blocked with less confidence; without a
+	// control, the evidence never claims one.
+	tests := []struct {
+		name       string
+		script     string
+		want       string // the last state, with its mechanism
+		confidence float64
+		evidence   []string // the last evidence holds each
+		never      string   // states that must not appear
+		notIn      string   // the last evidence must not hold it
+	}{
+		{"control unreachable, probe fails", strings.Repeat("u", 20), "unknown()", 0,
+			[]string{"control unreachable: connect connection_refused", "handshake", FailureTimeout}, "IB", "controls passed"},
+		{"control unreachable, probe works then fails", "kkkk" + strings.Repeat("u", 16), "unknown()", 0,
+			[]string{"control unreachable: connect"}, "IB", "controls passed"},
+		{"control unreachable but https works", strings.Repeat("h", 20), "blocked(drop)", 0.75,
+			[]string{"control unreachable: connect connection_refused", "https to the same relay worked"}, "I", "controls passed"},
+		{"no control", strings.Repeat("n", 20), "blocked(drop)", 0.5,
+			[]string{"no control taken"}, "I", "controls passed"},
+		{"controls passed", strings.Repeat("d", 20), "blocked(drop)", 1,
+			[]string{"while the controls passed"}, "I", "unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, as := play(Thresholds{}, tt.script, 10*time.Second)
+			last := as[len(as)-1]
+			if v := fmt.Sprintf("%s(%s)", last.State, last.Mechanism); v != tt.want {
+				t.Errorf("got %s, want %s (states %s)", v, tt.want, got)
+			}
+			if strings.ContainsAny(got, tt.never) {
+				t.Errorf("states %s hold one of %q", got, tt.never)
+			}
+			if math.Abs(last.Confidence-tt.confidence) > 1e-9 {
+				t.Errorf("confidence %.3f, want %.3f", last.Confidence, tt.confidence)
+			}
+			for _, e := range tt.evidence {
+				if !strings.Contains(last.Evidence, e) {
+					t.Errorf("evidence %q does not say %q", last.Evidence, e)
+				}
+			}
+			if strings.Contains(last.Evidence, tt.notIn) {
+				t.Errorf("evidence %q says %q", last.Evidence, tt.notIn)
+			}
+		})
 	}
 }

@@ -174,10 +174,33 @@ func (t *Trial) classify() (outcome, Mechanism) {
 	if m == MechNone {
 		return outcomeOther, MechNone
 	}
-	if !t.controlsOK() {
-		return outcomeOutage, m
+	if t.controlsOK() || t.siblingOK() != nil {
+		// The controls passed (or none was taken: every failure counts),
+		// or another transport reached the same relay: the network worked.
+		return outcomeBlocked, m
 	}
-	return outcomeBlocked, m
+	return outcomeOutage, m
+}
+
+// basis is what a failure's verdict rests on: what showed that the
+// network worked while the probe failed.
+type basis int
+
+const (
+	basisControl basis = iota // the controls passed
+	basisSibling              // the controls failed or were not taken, but another transport reached the relay
+	basisNone                 // no control was taken and no sibling worked: every failure counts
+)
+
+// basis returns what the verdict on a failed trial rests on.
+func (t *Trial) basis() basis {
+	switch {
+	case t.controlsTaken() && t.controlsOK():
+		return basisControl
+	case t.siblingOK() != nil:
+		return basisSibling
+	}
+	return basisNone
 }
 
 // mechanism maps a failure at a stage to the censorship mechanism it shows,

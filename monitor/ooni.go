@@ -69,6 +69,7 @@ type OONITestKeys struct {
 	TransferBytes   int64          `json:"transfer_bytes,omitempty"`
 	ThroughputBPS   *float64       `json:"throughput_bps"`
 	Controls        []OONIControl  `json:"controls"`
+	Siblings        []Sibling      `json:"siblings,omitempty"`
 	Verdict         OONICellStatus `json:"cell"`
 }
 
@@ -122,7 +123,7 @@ func NewOONIMeasurement(t *Trial, a Assessment, meta OONIMeta) OONIMeasurement {
 	k := OONITestKeys{
 		Vantage: t.Vantage, Relay: t.Relay, Feature: t.Feature, Transport: t.Transport,
 		Success: t.OK, Steps: t.Steps, TransferBytes: t.Transfer.Bytes,
-		ThroughputBPS: finiteRate(t.Transfer), Controls: []OONIControl{},
+		ThroughputBPS: finiteRate(t.Transfer), Controls: []OONIControl{}, Siblings: t.Siblings,
 		Verdict: OONICellStatus{State: a.State, Mechanism: a.Mechanism, Confidence: a.Confidence},
 	}
 	if !a.Since.IsZero() {

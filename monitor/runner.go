@@ -144,10 +144,12 @@ type Runner struct {
 	cells map[Cell]*cellState
 }
 
-// cellState is a target's classifier and open event.
+// cellState is a target's classifier, open event and latest trial.
 type cellState struct {
-	cls  *Classifier
-	open *Event
+	cls    *Classifier
+	open   *Event
+	latest Sibling   // the latest trial, as its siblings see it
+	end    time.Time // when it ended; zero before the first
 }
 
 // NewRunner returns a Runner for cfg. Targets must name distinct cells.
@@ -343,6 +345,11 @@ func (r *Runner) Observe(ctx context.Context, t *Trial) (Assessment, error) {
 
 // record stores and classifies a trial and tells the sinks.
 func (r *Runner) record(ctx context.Context, t *Trial) Assessment {
+	if t.Siblings == nil {
+		r.mu.Lock()
+		t.Siblings = r.siblings(t)
+		r.mu.Unlock()
+	}
 	// The history must survive a full disk: the state is still computed
 	// and served, and the error is logged and counted.
 	if r.cfg.Store != nil {
@@ -352,6 +359,8 @@ func (r *Runner) record(ctx context.Context, t *Trial) Assessment {
 	}
 	r.mu.Lock()
 	cs := r.cells[t.Cell]
+	cs.latest = Sibling{Transport: t.Transport, Feature: t.Feature, Start: t.Start, OK: t.OK}
+	cs.end = t.Start.Add(t.Runtime)
 	a, changed := cs.cls.Observe(t)
 	var ended, started *Event
 	if changed || cs.open == nil {
@@ -383,6 +392,24 @@ func (r *Runner) record(ctx context.Context, t *Trial) Assessment {
 		r.log.Info("cell changed state", "cell", t.Cell.String(), "state", string(a.State), "mechanism", string(a.Mechanism), "since", a.Since, "evidence", a.Evidence)
 	}
 	return a
+}
+
+// siblings returns the latest trial of every other transport of t's relay,
+// from the same vantage, that ended no longer than an interval before t
+// started. r.mu must be held.
+func (r *Runner) siblings(t *Trial) []Sibling {
+	var out []Sibling
+	oldest := t.Start.Add(-r.cfg.interval())
+	for _, tg := range r.cfg.Targets {
+		c := tg.Cell
+		if c.Vantage != t.Vantage || c.Relay != t.Relay || c.Transport == t.Transport {
+			continue
+		}
+		if cs := r.cells[c]; !cs.end.IsZero() && !cs.end.Before(oldest) {
+			out = append(out, cs.latest)
+		}
+	}
+	return out
 }
 
 // ErrStore is what a Sink's StoreError receives wrapped.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -265,3 +266,56 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 type roundTrip func(*http.Request) (*http.Response, error)
 
 func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// ctlUnreachable is a control whose site cannot be reached.
+type ctlUnreachable struct{}
+
+func (ctlUnreachable) Control(context.Context, bool) Control {
+	var c Control
+	c.Target = "https://www.example.com/"
+	c.FailWith(StageDNS, FailureDNSNXDomain, "lookup www.example.com: no such host")
+	return c
+}
+
+func TestRunnerSiblingEvidence(t *testing.T) {
+	// With the control unreachable, tcp failing every time reads blocked
+	// (drop) while https to the same relay works, and unknown, with the
+	// control's failure, when nothing else reaches the relay.
+	synctest.Test(t, func(t *testing.T) {
+		cell := func(tr string) Cell { return Cell{Vantage: "v", Relay: "r", Feature: FeatureText, Transport: tr} }
+		tcp := Target{Cell: cell("tcp"), Endpoint: "tcp=r:1", Probe: &scripted{script: "d", rnd: rand.New(rand.NewPCG(1, 1))}, Control: ctlUnreachable{}}
+		https := Target{Cell: cell("https"), Endpoint: "https=r:443", Probe: &scripted{script: "o", rnd: rand.New(rand.NewPCG(1, 2))}, Control: ctlUnreachable{}}
+		for _, tc := range []struct {
+			name    string
+			targets []Target
+			want    string
+			says    []string
+		}{
+			{"https works", []Target{tcp, https}, "blocked(drop)", []string{"control unreachable: dns dns_nxdomain_error", "https to the same relay worked"}},
+			{"alone", []Target{tcp}, "unknown()", []string{"control unreachable: dns dns_nxdomain_error"}},
+		} {
+			store := &memStore{}
+			r, err := NewRunner(Config{Targets: tc.targets, Interval: 5 * time.Minute, Store: store, Rand: rand.NewChaCha8([32]byte{2})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Minute)
+			r.Run(ctx)
+			cancel()
+			a := r.Assessments()[0]
+			if got := fmt.Sprintf("%s(%s)", a.State, a.Mechanism); got != tc.want {
+				t.Errorf("%s: tcp reads %s, want %s (%s)", tc.name, got, tc.want, a.Evidence)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(a.Evidence, s) {
+					t.Errorf("%s: evidence %q does not say %q", tc.name, a.Evidence, s)
+				}
+			}
+			for _, e := range store.events {
+				if e.Cell.Transport == "tcp" && e.State == StateIntermittent {
+					t.Errorf("%s: tcp read intermittent: %s", tc.name, e.Evidence)
+				}
+			}
+		}
+	})
+}

@@ -133,6 +133,22 @@ type Trial struct {
 	// nil when the cell has no control.
 	Pre  *Control `json:"pre,omitempty"`
 	Post *Control `json:"post,omitempty"`
+	// Siblings are the latest trials of the relay's other transports from
+	// the same vantage, as the Runner knew them when this trial ended:
+	// whether the relay could be reached another way at the time. The
+	// Runner fills them; they are kept with the trial so that a replay
+	// classifies it the same way.
+	Siblings []Sibling `json:"siblings,omitempty"`
+}
+
+// Sibling is what a trial of another transport to the same relay showed:
+// evidence beside the controls that the relay was reachable (OK) while
+// this transport failed.
+type Sibling struct {
+	Transport string    `json:"transport"`
+	Feature   string    `json:"feature"`
+	Start     time.Time `json:"start"`
+	OK        bool      `json:"ok"`
 }
 
 // Control is one measurement of the neutral reference site through the
@@ -143,10 +159,40 @@ type Control struct {
 	Outcome
 }
 
+// controlsTaken reports whether the trial ran a control at all.
+func (t *Trial) controlsTaken() bool { return t.Pre != nil || t.Post != nil }
+
 // controlsOK reports whether every control the trial ran passed; a trial
 // without controls counts as passed.
 func (t *Trial) controlsOK() bool {
 	return (t.Pre == nil || t.Pre.OK) && (t.Post == nil || t.Post.OK)
+}
+
+// controlFailure says how the trial's first failed control failed
+// ("connect connection_refused: dial tcp ..."), or "".
+func (t *Trial) controlFailure() string {
+	for _, c := range []*Control{t.Pre, t.Post} {
+		if c != nil && !c.OK {
+			s := string(c.Stage) + " " + c.Failure
+			if c.Detail != "" {
+				s += " (" + c.Detail + ")"
+			}
+			return s
+		}
+	}
+	return ""
+}
+
+// siblingOK returns the latest sibling that reached the relay, or nil.
+func (t *Trial) siblingOK() *Sibling {
+	var best *Sibling
+	for i := range t.Siblings {
+		s := &t.Siblings[i]
+		if s.OK && (best == nil || s.Start.After(best.Start)) {
+			best = s
+		}
+	}
+	return best
 }
 
 // controlRate returns the best rate the trial's controls measured, or 0.
