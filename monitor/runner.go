@@ -405,7 +405,9 @@ func (r *Runner) siblings(t *Trial) []Sibling {
 		if c.Vantage != t.Vantage || c.Relay != t.Relay || c.Transport == t.Transport {
 			continue
 		}
-		if cs := r.cells[c]; !cs.end.IsZero() && !cs.end.Before(oldest) {
+		// Not older than an interval, and not from after this trial (a
+		// replay or Observe may feed cells out of step).
+		if cs := r.cells[c]; !cs.end.IsZero() && !cs.end.Before(oldest) && !cs.latest.Start.After(t.Start.Add(t.Runtime)) {
 			out = append(out, cs.latest)
 		}
 	}
