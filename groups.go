@@ -288,6 +288,7 @@ func (c *Client) AddToGroup(ctx context.Context, conv ConversationID, contact Co
 			return err
 		}
 		g.Members = append(g.Members, m)
+		account.ForgetFormer(g, m.Identity)
 		if err := c.welcome(tx, g, sg, &g.Members[len(g.Members)-1]); err != nil {
 			return err
 		}
@@ -380,7 +381,10 @@ func (c *Client) RenameGroup(ctx context.Context, conv ConversationID, name stri
 		if err := tx.PutConversation(lc); err != nil {
 			return err
 		}
-		return c.saveGroup(tx, g, sg)
+		if err := c.saveGroup(tx, g, sg); err != nil {
+			return err
+		}
+		return groupNotice(tx, c.a, g.Conversation, fmt.Sprintf("you renamed the group %q.", name))
 	})
 	if err != nil {
 		return err
@@ -481,7 +485,18 @@ func (c *Client) SetGroupAdmins(ctx context.Context, conv ConversationID, names 
 			return err
 		}
 		g.Admins = admins
-		return c.saveGroup(tx, g, sg)
+		if err := c.saveGroup(tx, g, sg); err != nil {
+			return err
+		}
+		var who []string
+		for _, a := range admins {
+			if m := account.FindMember(g, session.PublicIdentity(a)); m != nil {
+				who = append(who, m.Name)
+			} else {
+				who = append(who, "you")
+			}
+		}
+		return groupNotice(tx, c.a, g.Conversation, fmt.Sprintf("you made the admins: %s.", joinNames(who)))
 	})
 	if err != nil {
 		return err

@@ -161,3 +161,63 @@ func TestGroupAttachment(t *testing.T) {
 		}
 	}
 }
+
+func groupNotices(t *testing.T, c *Client, group string) []string {
+	t.Helper()
+	syncNow(t, c)
+	ms, err := c.Messages(context.Background(), Query{Conversation: conv(t, c, group)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Kind == KindNotice {
+			out = append(out, m.Text())
+		}
+	}
+	return out
+}
+
+// TestGroupNotices: each member reads who did what to whom, in its own
+// words: the removed member "alice removed you", the others "alice
+// removed carol", whichever of the removal and the re-key comes first.
+func TestGroupNotices(t *testing.T) {
+	_, alice, bob, carol, dave := groupWorld(t)
+	ctx := context.Background()
+	if _, err := alice.CreateGroup(ctx, "club", []ContactID{contactID(t, alice, "bob"), contactID(t, alice, "carol")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Client{bob, carol} {
+		syncNow(t, c)
+	}
+	g := conv(t, alice, "club")
+	if err := alice.AddToGroup(ctx, g, contactID(t, alice, "dave")); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.RenameGroup(ctx, g, "circle"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetGroupAdmins(ctx, g, []string{"me", "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.RemoveFromGroup(ctx, g, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	syncNow(t, dave)
+	if err := dave.LeaveGroup(ctx, conv(t, dave, "circle")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c     *Client
+		group string
+		want  []string
+	}{
+		{alice, "circle", []string{`you created the group "club" with bob and carol.`, "you added dave.", `you renamed the group "circle".`, "you made the admins: you and bob.", "you removed carol.", "dave left the group."}},
+		{bob, "circle", []string{`alice added you to the group "club" (3 members).`, "alice added dave.", `alice renamed the group "circle".`, "alice made the admins: alice and you.", "alice removed carol from the group.", "dave left the group."}},
+		{carol, "circle", []string{`alice added you to the group "club" (3 members).`, "alice added dave.", `alice renamed the group "circle".`, "alice made the admins: alice and bob.", "alice removed you from the group; you can no longer send to it or read what it says."}},
+	} {
+		if got := groupNotices(t, tc.c, tc.group); !slices.Equal(got, tc.want) {
+			t.Errorf("%s reads\n%q\nwant\n%q", tc.c.Name(), got, tc.want)
+		}
+	}
+}

@@ -178,6 +178,7 @@ func (a *Account) Rekey(tx *localstore.Tx, g *localstore.GroupState, sg *session
 		return err
 	}
 	for _, id := range gone {
+		NoteFormer(g, id, false)
 		g.Members = slicesDeleteMember(g.Members, id)
 		g.Admins = slicesDeleteID(g.Admins, id)
 		if _, err := sg.RemoveMember(a.Rand, session.PublicIdentity(id)); err != nil {
@@ -251,4 +252,51 @@ func FindMember(g *localstore.GroupState, id session.PublicIdentity) *localstore
 		}
 	}
 	return nil
+}
+
+// maxFormer bounds the former members a group remembers (the oldest go).
+const maxFormer = 1000
+
+// NoteFormer records that the member with identity id is leaving g (a
+// re-key takes it out), keeping its name for notices that come after;
+// told says a notice named it already.
+func NoteFormer(g *localstore.GroupState, id [32]byte, told bool) {
+	canon := session.PublicIdentity(id).Canonical()
+	for i := range g.Former {
+		if session.PublicIdentity(g.Former[i].Identity).Canonical() == canon {
+			g.Former[i].Told = g.Former[i].Told || told
+			return
+		}
+	}
+	m := FindMember(g, session.PublicIdentity(id))
+	if m == nil {
+		return
+	}
+	g.Former = append(g.Former, localstore.FormerMember{Identity: id, Name: m.Name, Told: told})
+	if len(g.Former) > maxFormer {
+		g.Former = g.Former[len(g.Former)-maxFormer:]
+	}
+}
+
+// FindFormer returns g's former member with identity id, or nil.
+func FindFormer(g *localstore.GroupState, id session.PublicIdentity) *localstore.FormerMember {
+	canon := id.Canonical()
+	for i := range g.Former {
+		if session.PublicIdentity(g.Former[i].Identity).Canonical() == canon {
+			return &g.Former[i]
+		}
+	}
+	return nil
+}
+
+// ForgetFormer drops id from g's former members (it is a member again).
+func ForgetFormer(g *localstore.GroupState, id [32]byte) {
+	canon := session.PublicIdentity(id).Canonical()
+	out := g.Former[:0]
+	for _, f := range g.Former {
+		if session.PublicIdentity(f.Identity).Canonical() != canon {
+			out = append(out, f)
+		}
+	}
+	g.Former = out
 }

@@ -182,19 +182,36 @@ func (b *batch) groupControl(gb *groupBatch, m *localstore.GroupMember, gc *cont
 	case gc.Op == content.GroupRemove && admin:
 		// Membership changes with the re-key the remover sends over the
 		// pairwise channels; this only tells everyone, the removed too.
+		// The re-key usually comes first (the outbox sends pairwise
+		// envelopes before fan-outs), so the removed may be a former
+		// member already: it is named from what the re-key kept.
 		if slices.Contains(gc.Identities, [32]byte(self)) {
 			g.Gone, g.Why = true, fmt.Sprintf("%s removed you from the group", m.Name)
 			gb.dirty = true
 			return b.noticeIn(g.Conversation, g.Name, NoticeGroup, g.Why+"; you can no longer send to it or read what it says.")
 		}
-		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s removed %s from the group.", m.Name, memberNames(g, gc.Identities)))
+		var names []string
+		for _, id := range gc.Identities {
+			if name, ok := untold(g, id); ok {
+				names = append(names, name)
+			}
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		gb.dirty = true
+		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s removed %s from the group.", m.Name, joinNames(names)))
 	case gc.Op == content.GroupRename && admin:
 		g.Name, gb.dirty = gc.Name, true
 		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s renamed the group %q.", m.Name, gc.Name))
 	case gc.Op == content.GroupAdmins && admin:
 		g.Admins, gb.dirty = gc.Admins, true
-		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s made the admins: %s.", m.Name, memberNames(g, gc.Admins)))
+		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s made the admins: %s.", m.Name, memberNames(g, self, gc.Admins)))
 	case gc.Op == content.GroupLeave:
+		if _, ok := untold(g, m.Identity); !ok {
+			return nil
+		}
+		gb.dirty = true
 		if err := b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s left the group.", m.Name)); err != nil {
 			return err
 		}
@@ -228,6 +245,7 @@ func (b *batch) addMember(gb *groupBatch, m content.Member) error {
 	if err != nil {
 		return err
 	}
+	account.ForgetFormer(gb.g, m.Identity)
 	gb.g.Members = append(gb.g.Members, localstore.GroupMember{Identity: m.Identity, Mailbox: m.Mailbox, Token: m.Token,
 		Relay: m.Relay, Name: m.Name, Contact: row})
 	if _, err := gb.sg.AddMember(session.PublicIdentity(m.Identity)); err != nil {
@@ -301,6 +319,7 @@ func (b *batch) rekeyed(gb *groupBatch, gc *content.GroupControl) error {
 		if account.FindMember(g, session.PublicIdentity(id)) == nil {
 			continue
 		}
+		account.NoteFormer(g, id, false)
 		g.Members = slices.DeleteFunc(g.Members, func(m localstore.GroupMember) bool { return m.Identity == id })
 		g.Admins = slices.DeleteFunc(g.Admins, func(a [32]byte) bool { return a == id })
 		if _, err := gb.sg.RemoveMember(b.in.a.Rand, session.PublicIdentity(id)); err != nil {
@@ -335,6 +354,7 @@ func (b *batch) welcome(gb *groupBatch, sender session.PublicIdentity, k *locals
 	g := &localstore.GroupState{ID: gc.Group, Name: gc.Name, Epoch: gc.Epoch, EnvelopeKey: gc.EnvelopeKey, Admins: gc.Admins}
 	if gb != nil {
 		g.Conversation = gb.g.Conversation
+		g.Former = gb.g.Former
 		b.groups = slices.DeleteFunc(b.groups, func(x *groupBatch) bool { return x == gb })
 	} else {
 		conv := &localstore.Conversation{Kind: localstore.Group, Name: gc.Name}
@@ -352,6 +372,7 @@ func (b *batch) welcome(gb *groupBatch, sender session.PublicIdentity, k *locals
 			return err
 		}
 		g.Members = append(g.Members, localstore.GroupMember{Identity: m.Identity, Mailbox: m.Mailbox, Token: m.Token, Relay: m.Relay, Name: m.Name, Contact: row})
+		account.ForgetFormer(g, m.Identity)
 	}
 	if err := account.SaveGroupKeys(g, sg); err != nil {
 		return err
@@ -425,14 +446,38 @@ func (b *batch) finishGroups() error {
 	return nil
 }
 
-// memberNames names the members with the given identities.
-func memberNames(g *localstore.GroupState, ids [][32]byte) string {
+// untold returns the name of the member (or former member) with
+// identity id for a notice that it is gone, and records that one said
+// so; ok is false if a notice did already, or id was never a member.
+func untold(g *localstore.GroupState, id [32]byte) (name string, ok bool) {
+	if f := account.FindFormer(g, session.PublicIdentity(id)); f != nil {
+		if f.Told {
+			return f.Name, false
+		}
+		f.Told = true
+		return f.Name, true
+	}
+	if account.FindMember(g, session.PublicIdentity(id)) == nil {
+		return "", false
+	}
+	account.NoteFormer(g, id, true)
+	return account.FindFormer(g, session.PublicIdentity(id)).Name, true
+}
+
+// memberNames names the user ("you"), the members and the former
+// members with the given identities, in that order of lookup.
+func memberNames(g *localstore.GroupState, self session.PublicIdentity, ids [][32]byte) string {
 	var names []string
 	for _, id := range ids {
-		if m := account.FindMember(g, session.PublicIdentity(id)); m != nil {
-			names = append(names, m.Name)
-		} else {
+		switch pid := session.PublicIdentity(id); {
+		case pid.Equal(self):
 			names = append(names, "you")
+		case account.FindMember(g, pid) != nil:
+			names = append(names, account.FindMember(g, pid).Name)
+		case account.FindFormer(g, pid) != nil:
+			names = append(names, account.FindFormer(g, pid).Name)
+		default:
+			names = append(names, "someone no longer in the group")
 		}
 	}
 	return joinNames(names)

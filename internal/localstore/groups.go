@@ -27,6 +27,18 @@ type GroupState struct {
 	// Gone is set once the user left or was removed; Why says how.
 	Gone bool   `json:"gone,omitempty"`
 	Why  string `json:"why,omitempty"`
+	// Former are the members a re-key took out, by name, so that a
+	// removal or a departure told after its re-key still names them.
+	Former []FormerMember `json:"former,omitempty"`
+}
+
+// FormerMember is a member who is no longer in a group.
+type FormerMember struct {
+	Identity [32]byte `json:"identity"`
+	Name     string   `json:"name"`
+	// Told is set once a notice said who took the member out, or that
+	// the member left.
+	Told bool `json:"told,omitempty"`
 }
 
 // GroupMember is another member of a group.
