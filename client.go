@@ -89,6 +89,10 @@ var (
 	// wraps it says why in one sentence (a wrong relay key, another
 	// version, something on the path blocking or resetting).
 	ErrUnreachable = relayclient.ErrUnreachable
+	// ErrBusy (with ErrUnreachable) means the relay kept asking the
+	// client to slow down (rate limited, busy) for longer than the
+	// operation waits; trying again later works.
+	ErrBusy = relayclient.ErrBusy
 	// ErrQueued means a message was stored in the outbox but its relay
 	// could not be reached; a later Send, Flush or Sync delivers it.
 	ErrQueued = errors.New("the relay could not be reached; the message stays in the outbox and will be sent by the next command that connects")

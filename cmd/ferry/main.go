@@ -229,6 +229,9 @@ func why(err error) string {
 	if errors.As(err, &de) {
 		return sentence(de.Error())
 	}
+	if errors.Is(err, ferry.ErrBusy) {
+		return "the relay kept asking Ferry to slow down (it limits how often one device may ask); wait a minute and run the command again."
+	}
 	return "the relay could not be reached (the connection was lost); check your network or try again later."
 }
 

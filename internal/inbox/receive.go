@@ -111,7 +111,11 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		defer ev.Online(false)
 	}
 	if err := in.opts.Prekeys.Upload(ctx, in.a, cn); err != nil {
-		return err
+		if !temporary(err) {
+			return err
+		}
+		// A relay asking to slow down: the next connection uploads.
+		in.a.Log.Info("prekey upload put off", "err", err)
 	}
 	if r := in.a.Rankings; r != nil && r.Due() {
 		if err := r.Fetch(ctx, cn); err != nil {
@@ -146,6 +150,15 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	// may come back while the user's own stays up.
 	retry := time.NewTicker(orDefault(in.opts.OutboxRetry, defaultOutboxRetry))
 	defer retry.Stop()
+	// A Subscribe refused for now (rate limited) is asked again after a
+	// backoff, on the same connection; a drain keeps its limits.
+	resub := time.NewTimer(0)
+	if !resub.Stop() {
+		<-resub.C
+	}
+	defer resub.Stop()
+	subBackoff := resubscribeMin
+	var busy error // the last temporary refusal, while one is pending
 	for {
 		select {
 		case <-cn.Ready():
@@ -154,7 +167,7 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			// again while more wait).
 			select {
 			case <-endC:
-				return in.drainTooLong()
+				return in.drainTooLong(busy)
 			default:
 			}
 			if ds := cn.Take(batchSize); len(ds) > 0 {
@@ -170,14 +183,29 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			if err == nil && drain && done {
 				return in.downloadAll(ctx, cn, ev)
 			}
+			if err != nil && temporary(err) {
+				if busy == nil {
+					in.a.Log.Info("the relay asks to slow down; subscribing again later", "err", err, "after", subBackoff)
+					busy = err
+					resub.Reset(subBackoff)
+					subBackoff = min(2*subBackoff, resubscribeMax)
+				}
+				err = nil
+			}
 			if err != nil {
+				return err
+			}
+			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
+		case <-resub.C:
+			busy = nil
+			if err := cn.Subscribe(ctx); err != nil {
 				return err
 			}
 			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
 		case <-stallC:
 			return fmt.Errorf("%w: the relay went silent before the end of the waiting messages", relayclient.ErrUnreachable)
 		case <-endC:
-			return in.drainTooLong()
+			return in.drainTooLong(busy)
 		case <-retry.C:
 			if !drain {
 				in.flush(ctx, ev)
@@ -203,7 +231,25 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	}
 }
 
-func (in *Inbox) drainTooLong() error {
+// Backoff of a Subscribe the relay refused for now.
+const (
+	resubscribeMin = 500 * time.Millisecond
+	resubscribeMax = 8 * time.Second
+)
+
+// temporary reports whether err is the relay's refusal of a request that
+// may pass later unchanged (rate limited, over quota, unavailable).
+func temporary(err error) bool {
+	var re *relayclient.RefusedError
+	return errors.As(err, &re) && re.Code.Temporary()
+}
+
+// drainTooLong is the error of a drain past its limit; busy is the
+// relay's refusal of the Subscribe if it was still refusing.
+func (in *Inbox) drainTooLong(busy error) error {
+	if busy != nil {
+		return fmt.Errorf("%w: %w: %v", relayclient.ErrUnreachable, relayclient.ErrBusy, busy)
+	}
 	return fmt.Errorf("%w: the waiting messages were not all delivered within %v", relayclient.ErrUnreachable, orDefault(in.opts.MaxDrain, defaultMaxDrain))
 }
 

@@ -48,7 +48,7 @@ func (c *Conn) subscribeAnswer(id uint32, a wire.Message) bool {
 	case wire.OK:
 		c.box.okAt = c.box.queued
 	case wire.Error:
-		c.box.err = fmt.Errorf("the relay refused the subscription: %s (%s)", a.Code, a.Msg)
+		c.box.err = &RefusedError{Request: wire.TypeSubscribe, Code: a.Code, Msg: a.Msg}
 	}
 	c.signal()
 	return true
@@ -58,11 +58,12 @@ func (c *Conn) subscribeAnswer(id uint32, a wire.Message) bool {
 // first every envelope waiting, then the Subscribe's answer, then new
 // envelopes as they arrive (docs/protocol.md section 6.4). It returns once
 // the request is sent; Take returns the Delivers, and Drained says when
-// the backlog has been taken.
+// the backlog has been taken. After a refusal (Drained's error), it may
+// be called again: a temporary one (rate limited) passes.
 func (c *Conn) Subscribe(ctx context.Context) error {
 	id := c.reqID.Add(1)
 	c.mu.Lock()
-	c.box.subID, c.box.okAt = id, -1
+	c.box.subID, c.box.okAt, c.box.err = id, -1, nil
 	c.mu.Unlock()
 	if err := c.send(ctx, wire.Subscribe{ReqID: id}); err != nil {
 		return lost(fmt.Errorf("send Subscribe: %w", err))
@@ -97,7 +98,8 @@ func (c *Conn) Take(max int) []wire.Deliver {
 
 // Drained reports whether the relay has answered the Subscribe and every
 // Deliver it sent before that answer has been taken. It returns an error
-// if the relay refused the Subscribe.
+// if the relay refused the Subscribe: a *RefusedError, whose code says
+// whether a later Subscribe may pass (wire.Code.Temporary).
 func (c *Conn) Drained() (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
