@@ -24,6 +24,9 @@ type RelayConfig struct {
 	Store relay.Store
 	// Limits are the relay's limits (relaytest turns rate limits off).
 	Limits relay.Limits
+	// Blobs is the relay's blob store, closed with the relay. If nil, a
+	// memstore.
+	Blobs relay.BlobStore
 }
 
 // Relay is a relay.Server (started by relaytest) serving the harness's
@@ -60,7 +63,7 @@ func (h *Harness) StartRelay(cfg RelayConfig) *Relay {
 		cfg.Store = memstore.New()
 	}
 	faults := &Faults{Store: cfg.Store}
-	rt := relaytest.Start(h.tb, &relay.Config{Key: cfg.Key, Store: faults, Limits: cfg.Limits})
+	rt := relaytest.Start(h.tb, &relay.Config{Key: cfg.Key, Store: faults, Limits: cfg.Limits, Blobs: cfg.Blobs})
 	r := &Relay{
 		Relay: rt, Addr: cfg.Addr, Faults: faults, h: h, conns: make(map[net.Conn]bool),
 		Link: link.Relay{Key: rt.Key.Public, Endpoints: []link.Endpoint{{Transport: "tcp", Addr: cfg.Addr}}},

@@ -42,11 +42,25 @@ func autoDownloadLimit(tx *localstore.Tx) (int64, error) {
 	return v - 1, nil
 }
 
+// Backoff of the downloads that failed for now, while a Sync waits.
+const (
+	downloadRetryMin = time.Second
+	downloadRetryMax = 5 * time.Minute
+)
+
 // downloadAll downloads, one after the other, every pending incoming
 // attachment within the auto-download size, and returns when none is
 // left, or with an error wrapping relayclient.ErrUnreachable when the
 // connection failed (what is left is downloaded on the next one).
 func (in *Inbox) downloadAll(ctx context.Context, cn *relayclient.Conn, ev Events) error {
+	_, err := in.downloadRound(ctx, cn, ev)
+	return err
+}
+
+// downloadRound is downloadAll; left says whether a download failed for
+// now (not uploaded yet, the relay busy, the transfer cut) and stays
+// pending, to be tried again.
+func (in *Inbox) downloadRound(ctx context.Context, cn *relayclient.Conn, ev Events) (left bool, err error) {
 	tried := make(map[[16]byte]bool)
 	for {
 		var next *localstore.Transfer
@@ -65,27 +79,58 @@ func (in *Inbox) downloadAll(ctx context.Context, cn *relayclient.Conn, ev Event
 			return err
 		})
 		if err != nil || next == nil {
-			return err
+			return left, err
 		}
 		tried[next.ID] = true
-		if err := in.Download(ctx, cn, next, "", ev); err != nil && (errors.Is(err, relayclient.ErrUnreachable) || ctx.Err() != nil) {
-			return err
+		err = in.Download(ctx, cn, next, "", ev)
+		if err != nil && !errors.Is(err, transfer.ErrCorrupt) && !errors.Is(err, transfer.ErrGone) && !errors.Is(err, transfer.ErrExpired) {
+			left = true
+		}
+		if err != nil && (errors.Is(err, relayclient.ErrUnreachable) || ctx.Err() != nil) {
+			return true, err
 		}
 	}
 }
 
-// downloader runs downloadAll whenever kick fires, until ctx ends. A
-// failed connection ends the receive loop too, which starts another.
+// downloader runs a round of downloads whenever kick fires, until ctx
+// ends; while downloads failed for now, it runs again after a backoff
+// (1 s doubling to 5 min) without waiting for a kick, so an attachment
+// whose blob was not there yet, or whose transfer was cut, arrives by
+// itself. A failed connection ends the receive loop too, which starts
+// another (and a fresh downloader, kicked at once).
 func (in *Inbox) downloader(ctx context.Context, cn *relayclient.Conn, ev Events, kick <-chan struct{}) {
+	retry := time.NewTimer(0)
+	if !retry.Stop() {
+		<-retry.C
+	}
+	defer retry.Stop()
+	backoff := downloadRetryMin
 	for {
 		select {
 		case <-kick:
+		case <-retry.C:
 		case <-ctx.Done():
 			return
 		}
-		if err := in.downloadAll(ctx, cn, ev); err != nil && ctx.Err() == nil {
+		left, err := in.downloadRound(ctx, cn, ev)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
 			in.a.Log.Info("download stopped", "err", err)
 		}
+		retry.Stop()
+		select {
+		case <-retry.C:
+		default:
+		}
+		if !left {
+			backoff = downloadRetryMin
+			continue
+		}
+		in.a.Log.Info("downloads wait to be tried again", "after", backoff)
+		retry.Reset(backoff)
+		backoff = min(2*backoff, downloadRetryMax)
 	}
 }
 
@@ -112,8 +157,12 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 			ev.Transfer(tr.ID, false, done, tr.Size)
 		}
 	})
-	if errors.Is(err, transfer.ErrGone) && in.a.Now().Sub(time.UnixMilli(tr.Received)) < uploadGrace {
+	pending := in.a.Now().Sub(time.UnixMilli(tr.Received)) < uploadGrace
+	if errors.Is(err, transfer.ErrGone) && pending {
 		err = transfer.ErrNotYet // the sender's upload may not have started
+	}
+	if errors.Is(err, transfer.ErrNotYet) && !pending {
+		err = transfer.ErrExpired // its sender never finished the upload
 	}
 	switch {
 	case errors.Is(err, transfer.ErrNotYet):
@@ -124,6 +173,8 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 		tr.State, tr.Err = localstore.TransferFailed, fmt.Sprintf("%v; ferry save tries again", err)
 	case errors.Is(err, transfer.ErrGone):
 		tr.State, tr.Err = localstore.TransferFailed, err.Error()+" (attachments are kept 30 days)"
+	case errors.Is(err, transfer.ErrExpired):
+		tr.State, tr.Err = localstore.TransferFailed, err.Error()
 	default:
 		return err
 	}

@@ -48,6 +48,9 @@ var (
 	ErrGone = errors.New("the attachment is no longer on the relay")
 	// ErrNotYet means the sender's upload is not finished: try later.
 	ErrNotYet = errors.New("the attachment is still being uploaded by its sender")
+	// ErrExpired means the sender's upload did not finish within the 48
+	// hours a receiver waits for it.
+	ErrExpired = errors.New("the sender's upload of the attachment did not finish within 48 hours; ask them to send it again")
 )
 
 // Prepared is an attachment ready to send: its transfer record (outgoing,
@@ -164,12 +167,18 @@ func Download(ctx context.Context, home string, cn *relayclient.Conn, tr *locals
 	if st, err := f.Stat(); err != nil || st.Size() < from {
 		from = 0
 	}
+	last := from
 	err = cn.Download(ctx, tr.Blob, f, from, tr.Size, func(done int64) {
+		last = done
 		if checkpoint != nil && (done-from >= 4<<20 || done == tr.Size) {
 			from = done
 			checkpoint(done)
 		}
 	})
+	if err != nil && checkpoint != nil && last > from && f.Sync() == nil {
+		// Keep what arrived: the next attempt resumes from there.
+		checkpoint(last)
+	}
 	var re *relayclient.RefusedError
 	switch {
 	case errors.As(err, &re) && re.Code == wire.CodeNotFound:

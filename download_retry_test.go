@@ -1,0 +1,101 @@
+package ferry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-im/ferry/internal/clienttest"
+	"github.com/ferry-im/ferry/relay"
+	"github.com/ferry-im/ferry/relay/blobtest"
+	"github.com/ferry-im/ferry/relay/memstore"
+)
+
+// flakyBlobs is a relay's blob store whose reads at or past an offset
+// fail while down is set (the relay answers Unavailable), counting the
+// bytes it serves.
+type flakyBlobs struct {
+	relay.BlobStore
+	down   atomic.Bool
+	from   int64        // reads at or past this offset fail while down
+	failed atomic.Int32 // reads refused
+	served atomic.Int64 // bytes read
+}
+
+func (f *flakyBlobs) ReadAt(ctx context.Context, id [16]byte, p []byte, off int64) (int, error) {
+	if f.down.Load() && off >= f.from {
+		f.failed.Add(1)
+		return 0, errors.New("attachment storage is down")
+	}
+	n, err := f.BlobStore.ReadAt(ctx, id, p, off)
+	f.served.Add(int64(n))
+	return n, err
+}
+
+// TestDownloadRetries: the relay's attachment storage fails in the
+// middle of alice's first download; her waiting Sync tries again by
+// itself (nothing else arrives to prompt it) and resumes where the first
+// attempt stopped, so the relay serves the blob's bytes once.
+func TestDownloadRetries(t *testing.T) {
+	blobs := &flakyBlobs{BlobStore: memstore.NewBlobs(), from: 1 << 20}
+	blobs.down.Store(true)
+	w := &world{Harness: clienttest.New(t)}
+	w.relay = w.StartRelay(clienttest.RelayConfig{Blobs: blobs})
+	alice, bob := w.pair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if err := alice.Sync(ctx, SyncOptions{Wait: 10 * time.Minute}); err != nil && ctx.Err() == nil {
+			t.Errorf("alice's Sync: %v", err)
+		}
+	})
+	data := blobtest.Data(3<<20+77, 3)
+	if _, err := bob.SendFile(ctx, conv(t, bob, "alice"), writeFile(t, "film.bin", data), SendFileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "alice's first download to fail", func() bool { return blobs.failed.Load() > 0 })
+	blobs.down.Store(false)
+	var a *Attachment
+	waitFor(t, 2*time.Minute, "the download to finish by itself", func() bool {
+		ms, err := alice.Messages(context.Background(), Query{Conversation: conv(t, alice, "bob")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if x, ok := m.Body.(*Attachment); ok && x.Transfer == TransferDone {
+				a = x
+				return true
+			}
+		}
+		return false
+	})
+	if b, err := os.ReadFile(a.Path); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the saved file: %v, equal %v", err, bytes.Equal(b, data))
+	}
+	// The blob is the plaintext plus 16 bytes per 64 KiB chunk; a restart
+	// would have read its first MiB twice.
+	if got, blob := blobs.served.Load(), int64(len(data))*65552/65536+65552; got > blob {
+		t.Errorf("the relay served %d bytes of a blob of about %d: the download restarted instead of resuming", got, blob)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
