@@ -225,7 +225,7 @@ func (x *sender) ordered(tx *localstore.Tx, conv int64, body func(h account.Head
 	if x.g == nil {
 		return x.c.a.SendOrdered(tx, x.k, x.s, conv, body, timer)
 	}
-	return x.c.sendGroup(tx, x.g, x.sg, body(account.Header{}))
+	return x.c.sendGroupWith(tx, x.g, x.sg, body) // the group's timer
 }
 
 // unordered queues a body that takes no place in the history and returns
@@ -450,16 +450,17 @@ func (c *Client) SetTimer(ctx context.Context, conv ConversationID, d time.Durat
 	}
 	secs := uint32(d / time.Second)
 	return c.peerTx(ctx, conv, func(tx *localstore.Tx, lc *localstore.Conversation, x *sender) ([][16]byte, error) {
-		if x.g != nil {
-			return nil, errors.New("disappearing messages work in conversations with one contact for now")
-		}
 		m, err := x.ordered(tx, lc.ID, func(h account.Header) content.Body {
-			lc.Timer = localstore.TimerState{Seconds: int64(secs), OriginSent: h.Sent.UnixMilli(), OriginID: h.ID}
 			return &content.Timer{N: h.N, Seconds: secs, OriginSent: h.Sent.UnixMilli(), OriginID: h.ID}
 		}, 0)
 		if err != nil {
 			return nil, err
 		}
+		// Read again: in a group, sending recorded what was told.
+		if lc, err = tx.Conversation(lc.ID); err != nil {
+			return nil, err
+		}
+		lc.Timer = localstore.TimerState{Seconds: int64(secs), OriginSent: m.Sent.UnixMilli(), OriginID: m.ID}
 		return [][16]byte{m.ID}, tx.PutConversation(lc)
 	})
 }

@@ -217,36 +217,96 @@ func (c *Client) group(tx *localstore.Tx, id ConversationID, admin bool) (*local
 // the user's message; an ordered body gets the user's next counter. An
 // unordered body is not stored: the message returned gives its id.
 func (c *Client) sendGroup(tx *localstore.Tx, g *localstore.GroupState, sg *session.Group, body content.Body) (*localstore.Message, error) {
+	return c.sendGroupWith(tx, g, sg, func(h account.Header) content.Body {
+		switch b := body.(type) {
+		case *content.Text:
+			b.N = h.N
+		case *content.Attachment:
+			b.N = h.N
+		case *content.Reply:
+			b.N = h.N
+		}
+		return body
+	})
+}
+
+// sendGroupWith is sendGroup for a body made for the header chosen: the
+// user's next counter in the group (taken only if the body is ordered),
+// the content id and the time. An ordered message gets the group's
+// disappearing timer; if the user has not yet told the group that it
+// took up the timer's latest change, a timer saying so goes first
+// (docs/protocol.md section 8.1, in groups).
+func (c *Client) sendGroupWith(tx *localstore.Tx, g *localstore.GroupState, sg *session.Group, body func(h account.Header) content.Body) (*localstore.Message, error) {
+	lc, err := tx.Conversation(g.Conversation)
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.groupHeader(tx, g)
+	if err != nil {
+		return nil, err
+	}
+	b := body(h)
+	_, ordered := b.(content.Ordered)
+	if t, isTimer := b.(*content.Timer); isTimer {
+		lc.Told = localstore.TimerState{Seconds: int64(t.Seconds), OriginSent: t.OriginSent, OriginID: t.OriginID}
+		if err := tx.PutConversation(lc); err != nil {
+			return nil, err
+		}
+	} else if ordered && lc.Told != lc.Timer {
+		t := lc.Timer
+		echo := &content.Timer{N: h.N, Seconds: uint32(t.Seconds), OriginSent: t.OriginSent, OriginID: t.OriginID}
+		m, err := c.sendGroupBody(tx, g, sg, h, echo, 0)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.AdvanceState(m.ID, g.Conversation, true, localstore.Read); err != nil {
+			return nil, err
+		}
+		lc.Told = t
+		if err := tx.PutConversation(lc); err != nil {
+			return nil, err
+		}
+		if h, err = c.groupHeader(tx, g); err != nil {
+			return nil, err
+		}
+		b = body(h)
+	}
+	var timer int64
+	if ordered && b.Kind() != content.KindTimer {
+		timer = lc.Timer.Seconds
+	}
+	return c.sendGroupBody(tx, g, sg, h, b, timer)
+}
+
+// groupHeader chooses the header of the user's next content in group g.
+func (c *Client) groupHeader(tx *localstore.Tx, g *localstore.GroupState) (account.Header, error) {
 	id, err := c.a.NewID()
 	if err != nil {
-		return nil, err
+		return account.Header{}, err
 	}
-	now := c.a.Now()
-	m := &localstore.Message{ID: id, Conversation: g.Conversation, Sender: localstore.SenderSelf, Sent: time.UnixMilli(now.UnixMilli()),
+	n, err := nextCounter(tx, g.Conversation)
+	return account.Header{N: n, ID: id, Sent: time.UnixMilli(c.a.Now().UnixMilli())}, err
+}
+
+// sendGroupBody seals body under h for the group and keeps it, if
+// ordered, with the disappearing timer given.
+func (c *Client) sendGroupBody(tx *localstore.Tx, g *localstore.GroupState, sg *session.Group, h account.Header, body content.Body, timer int64) (*localstore.Message, error) {
+	m := &localstore.Message{ID: h.ID, Conversation: g.Conversation, Sender: localstore.SenderSelf, Sent: h.Sent,
 		State: localstore.Queued, Kind: int(body.Kind())}
-	switch b := body.(type) {
-	case *content.Text:
-		b.N, err = nextCounter(tx, g.Conversation)
-		m.N = b.N
-	case *content.Attachment:
-		b.N, err = nextCounter(tx, g.Conversation)
-		m.N = b.N
-	case *content.Reply:
-		b.N, err = nextCounter(tx, g.Conversation)
-		m.N = b.N
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := c.a.SealGroup(tx, g, sg, &content.Content{ID: id, Sent: now.UnixMilli(), Body: body}); err != nil {
+	if err := c.a.SealGroup(tx, g, sg, &content.Content{ID: h.ID, Sent: h.Sent.UnixMilli(), Body: body}); err != nil {
 		return nil, err
 	}
 	if _, ok := body.(content.Ordered); !ok {
 		return m, nil // not kept: control messages, reactions, edits, deletes, typing
 	}
+	m.N, m.Timer = h.N, timer
+	if timer > 0 {
+		m.Expires = h.Sent.Add(time.Duration(timer) * time.Second)
+	}
 	if len(g.Members) == 0 {
 		m.State = localstore.Sent
 	}
+	var err error
 	if m.Body, err = content.EncodeBody(body); err != nil {
 		return nil, err
 	}
@@ -294,6 +354,18 @@ func (c *Client) AddToGroup(ctx context.Context, conv ConversationID, contact Co
 		}
 		if err := c.saveGroup(tx, g, sg); err != nil {
 			return err
+		}
+		// The new member learns the disappearing timer from each
+		// member's next ordered message (sendGroupWith), the user's too.
+		lc, err := tx.Conversation(g.Conversation)
+		if err != nil {
+			return err
+		}
+		if lc.Told != (localstore.TimerState{}) {
+			lc.Told = localstore.TimerState{}
+			if err := tx.PutConversation(lc); err != nil {
+				return err
+			}
 		}
 		return groupNotice(tx, c.a, g.Conversation, fmt.Sprintf("you added %s.", k.Name))
 	})

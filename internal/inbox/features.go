@@ -107,7 +107,12 @@ func (b *batch) handleTimer(p *peer, c *content.Content) error {
 	if err := b.storeOrdered(p, c, t, t.N, st); err != nil {
 		return err
 	}
-	if p.conv.Timer.Newer(t.OriginSent, t.OriginID) {
+	if p.conv.Timer.Newer(t.OriginSent, t.OriginID) && p.group {
+		// In a group the user takes the change up and says so before
+		// its next ordered message there (sendGroupWith at the root),
+		// rather than every member at once.
+		p.conv.Timer = localstore.TimerState{Seconds: int64(t.Seconds), OriginSent: t.OriginSent, OriginID: t.OriginID}
+	} else if p.conv.Timer.Newer(t.OriginSent, t.OriginID) {
 		p.conv.Timer = localstore.TimerState{Seconds: int64(t.Seconds), OriginSent: t.OriginSent, OriginID: t.OriginID}
 		echo := func(h account.Header) content.Body {
 			return &content.Timer{N: h.N, Seconds: t.Seconds, OriginSent: t.OriginSent, OriginID: t.OriginID}

@@ -30,6 +30,7 @@ const (
 // end.
 type groupBatch struct {
 	g     *localstore.GroupState
+	conv  *localstore.Conversation // shared by the members' peers
 	sg    *session.Group
 	keys  []*session.GroupKeys
 	peers map[int64]*peer // by contact row
@@ -143,6 +144,8 @@ func (b *batch) groupMessage(gb *groupBatch, inner []byte) error {
 		return b.handleAnnotation(p, c)
 	case *content.Typing:
 		return b.handleTyping(p, c)
+	case *content.Timer:
+		return b.handleTimer(p, c)
 	}
 	return b.handleUnknown(p, c)
 }
@@ -156,10 +159,12 @@ func (b *batch) groupPeer(gb *groupBatch, m *localstore.GroupMember) (*peer, err
 	if err != nil {
 		return nil, fmt.Errorf("group member %s: %w", m.Name, err)
 	}
-	conv, err := b.tx.Conversation(gb.g.Conversation)
-	if err != nil {
-		return nil, err
+	if gb.conv == nil {
+		if gb.conv, err = b.tx.Conversation(gb.g.Conversation); err != nil {
+			return nil, err
+		}
 	}
+	conv := gb.conv
 	p := &peer{k: k, conv: conv, group: true}
 	if p.shown, err = b.tx.Counter(conv.ID, k.ID); err != nil {
 		return nil, err
@@ -236,6 +241,11 @@ func (b *batch) groupAdd(gb *groupBatch, by *localstore.GroupMember, ms []conten
 	}
 	if len(names) == 0 {
 		return nil
+	}
+	// The new members learn the group's disappearing timer from each
+	// member's next ordered message, which says it again.
+	if err := b.retellTimer(gb); err != nil {
+		return err
 	}
 	return b.noticeIn(gb.g.Conversation, gb.g.Name, NoticeGroup, fmt.Sprintf("%s added %s.", by.Name, joinNames(names)))
 }
@@ -416,6 +426,23 @@ func (b *batch) receiveDirect(sender session.PublicIdentity, pt []byte) error {
 	return b.groupDirect(sender, b.byIdentity[sender.Canonical()], gc)
 }
 
+// retellTimer makes the user's next ordered message in the group say
+// the group's disappearing timer again (for members who just joined).
+func (b *batch) retellTimer(gb *groupBatch) error {
+	if gb.conv == nil {
+		conv, err := b.tx.Conversation(gb.g.Conversation)
+		if err != nil {
+			return err
+		}
+		gb.conv = conv
+	}
+	if gb.conv.Timer == (localstore.TimerState{}) {
+		return nil
+	}
+	gb.conv.Told = localstore.TimerState{}
+	return b.tx.PutConversation(gb.conv)
+}
+
 // finishGroups saves the groups the batch changed and their members'
 // counters.
 func (b *batch) finishGroups() error {
@@ -435,6 +462,9 @@ func (b *batch) finishGroups() error {
 			return err
 		}
 		if conv, err := b.tx.Conversation(gb.g.Conversation); err == nil && conv.Name != gb.g.Name {
+			if gb.conv != nil {
+				conv = gb.conv
+			}
 			conv.Name = gb.g.Name
 			if err := b.tx.PutConversation(conv); err != nil {
 				return err

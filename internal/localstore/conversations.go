@@ -29,6 +29,10 @@ type Conversation struct {
 	// (docs/protocol.md section 8.1).
 	Timer TimerState            `json:"timer,omitzero"`
 	Steps map[int64][]TimerStep `json:"steps,omitempty"`
+	// Told, in a group, is the timer change the user last sent there
+	// (set or took up): when Timer is newer, the user's next ordered
+	// message is preceded by a timer taking it up.
+	Told TimerState `json:"told,omitzero"`
 }
 
 func conversationAD(id int64) string { return "conversations|data|" + strconv.FormatInt(id, 10) }

@@ -156,7 +156,6 @@ function renderConversations() {
     const group = c.kind === 'group';
     $('members-btn').hidden = !group;
     $('safety-btn').hidden = group;
-    $('timer').disabled = group;
     if (document.activeElement !== $('timer')) $('timer').value = String(c.timer);
     if (![...$('timer').options].some((o) => o.value === String(c.timer))) {
       $('timer').append(el('option', { value: c.timer }, c.timer + ' seconds'));
