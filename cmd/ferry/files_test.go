@@ -97,8 +97,38 @@ func TestE2EGroups(t *testing.T) {
 	carol.must("read")
 	bob.must("send", "family", "hello from bob")
 	ms, _ := carol.readJSON()
-	if len(ms) != 1 || ms[0].Text != "hello from bob" || ms[0].From != "bob" || ms[0].Conversation != "family" {
+	if len(ms) != 1 || ms[0].Text != "hello from bob" || ms[0].From != "bob" || ms[0].Conversation != "family" || ms[0].Group != "family" {
 		t.Fatalf("carol read %+v", ms)
+	}
+	// Every kind shown in a group is marked with the group's name: a
+	// text, a reply, a file, a notice; and none in a direct conversation.
+	doc := filepath.Join(t.TempDir(), "notes.txt")
+	os.WriteFile(doc, []byte("group notes"), 0o600)
+	bob.must("send", "family", "--file", doc)
+	carol.must("reply", "family", ms[0].ID, "hi bob")
+	alice.must("send", "bob", "just to bob")
+	out := bob.must("read", "--all")
+	for _, want := range []string{" [family] [ferry] alice added you to the group", " [family] carol: [re: hello from bob] hi bob", " alice: just to bob"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bob's read lacks %q:\n%s", want, out)
+		}
+	}
+	out = carol.must("read")
+	if !strings.Contains(out, " [family] bob: [file notes.txt") {
+		t.Errorf("carol's read lacks bob's file in the group:\n%s", out)
+	}
+	out = alice.must("read", "--all")
+	if !strings.Contains(out, " [family] me: [re: hello from bob] hi bob") && !strings.Contains(out, " [family] carol: [re: hello from bob] hi bob") {
+		t.Errorf("alice's read lacks carol's reply in the group:\n%s", out)
+	}
+	// Disappearing messages in the group: bob sets them, carol's Ferry
+	// takes them up.
+	bob.must("timer", "family", "1h")
+	if out := carol.must("read"); !strings.Contains(out, " [family] bob: ") || !strings.Contains(out, "1 hour") {
+		t.Errorf("carol reads of the group's timer:\n%s", out)
+	}
+	if out := carol.must("timer", "family"); strings.TrimSpace(out) != "1 hour" {
+		t.Errorf("carol's timer in the group: %q", out)
 	}
 	list := alice.must("group", "list")
 	if !strings.Contains(list, "family\t3 members: me, bob, carol\tadmins: me") {
@@ -108,7 +138,17 @@ func TestE2EGroups(t *testing.T) {
 		t.Errorf("bob removes: exit %d %q", code, errs)
 	}
 	alice.must("group", "remove", "family", "carol")
-	bob.must("read")
+	// Each reads the removal in its own words (the re-key reaches bob
+	// before the removal does).
+	if out := bob.must("read"); !strings.Contains(out, " [family] [ferry] alice removed carol from the group.") {
+		t.Errorf("bob reads of the removal:\n%s", out)
+	}
+	if out := carol.must("read"); !strings.Contains(out, " [family] [ferry] alice removed you from the group") {
+		t.Errorf("carol reads of her removal:\n%s", out)
+	}
+	if out := alice.must("read", "--all"); !strings.Contains(out, " [family] [ferry] you removed carol.") {
+		t.Errorf("alice reads of the removal:\n%s", out)
+	}
 	bob.must("send", "family", "after carol")
 	ms, _ = carol.readJSON()
 	for _, m := range ms {

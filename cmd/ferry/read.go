@@ -25,6 +25,7 @@ type jsonMessage struct {
 	Sent         string          `json:"sent"`
 	Received     string          `json:"received,omitempty"`
 	Text         string          `json:"text"`
+	Group        string          `json:"group,omitempty"` // the group's name, for a message in a group
 	Outgoing     bool            `json:"outgoing"`
 	State        string          `json:"state"`
 	Attachment   *jsonAttachment `json:"attachment,omitempty"`
@@ -67,7 +68,7 @@ func cmdRead(e *env, args []string) error {
 			if err != nil || len(ms) == 0 {
 				return err
 			}
-			if err := p.print(ms); err != nil {
+			if err := p.print(e.ctx, c, ms); err != nil {
 				return err
 			}
 			return c.MarkShown(e.ctx, ms)
@@ -76,7 +77,7 @@ func cmdRead(e *env, args []string) error {
 		if *all {
 			ms, err := c.Messages(e.ctx, ferry.Query{})
 			if err == nil {
-				err = p.print(ms)
+				err = p.print(e.ctx, c, ms)
 			}
 			if err == nil {
 				err = c.MarkShown(e.ctx, ms)
@@ -125,24 +126,37 @@ type printer struct {
 	json bool
 }
 
-func (p *printer) print(ms []*ferry.Message) error {
+// print prints ms; a message in a group is marked with the group's name.
+func (p *printer) print(ctx context.Context, c *ferry.Client, ms []*ferry.Message) error {
+	convs, err := c.Conversations(ctx)
+	if err != nil {
+		return err
+	}
+	groups := make(map[ferry.ConversationID]bool)
+	for _, cv := range convs {
+		groups[cv.ID] = cv.Kind == ferry.Group
+	}
 	for _, m := range ms {
+		group := ""
+		if groups[m.Conversation] {
+			group = m.ConversationName
+		}
 		if p.json {
-			p.printJSON(m)
+			p.printJSON(m, group)
 		} else {
-			io.WriteString(p.w, plain(m))
+			io.WriteString(p.w, plainIn(m, group))
 		}
 	}
 	return p.w.Flush()
 }
 
-func (p *printer) printJSON(m *ferry.Message) {
+func (p *printer) printJSON(m *ferry.Message, group string) {
 	from, to := m.From, p.me
 	if m.Outgoing {
 		from, to = p.me, m.ConversationName
 	}
 	j := jsonMessage{ID: m.IDString(), Kind: kindNames[m.Kind], Conversation: m.ConversationName, From: from, To: to,
-		Sent: m.Sent.UTC().Format(time.RFC3339Nano), Text: m.Text(), Outgoing: m.Outgoing, State: m.State.String()}
+		Sent: m.Sent.UTC().Format(time.RFC3339Nano), Text: m.Text(), Outgoing: m.Outgoing, State: m.State.String(), Group: group}
 	if a, ok := m.Body.(*ferry.Attachment); ok {
 		j.Attachment = &jsonAttachment{Name: a.Name, Type: a.Type, Size: a.Size, SHA256: hex.EncodeToString(a.SHA256[:]),
 			Path: a.Path, Transfer: a.Transfer.String(), Error: a.Err, Voice: a.Voice, DurationMS: a.Duration.Milliseconds(),
@@ -167,11 +181,24 @@ func (p *printer) printJSON(m *ferry.Message) {
 //
 // A text of several lines goes on, indented, on the lines below, so that
 // no text can pass for a line of its own.
-func plain(m *ferry.Message) string {
+func plain(m *ferry.Message) string { return plainIn(m, "") }
+
+// plainIn is plain for a message in the group called group (none if
+// empty), whose name leads in brackets:
+//
+//	2026-11-01 12:00:00 [family] bob: text
+//	2026-11-01 12:00:00 [family] me: text
+//	2026-11-01 12:00:00 [family] [ferry] alice added dave.
+func plainIn(m *ferry.Message, group string) string {
 	head := m.Sent.Local().Format("2006-01-02 15:04:05") + " "
+	if group != "" {
+		head += "[" + sanitize(group) + "] "
+	}
 	switch {
 	case m.Kind == ferry.KindNotice:
 		head += "[ferry] "
+	case m.Outgoing && group != "":
+		head += "me: "
 	case m.Outgoing:
 		head += "me -> " + sanitize(m.ConversationName) + ": "
 	default:
