@@ -42,7 +42,7 @@ type browser struct {
 	ctx context.Context
 }
 
-func startBrowser(t *testing.T) *browser {
+func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	path := censortest.ChromiumPath(t)
 	opts := []chromedp.ExecAllocatorOption{
@@ -58,6 +58,7 @@ func startBrowser(t *testing.T) *browser {
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium")),
 		chromedp.WindowSize(1200, 800),
 	}
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelA() })

@@ -416,20 +416,76 @@ async function addContact(ev) {
   if (j.conversation) await openConversation(j.conversation);
 }
 
-// Scanning a QR code with the camera, where the browser has
-// BarcodeDetector (Chromium on Android, macOS and ChromeOS).
+// Scanning a QR code with the camera: with the browser's BarcodeDetector
+// where it reads QR codes (Chromium on Android, macOS and ChromeOS),
+// else with jsQR (vendor/jsQR.js, loaded from this server only when
+// needed; vendor/README.md says which version).
 let scanStream = null;
+let jsQRLoading = null;
+function loadJsQR() {
+  if (window.jsQR) return Promise.resolve();
+  if (!jsQRLoading) {
+    jsQRLoading = new Promise((resolve, reject) => {
+      const s = document.createElement('script');
+      s.src = '/vendor/jsQR.js';
+      s.onload = resolve;
+      s.onerror = () => { jsQRLoading = null; reject(new Error('The QR code reader did not load; paste the link instead.')); };
+      document.head.append(s);
+    });
+  }
+  return jsQRLoading;
+}
+
+// qrReader returns a function that reads a QR code's text from a video
+// frame, or null if it finds none.
+async function qrReader() {
+  if ('BarcodeDetector' in window) {
+    const formats = await BarcodeDetector.getSupportedFormats().catch(() => []);
+    if (formats.includes('qr_code')) {
+      const det = new BarcodeDetector({ formats: ['qr_code'] });
+      return async (video) => {
+        const codes = await det.detect(video).catch(() => []);
+        return codes.length ? codes[0].rawValue : null;
+      };
+    }
+  }
+  await loadJsQR();
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  return async (video) => {
+    const scale = Math.min(1, 960 / Math.max(video.videoWidth, video.videoHeight, 1));
+    const w = Math.round(video.videoWidth * scale);
+    const h = Math.round(video.videoHeight * scale);
+    if (!w || !h) return null;
+    canvas.width = w;
+    canvas.height = h;
+    ctx.drawImage(video, 0, 0, w, h);
+    const code = window.jsQR(ctx.getImageData(0, 0, w, h).data, w, h, { inversionAttempts: 'attemptBoth' });
+    return code && code.data ? code.data : null;
+  };
+}
+
 async function scan(onCode) {
   const video = $('scan-video');
-  scanStream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
+  const read = await qrReader();
+  try {
+    scanStream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
+  } catch (e) {
+    throw new Error('Ferry cannot use a camera here (none, or permission refused); paste the link instead.');
+  }
   video.srcObject = scanStream;
   $('scan-area').hidden = false;
+  $('scan-status').textContent = 'Hold the QR code in front of the camera.';
   await video.play();
-  const det = new BarcodeDetector({ formats: ['qr_code'] });
   while (scanStream) {
-    const codes = await det.detect(video).catch(() => []);
-    if (codes.length) { onCode(codes[0].rawValue); stopScan(); return; }
-    await new Promise((r) => setTimeout(r, 300));
+    const text = await read(video);
+    if (text) {
+      $('scan-status').textContent = 'QR code read.';
+      onCode(text);
+      stopScan();
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 
@@ -736,7 +792,7 @@ function wire() {
   $('invite-copy').addEventListener('click', run(copyInvite));
   $('add-btn').addEventListener('click', () => { openDialog('add-dialog'); $('add-link').focus(); });
   $('add-form').addEventListener('submit', run(addContact));
-  $('scan-btn').addEventListener('click', run(() => { $('add-form').append($('scan-area')); return scan((code) => { $('add-link').value = code; }); }));
+  $('scan-btn').addEventListener('click', run(() => { $('add-form').append($('scan-area')); return scan((code) => { $('add-link').value = code; $('add-form').requestSubmit(); }); }));
   $('settings-btn').addEventListener('click', () => { $('notify-state').textContent = notifyState(); openDialog('settings-dialog'); });
   $('typing-setting').addEventListener('change', run(async () => {
     await api('settings', { typingIndicators: $('typing-setting').checked });
@@ -770,7 +826,7 @@ function wire() {
     for (const b of d.querySelectorAll('button.close')) b.addEventListener('click', () => { stopScan(); d.close(); });
     d.addEventListener('close', stopScan);
   }
-  if ('BarcodeDetector' in window && navigator.mediaDevices) {
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
     $('scan-btn').hidden = false;
     $('safety-scan').hidden = false;
   }
