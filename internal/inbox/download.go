@@ -146,7 +146,9 @@ func (in *Inbox) Download(ctx context.Context, cn *relayclient.Conn, tr *localst
 		dst = transfer.FreeName(filepath.Join(in.a.Home, transfer.FilesDir), tr.Name)
 	}
 	save := func(tr *localstore.Transfer) {
-		if err := in.a.Store.Update(ctx, func(tx *localstore.Tx) error { return tx.PutTransfer(tr) }); err != nil {
+		// Recorded even as ctx ends (the connection was lost, the Sync
+		// stopped): the next attempt resumes from it.
+		if err := in.a.Store.Update(context.WithoutCancel(ctx), func(tx *localstore.Tx) error { return tx.PutTransfer(tr) }); err != nil {
 			in.a.Log.Warn("record download", "err", err)
 		}
 	}
