@@ -180,10 +180,14 @@ func groupNotices(t *testing.T, c *Client, group string) []string {
 
 // TestGroupNotices: each member reads who did what to whom, in its own
 // words: the removed member "alice removed you", the others "alice
-// removed carol", whichever of the removal and the re-key comes first.
+// removed carol", whichever of the removal and the re-key comes first;
+// and by the names it gave its contacts (bob calls alice "mom").
 func TestGroupNotices(t *testing.T) {
 	_, alice, bob, carol, dave := groupWorld(t)
 	ctx := context.Background()
+	if err := bob.RenameContact(ctx, contactID(t, bob, "alice"), "mom"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := alice.CreateGroup(ctx, "club", []ContactID{contactID(t, alice, "bob"), contactID(t, alice, "carol")}); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +217,7 @@ func TestGroupNotices(t *testing.T) {
 		want  []string
 	}{
 		{alice, "circle", []string{`you created the group "club" with bob and carol.`, "you added dave.", `you renamed the group "circle".`, "you made the admins: you and bob.", "you removed carol.", "dave left the group."}},
-		{bob, "circle", []string{`alice added you to the group "club" (3 members).`, "alice added dave.", `alice renamed the group "circle".`, "alice made the admins: alice and you.", "alice removed carol from the group.", "dave left the group."}},
+		{bob, "circle", []string{`mom added you to the group "club" (3 members).`, "mom added dave.", `mom renamed the group "circle".`, "mom made the admins: mom and you.", "mom removed carol from the group.", "dave left the group."}},
 		{carol, "circle", []string{`alice added you to the group "club" (3 members).`, "alice added dave.", `alice renamed the group "circle".`, "alice made the admins: alice and bob.", "alice removed you from the group; you can no longer send to it or read what it says."}},
 	} {
 		if got := groupNotices(t, tc.c, tc.group); !slices.Equal(got, tc.want) {

@@ -181,6 +181,7 @@ func (b *batch) groupControl(gb *groupBatch, m *localstore.GroupMember, gc *cont
 	}
 	admin := account.IsAdmin(g, m.Identity)
 	self := b.in.a.Identity.Public()
+	who := b.shownName(m)
 	switch {
 	case gc.Op == content.GroupAdd && admin:
 		return b.groupAdd(gb, m, gc.Members)
@@ -191,13 +192,13 @@ func (b *batch) groupControl(gb *groupBatch, m *localstore.GroupMember, gc *cont
 		// envelopes before fan-outs), so the removed may be a former
 		// member already: it is named from what the re-key kept.
 		if slices.Contains(gc.Identities, [32]byte(self)) {
-			g.Gone, g.Why = true, fmt.Sprintf("%s removed you from the group", m.Name)
+			g.Gone, g.Why = true, fmt.Sprintf("%s removed you from the group", who)
 			gb.dirty = true
 			return b.noticeIn(g.Conversation, g.Name, NoticeGroup, g.Why+"; you can no longer send to it or read what it says.")
 		}
 		var names []string
 		for _, id := range gc.Identities {
-			if name, ok := untold(g, id); ok {
+			if name, ok := b.untold(g, id); ok {
 				names = append(names, name)
 			}
 		}
@@ -205,19 +206,19 @@ func (b *batch) groupControl(gb *groupBatch, m *localstore.GroupMember, gc *cont
 			return nil
 		}
 		gb.dirty = true
-		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s removed %s from the group.", m.Name, joinNames(names)))
+		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s removed %s from the group.", who, joinNames(names)))
 	case gc.Op == content.GroupRename && admin:
 		g.Name, gb.dirty = gc.Name, true
-		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s renamed the group %q.", m.Name, gc.Name))
+		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s renamed the group %q.", who, gc.Name))
 	case gc.Op == content.GroupAdmins && admin:
 		g.Admins, gb.dirty = gc.Admins, true
-		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s made the admins: %s.", m.Name, memberNames(g, self, gc.Admins)))
+		return b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s made the admins: %s.", who, b.memberNames(g, self, gc.Admins)))
 	case gc.Op == content.GroupLeave:
-		if _, ok := untold(g, m.Identity); !ok {
+		if _, ok := b.untold(g, m.Identity); !ok {
 			return nil
 		}
 		gb.dirty = true
-		if err := b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s left the group.", m.Name)); err != nil {
+		if err := b.noticeIn(g.Conversation, g.Name, NoticeGroup, fmt.Sprintf("%s left the group.", who)); err != nil {
 			return err
 		}
 		return b.rekeyAfterLeave(gb, m.Identity)
@@ -237,7 +238,7 @@ func (b *batch) groupAdd(gb *groupBatch, by *localstore.GroupMember, ms []conten
 		if err := b.addMember(gb, m); err != nil {
 			return err
 		}
-		names = append(names, m.Name)
+		names = append(names, b.shownName(&gb.g.Members[len(gb.g.Members)-1]))
 	}
 	if len(names) == 0 {
 		return nil
@@ -247,7 +248,7 @@ func (b *batch) groupAdd(gb *groupBatch, by *localstore.GroupMember, ms []conten
 	if err := b.retellTimer(gb); err != nil {
 		return err
 	}
-	return b.noticeIn(gb.g.Conversation, gb.g.Name, NoticeGroup, fmt.Sprintf("%s added %s.", by.Name, joinNames(names)))
+	return b.noticeIn(gb.g.Conversation, gb.g.Name, NoticeGroup, fmt.Sprintf("%s added %s.", b.shownName(by), joinNames(names)))
 }
 
 func (b *batch) addMember(gb *groupBatch, m content.Member) error {
@@ -329,7 +330,7 @@ func (b *batch) rekeyed(gb *groupBatch, gc *content.GroupControl) error {
 		if account.FindMember(g, session.PublicIdentity(id)) == nil {
 			continue
 		}
-		account.NoteFormer(g, id, false)
+		b.noteFormer(g, id, false)
 		g.Members = slices.DeleteFunc(g.Members, func(m localstore.GroupMember) bool { return m.Identity == id })
 		g.Admins = slices.DeleteFunc(g.Admins, func(a [32]byte) bool { return a == id })
 		if _, err := gb.sg.RemoveMember(b.in.a.Rand, session.PublicIdentity(id)); err != nil {
@@ -476,10 +477,29 @@ func (b *batch) finishGroups() error {
 	return nil
 }
 
+// shownName is the name the user sees on member m's messages: its
+// contact's (which the user may have renamed), else the name the admin's
+// card gave.
+func (b *batch) shownName(m *localstore.GroupMember) string {
+	if k, err := b.tx.Contact(m.Contact); err == nil && k.Name != "" {
+		return k.Name
+	}
+	return m.Name
+}
+
+// noteFormer is account.NoteFormer keeping the name the user sees.
+func (b *batch) noteFormer(g *localstore.GroupState, id [32]byte, told bool) {
+	m := account.FindMember(g, session.PublicIdentity(id))
+	account.NoteFormer(g, id, told)
+	if f := account.FindFormer(g, session.PublicIdentity(id)); f != nil && m != nil {
+		f.Name = b.shownName(m)
+	}
+}
+
 // untold returns the name of the member (or former member) with
 // identity id for a notice that it is gone, and records that one said
 // so; ok is false if a notice did already, or id was never a member.
-func untold(g *localstore.GroupState, id [32]byte) (name string, ok bool) {
+func (b *batch) untold(g *localstore.GroupState, id [32]byte) (name string, ok bool) {
 	if f := account.FindFormer(g, session.PublicIdentity(id)); f != nil {
 		if f.Told {
 			return f.Name, false
@@ -490,20 +510,20 @@ func untold(g *localstore.GroupState, id [32]byte) (name string, ok bool) {
 	if account.FindMember(g, session.PublicIdentity(id)) == nil {
 		return "", false
 	}
-	account.NoteFormer(g, id, true)
+	b.noteFormer(g, id, true)
 	return account.FindFormer(g, session.PublicIdentity(id)).Name, true
 }
 
 // memberNames names the user ("you"), the members and the former
 // members with the given identities, in that order of lookup.
-func memberNames(g *localstore.GroupState, self session.PublicIdentity, ids [][32]byte) string {
+func (b *batch) memberNames(g *localstore.GroupState, self session.PublicIdentity, ids [][32]byte) string {
 	var names []string
 	for _, id := range ids {
 		switch pid := session.PublicIdentity(id); {
 		case pid.Equal(self):
 			names = append(names, "you")
 		case account.FindMember(g, pid) != nil:
-			names = append(names, account.FindMember(g, pid).Name)
+			names = append(names, b.shownName(account.FindMember(g, pid)))
 		case account.FindFormer(g, pid) != nil:
 			names = append(names, account.FindFormer(g, pid).Name)
 		default:
