@@ -5,7 +5,9 @@ package censortest
 
 import (
 	"bytes"
+	mrand "math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -83,4 +85,40 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// ports are the ports FreeAddr handed out in this process.
+var ports struct {
+	mu   sync.Mutex // mu protects used
+	used map[int]bool
+}
+
+// FreeAddr returns an address on ip whose port was free a moment ago, for
+// a process the test starts to listen on. The port comes from below
+// Linux's ephemeral range (32768-60999): a port from ":0" is an ephemeral
+// one, which any outgoing connection on the machine may take before the
+// process listens. Each port is handed out once per test binary.
+func FreeAddr(tb testing.TB, ip string) string {
+	tb.Helper()
+	ports.mu.Lock()
+	defer ports.mu.Unlock()
+	if ports.used == nil {
+		ports.used = map[int]bool{}
+	}
+	for range 1000 {
+		p := 20000 + mrand.IntN(12000)
+		if ports.used[p] {
+			continue
+		}
+		addr := net.JoinHostPort(ip, strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports.used[p] = true
+		return addr
+	}
+	tb.Fatal("no free port below the ephemeral range")
+	return ""
 }

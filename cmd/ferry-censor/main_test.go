@@ -82,13 +82,7 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "flows.jsonl")
-	// Find a free port for --listen.
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.Addr().String()
-	probe.Close()
+	listen := freeAddr(t, "127.0.0.1")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr lockedBuffer
@@ -150,15 +144,11 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address on ip with a port free a moment ago.
+// freeAddr returns a loopback address on ip for the censor to listen on
+// (censortest.FreeAddr: a port no outgoing connection takes meanwhile).
 func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return censortest.FreeAddr(t, ip)
 }
 
 // echoServer echoes every connection on a listener on ip.

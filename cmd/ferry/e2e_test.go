@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferry-im/ferry/censor/censortest"
 )
 
 // The end-to-end tests build ferry and ferry-relay and run them as a user
@@ -72,14 +74,12 @@ type relayProc struct {
 	extra []string
 }
 
+// freeAddr returns a loopback address for a process the test starts to
+// listen on (censortest.FreeAddr: a port no outgoing connection takes
+// meanwhile).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return censortest.FreeAddr(t, "127.0.0.1")
 }
 
 func startRelay(t *testing.T) *relayProc {
