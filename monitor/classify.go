@@ -265,6 +265,8 @@ func otherHint(s sample) string {
 		return "the relay's name does not resolve: check the link"
 	case s.stage == StageConnect:
 		return "the relay does not answer at its address: it may be down, or its address blocked (compare with a monitor outside the network)"
+	case s.failure == FailureRelay:
+		return "the relay refused the request (" + s.detail + "): a relay without a blob store refuses attachments"
 	case s.stage == StageHandshake && s.failure == FailureEOF:
 		return "the relay closed the handshake: check the link's relay key"
 	}

@@ -34,6 +34,11 @@ const (
 	// FeatureClientText is the same round trip through the whole client
 	// library (sessions, outbox, local store).
 	FeatureClientText = "client_text"
+	// FeatureMediaPut uploads attachments (100 KB, 1 MB, 10 MB by
+	// default) and FeatureMediaGet downloads them, over the relay
+	// protocol's blob frames.
+	FeatureMediaPut = "media_put"
+	FeatureMediaGet = "media_get"
 )
 
 // Cell is what one series of trials measures: a feature of one relay over
@@ -44,7 +49,8 @@ type Cell struct {
 	// Relay names the relay: the address of its link's first endpoint
 	// unless the operator names it.
 	Relay string `json:"relay"`
-	// Feature is what a trial does: FeatureText, or an attachment size.
+	// Feature is what a trial does: FeatureText, FeatureClientText,
+	// FeatureMediaPut or FeatureMediaGet.
 	Feature string `json:"feature"`
 	// Transport is the endpoint's transport name ("tcp", "https"), with a
 	// "#2" suffix for a second endpoint of the same transport.

@@ -298,3 +298,49 @@ func TestRankingPublished(t *testing.T) {
 		t.Errorf("a ranking key of another relay: exit %d, %q", code, errOut)
 	}
 }
+
+func TestRunMedia(t *testing.T) {
+	// media_put and media_get cells beside text, shown by status,
+	// status --json, the report and the measurements.
+	r := relaytest.Start(t, nil)
+	ref := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(make([]byte, 64<<10)) }))
+	ref.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ref.StartTLS()
+	defer ref.Close()
+	data := t.TempDir()
+	code, _, errOut := monitorCmd(t, "run", "--data", data, "--link", r.Link.String(), "--feature", "text",
+		"--feature", "media_put", "--feature", "media_get", "--media-size", "50KB", "--media-size", "200KB",
+		"--interval", "300ms", "--for", "3s", "--control", ref.URL+"/page")
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errOut)
+	}
+	cells := jsonStatus(t, data)
+	got := map[string]monitor.State{}
+	for _, c := range cells {
+		got[c.Feature] = c.State
+	}
+	for _, f := range []string{"text", "media_put", "media_get"} {
+		if got[f] != monitor.StateOK {
+			t.Errorf("%s cell: %q, want ok (cells %+v)", f, got[f], cells)
+		}
+	}
+	if _, out, _ := monitorCmd(t, "status", "--data", data); !strings.Contains(out, "media_put") || !strings.Contains(out, "media_get") {
+		t.Errorf("status:\n%s", out)
+	}
+	prefix := filepath.Join(t.TempDir(), "rep")
+	if code, _, errOut := monitorCmd(t, "report", "--data", data, "--out", prefix); code != 0 {
+		t.Fatalf("report: exit %d: %s", code, errOut)
+	}
+	for _, ext := range []string{".html", ".csv"} {
+		if b, err := os.ReadFile(prefix + ext); err != nil || !bytes.Contains(b, []byte("media_get")) {
+			t.Errorf("report%s lacks the media cells: %v", ext, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(data, "measurements.jsonl"))
+	if err != nil || !bytes.Contains(b, []byte(`"steps":[{"name":"register"`)) || !bytes.Contains(b, []byte(`"name":"put 200KB"`)) || !bytes.Contains(b, []byte(`"name":"get 200KB"`)) {
+		t.Errorf("measurements lack the media steps: %v", err)
+	}
+	if code, _, errOut := monitorCmd(t, "run", "--data", data, "--link", r.Link.String(), "--feature", "media_put", "--media-size", "ten"); code != 1 || !strings.Contains(errOut, "100KB") {
+		t.Errorf("a bad --media-size: exit %d: %s", code, errOut)
+	}
+}

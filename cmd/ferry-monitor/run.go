@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,8 @@ import (
 // runFlags are the flags of run.
 type runFlags struct {
 	data, vantage, control, proxy, ooni, listen, logLevel, secretFile, rankingKey string
-	links, features, webhooks, networks                                           []string
-	interval, duration, timeout, residual                                         time.Duration
+	links, features, webhooks, networks, mediaSizes                               []string
+	interval, duration, timeout, residual, mediaBudget, quiet                     time.Duration
 }
 
 func (f *runFlags) define(args []string, stderr io.Writer) (int, *runFlags) {
@@ -36,12 +37,15 @@ func (f *runFlags) define(args []string, stderr io.Writer) (int, *runFlags) {
 		fs.Func(name, help, func(s string) error { *dst = append(*dst, s); return nil })
 	}
 	multi("link", "a relay's link, as 'ferry-relay link' prints it (repeatable); every endpoint of a known transport is probed", &f.links)
-	multi("feature", "what to probe (repeatable): text (the relay protocol's round trip, the default) or client_text (the same through the whole client library)", &f.features)
+	multi("feature", "what to probe (repeatable): text (the relay protocol's round trip, the default), client_text (the same through the whole client library), media_put and media_get (attachments' upload and download)", &f.features)
+	multi("media-size", "an attachment size of media_put and media_get (repeatable; default 100KB, 1MB and 10MB)", &f.mediaSizes)
+	fs.DurationVar(&f.mediaBudget, "media-budget", 80*time.Second, "longest a media trial's transfers take; a transfer still moving then counts at the rate it reached")
 	multi("webhook", "URL posted a JSON event on every change of state (repeatable)", &f.webhooks)
 	fs.StringVar(&f.secretFile, "webhook-secret-file", "", "file whose content signs the webhook posts (X-Ferry-Signature: sha256=HMAC)")
 	fs.StringVar(&f.rankingKey, "ranking-key", "", "publish this vantage's transport ranking to the relay, signed with this key file ('ferry-monitor ranking-key' makes it)")
 	multi("network", "an address prefix of this vantage's network (CIDR, repeatable) for the ranking; default: the /24 or /48 the relay sees", &f.networks)
 	fs.DurationVar(&f.interval, "interval", 5*time.Minute, "time between two trials of a cell (varied by 20% at random)")
+	fs.DurationVar(&f.quiet, "quiet", 6*time.Minute, "how long an intermittent cell must go without a failure to read ok again: longer than the censor's up periods (or they read ok), shorter to see the end of an outage sooner (docs/monitor.md section 5)")
 	fs.DurationVar(&f.duration, "for", 0, "stop after this long (0: until SIGINT or SIGTERM)")
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "longest trial")
 	fs.DurationVar(&f.residual, "residual", 190*time.Second, "wait before the post control after a failed trial, when the control shares the relay's address (past a censor's residual block)")
@@ -95,7 +99,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	r, err := monitor.NewRunner(monitor.Config{
 		Targets: targets, Interval: f.interval, Timeout: f.timeout, Residual: f.residual,
-		Store: db, Sinks: sinks, Logger: log,
+		Thresholds: monitor.Thresholds{Quiet: f.quiet}, Store: db, Sinks: sinks, Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -155,7 +159,17 @@ func (f *runFlags) targets(log *slog.Logger, nd transport.NetDialer) ([]monitor.
 	}
 	cfg := probe.TargetsConfig{
 		Dir: filepath.Join(f.data, "probes"), Vantage: f.vantage, Links: links,
-		Features: f.features, NetDialer: nd,
+		Features: f.features, NetDialer: nd, MediaBudget: f.mediaBudget,
+	}
+	for _, s := range f.mediaSizes {
+		n, err := probe.ParseSize(s)
+		if err != nil {
+			return nil, fmt.Errorf("--media-size: %w", err)
+		}
+		cfg.MediaSizes = append(cfg.MediaSizes, n)
+	}
+	if (slices.Contains(f.features, monitor.FeatureMediaPut) || slices.Contains(f.features, monitor.FeatureMediaGet)) && f.mediaBudget >= f.timeout {
+		return nil, fmt.Errorf("--media-budget %v must be below --timeout %v: raise --timeout or lower the budget", f.mediaBudget, f.timeout)
 	}
 	if f.control != "none" {
 		cfg.Control = &probe.ControlConfig{URL: f.control}

@@ -31,6 +31,10 @@ var scenarios = []scenario{
 	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "text", Transport: "tcp"}, "oooooooooooottttttttttttddddddddddddrrrrrrrrrrrr"},
 	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "text", Transport: "https"}, "oooooooooooooooooooooooooooooooooooooooooooxxxo"},
 	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "text", Transport: "obfs"}, "ooooooooooootttttttttttoooooooooooorrrrrrrrrrrrr"},
+	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "media_put", Transport: "tcp"}, "oooooooooooottttttttttttddddddddddddrrrrrrrrrrrr"},
+	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "media_put", Transport: "https"}, "oooooooooooooooooooooooooooooooooooooooooooooooo"},
+	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "media_get", Transport: "tcp"}, "oooooooooooottttttttttttttttttttttttrrrrrrrrrrrr"},
+	{monitor.Cell{Vantage: "home-isp", Relay: "relay.example:443", Feature: "media_get", Transport: "https"}, "oooooooooooooooooooooooooooooooooooooooooooooooo"},
 	{monitor.Cell{Vantage: "outside", Relay: "relay.example:443", Feature: "text", Transport: "tcp"}, "oooooooooooooooooooooooooooooooooooooooooooooooo"},
 }
 
@@ -110,10 +114,14 @@ func TestStatusAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"home-isp/relay.example:443/text/tcp":   "blocked(reset)",
-		"home-isp/relay.example:443/text/https": "intermittent(reset)",
-		"home-isp/relay.example:443/text/obfs":  "blocked(reset)",
-		"outside/relay.example:443/text/tcp":    "ok()",
+		"home-isp/relay.example:443/text/tcp":        "blocked(reset)",
+		"home-isp/relay.example:443/text/https":      "intermittent(reset)",
+		"home-isp/relay.example:443/text/obfs":       "blocked(reset)",
+		"outside/relay.example:443/text/tcp":         "ok()",
+		"home-isp/relay.example:443/media_put/tcp":   "blocked(reset)",
+		"home-isp/relay.example:443/media_put/https": "ok()",
+		"home-isp/relay.example:443/media_get/tcp":   "blocked(reset)",
+		"home-isp/relay.example:443/media_get/https": "ok()",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d cells, want %d", len(got), len(want))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/monitor"
@@ -24,9 +25,16 @@ type TargetsConfig struct {
 	// Links are the relays to probe; every endpoint of a known transport
 	// becomes a cell per feature.
 	Links []link.Relay
-	// Features to probe: monitor.FeatureText and
-	// monitor.FeatureClientText. If empty, FeatureText.
+	// Features to probe: monitor.FeatureText, monitor.FeatureClientText,
+	// monitor.FeatureMediaPut and monitor.FeatureMediaGet. If empty,
+	// FeatureText.
 	Features []string
+	// MediaSizes are the attachments' sizes of the media features. If
+	// empty, DefaultMediaSizes.
+	MediaSizes []int64
+	// MediaBudget bounds the transfers of one media trial (see
+	// MediaConfig.Budget). If zero, 80 s.
+	MediaBudget time.Duration
 	// NetDialer makes every raw connection (a proxy goes here). If nil, a
 	// net.Dialer.
 	NetDialer transport.NetDialer
@@ -119,11 +127,14 @@ func newProbe(feature, dir string, r link.Relay, tr Transport, cfg TargetsConfig
 		return NewTextProbe(TextConfig{Dir: dir, Relay: r, Transport: tr, NetDialer: cfg.NetDialer, Logger: cfg.Logger})
 	case monitor.FeatureClientText:
 		return NewClientProbe(ClientConfig{Dir: dir, Relay: r, Transport: tr, NetDialer: cfg.NetDialer, Logger: cfg.Logger})
+	case monitor.FeatureMediaPut, monitor.FeatureMediaGet:
+		return NewMediaProbe(MediaConfig{Dir: dir, Relay: r, Transport: tr, NetDialer: cfg.NetDialer, Logger: cfg.Logger,
+			Get: feature == monitor.FeatureMediaGet, Sizes: cfg.MediaSizes, Budget: cfg.MediaBudget})
 	}
 	return nil, fmt.Errorf("feature %q: this monitor probes %v", feature, Features())
 }
 
 // Features lists the features this monitor can probe.
 func Features() []string {
-	return slices.Clone([]string{monitor.FeatureText, monitor.FeatureClientText})
+	return slices.Clone([]string{monitor.FeatureText, monitor.FeatureClientText, monitor.FeatureMediaPut, monitor.FeatureMediaGet})
 }

@@ -45,6 +45,7 @@ type testbed struct {
 	closers []func()
 
 	servers   []transportServer
+	noBlobs   bool            // the relay started next has no blob store
 	publisher channel.KeyPair // the key the relay takes transport rankings from
 
 	mu       sync.Mutex // mu protects the fields below
@@ -135,8 +136,12 @@ func (tb *testbed) startRelay() {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tb.stopRelay()
+	var blobs relay.BlobStore = memstore.NewBlobs()
+	if tb.noBlobs {
+		blobs = nil
+	}
 	srv, err := relay.NewServer(relay.Config{
-		Key: tb.key, Store: memstore.New(), Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1},
+		Key: tb.key, Store: memstore.New(), Blobs: blobs, Limits: relay.Limits{AddrRate: -1, HandshakeRate: -1, KeyRate: -1},
 		RankingPublishers: [][32]byte{tb.publisher.Public},
 	})
 	if err != nil {
