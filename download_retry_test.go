@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,5 +183,48 @@ func TestDownloadResumesAfterRelayDown(t *testing.T) {
 		t.Errorf("after the relay came back, the download started again at %d: it restarted instead of resuming", first)
 	} else {
 		t.Logf("resumed at %d; the relay served %d bytes in all of a blob of %d", first, blobs.served.Load(), int64(len(data))*65552/65536)
+	}
+}
+
+// stuckBlobs is a relay's blob store that takes no piece: uploads are
+// created and never finish.
+type stuckBlobs struct{ relay.BlobStore }
+
+func (stuckBlobs) Write(context.Context, [16]byte, int64, []byte, time.Time) (relay.BlobInfo, int, error) {
+	return relay.BlobInfo{}, 0, errors.New("attachment storage takes nothing")
+}
+
+// TestDownloadNeverUploaded: an attachment whose upload never finishes
+// stays pending for 48 hours after its message arrived, then fails with
+// a sentence that says what to do.
+func TestDownloadNeverUploaded(t *testing.T) {
+	w := &world{Harness: clienttest.New(t)}
+	w.relay = w.StartRelay(clienttest.RelayConfig{Blobs: stuckBlobs{memstore.NewBlobs()}})
+	alice, bob := w.pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	// The message goes at once; the upload does not get anywhere.
+	bob.SendFile(ctx, conv(t, bob, "alice"), writeFile(t, "never.bin", blobtest.Data(1000, 5)), SendFileOptions{})
+	attachment := func() *Attachment {
+		syncNow(t, alice)
+		for _, m := range history(t, alice, "bob") {
+			if a, ok := m.Body.(*Attachment); ok {
+				return a
+			}
+		}
+		t.Fatal("alice has no attachment from bob")
+		return nil
+	}
+	if a := attachment(); a.Transfer != TransferPending {
+		t.Fatalf("just arrived: %v %q, want pending", a.Transfer, a.Err)
+	}
+	w.Clock.Advance(47 * time.Hour)
+	if a := attachment(); a.Transfer != TransferPending {
+		t.Fatalf("after 47 hours: %v %q, want pending", a.Transfer, a.Err)
+	}
+	w.Clock.Advance(2 * time.Hour)
+	a := attachment()
+	if a.Transfer != TransferFailed || !strings.Contains(a.Err, "did not finish within 48 hours; ask them to send it again") {
+		t.Fatalf("after 49 hours: %v %q, want failed, asking for it again", a.Transfer, a.Err)
 	}
 }
