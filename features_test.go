@@ -322,4 +322,12 @@ func TestFeaturesInGroup(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("carol sees %q, want %q", got, want)
 	}
+	// A timer in a group reaches the members (TestGroupTimer has more).
+	if err := alice.SetTimer(ctx, conv(t, alice, "family"), time.Minute); err != nil {
+		t.Fatalf("a timer in a group: %v", err)
+	}
+	syncNow(t, carol)
+	if d, err := carol.Timer(ctx, conv(t, carol, "family")); err != nil || d != time.Minute {
+		t.Fatalf("carol's timer in the group: %v %v", d, err)
+	}
 }
