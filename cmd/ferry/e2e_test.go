@@ -657,36 +657,43 @@ func TestE2EClientKills(t *testing.T) {
 	// The kills come at moments spread over how long a send of 100 takes
 	// on this machine now (a fixed time would be too early on a loaded
 	// one, where starting the process takes longer): a send that runs to
-	// its end, timed, first.
+	// its end, timed, first. Load changes while the test runs: if no
+	// killed send got as far as queueing, the rounds run again with
+	// later kills.
 	began := time.Now()
 	if err := start(bob, batch("c", 0), "send", "--lines", "alice", "-").Wait(); err != nil {
 		t.Fatalf("bob's send of 100 lines: %v", err)
 	}
 	full := time.Since(began)
-	for i := 0; i < 800; i += 100 {
-		send := start(bob, batch("k", i), "send", "--lines", "alice", "-")
-		read := start(alice, "", "read", "--wait", "10s", "--json")
-		time.Sleep(full * time.Duration(40+(i*37)%250) / 200) // 0.2 to 1.45 of it
-		send.Process.Kill()
-		read.Process.Kill()
-		send.Wait()
-		read.Wait()
-	}
-	// What bob's profile says he sent (a send killed before its
-	// transaction committed queued nothing).
 	var want []string
-	killed := 0
-	sent, _ := bob.readJSON("--all")
-	for _, m := range sent {
-		if m.Outgoing {
-			want = append(want, m.Text)
-			if strings.HasPrefix(m.Text, "k-") {
-				killed++
+	killed, rounds := 0, 0
+	for attempt := 0; killed == 0; attempt++ {
+		if attempt == 4 {
+			t.Fatalf("no killed send queued anything in %d rounds; the kills came too early to test anything (a whole send took %v at first)", rounds, full)
+		}
+		scale := full << (2 * attempt)
+		for i := 0; i < 800; i += 100 {
+			send := start(bob, batch(fmt.Sprintf("k%d", attempt), i), "send", "--lines", "alice", "-")
+			read := start(alice, "", "read", "--wait", "10s", "--json")
+			time.Sleep(scale * time.Duration(40+(i*37)%250) / 200) // 0.2 to 1.45 of it
+			send.Process.Kill()
+			read.Process.Kill()
+			send.Wait()
+			read.Wait()
+			rounds++
+		}
+		// What bob's profile says he sent (a send killed before its
+		// transaction committed queued nothing).
+		want, killed = want[:0], 0
+		sent, _ := bob.readJSON("--all")
+		for _, m := range sent {
+			if m.Outgoing {
+				want = append(want, m.Text)
+				if strings.HasPrefix(m.Text, "k") {
+					killed++
+				}
 			}
 		}
-	}
-	if killed == 0 {
-		t.Fatalf("no killed send queued anything; the kills came too early to test anything (a whole send took %v)", full)
 	}
 	// Later commands deliver what is left.
 	bob.must("read")
@@ -709,5 +716,5 @@ func TestE2EClientKills(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("alice has %d messages from bob, bob sent %d:\ngot  %v\nwant %v", len(got), len(want), got, want)
 	}
-	t.Logf("%d of 800 messages were queued before the kills (a whole send took %v), and with 100 sent first all arrived exactly once", killed, full)
+	t.Logf("%d of %d messages were queued before the kills (a whole send took %v at first), and with 100 sent first all arrived exactly once", killed, rounds*100, full)
 }
