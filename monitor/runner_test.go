@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -318,4 +319,26 @@ func TestRunnerSiblingEvidence(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestMetricsMediaCells(t *testing.T) {
+	// Media cells are exported like text's: their trials by stage and
+	// failure, their throughput and their state.
+	m := NewMetrics()
+	put := Cell{Vantage: "v", Relay: "r", Feature: FeatureMediaPut, Transport: "tcp"}
+	get := Cell{Vantage: "v", Relay: "r", Feature: FeatureMediaGet, Transport: "obfs"}
+	ok := &Trial{Cell: put, Outcome: Outcome{OK: true, Runtime: 6 * time.Second, Transfer: Transfer{Bytes: 100_000, Time: 5714 * time.Millisecond}}}
+	failed := &Trial{Cell: get}
+	failed.FailWith(StageMediaGet, FailureTimeout, "no answer to BlobGet within 30s")
+	m.Trial(t.Context(), ok, Assessment{Cell: put, State: StateThrottled, Mechanism: MechThrottle})
+	m.Trial(t.Context(), failed, Assessment{Cell: get, State: StateUnknown})
+	if got := metricValue(t, m.throughput.WithLabelValues(labels(put)...)); math.Abs(got-140000) > 1000 {
+		t.Errorf("media_put throughput %v bit/s, want 140000", got)
+	}
+	if got := metricValue(t, m.state.WithLabelValues(labels(put, "throttled")...)); got != 1 {
+		t.Errorf("media_put throttled gauge %v, want 1", got)
+	}
+	if got := metricValue(t, m.trials.WithLabelValues(labels(get, "failed", "media_get", FailureTimeout)...)); got != 1 {
+		t.Errorf("media_get failed trials %v, want 1", got)
+	}
 }

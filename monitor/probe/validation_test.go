@@ -225,7 +225,8 @@ func replay(recs []record, th monitor.Thresholds) []record {
 }
 
 // TestPolicyChangesOtherTransports plays the same changes, shorter, for
-// the disguised transports: https passes everything but the outages;
+// the disguised transports (text over both, media_put over obfs,
+// media_get over https): https passes everything but the outages;
 // obfs is throttled like tcp by whatsapp-2017-09 (its first packets are
 // neither TLS nor HTTP), passes fet-2021 (they fall in an exemption) and
 // is reset by tls-gate. It checks the state at the end of each phase,
@@ -243,8 +244,9 @@ func TestPolicyChangesOtherTransports(t *testing.T) {
 		{"open", d(8), map[string]verdict{"https": ok, "obfs": ok}},
 	}
 	th := monitor.Thresholds{}
-	res := playPhases(t, text("https", "obfs"), phases, 10*time.Second, th)
-	for _, c := range text("https", "obfs") {
+	cells := append(text("https", "obfs"), cellSpec{monitor.FeatureMediaPut, "obfs"}, cellSpec{monitor.FeatureMediaGet, "https"})
+	res := playPhases(t, cells, phases, 10*time.Second, th)
+	for _, c := range cells {
 		name := c.transport
 		recs := res.records[c.String()]
 		for i, p := range phases {
@@ -254,15 +256,15 @@ func TestPolicyChangesOtherTransports(t *testing.T) {
 					last = &recs[j]
 				}
 				if recs[j].phase == i && p.policy == "open" && recs[j].a.State == monitor.StateBlocked {
-					t.Errorf("%s under open read as blocked at %v", name, recs[j].trial.Start)
+					t.Errorf("%s under open read as blocked at %v", c, recs[j].trial.Start)
 				}
 			}
 			if last == nil {
-				t.Errorf("%s: no trial under %s", name, p.policy)
+				t.Errorf("%s: no trial under %s", c, p.policy)
 				continue
 			}
 			if got := (verdict{last.a.State, last.a.Mechanism}); got != p.want[name] {
-				t.Errorf("%s at the end of %s: %v, want %v", name, p.policy, got, p.want[name])
+				t.Errorf("%s at the end of %s: %v, want %v", c, p.policy, got, p.want[name])
 			}
 		}
 		checkDetection(t, c, phases, res, th, 0)
