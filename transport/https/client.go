@@ -192,7 +192,8 @@ func (c *Dialer) dial(ctx context.Context, t Target) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc, err := c.handshake(ctx, raw, sni, t.Pin)
+	bc := &batchConn{Conn: raw}
+	tc, err := c.handshake(ctx, bc, sni, t.Pin)
 	if err != nil {
 		raw.Close()
 		return nil, err
@@ -213,6 +214,7 @@ func (c *Dialer) dial(ctx context.Context, t Target) (net.Conn, error) {
 		authority = net.JoinHostPort(sni, port)
 	}
 	h := newH2Conn(tc)
+	h.batch = bc
 	if d, ok := ctx.Deadline(); ok {
 		tc.SetWriteDeadline(d)
 	}

@@ -2,6 +2,7 @@ package https
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -35,9 +36,12 @@ var ErrRefused = errors.New("the server answered as a website, not as a Ferry re
 // Write wait on flow control and deadlines without holding locks the
 // reader needs.
 type h2conn struct {
-	role h2role
-	tc   net.Conn
-	fr   *http2.Framer
+	role  h2role
+	tc    net.Conn
+	batch *batchConn // under tc, if it gathers DATA writes into one system call; or nil
+	src   io.Reader  // the peer's frames; read by readLoop only
+	fr    *http2.Framer
+	frd   framerSource // what fr reads: a frame header readLoop read already, then rd
 
 	writeMu sync.Mutex // writeMu serialises Write calls, so each is contiguous
 
@@ -84,6 +88,7 @@ func newH2ConnRole(tc net.Conn, rd io.Reader, role h2role) *h2conn {
 	c := &h2conn{
 		role:       role,
 		tc:         tc,
+		src:        rd,
 		bw:         bufio.NewWriterSize(tc, 2048), // the opening and control frames; DATA passes through
 		connSend:   65535,                         // RFC 9113 6.9.2: until the server's SETTINGS
 		strmSend:   65535,
@@ -95,7 +100,8 @@ func newH2ConnRole(tc net.Conn, rd io.Reader, role h2role) *h2conn {
 		loopDone:   make(chan struct{}),
 		closedChan: make(chan struct{}),
 	}
-	c.fr = http2.NewFramer(c.bw, rd)
+	c.frd.rd = rd
+	c.fr = http2.NewFramer(c.bw, &c.frd)
 	c.fr.SetMaxReadFrameSize(role.maxRead)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil) // the peer's table: the default size
 	c.fr.MaxHeaderListSize = 262144
@@ -194,12 +200,24 @@ func (c *h2conn) failLocked(err error) {
 	c.broadcast()
 }
 
+// readLoop reads the peer's frames. DATA frames of the tunnel stream (the
+// bulk) are read straight into pooled chunks; every other frame goes
+// through the framer, which is handed the header readLoop read.
 func (c *h2conn) readLoop() {
 	defer close(c.loopDone)
+	var hdr [frameHeaderLen]byte
 	for {
-		f, err := c.fr.ReadFrame()
+		_, err := io.ReadFull(c.src, hdr[:])
 		if err == nil {
-			err = c.handle(f)
+			if length, ok := plainData(hdr, c.role.maxRead); ok {
+				err = c.readData(length, hdr[4]&flagEndStream != 0)
+			} else {
+				c.frd.hdr, c.frd.n = hdr, 0
+				var f http2.Frame
+				if f, err = c.fr.ReadFrame(); err == nil {
+					err = c.handle(f)
+				}
+			}
 		}
 		if err != nil {
 			c.mu.Lock()
@@ -213,6 +231,64 @@ func (c *h2conn) readLoop() {
 			return
 		}
 	}
+}
+
+// The frame header (RFC 9113 4.1): length(3) type(1) flags(1) stream(4).
+const (
+	frameHeaderLen = 9
+	flagEndStream  = 0x1
+	flagPadded     = 0x8
+)
+
+// plainData reports whether hdr is that of an unpadded DATA frame of the
+// tunnel stream within maxRead, and its length. Every other frame is left
+// to the framer, with its checks and errors.
+func plainData(hdr [frameHeaderLen]byte, maxRead uint32) (length int, ok bool) {
+	n := uint32(hdr[0])<<16 | uint32(hdr[1])<<8 | uint32(hdr[2])
+	stream := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
+	if hdr[3] != byte(http2.FrameData) || hdr[4]&flagPadded != 0 || stream != tunnelStream || n > maxRead {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// readData reads the payload of an unpadded DATA frame of the tunnel
+// stream into chunks and queues them, as handleData does with a frame the
+// framer read. Readers are woken once per frame.
+func (c *h2conn) readData(length int, end bool) error {
+	var stack [4][]byte
+	chunks := stack[:0]
+	for length > 0 {
+		chunk := getChunk(min(length, maxDataFrame))
+		chunks = append(chunks, chunk)
+		if _, err := io.ReadFull(c.src, chunk); err != nil {
+			for _, b := range chunks {
+				putChunk(b)
+			}
+			return unexpectedEOF(err)
+		}
+		length -= len(chunk)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queueLocked(chunks, 0, end)
+}
+
+// framerSource is the framer's reader: the header of the frame it is to
+// read (which readLoop has read already), then the connection.
+type framerSource struct {
+	hdr [frameHeaderLen]byte
+	n   int // bytes of hdr already given to the framer
+	rd  io.Reader
+}
+
+func (s *framerSource) Read(p []byte) (int, error) {
+	if s.n < len(s.hdr) {
+		m := copy(p, s.hdr[s.n:])
+		s.n += m
+		return m, nil
+	}
+	return s.rd.Read(p)
 }
 
 // handle processes one frame from the server.
@@ -290,27 +366,48 @@ func (c *h2conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 }
 
 func (c *h2conn) handleData(f *http2.DataFrame) error {
+	var chunk []byte
+	if len(f.Data()) > 0 {
+		chunk = chunkOf(f.Data())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// The whole frame, padding included, counts against the window
-	// (RFC 9113 6.9.1); padding is returned to the server at once, with
-	// the data it consumes.
-	size := int(f.Header().Length)
-	pad := size - len(f.Data())
+	// (RFC 9113 6.9.1).
+	pad := int(f.Header().Length) - len(f.Data())
+	if f.StreamID != tunnelStream {
+		putChunk(chunk)
+		c.unackConn += pad + len(chunk)
+		return nil
+	}
+	return c.queueLocked([][]byte{chunk}, pad, f.StreamEnded())
+}
+
+// queueLocked takes the data (in chunks) and padding of a DATA frame of
+// the tunnel stream: the data is queued for Read (or dropped, and its
+// window returned, if the stream is not open for reading), and the padding
+// is returned to the peer at once, with the data it consumes. c.mu is
+// held.
+func (c *h2conn) queueLocked(chunks [][]byte, pad int, end bool) error {
 	c.unackConn += pad
-	if f.StreamID != tunnelStream || c.status != 200 || c.recvErr != nil {
-		c.unackConn += len(f.Data())
+	if c.status != 200 || c.recvErr != nil {
+		for _, b := range chunks {
+			putChunk(b)
+			c.unackConn += len(b)
+		}
 		return nil
 	}
 	c.unackStrm += pad
-	if len(f.Data()) > 0 {
-		c.recvq = append(c.recvq, chunkOf(f.Data()))
-		c.recvN += len(f.Data())
+	for _, b := range chunks {
+		if len(b) > 0 {
+			c.recvq = append(c.recvq, b)
+			c.recvN += len(b)
+		}
 	}
 	if c.recvN > c.role.recvStream {
 		return errors.New("read tunnel: server overran the flow-control window")
 	}
-	if f.StreamEnded() {
+	if end {
 		c.failLocked(io.EOF)
 	}
 	c.broadcast()
@@ -422,9 +519,13 @@ func chunkOf(data []byte) []byte {
 	if len(data) > maxDataFrame {
 		return append([]byte(nil), data...)
 	}
-	b := *chunkPool.Get().(*[]byte)
-	return b[:copy(b[:cap(b)], data)]
+	b := getChunk(len(data))
+	copy(b, data)
+	return b
 }
+
+// getChunk returns a pooled chunk of n <= maxDataFrame bytes.
+func getChunk(n int) []byte { return (*chunkPool.Get().(*[]byte))[:n] }
 
 func putChunk(b []byte) {
 	if cap(b) == maxDataFrame {
@@ -472,8 +573,8 @@ func (c *h2conn) Write(p []byte) (int, error) {
 		// Frames go out as the server's windows grant them, gathered into
 		// writes of up to sendBatch bytes (TLS cuts them into records).
 		buf := (*bp)[:0]
-		for len(p) > 0 && len(buf) < sendBatch {
-			m, err := c.reserve(len(p), len(buf) == 0)
+		for len(p) > 0 && len(buf)+frameHeaderLen < sendBatch {
+			m, err := c.reserve(min(len(p), sendBatch-len(buf)-frameHeaderLen), len(buf) == 0)
 			if err != nil {
 				if len(buf) > 0 {
 					c.writeRaw(buf)
@@ -494,15 +595,17 @@ func (c *h2conn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// sendBatch is how many bytes of DATA frames a Write gathers before it
-// hands them to TLS; sendFrame the largest DATA payload it sends (within
-// the server's SETTINGS_MAX_FRAME_SIZE; inside TLS nobody sees frames).
+// sendBatch is how many bytes of DATA frames, headers included, a Write
+// gathers before it hands them to TLS (which cuts them into four full
+// records) in one system call; sendFrame the largest DATA payload it
+// sends (within the server's SETTINGS_MAX_FRAME_SIZE; inside TLS nobody
+// sees frames).
 const (
 	sendBatch = 64 << 10
-	sendFrame = 16 << 10
+	sendFrame = sendBatch - frameHeaderLen
 )
 
-var sendPool = sync.Pool{New: func() any { b := make([]byte, 0, sendBatch+sendFrame+9); return &b }}
+var sendPool = sync.Pool{New: func() any { b := make([]byte, 0, sendBatch); return &b }}
 
 // appendDataFrame appends a DATA frame of stream 1 carrying data
 // (RFC 9113 4.1, 6.1): length(3) type(1)=0 flags(1)=0 stream(4).
@@ -512,14 +615,20 @@ func appendDataFrame(b, data []byte) []byte {
 	return append(b, data...)
 }
 
-// writeRaw writes frames already encoded, after any buffered ones.
+// writeRaw writes frames already encoded, after any buffered ones, with
+// one system call for all their records.
 func (c *h2conn) writeRaw(b []byte) error {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
-	if _, err := c.bw.Write(b); err != nil {
-		return c.writeErr(err)
+	c.batch.start()
+	_, err := c.bw.Write(b)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
+	if ferr := c.batch.flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
 		return c.writeErr(err)
 	}
 	return nil

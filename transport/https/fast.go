@@ -167,7 +167,8 @@ func (ln *listener) untrack(c net.Conn) {
 // serveRaw sets up one raw connection as net/http's HTTPS server would,
 // up to its first request, then opens a tunnel or hands it over.
 func (ln *listener) serveRaw(raw net.Conn) {
-	tc := tls.Server(raw, ln.tlsConfig)
+	bc := &batchConn{Conn: raw}
+	tc := tls.Server(bc, ln.tlsConfig)
 	raw.SetDeadline(time.Now().Add(ReadHeaderTimeout)) // net/http's TLS handshake timeout here
 	if err := tc.Handshake(); err != nil {
 		// net/http's answer to a client speaking plain HTTP.
@@ -193,7 +194,7 @@ func (ln *listener) serveRaw(raw net.Conn) {
 		return
 	}
 	if req != nil && ln.s.authorized(req) {
-		ln.openTunnel(tc, first, req)
+		ln.openTunnel(tc, bc, first, req)
 		return
 	}
 	ln.handOver(&handedConn{tc: tc, replay: first, swallow: goSettings})
@@ -280,9 +281,10 @@ func parseFirstRequest(b []byte) (req *http.Request, complete bool) {
 // openTunnel serves an authorized first request as a tunnel: the rest of
 // net/http's opening (its connection WINDOW_UPDATE), the 200 response, and
 // the stream as a conn for Accept.
-func (ln *listener) openTunnel(tc *tls.Conn, first []byte, req *http.Request) {
+func (ln *listener) openTunnel(tc *tls.Conn, bc *batchConn, first []byte, req *http.Request) {
 	rd := io.MultiReader(bytes.NewReader(first[len(http2.ClientPreface):]), tc)
 	h := newH2ConnRole(tc, rd, serverRole)
+	h.batch = bc
 	seed, err := ln.s.seed()
 	if err == nil {
 		err = h.startServer(ln.s.now())
