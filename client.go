@@ -96,6 +96,11 @@ var (
 	// ErrQueued means a message was stored in the outbox but its relay
 	// could not be reached; a later Send, Flush or Sync delivers it.
 	ErrQueued = errors.New("the relay could not be reached; the message stays in the outbox and will be sent by the next command that connects")
+	// ErrRefused means a relay refused a message for good (the contact's
+	// delivery token is no longer valid, or the message is too large):
+	// the message is failed, a notice in its conversation says why, and
+	// it is not sent again.
+	ErrRefused = errors.New("the message failed: the recipient's relay refused it for good")
 	// ErrUnknownContact means no contact or conversation has the given
 	// name or id.
 	ErrUnknownContact = errors.New("no contact with that name")

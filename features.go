@@ -1,6 +1,7 @@
 package ferry
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -288,28 +289,36 @@ func (c *Client) flushIDs(ctx context.Context, ids [][16]byte) error {
 	if err != nil {
 		return err
 	}
-	left := false
+	left, refused := false, ""
 	err = c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		for _, id := range ids {
 			if res.Sent[id] {
+				continue
+			}
+			if why, ok := res.Failed[id]; ok {
+				refused = cmp.Or(refused, why)
 				continue
 			}
 			in, err := tx.InOutbox(id)
 			if err != nil {
 				return err
 			}
-			// Not sent here and not waiting: another flush sent it, or the
-			// relay refused it for good (the message is then failed).
+			// Not sent here and not waiting: another flush sent it, or
+			// refused it for good (the message is then failed).
 			m, err := tx.Message(id)
-			failed := err == nil && m.State == localstore.Failed
-			left = left || in || failed
+			if err == nil && m.State == localstore.Failed {
+				refused = cmp.Or(refused, "a relay refused it")
+			}
+			left = left || in
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if left {
+	case refused != "":
+		return fmt.Errorf("%w: %s", ErrRefused, refused)
+	case left:
 		return queued(res.Unreachable)
 	}
 	return nil

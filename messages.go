@@ -136,6 +136,13 @@ const (
 	NoticeInviteReused NoticeCode = 2
 	// NoticeRefused: the contact's Ferry refused the user's introduction.
 	NoticeRefused NoticeCode = 3
+	// NoticeUndelivered: a relay refused messages to this conversation
+	// for good; they are failed.
+	NoticeUndelivered NoticeCode = 5
+	// NoticeRegistered: the user's relay had lost the user's mailbox
+	// (restored after damage, or cleaned up after a long absence) and
+	// Ferry registered it again.
+	NoticeRegistered NoticeCode = 6
 )
 
 // Notice is the body of a notice: what Ferry itself tells the user in a

@@ -211,6 +211,8 @@ func explain(err error) (int, string) {
 	switch {
 	case errors.As(err, &f):
 		return f.code, f.msg
+	case errors.Is(err, ferry.ErrRefused):
+		return exitFail, sentence(err.Error())
 	case errors.Is(err, ferry.ErrQueued):
 		return exitUnreachable, "the message is kept in the outbox and the next ferry command that connects will deliver it: " + why(err)
 	case errors.Is(err, ferry.ErrUnreachable):

@@ -205,6 +205,9 @@ func plainIn(m *ferry.Message, group string) string {
 		head += sanitize(m.From) + ": "
 	}
 	text := featuresPlain(m)
+	if m.Outgoing && m.State == ferry.StateFailed {
+		text += " [failed]"
+	}
 	if a, ok := m.Body.(*ferry.Attachment); ok && a.Path != "" && a.Transfer == ferry.TransferDone {
 		text += " " + a.Path
 	}

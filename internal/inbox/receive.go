@@ -84,8 +84,15 @@ func (in *Inbox) flush(ctx context.Context, ev Events) {
 	if err != nil && ctx.Err() == nil {
 		in.a.Log.Info("outbox flush failed", "err", err)
 	}
-	if len(res.Sent) > 0 && ev.States != nil {
+	if (len(res.Sent) > 0 || len(res.Failed) > 0) && ev.States != nil {
 		ev.States()
+	}
+	if len(res.Notices) > 0 && ev.Messages != nil {
+		ss := make([]Stored, len(res.Notices))
+		for i, n := range res.Notices {
+			ss[i] = Stored{Message: n.Message, Conversation: n.Conversation}
+		}
+		ev.Messages(ss)
 	}
 	if ev.kickUploads != nil {
 		ev.kickUploads()

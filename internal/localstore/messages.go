@@ -242,3 +242,25 @@ func (t *Tx) queryMessages(query string, args ...any) ([]*Message, error) {
 	}
 	return out, nil
 }
+
+// Notice codes of the notices more than one package stores (the first
+// byte of a notice's body); the inbox keeps its own (1 to 4).
+const (
+	// NoticeUndelivered: a relay refused one of the user's messages for
+	// good; the message is Failed.
+	NoticeUndelivered byte = 5
+	// NoticeRegistered: the user's relay had lost the user's mailbox
+	// and the client registered it again.
+	NoticeRegistered byte = 6
+)
+
+// InsertNotice stores a notice (a message from Ferry itself, never from a
+// contact) with id in conversation conv at now: body = code(1) || text.
+func (t *Tx) InsertNotice(id [16]byte, conv int64, now time.Time, code byte, text string) (*Message, error) {
+	m := &Message{
+		ID: id, Conversation: conv, Sender: SenderFerry, Sent: now, Received: now,
+		State: Delivered, Kind: KindNotice, Body: append([]byte{code}, text...),
+	}
+	_, err := t.InsertMessage(m)
+	return m, err
+}

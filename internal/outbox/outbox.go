@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,11 +66,25 @@ type Result struct {
 	Unreachable error
 	// Left is how many envelopes are still queued.
 	Left int
+	// Failed holds the envelopes a relay refused for good (denied, too
+	// large, bad request), with the relay's reason; their messages are
+	// now Failed.
+	Failed map[[16]byte]string
+	// Notices are the notices the flush stored: one per conversation
+	// whose messages a relay refused for good.
+	Notices []Notice
+}
+
+// Notice is a notice the flush stored, with its conversation's name.
+type Notice struct {
+	*localstore.Message
+	Conversation string
 }
 
 // group is the envelopes for one mailbox, in queue order.
 type group struct {
 	key     string
+	name    string // the contact's name, "" for a destination
 	relay   string
 	mailbox [16]byte
 	token   [32]byte
@@ -81,7 +96,7 @@ type group struct {
 func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := Result{Sent: make(map[[16]byte]bool)}
+	res := Result{Sent: make(map[[16]byte]bool), Failed: make(map[[16]byte]string)}
 	unlock, err := lockFlush(o.a.Home)
 	if err != nil {
 		return res, fmt.Errorf("lock outbox: %w", err)
@@ -97,7 +112,7 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	for _, g := range groups {
-		err := o.flushGroupRetrying(ctx, g, res.Sent)
+		err := o.flushGroupRetrying(ctx, g, &res)
 		if err == nil {
 			continue
 		}
@@ -153,7 +168,7 @@ func (o *Outbox) groups(ctx context.Context) ([]*group, []*localstore.Outgoing, 
 		case q.Dest != nil:
 			g.relay, g.mailbox, g.token = q.Dest.Relay, q.Dest.Mailbox, q.Dest.Token
 		case k != nil:
-			g.relay, g.mailbox, g.token = k.RelayLink, [16]byte(k.Mailbox), [32]byte(k.Token)
+			g.relay, g.mailbox, g.token, g.name = k.RelayLink, [16]byte(k.Mailbox), [32]byte(k.Token), k.Name
 		default:
 			gone = append(gone, q.ID) // the contact is gone; nothing can deliver this
 			continue
@@ -182,12 +197,13 @@ func (o *Outbox) groups(ctx context.Context) ([]*group, []*localstore.Outgoing, 
 
 // flushGroupRetrying flushes g, retrying a busy relay a few times with
 // backoff before leaving the rest queued.
-func (o *Outbox) flushGroupRetrying(ctx context.Context, g *group, sent map[[16]byte]bool) error {
-	err := o.flushGroup(ctx, g, g.queue, sent)
+func (o *Outbox) flushGroupRetrying(ctx context.Context, g *group, res *Result) error {
+	sent := res.Sent
+	err := o.flushGroup(ctx, g, g.queue, res)
 	if errors.Is(err, relayclient.ErrStalled) {
 		// The transport stopped carrying; the next dial races the
 		// others first.
-		err = o.flushGroup(ctx, g, unsent(g.queue, sent), sent)
+		err = o.flushGroup(ctx, g, unsent(g.queue, sent), res)
 	}
 	for i := 0; errors.Is(err, relayclient.ErrBusy) && i < busyRetries; i++ {
 		select {
@@ -195,7 +211,7 @@ func (o *Outbox) flushGroupRetrying(ctx context.Context, g *group, sent map[[16]
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		err = o.flushGroup(ctx, g, unsent(g.queue, sent), sent)
+		err = o.flushGroup(ctx, g, unsent(g.queue, sent), res)
 	}
 	return err
 }
@@ -215,7 +231,7 @@ func unsent(queue []*localstore.Outgoing, sent map[[16]byte]bool) []*localstore.
 // throwaway key: the relay rate-limits per key, and a limit hit in the
 // middle of a pipelined window could let a later envelope in before an
 // earlier one.
-func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
+func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.Outgoing, res *Result) error {
 	r, err := link.ParseRelay(g.relay)
 	if err != nil {
 		return fmt.Errorf("recipient's relay link: %w", err)
@@ -229,7 +245,7 @@ func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.O
 		n := min(len(queue), perConnection-a.used)
 		a.used += n
 		a.last = time.Now()
-		if err := o.send(ctx, a.cn, g, queue[:n], sent); err != nil {
+		if err := o.send(ctx, a.cn, g, queue[:n], res); err != nil {
 			o.drop(g.key)
 			if !reused || retried || !errors.Is(err, relayclient.ErrUnreachable) || errors.Is(err, relayclient.ErrBusy) || ctx.Err() != nil {
 				return err
@@ -238,7 +254,7 @@ func (o *Outbox) flushGroup(ctx context.Context, g *group, queue []*localstore.O
 			// restart): try once more on a fresh one, skipping what the
 			// relay already acknowledged.
 			retried = true
-			queue = unsent(queue, sent)
+			queue = unsent(queue, res.Sent)
 			continue
 		}
 		queue = queue[n:]
@@ -291,7 +307,7 @@ func (o *Outbox) drop(key string) {
 
 // send sends queue on cn, a window at a time, committing each window's
 // answers before the next.
-func (o *Outbox) send(ctx context.Context, cn *relayclient.Conn, g *group, queue []*localstore.Outgoing, sent map[[16]byte]bool) error {
+func (o *Outbox) send(ctx context.Context, cn *relayclient.Conn, g *group, queue []*localstore.Outgoing, res *Result) error {
 	for len(queue) > 0 {
 		win := queue[:min(len(queue), sendWindow)]
 		queue = queue[len(win):]
@@ -300,7 +316,7 @@ func (o *Outbox) send(ctx context.Context, cn *relayclient.Conn, g *group, queue
 			batch[i] = wire.Send{ID: q.ID, To: g.mailbox, Token: g.token, Envelope: q.Envelope}
 		}
 		answers, serr := cn.SendBatch(ctx, batch)
-		if err := o.commit(ctx, answers, sent); err != nil {
+		if err := o.commit(ctx, g, answers, res); err != nil {
 			return err
 		}
 		if serr != nil {
@@ -311,12 +327,18 @@ func (o *Outbox) send(ctx context.Context, cn *relayclient.Conn, g *group, queue
 }
 
 // commit removes acknowledged and refused envelopes from the outbox and
-// advances their messages' states, in one transaction.
-func (o *Outbox) commit(ctx context.Context, answers []relayclient.SendResult, sent map[[16]byte]bool) error {
+// advances their messages' states, in one transaction. A message refused
+// for good is Failed, and a notice in its conversation says why (one per
+// conversation and window), so the user is not left believing it queued.
+func (o *Outbox) commit(ctx context.Context, g *group, answers []relayclient.SendResult, res *Result) error {
 	if len(answers) == 0 {
 		return nil
 	}
+	var notices []Notice
 	err := o.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		notices = notices[:0]
+		failed := make(map[int64][]string) // conversation -> reasons, in order
+		var convs []int64
 		for _, a := range answers {
 			if _, err := tx.Dequeue(a.ID); err != nil {
 				return err
@@ -325,19 +347,73 @@ func (o *Outbox) commit(ctx context.Context, answers []relayclient.SendResult, s
 			if a.Code != 0 {
 				st = localstore.Failed
 			}
-			if _, err := tx.AdvanceState(a.ID, 0, true, st); err != nil {
+			moved, err := tx.AdvanceState(a.ID, 0, true, st)
+			if err != nil {
 				return err
 			}
+			if !moved || a.Code == 0 {
+				continue
+			}
+			m, err := tx.Message(a.ID)
+			if err != nil {
+				return err
+			}
+			if failed[m.Conversation] == nil {
+				convs = append(convs, m.Conversation)
+			}
+			failed[m.Conversation] = append(failed[m.Conversation], sendRefusal(a))
+		}
+		for _, conv := range convs {
+			id, err := o.a.NewID()
+			if err != nil {
+				return err
+			}
+			m, err := tx.InsertNotice(id, conv, o.a.Now(), localstore.NoticeUndelivered, undelivered(g.name, failed[conv]))
+			if err != nil {
+				return err
+			}
+			notices = append(notices, Notice{Message: m, Conversation: g.name})
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	res.Notices = append(res.Notices, notices...)
 	for _, a := range answers {
 		if a.Code == 0 {
-			sent[a.ID] = true
+			res.Sent[a.ID] = true
+		} else {
+			res.Failed[a.ID] = sendRefusal(a)
 		}
 	}
 	return nil
 }
+
+// sendRefusal says in a few words why a relay refused an envelope for good.
+func sendRefusal(a relayclient.SendResult) string {
+	switch a.Code {
+	case wire.CodeDenied:
+		return "the relay did not accept the delivery token (the contact may have removed you, or their relay lost their mailbox)"
+	case wire.CodeTooLarge:
+		return "the message is too large for the relay"
+	case wire.CodeNotFound:
+		return "the relay has no such mailbox"
+	}
+	return fmt.Sprintf("the relay said %s (%s)", a.Code, a.Msg)
+}
+
+// undelivered is the text of the notice for messages refused for good.
+func undelivered(name string, why []string) string {
+	to := "this conversation"
+	if name != "" {
+		to = name
+	}
+	n := "a message"
+	if len(why) > 1 {
+		n = fmt.Sprintf("%d messages", len(why))
+	}
+	return fmt.Sprintf("%s to %s failed and will not be sent again: %s.", capitalize(n), to, why[0])
+}
+
+func capitalize(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
