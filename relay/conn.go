@@ -532,12 +532,21 @@ func (c *conn) handlePutPrekeys(ctx context.Context, m wire.PutPrekeys) error {
 }
 
 // handleGetPrekeyCount tells the owner how many one-time prekeys are left,
-// so that its client uploads more before they run out.
+// so that its client uploads more before they run out, or, with NotFound,
+// that its mailbox has no signed prekey record (it never registered, or
+// the mailbox was deleted or lost), so that its client registers again.
 func (c *conn) handleGetPrekeyCount(ctx context.Context, m wire.GetPrekeyCount) error {
 	if !c.allow() {
 		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
 	}
-	oneTime, kem, err := c.s.store.PrekeyCounts(ctx, c.mailbox)
+	_, err := c.s.store.Bundle(ctx, c.mailbox)
+	if errors.Is(err, ErrNotFound) {
+		return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeNotFound, Msg: "this mailbox is not registered; register it again"})
+	}
+	var oneTime, kem int
+	if err == nil {
+		oneTime, kem, err = c.s.store.PrekeyCounts(ctx, c.mailbox)
+	}
 	if err != nil {
 		return c.storeFailed(ctx, "count prekeys", err, func() error {
 			return c.reply(ctx, wire.Error{ReqID: m.ReqID, Code: wire.CodeUnavailable, Msg: "storage unavailable"})

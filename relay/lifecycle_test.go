@@ -211,3 +211,31 @@ func TestRuntimeMetrics(t *testing.T) {
 		t.Errorf("frame_memory limit = %v, want Memory/4 = %d", got, 16<<20)
 	}
 }
+
+// TestPrekeyCountUnregistered checks that GetPrekeyCount answers NotFound
+// for a mailbox without a signed prekey record (never registered, or
+// deleted as idle), which is how an owner learns to register again.
+func TestPrekeyCountUnregistered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *relay.Config) { c.Limits.TTL = -1 })
+	bob := e.dial(mustKey(t), nil)
+	bob.send(wire.GetPrekeyCount{ReqID: 1})
+	if got := expect[wire.Error](bob); got.ReqID != 1 || got.Code != wire.CodeNotFound {
+		t.Fatalf("GetPrekeyCount before registering = %+v, want NotFound", got)
+	}
+	bob.register(token(1))
+	bob.send(wire.PutPrekeys{ReqID: 2, Signed: []byte("s"), OneTime: []wire.Prekey{{ID: 1, Data: []byte("k")}}})
+	expect[wire.OK](bob)
+	bob.send(wire.GetPrekeyCount{ReqID: 3})
+	if c := expect[wire.PrekeyCount](bob); c != (wire.PrekeyCount{ReqID: 3, OneTime: 1}) {
+		t.Fatalf("PrekeyCount = %+v, want 1 one-time prekey", c)
+	}
+	e.clock.Advance(91 * 24 * time.Hour)
+	if err := e.srv.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bob.send(wire.GetPrekeyCount{ReqID: 4})
+	if got := expect[wire.Error](bob); got.ReqID != 4 || got.Code != wire.CodeNotFound {
+		t.Fatalf("GetPrekeyCount after the mailbox was deleted = %+v, want NotFound", got)
+	}
+}
