@@ -190,14 +190,20 @@ func (c *client) sendFrame(f wire.Frame) {
 // next returns the next message from the relay.
 func (c *client) next() wire.Message {
 	c.t.Helper()
+	return c.nextWithin(10 * time.Second)
+}
+
+// nextWithin is next, waiting up to d for the frame.
+func (c *client) nextWithin(d time.Duration) wire.Message {
+	c.t.Helper()
 	select {
 	case m, ok := <-c.msgs:
 		if !ok {
 			c.t.Fatalf("connection ended while waiting for a frame: %v", <-c.readErr)
 		}
 		return m
-	case <-time.After(10 * time.Second):
-		c.t.Fatal("no frame from the relay within 10s")
+	case <-time.After(d):
+		c.t.Fatalf("no frame from the relay within %v", d)
 	}
 	return nil
 }

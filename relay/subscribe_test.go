@@ -178,8 +178,30 @@ func TestSubscribeOKWhileSendsNeverStop(t *testing.T) {
 		}
 	}
 	got := map[[16]byte]bool{}
-	for _, d := range bob.subscribe() { // fails after 10 s without the OK
+	// The backlog and its OK may come slowly on a loaded machine (the
+	// store reads a page per 20 ms, the sender competes for the CPU):
+	// wait for each frame as long as the machine needs, and judge the
+	// relay by what it sent before the OK, not by the clock. A relay that
+	// waited for the end of the store would push without end.
+	u, err := e.store.Usage(context.Background(), bob.mailbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := 4*u.Count + 10_000
+	bob.send(wire.Subscribe{ReqID: 2})
+	for n := 0; ; n++ {
+		m := bob.nextWithin(2 * time.Minute)
+		if ok, isOK := m.(wire.OK); isOK && ok.ReqID == 2 {
+			break
+		}
+		d, isDeliver := m.(wire.Deliver)
+		if !isDeliver {
+			t.Fatalf("got %T %+v before the Subscribe's OK, want Deliver or OK", m, m)
+		}
 		got[d.ID] = true
+		if n > limit {
+			t.Fatalf("no OK after %d envelopes pushed (%d were pending at the Subscribe): the relay waits for the end of the store", n, u.Count)
+		}
 	}
 	close(stop)
 	wg.Wait()
