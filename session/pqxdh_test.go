@@ -240,18 +240,33 @@ func TestRespondFailureKeepsPrekeys(t *testing.T) {
 
 // FuzzInitialMessage: parseInitialMessage either fails or its fields
 // re-encode to exactly the input; Respond on any input never panics and
-// never consumes prekeys unless it succeeds.
+// never consumes prekeys unless it succeeds. The input is a patch of a
+// vector's initial message (mutate, ratchet_test.go), so that it stays
+// small and short runs fuzz rather than minimise; the prekey set is
+// decoded once and copied for each run.
 func FuzzInitialMessage(f *testing.F) {
 	var v pqxdhVector
 	loadJSON(f, "testdata/core-pqxdh.json", &v)
-	for _, c := range v.Cases {
-		f.Add([]byte(c.InitialMessage))
+	var bases [][]byte
+	for i, c := range v.Cases {
+		bases = append(bases, []byte(c.InitialMessage))
+		f.Add(uint8(i), uint16(0), []byte(nil), uint16(0))
+		f.Add(uint8(i), uint16(40*i+1), []byte{0x80}, uint16(0))
 	}
 	var bid Identity
 	if err := bid.UnmarshalBinary(v.Cases[0].BobIdentity); err != nil {
 		f.Fatal(err)
 	}
-	f.Fuzz(func(t *testing.T, msg []byte) {
+	var ps0 PrekeySet
+	if err := ps0.UnmarshalBinary(v.Cases[0].BobPrekeySet); err != nil {
+		f.Fatal(err)
+	}
+	before, err := ps0.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, base uint8, off uint16, patch []byte, cut uint16) {
+		msg := mutate(bases[int(base)%len(bases)], off, patch, cut)
 		m, err := parseInitialMessage(msg)
 		if err == nil {
 			got := append(m.appendPrefix(nil), m.ratchet...)
@@ -260,10 +275,9 @@ func FuzzInitialMessage(f *testing.F) {
 			}
 		}
 		var ps PrekeySet
-		if err := ps.UnmarshalBinary(v.Cases[0].BobPrekeySet); err != nil {
+		if err := ps.UnmarshalBinary(before); err != nil {
 			t.Fatal(err)
 		}
-		before, _ := ps.MarshalBinary()
 		if _, _, _, err := Respond(newTestRand("fuzz"), &bid, &ps, msg, []byte(v.Cases[0].AD)); err != nil {
 			if after, _ := ps.MarshalBinary(); !bytes.Equal(before, after) {
 				t.Fatal("failed Respond changed the prekey set")
