@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ferry-im/ferry/internal/clienttest"
 	"github.com/ferry-im/ferry/internal/inbox"
@@ -153,3 +154,9 @@ func prekeysPolicy(initial, min int) prekeys.Policy {
 }
 
 func base64Decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+// prekeysPolicyEvery is the default prekey policy asking the relay for
+// its count at most every d.
+func prekeysPolicyEvery(d time.Duration) prekeys.Policy {
+	return prekeys.Policy{CountEvery: d}
+}

@@ -124,6 +124,9 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		// A relay asking to slow down: the next connection uploads.
 		in.a.Log.Info("prekey upload put off", "err", err)
 	}
+	if err := in.checkPrekeys(ctx, cn, ev); err != nil {
+		return err
+	}
 	if r := in.a.Rankings; r != nil && r.Due() {
 		if err := r.Fetch(ctx, cn); err != nil {
 			in.a.Log.Debug("no transport rankings", "err", err)
@@ -166,6 +169,7 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	defer resub.Stop()
 	subBackoff := resubscribeMin
 	var busy error // the last temporary refusal, while one is pending
+	reregistered := false
 	for {
 		select {
 		case <-cn.Ready():
@@ -199,6 +203,18 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 				}
 				err = nil
 			}
+			if relayclient.Lost(err) && !reregistered {
+				// The relay does not know the mailbox: register it
+				// again, once, and subscribe again.
+				reregistered = true
+				if err := in.reregister(ctx, cn, ev); err != nil {
+					return err
+				}
+				if err := cn.Subscribe(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -225,6 +241,9 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 				select {
 				case kick <- struct{}{}:
 				default:
+				}
+				if err := in.checkPrekeys(ctx, cn, ev); err != nil {
+					return err
 				}
 			}
 		case <-cn.Done():

@@ -26,6 +26,27 @@ type Profile struct {
 	// UploadedID is the highest one-time prekey id the relay has; prekeys
 	// with higher ids still need uploading.
 	UploadedID uint32 `json:"uploaded_id"`
+	// Tokens are the delivery tokens of the user's mailbox besides Token:
+	// one per outstanding invite and per contact (docs/protocol.md
+	// section 6.2), with what the relay has of each.
+	Tokens []OwnToken `json:"tokens,omitempty"`
+}
+
+// OwnToken is a delivery token of the user's own mailbox made for one
+// invite or one contact.
+type OwnToken struct {
+	Token []byte `json:"token"`
+	// Invite is the secret of the invite the token was made for, until
+	// someone takes the invite; Expires is when the invite expires (unix
+	// milliseconds).
+	Invite  []byte `json:"invite,omitempty"`
+	Expires int64  `json:"expires,omitempty"`
+	// Contact is the contact holding the token (0: an invite's).
+	Contact int64 `json:"contact,omitempty"`
+	// Registered: the relay answered AddToken. Revoked: the token is to
+	// be removed from the relay (RemoveToken), then forgotten.
+	Registered bool `json:"registered,omitempty"`
+	Revoked    bool `json:"revoked,omitempty"`
 }
 
 // Profile returns the profile or ErrNotFound.
@@ -78,6 +99,13 @@ type Contact struct {
 	// Introduction is the id of the introduction the user sent to this
 	// contact, when the user accepted the contact's invite.
 	Introduction [16]byte `json:"introduction,omitzero"`
+	// MyToken is the delivery token the contact uses to reach the user
+	// (one of Profile.Tokens); empty for a contact made before tokens
+	// were per contact, which uses Profile.Token.
+	MyToken []byte `json:"my_token,omitempty"`
+	// Grant is the id of the token content that gave the contact MyToken,
+	// until its delivery receipt comes; the invite's token is revoked then.
+	Grant [16]byte `json:"grant,omitzero"`
 }
 
 // ContactStatus is where a contact stands.

@@ -35,6 +35,17 @@ type Policy struct {
 	// Rotation is how often the signed and last-resort prekeys are
 	// replaced. If zero, 7 days.
 	Rotation time.Duration
+	// CountEvery is how often a connection to the user's relay asks how
+	// many one-time prekeys the relay has left (Check), by the account's
+	// clock and across the profile's processes. If zero, 5 minutes.
+	CountEvery time.Duration
+}
+
+func (p Policy) countEvery() time.Duration {
+	if p.CountEvery <= 0 {
+		return 5 * time.Minute
+	}
+	return p.CountEvery
 }
 
 func (p Policy) initial() int {
@@ -84,8 +95,108 @@ func (p Policy) Replenish(a *account.Account, ps *session.PrekeySet) (bool, erro
 	return true, ps.AddOneTime(a.Rand, a.Identity, p.initial())
 }
 
-// rotatedCursor holds the Unix time in milliseconds of the last rotation.
-const rotatedCursor = "prekeys_rotated"
+// rotatedCursor holds the Unix time in milliseconds of the last rotation;
+// countedCursor that of the last Check that asked the relay.
+const (
+	rotatedCursor = "prekeys_rotated"
+	countedCursor = "prekeys_counted"
+)
+
+// Checked says what Check found and did.
+type Checked struct {
+	// Asked is set when Check asked the relay (it was due).
+	Asked bool
+	// OneTime and KEM are the relay's counts of one-time prekeys left.
+	OneTime, KEM int
+	// Added is how many one-time prekeys of each kind Check made and
+	// uploaded because the relay had fewer than Min.
+	Added int
+	// Registered is set when the relay had lost the mailbox and Check
+	// registered it again.
+	Registered bool
+}
+
+// Check asks the relay, on cn (the user's own relay, device key), how
+// many one-time prekeys it has left, if CountEvery has passed since the
+// last time any process of the profile asked (or force is set), and:
+//   - when a pool is below Min, makes Initial more of each kind and
+//     uploads them: GetBundle calls drain the relay's pools, not the
+//     local set, so the relay's count is what matters;
+//   - when the relay answers that the mailbox is not registered
+//     (NotFound or Denied: deleted after a long absence, or lost with a
+//     damaged database), registers it again (Reregister).
+//
+// The time is recorded before asking, so a relay that keeps failing is
+// asked at most once per CountEvery: Check never loops.
+func (p Policy) Check(ctx context.Context, a *account.Account, cn *relayclient.Conn, force bool) (Checked, error) {
+	var out Checked
+	due := false
+	if err := a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		last, err := tx.Cursor(countedCursor)
+		if err != nil {
+			return err
+		}
+		now := a.Now()
+		if !force && last != 0 && now.Sub(time.UnixMilli(last)) < p.countEvery() && now.UnixMilli() >= last {
+			return nil
+		}
+		due = true
+		return tx.SetCursor(countedCursor, now.UnixMilli())
+	}); err != nil || !due {
+		return out, err
+	}
+	out.Asked = true
+	oneTime, kem, err := cn.PrekeyCount(ctx)
+	if relayclient.Lost(err) {
+		a.Log.Warn("the relay has lost this profile's mailbox; registering it again")
+		out.Registered = true
+		return out, p.Reregister(ctx, a, cn)
+	}
+	if err != nil {
+		return out, fmt.Errorf("count prekeys at the relay: %w", err)
+	}
+	out.OneTime, out.KEM = oneTime, kem
+	if oneTime >= p.min() && kem >= p.min() {
+		return out, nil
+	}
+	if err := a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		prof, err := tx.Profile()
+		if err != nil {
+			return err
+		}
+		ps, err := Load(prof)
+		if err != nil {
+			return err
+		}
+		if err := ps.AddOneTime(a.Rand, a.Identity, p.initial()); err != nil {
+			return err
+		}
+		return Save(tx, prof, ps)
+	}); err != nil {
+		return out, err
+	}
+	out.Added = p.initial()
+	a.Log.Info("the relay is low on one-time prekeys; uploading more", "one_time", oneTime, "kem", kem)
+	return out, p.Upload(ctx, a, cn)
+}
+
+// Reregister registers the mailbox again on cn after the relay lost it:
+// it forgets what the relay had, and Upload sends it all again (the
+// profile's token, every contact's and invite's token, every prekey).
+// Until an Upload succeeds, every connection to the relay tries again.
+func (p Policy) Reregister(ctx context.Context, a *account.Account, cn *relayclient.Conn) error {
+	if err := a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		prof, err := tx.Profile()
+		if err != nil {
+			return err
+		}
+		prof.Uploaded, prof.UploadedID = false, 0
+		return tx.PutProfile(prof)
+	}); err != nil {
+		return err
+	}
+	return p.Upload(ctx, a, cn)
+}
 
 // Rotate loads the profile and its prekey set and, if Rotation has passed
 // since the last rotation, rotates the signed and the last-resort prekeys
@@ -146,8 +257,9 @@ func Save(tx *localstore.Tx, prof *localstore.Profile, ps *session.PrekeySet) er
 	return tx.PutProfile(prof)
 }
 
-// Upload rotates the prekeys if due, then sends SetToken and PutPrekeys as
-// needed on cn, a connection to the user's own relay authenticated with
+// Upload rotates the prekeys if due, then sends SetToken (with AddToken
+// for every contact's and invite's own token) and PutPrekeys as needed on
+// cn, a connection to the user's own relay authenticated with
 // the device key. A signed or last-resort prekey, or a one-time prekey, is
 // uploaded when its id is above the profile's UploadedID: prekey ids only
 // grow, so a new key always is. The first upload carries the token and
@@ -166,6 +278,9 @@ func (p Policy) Upload(ctx context.Context, a *account.Account, cn *relayclient.
 		if err := cn.SetToken(ctx, a.Token); err != nil {
 			return fmt.Errorf("register the delivery token: %w", err)
 		}
+	}
+	if err := syncTokens(ctx, a, cn, prof); err != nil {
+		return err
 	}
 	if put.Signed == nil && put.LastResort == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
 		return nil
@@ -219,4 +334,56 @@ func RecordID(r []byte) uint32 {
 		return 0
 	}
 	return binary.BigEndian.Uint32(r[1:5])
+}
+
+// syncTokens brings the relay's token set in line with prof.Tokens (as
+// read before the upload): it adds the tokens the relay lacks (all of
+// them after SetToken, when prof is not Uploaded), removes the revoked
+// ones and those of invites that expired, and records what it did. The
+// profile is read again to record it, since another process may have
+// added tokens meanwhile.
+func syncTokens(ctx context.Context, a *account.Account, cn *relayclient.Conn, prof *localstore.Profile) error {
+	now := a.Now().UnixMilli()
+	added, removed := make(map[[32]byte]bool), make(map[[32]byte]bool)
+	for _, t := range prof.Tokens {
+		if len(t.Token) != 32 {
+			continue
+		}
+		tok := [32]byte(t.Token)
+		switch {
+		case t.Revoked || (t.Contact == 0 && t.Expires != 0 && t.Expires < now):
+			if prof.Uploaded && (t.Registered || t.Revoked) {
+				if err := cn.RemoveToken(ctx, tok); err != nil {
+					return fmt.Errorf("revoke a delivery token: %w", err)
+				}
+			}
+			removed[tok] = true
+		case !t.Registered || !prof.Uploaded:
+			if err := cn.AddToken(ctx, tok); err != nil {
+				return fmt.Errorf("register a delivery token: %w", err)
+			}
+			added[tok] = true
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		return nil
+	}
+	return a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		p, err := tx.Profile()
+		if err != nil {
+			return err
+		}
+		kept := p.Tokens[:0]
+		for _, t := range p.Tokens {
+			if len(t.Token) == 32 && removed[[32]byte(t.Token)] && (t.Revoked || t.Contact == 0) {
+				continue
+			}
+			if len(t.Token) == 32 && added[[32]byte(t.Token)] {
+				t.Registered = true
+			}
+			kept = append(kept, t)
+		}
+		p.Tokens = kept
+		return tx.PutProfile(p)
+	})
 }

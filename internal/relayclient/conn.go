@@ -148,6 +148,8 @@ func (c *Conn) handle(f wire.Frame) error {
 		return c.handleError(m)
 	case wire.Bundle:
 		return c.handleAnswer(m.ReqID, m)
+	case wire.PrekeyCount:
+		return c.handleAnswer(m.ReqID, m)
 	case wire.Rankings:
 		return c.handleAnswer(m.ReqID, m)
 	case wire.SendOK:
@@ -290,7 +292,7 @@ func (c *Conn) send(ctx context.Context, m wire.Message) error {
 // it is not awaited; Pongs and Acks are not answered.
 func awaited(m wire.Message) bool {
 	switch m.(type) {
-	case wire.Ping, wire.SetToken, wire.PutPrekeys, wire.GetBundle:
+	case wire.Ping, wire.SetToken, wire.AddToken, wire.RemoveToken, wire.PutPrekeys, wire.GetBundle, wire.GetPrekeyCount:
 		return true
 	}
 	return false
@@ -299,7 +301,7 @@ func awaited(m wire.Message) bool {
 // answers reports whether m answers an awaited request (or a Send).
 func answers(m wire.Message) bool {
 	switch m := m.(type) {
-	case wire.Pong, wire.Bundle, wire.SendOK, wire.SendErr:
+	case wire.Pong, wire.Bundle, wire.PrekeyCount, wire.SendOK, wire.SendErr:
 		return true
 	case wire.OK:
 		return true
@@ -370,6 +372,43 @@ func (e *RefusedError) Error() string {
 func (c *Conn) SetToken(ctx context.Context, token [32]byte) error {
 	_, err := c.request(ctx, func(id uint32) wire.Message { return wire.SetToken{ReqID: id, Token: token} })
 	return err
+}
+
+// AddToken adds a delivery token to the connection's mailbox (a contact's
+// or an invite's own, docs/protocol.md section 6.2).
+func (c *Conn) AddToken(ctx context.Context, token [32]byte) error {
+	_, err := c.request(ctx, func(id uint32) wire.Message { return wire.AddToken{ReqID: id, Token: token} })
+	return err
+}
+
+// RemoveToken revokes one delivery token of the connection's mailbox.
+func (c *Conn) RemoveToken(ctx context.Context, token [32]byte) error {
+	_, err := c.request(ctx, func(id uint32) wire.Message { return wire.RemoveToken{ReqID: id, Token: token} })
+	return err
+}
+
+// PrekeyCount asks how many one-time X25519 and ML-KEM prekeys the
+// connection's mailbox has left at the relay. A relay that has no
+// registration for the mailbox (never made, deleted as idle, or lost with
+// a damaged database) answers with a *RefusedError of code CodeNotFound.
+func (c *Conn) PrekeyCount(ctx context.Context) (oneTime, kem int, err error) {
+	a, err := c.request(ctx, func(id uint32) wire.Message { return wire.GetPrekeyCount{ReqID: id} })
+	if err != nil {
+		return 0, 0, err
+	}
+	n, ok := a.(wire.PrekeyCount)
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: the relay answered GetPrekeyCount with %v", ErrUnreachable, a.Type())
+	}
+	return int(n.OneTime), int(n.KEM), nil
+}
+
+// Lost reports whether err is the relay saying that the connection's own
+// mailbox is not registered there (NotFound or Denied): the client then
+// registers it again.
+func Lost(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && (re.Code == wire.CodeNotFound || re.Code == wire.CodeDenied)
 }
 
 // PutPrekeys uploads prekeys for the connection's mailbox; p.ReqID is
