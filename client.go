@@ -57,6 +57,9 @@ type Config struct {
 	// (for example an upstream proxy). If nil, they dial directly. It is
 	// not used when Transports is set.
 	NetDialer transport.NetDialer
+
+	// receiptDelay, if set, replaces the receipts' random delay (tests).
+	receiptDelay func() time.Duration
 }
 
 // DefaultTransports returns the registry of every transport this Ferry
@@ -173,7 +176,8 @@ func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client
 	mem := loadMemory(cfg.Home)
 	a := &account.Account{
 		Home: cfg.Home, Store: st, Rand: cfg.Rand, Now: cfg.Now, Log: cfg.Logger,
-		Dialer: &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger, Memory: mem},
+		Dialer:       &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger, Memory: mem},
+		ReceiptDelay: cfg.receiptDelay,
 	}
 	if err := a.Load(p); err != nil {
 		return nil, err

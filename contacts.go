@@ -138,10 +138,20 @@ func contactByID(tx *localstore.Tx, id ContactID) (*localstore.Contact, error) {
 
 // Invite registers a new one-time invite secret and returns the invite
 // link to give to one new contact. The link carries the user's relay,
-// identity key, mailbox, delivery token, name and the secret. It works
+// identity key, mailbox, a delivery token made for this invite alone
+// (registered with the relay now, or by the next connection if it cannot
+// be reached), name and the secret. It works
 // for InviteTTL, once; a second use is refused, and the user is told.
 func (c *Client) Invite(ctx context.Context) (string, error) {
-	return invite.Make(ctx, c.a)
+	inv, err := invite.Make(ctx, c.a)
+	if err != nil {
+		return "", err
+	}
+	// The relay must know the invite's token before the invitee asks.
+	if err := c.in.Prekeys().Register(ctx, c.a); err != nil {
+		c.a.Log.Info("the invite's token waits for the next connection to the relay", "err", err)
+	}
+	return inv, nil
 }
 
 // Accept accepts an invite link: it fetches the inviter's prekey bundle
@@ -195,12 +205,16 @@ func (c *Client) RenameContact(ctx context.Context, id ContactID, name string) e
 }
 
 // RemoveContact deletes a contact with its conversation, history, session
-// and what waits in the outbox for it. A later invite from the same
-// person makes a new contact.
+// and what waits in the outbox for it, and revokes the delivery tokens it
+// held (at once if the relay can be reached, else at the next
+// connection). A later invite from the same person makes a new contact.
 func (c *Client) RemoveContact(ctx context.Context, id ContactID) error {
-	return c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		k, err := contactByID(tx, id)
 		if err != nil {
+			return err
+		}
+		if err := revokeTokens(tx, k); err != nil {
 			return err
 		}
 		if conv, err := tx.DirectConversation(k.ID); err == nil {
@@ -213,16 +227,60 @@ func (c *Client) RemoveContact(ctx context.Context, id ContactID) error {
 		}
 		return tx.DeleteContact(k.ID)
 	})
+	if err != nil {
+		return err
+	}
+	c.syncTokens(ctx)
+	return nil
+}
+
+// syncTokens tells the relay, best effort, which delivery tokens the
+// user revoked or restored; what fails now is done by the next
+// connection.
+func (c *Client) syncTokens(ctx context.Context) {
+	if err := c.in.Prekeys().Register(ctx, c.a); err != nil {
+		c.a.Log.Info("delivery tokens wait for the next connection to the relay", "err", err)
+	}
+}
+
+// revokeTokens revokes the delivery tokens k holds (its own and, if it
+// came by an invite not yet rotated, the invite's) for good.
+func revokeTokens(tx *localstore.Tx, k *localstore.Contact) error {
+	return changeTokens(tx, k, func(t *localstore.OwnToken) { t.Revoked = true })
+}
+
+// blockTokens keeps k's delivery tokens off the relay while k is blocked,
+// or lets them back when it is unblocked.
+func blockTokens(tx *localstore.Tx, k *localstore.Contact, blocked bool) error {
+	return changeTokens(tx, k, func(t *localstore.OwnToken) { t.Blocked = blocked })
+}
+
+func changeTokens(tx *localstore.Tx, k *localstore.Contact, change func(*localstore.OwnToken)) error {
+	prof, err := tx.Profile()
+	if err != nil {
+		return err
+	}
+	for i := range prof.Tokens {
+		if prof.Tokens[i].Contact == k.ID {
+			change(&prof.Tokens[i])
+		}
+	}
+	return tx.PutProfile(prof)
 }
 
 // BlockContact blocks a contact (its messages are dropped unread, nothing
 // is sent to it, and what waits in the outbox for it is dropped) or
 // unblocks it.
 func (c *Client) BlockContact(ctx context.Context, id ContactID, blocked bool) error {
-	return c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
+	err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		k, err := contactByID(tx, id)
 		if err != nil {
 			return err
+		}
+		if k.Blocked != blocked {
+			if err := blockTokens(tx, k, blocked); err != nil {
+				return err
+			}
 		}
 		k.Blocked = blocked
 		if blocked {
@@ -232,6 +290,11 @@ func (c *Client) BlockContact(ctx context.Context, id ContactID, blocked bool) e
 		}
 		return tx.PutContact(k)
 	})
+	if err != nil {
+		return err
+	}
+	c.syncTokens(ctx)
+	return nil
 }
 
 // SafetyNumber returns the 60-digit safety number of the user and a

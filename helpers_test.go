@@ -27,7 +27,10 @@ func newWorld(t *testing.T) *world {
 
 // config is a client configuration on the world's network and clock.
 func (w *world) config(t *testing.T, name string) Config {
-	return Config{Home: filepath.Join(t.TempDir(), name), Transports: w.Transports(), Now: w.Clock.Now}
+	// Receipts go out at the next flush, not after their random delay
+	// (TestReceiptsBatchedAndDelayed checks the delay).
+	return Config{Home: filepath.Join(t.TempDir(), name), Transports: w.Transports(), Now: w.Clock.Now,
+		receiptDelay: func() time.Duration { return 0 }}
 }
 
 // client makes a profile named name on relay r (the world's if nil).

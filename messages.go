@@ -461,14 +461,9 @@ func (c *Client) markRead(tx *localstore.Tx, id ConversationID, msgs []*Message)
 	if err != nil || k.Blocked || k.Status == localstore.Refused {
 		return false, nil
 	}
-	s, err := c.a.Session(k)
-	if err != nil {
-		return false, err
-	}
-	if _, err := c.a.QueueReceipt(tx, k, s, content.ReceiptRead, fresh); err != nil {
-		return false, err
-	}
-	return true, saveContactSession(tx, k, s)
+	// Batched and sent after a random delay (account.SealDueReceipts).
+	c.a.DeferReceipt(k, content.ReceiptRead, fresh)
+	return true, tx.PutContact(k)
 }
 
 // loadTransfers reads the transfers of the attachments among ms.

@@ -43,11 +43,15 @@ func TestContactManagement(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Blocked: bob's messages are dropped, and alice cannot send to him.
+	// Blocked: bob's token is revoked, so his messages fail at the relay
+	// (and any that were on the way are dropped), and alice cannot send
+	// to him.
 	if err := alice.BlockContact(ctx, id, true); err != nil {
 		t.Fatal(err)
 	}
-	send(t, bob, "alice", "are you there?")
+	if _, err := bob.Send(ctx, conv(t, bob, "alice"), "are you there?"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("bob's send to alice who blocked him: got %v, want ErrRefused", err)
+	}
 	syncNow(t, alice)
 	if got := unread(t, alice); len(got) != 0 {
 		t.Fatalf("a blocked contact's message was stored: %s", show(got))
@@ -59,6 +63,10 @@ func TestContactManagement(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(t, bob, "alice", "now?")
+	syncNow(t, alice)
+	// "now?" waits for "are you there?", which failed, until the hold
+	// timeout.
+	w.Clock.Advance(3 * time.Minute)
 	syncNow(t, alice)
 	if got := show(unread(t, alice)); got != "[Bob Smith:now?]" {
 		t.Fatalf("after unblocking: %s", got)

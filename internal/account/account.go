@@ -10,6 +10,7 @@
 package account
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,6 +51,96 @@ type Account struct {
 	Dialer *relayclient.Dialer
 	// Rankings are the own relay's transport rankings; nil for none.
 	Rankings *rankcache.Cache
+	// ReceiptDelay returns how long a new batch of receipts waits before
+	// it is sent. If nil, a uniform random delay between MinReceiptDelay
+	// and MaxReceiptDelay, drawn from Rand.
+	ReceiptDelay func() time.Duration
+}
+
+// The bounds of the receipts' random delay (docs/protocol.md section
+// 6.10): a relay watching the time of a delivery and of the receipt
+// cannot link them within less than this.
+const (
+	MinReceiptDelay = time.Second
+	MaxReceiptDelay = 10 * time.Second
+)
+
+func (a *Account) receiptDelay() time.Duration {
+	if a.ReceiptDelay != nil {
+		return a.ReceiptDelay()
+	}
+	var b [8]byte
+	if _, err := io.ReadFull(a.Rand, b[:]); err != nil {
+		return MaxReceiptDelay
+	}
+	span := uint64(MaxReceiptDelay - MinReceiptDelay)
+	return MinReceiptDelay + time.Duration(binary.BigEndian.Uint64(b[:])%(span+1))
+}
+
+// DeferReceipt adds ids to contact k's batch of pending receipts of
+// status (the caller writes k): the batch is sealed and queued once due
+// (SealDueReceipts), a random delay after its first id, so that the relay
+// cannot link a delivery to its receipt by their times.
+func (a *Account) DeferReceipt(k *localstore.Contact, status byte, ids [][16]byte) {
+	if len(ids) == 0 {
+		return
+	}
+	if k.Receipts == nil {
+		k.Receipts = &localstore.PendingReceipts{Due: a.Now().Add(a.receiptDelay()).UnixMilli()}
+	}
+	if status == content.ReceiptRead {
+		k.Receipts.Read = append(k.Receipts.Read, ids...)
+	} else {
+		k.Receipts.Delivered = append(k.Receipts.Delivered, ids...)
+	}
+}
+
+// SealDueReceipts seals and queues every contact's batch of receipts
+// that is due, one receipt per status (more if the ids need them). It
+// reports whether it queued any, and when the next pending batch is due
+// (zero if none).
+func (a *Account) SealDueReceipts(tx *localstore.Tx) (queued bool, next time.Time, err error) {
+	ks, err := tx.Contacts()
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	now := a.Now()
+	for _, k := range ks {
+		r := k.Receipts
+		if r == nil {
+			continue
+		}
+		if due := time.UnixMilli(r.Due); due.After(now) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		k.Receipts = nil
+		if !k.Blocked && k.Status != localstore.Refused && len(k.Session) > 0 {
+			s, err := a.Session(k)
+			if err != nil {
+				return queued, next, err
+			}
+			for _, b := range []struct {
+				status byte
+				ids    [][16]byte
+			}{{content.ReceiptDelivered, r.Delivered}, {content.ReceiptRead, r.Read}} {
+				q, err := a.QueueReceipt(tx, k, s, b.status, b.ids)
+				if err != nil {
+					return queued, next, err
+				}
+				queued = queued || q
+			}
+			if err := SaveSession(k, s); err != nil {
+				return queued, next, err
+			}
+		}
+		if err := tx.PutContact(k); err != nil {
+			return queued, next, err
+		}
+	}
+	return queued, next, nil
 }
 
 // Load fills a's keys from the profile p.

@@ -53,6 +53,7 @@ const (
 	KindReply    Kind = 11 // Reply
 	KindTimer    Kind = 12 // Timer
 	KindTyping   Kind = 13 // Typing
+	KindToken    Kind = 14 // Token
 )
 
 // ErrMalformed is wrapped by every parse and encode failure.
@@ -103,6 +104,7 @@ var kinds = map[Kind]func([]byte) (Body, error){
 	KindReply:        parseReply,
 	KindTimer:        parseTimer,
 	KindTyping:       parseTyping,
+	KindToken:        parseToken,
 }
 
 // Known reports whether this version parses kind k.

@@ -7,7 +7,7 @@ import (
 )
 
 // featureFile holds the vectors of the conversation features (kinds 8 to
-// 13, docs/protocol.md section 8), kept apart from content.json so that
+// 13, docs/protocol.md section 8) and of the token (kind 14, 8.6), kept apart from content.json so that
 // each group of kinds owns its file.
 const featureFile = "../../testdata/client/content-features.json"
 
@@ -27,6 +27,7 @@ type featureVector struct {
 	Origin  string `json:"origin,omitempty"`
 	OSent   int64  `json:"origin_sent,omitempty"`
 	State   byte   `json:"state,omitempty"`
+	Token   string `json:"token,omitempty"`
 }
 
 var tid = [16]byte{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
@@ -50,6 +51,7 @@ func validFeatures() []struct {
 		{"timer off, taken up", Content{ID: vid, Sent: 9, Body: &Timer{N: 4, Seconds: 0, OriginSent: 1795000000000, OriginID: tid}}},
 		{"typing", Content{ID: vid, Sent: 10, Body: &Typing{State: TypingStarted}}},
 		{"typing stopped", Content{ID: vid, Sent: 11, Body: &Typing{State: TypingStopped}}},
+		{"token", Content{ID: vid, Sent: 12, Body: &Token{Token: [32]byte{0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 0xa5}}}},
 	}
 }
 
@@ -73,6 +75,9 @@ func invalidFeatures() []featureVector {
 		{Name: "timer too long", Hex: "010c" + h + "0000000000000001" + "01e13381" + strings.Repeat("00", 24)},
 		{Name: "typing bad state", Hex: "010d" + h + "02"},
 		{Name: "typing empty", Hex: "010d" + h},
+		{Name: "token short", Hex: "010e" + h + strings.Repeat("11", 31)},
+		{Name: "token trailing", Hex: "010e" + h + strings.Repeat("11", 33)},
+		{Name: "token all zero", Hex: "010e" + h + strings.Repeat("00", 32)},
 	}
 }
 
@@ -91,6 +96,8 @@ func toFeatureVector(name string, c *Content, b []byte) featureVector {
 		v.N, v.Seconds, v.OSent, v.Origin = body.N, body.Seconds, body.OriginSent, hex.EncodeToString(body.OriginID[:])
 	case *Typing:
 		v.State = body.State
+	case *Token:
+		v.Token = hex.EncodeToString(body.Token[:])
 	}
 	return v
 }
@@ -130,6 +137,7 @@ func TestFeatureMarshalRejects(t *testing.T) {
 		{"reply not utf8", &Reply{Text: "\xff"}},
 		{"timer too long", &Timer{Seconds: MaxTimer + 1}},
 		{"typing state", &Typing{State: 2}},
+		{"zero token", &Token{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if b, err := (&Content{Body: tt.body}).Marshal(); err == nil {
@@ -145,3 +153,4 @@ func FuzzDelete(f *testing.F)   { fuzzKind(f, KindDelete) }
 func FuzzReply(f *testing.F)    { fuzzKind(f, KindReply) }
 func FuzzTimer(f *testing.F)    { fuzzKind(f, KindTimer) }
 func FuzzTyping(f *testing.F)   { fuzzKind(f, KindTyping) }
+func FuzzToken(f *testing.F)    { fuzzKind(f, KindToken) }

@@ -32,7 +32,8 @@ const (
 	defaultOutboxRetry = 10 * time.Second // outbox retry period while Sync waits
 	defaultHoldTimeout = 2 * time.Minute  // longest wait for a sender's earlier messages
 	seenRetention      = 60 * 24 * time.Hour
-	batchSize          = 256 // Delivers stored per transaction
+	batchSize          = 256                    // Delivers stored per transaction
+	receiptTick        = 250 * time.Millisecond // how often a waiting Sync looks for receipts due
 )
 
 // Options configure an Inbox. The zero value gives the defaults.
@@ -104,6 +105,9 @@ type Inbox struct {
 	ob   *outbox.Outbox
 	opts Options
 }
+
+// Prekeys returns the inbox's prekey policy.
+func (in *Inbox) Prekeys() prekeys.Policy { return in.opts.Prekeys }
 
 // New returns the inbox of a, which flushes ob when it has queued
 // something (receipts).

@@ -117,9 +117,15 @@ func (b *batch) addContact(sender session.PublicIdentity, s *session.Session, ps
 		return err
 	}
 	b.prekeys.ps, b.prekeys.changed = ps, true
+	if err := b.rotateInviteToken(k, intro.Secret); err != nil {
+		return err
+	}
+	if err := b.tx.PutContact(k); err != nil {
+		return err
+	}
 	b.ks = append(b.ks, k)
 	b.byIdentity[sender.Canonical()] = k
-	b.addPeer(&peer{k: k, conv: conv, s: s, delivered: [][16]byte{introID}})
+	b.addPeer(&peer{k: k, conv: conv, s: s, delivered: [][16]byte{introID}, receiptNow: true})
 	b.res.contacts = append(b.res.contacts, k)
 	b.in.a.Log.Info("new contact", "name", k.Name)
 	return b.notice(conv.ID, k, NoticeNewContact, fmt.Sprintf(
@@ -164,6 +170,7 @@ type prekeyState struct {
 	prof    *localstore.Profile
 	ps      *session.PrekeySet
 	changed bool
+	tokens  bool // prof.Tokens changed
 }
 
 func (b *batch) loadPrekeys() (*session.PrekeySet, error) {
@@ -185,13 +192,16 @@ func (b *batch) loadPrekeys() (*session.PrekeySet, error) {
 // topping the one-time pools up (to be uploaded after the batch).
 func (b *batch) savePrekeys() error {
 	if !b.prekeys.changed {
+		if b.prekeys.tokens {
+			return b.tx.PutProfile(b.prekeys.prof)
+		}
 		return nil
 	}
 	more, err := b.in.opts.Prekeys.Replenish(b.in.a, b.prekeys.ps)
 	if err != nil {
 		return err
 	}
-	b.res.needUpload = more
+	b.res.needUpload = b.res.needUpload || more
 	return prekeys.Save(b.tx, b.prekeys.prof, b.prekeys.ps)
 }
 

@@ -20,7 +20,7 @@ func (b *batch) handleReceipt(p *peer, c *content.Content) error {
 		}
 		b.res.stateMoved = b.res.stateMoved || moved
 	}
-	return nil
+	return b.grantDelivered(p, r.IDs)
 }
 
 // queueReceipt queues a receipt for ids to p.

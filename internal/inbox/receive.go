@@ -117,12 +117,16 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		ev.Online(true)
 		defer ev.Online(false)
 	}
-	if err := in.opts.Prekeys.Upload(ctx, in.a, cn); err != nil {
+	granted, err := in.opts.Prekeys.Sync(ctx, in.a, cn)
+	if err != nil {
 		if !temporary(err) {
 			return err
 		}
 		// A relay asking to slow down: the next connection uploads.
 		in.a.Log.Info("prekey upload put off", "err", err)
+	}
+	if granted {
+		in.flush(ctx, ev)
 	}
 	if err := in.checkPrekeys(ctx, cn, ev); err != nil {
 		return err
@@ -169,6 +173,13 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	defer resub.Stop()
 	subBackoff := resubscribeMin
 	var busy error // the last temporary refusal, while one is pending
+	// While waiting, send each batch of receipts once its delay is over.
+	var receiptsC <-chan time.Time
+	if !drain {
+		t := time.NewTicker(receiptTick)
+		defer t.Stop()
+		receiptsC = t.C
+	}
 	reregistered := false
 	for {
 		select {
@@ -219,6 +230,10 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 				return err
 			}
 			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
+		case <-receiptsC:
+			if due := in.ob.ReceiptsDue(); !due.IsZero() && !due.After(in.a.Now()) {
+				in.flush(ctx, ev)
+			}
 		case <-resub.C:
 			busy = nil
 			if err := cn.Subscribe(ctx); err != nil {
@@ -307,7 +322,13 @@ func (in *Inbox) receiveBatch(ctx context.Context, cn *relayclient.Conn, ds []wi
 		in.flush(ctx, ev)
 	}
 	if res.needUpload {
-		return in.opts.Prekeys.Upload(ctx, in.a, cn)
+		granted, err := in.opts.Prekeys.Sync(ctx, in.a, cn)
+		if err != nil {
+			return err
+		}
+		if granted {
+			in.flush(ctx, ev) // the token contents, now that the relay has the tokens
+		}
 	}
 	return nil
 }
@@ -358,7 +379,11 @@ type peer struct {
 	s         *session.Session
 	shown     uint64     // the contact's counter shown in order
 	delivered [][16]byte // ids to acknowledge with a delivery receipt
-	group     bool       // a member in a group conversation (no session, no receipts)
+	// receiptNow sends the delivery receipt at once rather than after the
+	// receipts' delay: the answer to an introduction, which the new
+	// contact waits for.
+	receiptNow bool
+	group      bool // a member in a group conversation (no session, no receipts)
 }
 
 func (in *Inbox) newBatch(tx *localstore.Tx) *batch {
@@ -487,6 +512,7 @@ var handlers = map[content.Kind]func(*batch, *peer, *content.Content) error{
 	content.KindReply:        (*batch).handleReply,
 	content.KindTimer:        (*batch).handleTimer,
 	content.KindTyping:       (*batch).handleTyping,
+	content.KindToken:        (*batch).handleToken,
 }
 
 func (b *batch) dispatch(p *peer, c *content.Content) error {
@@ -501,8 +527,14 @@ func (b *batch) dispatch(p *peer, c *content.Content) error {
 // counters of the peers heard from, and the prekeys introductions used.
 func (b *batch) finish() error {
 	for _, p := range b.order {
-		if err := b.queueReceipt(p, content.ReceiptDelivered, p.delivered); err != nil {
-			return err
+		if p.receiptNow {
+			if err := b.queueReceipt(p, content.ReceiptDelivered, p.delivered); err != nil {
+				return err
+			}
+		} else if len(p.delivered) > 0 {
+			// Batched and sent after a random delay (SealDueReceipts).
+			b.in.a.DeferReceipt(p.k, content.ReceiptDelivered, p.delivered)
+			b.res.queued = true
 		}
 		if err := account.SaveSession(p.k, p.s); err != nil {
 			return err

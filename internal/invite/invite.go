@@ -45,18 +45,38 @@ var (
 // introduction counts only if its secret is outstanding, so the time read
 // back is the one Make wrote.
 
-// Make registers a new one-time invite secret and returns the invite link
-// for one new contact.
+// Make records a new one-time invite secret with a delivery token made
+// for this invite alone (docs/protocol.md section 6.2), and returns the
+// invite link for one new contact. The relay learns the token at the next
+// prekeys.Policy.Sync on a connection to it (the caller runs one); until
+// then the invitee's Accept fails with ErrStale. The token is revoked
+// when the invite expires, or, once the invitee is a contact, when the
+// contact has a token of its own.
 func Make(ctx context.Context, a *account.Account) (string, error) {
 	var secret [16]byte
 	if _, err := io.ReadFull(a.Rand, secret[4:]); err != nil {
 		return "", err
 	}
-	binary.BigEndian.PutUint32(secret[:4], uint32(a.Now().Unix()))
-	if err := a.Store.Update(ctx, func(tx *localstore.Tx) error { return tx.AddInvite(secret[:], a.Now()) }); err != nil {
+	now := a.Now()
+	binary.BigEndian.PutUint32(secret[:4], uint32(now.Unix()))
+	var token [32]byte
+	if _, err := io.ReadFull(a.Rand, token[:]); err != nil {
 		return "", err
 	}
-	inv := link.Invite{Relay: a.Relay, Identity: a.Identity.Public(), Mailbox: a.Mailbox, Token: a.Token, Secret: secret, Name: a.Name}
+	if err := a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		if err := tx.AddInvite(secret[:], now); err != nil {
+			return err
+		}
+		prof, err := tx.Profile()
+		if err != nil {
+			return err
+		}
+		prof.Tokens = append(prof.Tokens, localstore.OwnToken{Token: token[:], Invite: secret[:], Expires: now.Add(TTL).UnixMilli()})
+		return tx.PutProfile(prof)
+	}); err != nil {
+		return "", err
+	}
+	inv := link.Invite{Relay: a.Relay, Identity: a.Identity.Public(), Mailbox: a.Mailbox, Token: token, Secret: secret, Name: a.Name}
 	return inv.String(), nil
 }
 
@@ -148,16 +168,40 @@ func Accept(ctx context.Context, a *account.Account, invite string) (*New, error
 		return nil, fmt.Errorf("start session: %w", err)
 	}
 	s.Rand = a.Rand
+	// The inviter reaches the user with a token of the user's own made
+	// for it, registered before the introduction that carries it leaves;
+	// if the user's relay cannot be reached, with the profile's token.
+	own, registered := ownToken(ctx, a)
 	var out *New
 	err = a.Store.Update(ctx, func(tx *localstore.Tx) (err error) {
-		out, err = store(tx, a, inv, s)
+		out, err = store(tx, a, inv, s, own, registered)
 		return err
 	})
 	return out, err
 }
 
+// ownToken makes a delivery token for a new contact and registers it
+// with the user's relay, reporting whether it could; if not, the token is
+// the profile's.
+func ownToken(ctx context.Context, a *account.Account) ([32]byte, bool) {
+	var t [32]byte
+	if _, err := io.ReadFull(a.Rand, t[:]); err != nil {
+		return a.Token, false
+	}
+	cn, err := a.Dialer.Dial(ctx, a.Relay, a.Device)
+	if err == nil {
+		err = cn.AddToken(ctx, t)
+		cn.Close()
+	}
+	if err != nil {
+		a.Log.Info("the new contact gets the profile's delivery token: the relay did not take a token of its own", "err", err)
+		return a.Token, false
+	}
+	return t, true
+}
+
 // store saves the inviter as a contact and queues the introduction.
-func store(tx *localstore.Tx, a *account.Account, inv link.Invite, s *session.Session) (*New, error) {
+func store(tx *localstore.Tx, a *account.Account, inv link.Invite, s *session.Session, own [32]byte, registered bool) (*New, error) {
 	if err := checkNotContact(tx, inv.Identity); err != nil {
 		return nil, err
 	}
@@ -181,8 +225,19 @@ func store(tx *localstore.Tx, a *account.Account, inv link.Invite, s *session.Se
 	if err := tx.PutConversation(conv); err != nil {
 		return nil, err
 	}
+	if registered {
+		k.MyToken = own[:]
+		prof, err := tx.Profile()
+		if err != nil {
+			return nil, err
+		}
+		prof.Tokens = append(prof.Tokens, localstore.OwnToken{Token: own[:], Contact: k.ID, Registered: true})
+		if err := tx.PutProfile(prof); err != nil {
+			return nil, err
+		}
+	}
 	intro := &content.Content{ID: introID, Sent: a.Now().UnixMilli(), Body: &content.Introduction{
-		Secret: inv.Secret, Mailbox: a.Mailbox, Token: a.Token, Name: a.Name, Relay: a.Relay.String(),
+		Secret: inv.Secret, Mailbox: a.Mailbox, Token: own, Name: a.Name, Relay: a.Relay.String(),
 	}}
 	if err := a.Seal(tx, k, s, intro); err != nil {
 		return nil, err

@@ -44,9 +44,14 @@ type OwnToken struct {
 	// Contact is the contact holding the token (0: an invite's).
 	Contact int64 `json:"contact,omitempty"`
 	// Registered: the relay answered AddToken. Revoked: the token is to
-	// be removed from the relay (RemoveToken), then forgotten.
+	// be removed from the relay (RemoveToken), then forgotten. Grant: the
+	// token is to be sent to Contact in a token content once Registered.
 	Registered bool `json:"registered,omitempty"`
 	Revoked    bool `json:"revoked,omitempty"`
+	Grant      bool `json:"grant,omitempty"`
+	// Blocked: the contact is blocked; the token is kept off the relay
+	// until it is unblocked.
+	Blocked bool `json:"blocked,omitempty"`
 }
 
 // Profile returns the profile or ErrNotFound.
@@ -103,9 +108,22 @@ type Contact struct {
 	// (one of Profile.Tokens); empty for a contact made before tokens
 	// were per contact, which uses Profile.Token.
 	MyToken []byte `json:"my_token,omitempty"`
-	// Grant is the id of the token content that gave the contact MyToken,
-	// until its delivery receipt comes; the invite's token is revoked then.
+	// Grant is the id of the token content that gave the contact
+	// MyToken, until its delivery receipt comes; the invite's token is
+	// revoked then.
 	Grant [16]byte `json:"grant,omitzero"`
+	// Receipts are the receipts waiting to be sent to the contact in one
+	// batch once Due (docs/protocol.md section 6.10).
+	Receipts *PendingReceipts `json:"receipts,omitempty"`
+}
+
+// PendingReceipts are a contact's receipts waiting for their batch's time.
+type PendingReceipts struct {
+	Delivered [][16]byte `json:"delivered,omitempty"`
+	Read      [][16]byte `json:"read,omitempty"`
+	// Due is when the batch is sent (unix milliseconds): its first id's
+	// arrival plus a random delay.
+	Due int64 `json:"due"`
 }
 
 // ContactStatus is where a contact stands.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
@@ -43,6 +44,18 @@ type Outbox struct {
 	anon map[string]*anon // kept anonymous connections by relay and mailbox
 
 	upMu sync.Mutex // upMu serialises this process's uploads
+
+	receiptsDue atomic.Int64 // unix ms of the next batch of receipts, as the last flush saw it; 0 none
+}
+
+// ReceiptsDue returns when the next batch of receipts is due, as the last
+// flush of this process saw it (zero if none): a long-running Sync
+// flushes again then.
+func (o *Outbox) ReceiptsDue() time.Time {
+	if ms := o.receiptsDue.Load(); ms != 0 {
+		return time.UnixMilli(ms)
+	}
+	return time.Time{}
 }
 
 // New returns the outbox of a.
@@ -73,6 +86,9 @@ type Result struct {
 	// Notices are the notices the flush stored: one per conversation
 	// whose messages a relay refused for good.
 	Notices []Notice
+	// ReceiptsDue is when the next batch of receipts still waiting for
+	// its delay is due (zero if none): flush again then.
+	ReceiptsDue time.Time
 }
 
 // Notice is a notice the flush stored, with its conversation's name.
@@ -107,6 +123,18 @@ func (o *Outbox) Flush(ctx context.Context) (Result, error) {
 			o.drop(key)
 		}
 	}
+	// Receipts whose batch is due join the queue now.
+	if err := o.a.Store.Update(ctx, func(tx *localstore.Tx) (err error) {
+		_, res.ReceiptsDue, err = o.a.SealDueReceipts(tx)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	var due int64
+	if !res.ReceiptsDue.IsZero() {
+		due = res.ReceiptsDue.UnixMilli()
+	}
+	o.receiptsDue.Store(due)
 	groups, fanouts, err := o.groups(ctx)
 	if err != nil {
 		return res, err

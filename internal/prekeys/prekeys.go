@@ -10,13 +10,16 @@
 package prekeys
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/ferry-im/ferry/internal/account"
+	"github.com/ferry-im/ferry/internal/content"
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/relayclient"
 	"github.com/ferry-im/ferry/session"
@@ -257,39 +260,48 @@ func Save(tx *localstore.Tx, prof *localstore.Profile, ps *session.PrekeySet) er
 	return tx.PutProfile(prof)
 }
 
-// Upload rotates the prekeys if due, then sends SetToken (with AddToken
+// Upload is Sync without its report.
+func (p Policy) Upload(ctx context.Context, a *account.Account, cn *relayclient.Conn) error {
+	_, err := p.Sync(ctx, a, cn)
+	return err
+}
+
+// Sync rotates the prekeys if due, then sends SetToken (with AddToken
 // for every contact's and invite's own token) and PutPrekeys as needed on
 // cn, a connection to the user's own relay authenticated with
 // the device key. A signed or last-resort prekey, or a one-time prekey, is
 // uploaded when its id is above the profile's UploadedID: prekey ids only
 // grow, so a new key always is. The first upload carries the token and
 // the signed and last-resort prekeys.
-func (p Policy) Upload(ctx context.Context, a *account.Account, cn *relayclient.Conn) error {
+//
+// It reports whether it queued token contents for contacts whose own
+// token the relay now has (the caller flushes the outbox then).
+func (p Policy) Sync(ctx context.Context, a *account.Account, cn *relayclient.Conn) (granted bool, err error) {
 	var prof *localstore.Profile
 	var ps *session.PrekeySet
 	if err := a.Store.Update(ctx, func(tx *localstore.Tx) (err error) {
 		prof, ps, err = p.Rotate(tx, a)
 		return err
 	}); err != nil {
-		return err
+		return false, err
 	}
 	put, maxID := pending(prof, ps.Records())
 	if !prof.Uploaded {
 		if err := cn.SetToken(ctx, a.Token); err != nil {
-			return fmt.Errorf("register the delivery token: %w", err)
+			return false, fmt.Errorf("register the delivery token: %w", err)
 		}
 	}
-	if err := syncTokens(ctx, a, cn, prof); err != nil {
-		return err
+	if granted, err = syncTokens(ctx, a, cn, prof); err != nil {
+		return granted, err
 	}
 	if put.Signed == nil && put.LastResort == nil && len(put.OneTime) == 0 && len(put.KEM) == 0 {
-		return nil
+		return granted, nil
 	}
 	if err := cn.PutPrekeys(ctx, put); err != nil {
-		return fmt.Errorf("upload prekeys: %w", err)
+		return granted, fmt.Errorf("upload prekeys: %w", err)
 	}
 	a.Log.Info("uploaded prekeys", "signed", put.Signed != nil, "last_resort", put.LastResort != nil, "one_time", len(put.OneTime), "kem", len(put.KEM))
-	return a.Store.Update(ctx, func(tx *localstore.Tx) error {
+	return granted, a.Store.Update(ctx, func(tx *localstore.Tx) error {
 		p, err := tx.Profile()
 		if err != nil {
 			return err
@@ -342,9 +354,10 @@ func RecordID(r []byte) uint32 {
 // ones and those of invites that expired, and records what it did. The
 // profile is read again to record it, since another process may have
 // added tokens meanwhile.
-func syncTokens(ctx context.Context, a *account.Account, cn *relayclient.Conn, prof *localstore.Profile) error {
+func syncTokens(ctx context.Context, a *account.Account, cn *relayclient.Conn, prof *localstore.Profile) (granted bool, err error) {
 	now := a.Now().UnixMilli()
-	added, removed := make(map[[32]byte]bool), make(map[[32]byte]bool)
+	added, removed, held := make(map[[32]byte]bool), make(map[[32]byte]bool), make(map[[32]byte]bool)
+	pendingGrant := false
 	for _, t := range prof.Tokens {
 		if len(t.Token) != 32 {
 			continue
@@ -352,23 +365,36 @@ func syncTokens(ctx context.Context, a *account.Account, cn *relayclient.Conn, p
 		tok := [32]byte(t.Token)
 		switch {
 		case t.Revoked || (t.Contact == 0 && t.Expires != 0 && t.Expires < now):
-			if prof.Uploaded && (t.Registered || t.Revoked) {
+			// Removed even if not recorded as registered: a crash may
+			// have come between AddToken and recording it.
+			if prof.Uploaded {
 				if err := cn.RemoveToken(ctx, tok); err != nil {
-					return fmt.Errorf("revoke a delivery token: %w", err)
+					return false, fmt.Errorf("revoke a delivery token: %w", err)
 				}
 			}
 			removed[tok] = true
+		case t.Blocked:
+			if t.Registered && prof.Uploaded {
+				if err := cn.RemoveToken(ctx, tok); err != nil {
+					return false, fmt.Errorf("revoke a delivery token: %w", err)
+				}
+				held[tok] = true
+			}
 		case !t.Registered || !prof.Uploaded:
 			if err := cn.AddToken(ctx, tok); err != nil {
-				return fmt.Errorf("register a delivery token: %w", err)
+				return false, fmt.Errorf("register a delivery token: %w", err)
 			}
 			added[tok] = true
+			pendingGrant = pendingGrant || t.Grant
+		default:
+			pendingGrant = pendingGrant || t.Grant
 		}
 	}
-	if len(added) == 0 && len(removed) == 0 {
-		return nil
+	if len(added) == 0 && len(removed) == 0 && len(held) == 0 && !pendingGrant {
+		return false, nil
 	}
-	return a.Store.Update(ctx, func(tx *localstore.Tx) error {
+	err = a.Store.Update(ctx, func(tx *localstore.Tx) error {
+		granted = false
 		p, err := tx.Profile()
 		if err != nil {
 			return err
@@ -381,9 +407,62 @@ func syncTokens(ctx context.Context, a *account.Account, cn *relayclient.Conn, p
 			if len(t.Token) == 32 && added[[32]byte(t.Token)] {
 				t.Registered = true
 			}
+			if len(t.Token) == 32 && held[[32]byte(t.Token)] && t.Blocked {
+				t.Registered = false
+			}
 			kept = append(kept, t)
 		}
 		p.Tokens = kept
+		if pendingGrant {
+			if granted, err = grantTokens(tx, a, p); err != nil {
+				return err
+			}
+		}
 		return tx.PutProfile(p)
 	})
+	return granted, err
+}
+
+// grantTokens sends each contact whose own token the relay now has, and
+// which it was not sent yet (OwnToken.Grant), a token content with it,
+// and reports whether it queued any. The caller writes p.
+func grantTokens(tx *localstore.Tx, a *account.Account, p *localstore.Profile) (bool, error) {
+	queued := false
+	for i, t := range p.Tokens {
+		if !t.Grant || !t.Registered || t.Revoked || len(t.Token) != 32 {
+			continue
+		}
+		p.Tokens[i].Grant = false
+		k, err := tx.Contact(t.Contact)
+		if errors.Is(err, localstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return queued, err
+		}
+		if !bytes.Equal(k.MyToken, t.Token) || k.Blocked || len(k.Session) == 0 {
+			continue
+		}
+		s, err := a.Session(k)
+		if err != nil {
+			return queued, err
+		}
+		id, err := a.NewID()
+		if err != nil {
+			return queued, err
+		}
+		c := &content.Content{ID: id, Sent: a.Now().UnixMilli(), Body: &content.Token{Token: [32]byte(t.Token)}}
+		if err := a.Seal(tx, k, s, c); err != nil {
+			return queued, err
+		}
+		k.Grant = id
+		if err := account.SaveSession(k, s); err != nil {
+			return queued, err
+		}
+		if err := tx.PutContact(k); err != nil {
+			return queued, err
+		}
+		queued = true
+	}
+	return queued, nil
 }
