@@ -340,7 +340,10 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, passphrase []byte) err
 
 // Restore makes the profile in cfg.Home (which must hold none) from a
 // backup read from r, unlocked with backupPassphrase, and protects it with
-// cfg.Passphrase.
+// cfg.Passphrase. Every session's sending chain then moves
+// session.MaxSkip message keys ahead, so that no message key the
+// original profile may have used after the backup is used again
+// (docs/client.md section 1.5).
 func Restore(ctx context.Context, cfg Config, r io.Reader, backupPassphrase []byte) (*Client, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
@@ -349,5 +352,40 @@ func Restore(ctx context.Context, cfg Config, r io.Reader, backupPassphrase []by
 	if err != nil {
 		return nil, err
 	}
-	return openStore(ctx, cfg, st)
+	c, err := openStore(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.a.Store.Update(ctx, func(tx *localstore.Tx) error { return skipRestoredKeys(tx, c.a) }); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("move the restored sessions past the backup's keys: %w", err)
+	}
+	return c, nil
+}
+
+// skipRestoredKeys moves every session's sending chain session.MaxSkip
+// keys ahead: the original profile may have sent with the keys after the
+// backup's position (up to MaxSkip messages per chain are covered; the
+// receiver accepts that many skipped keys).
+func skipRestoredKeys(tx *localstore.Tx, a *account.Account) error {
+	ks, err := tx.AllContacts()
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		if len(k.Session) == 0 {
+			continue
+		}
+		s, err := a.Session(k)
+		if err != nil {
+			return err
+		}
+		if err := s.SkipSending(session.MaxSkip); err != nil {
+			return fmt.Errorf("session with %s: %w", k.Name, err)
+		}
+		if err := saveContactSession(tx, k, s); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -292,3 +292,36 @@ func relayKey(t *testing.T, dir string) channel.KeyPair {
 	}
 	return k
 }
+
+// TestRestoreOldBackupNeverReusesKeys: bob restores a backup taken before
+// he sent three more messages. The restored profile moves every session
+// past the keys the original may have used, so its next message is
+// encrypted under a key alice never saw, and she reads it. Before the
+// fix the restored profile sent under the first of those three keys
+// again (two plaintexts under one key), and alice, who had used it,
+// dropped the message.
+func TestRestoreOldBackupNeverReusesKeys(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	alice, bob := w.pair(t)
+	var backup bytes.Buffer
+	if err := bob.Backup(ctx, &backup, []byte("backup words")); err != nil {
+		t.Fatal(err)
+	}
+	send(t, bob, "alice", "after the backup 1", "after the backup 2", "after the backup 3")
+	syncNow(t, alice)
+	if err := alice.MarkShown(ctx, unread(t, alice)); err != nil {
+		t.Fatal(err)
+	}
+	bob.Close()
+	restored, err := Restore(ctx, w.config(t, "bob-restored"), bytes.NewReader(backup.Bytes()), []byte("backup words"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	send(t, restored, "alice", "after the restore")
+	syncNow(t, alice)
+	if got := show(unread(t, alice)); got != "[bob:after the restore]" {
+		t.Fatalf("alice got %s, want the restored profile's message", got)
+	}
+}

@@ -266,6 +266,37 @@ func (s *Session) Encrypt(plaintext, ad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// SkipSending moves the sending chain n message keys ahead (n at most
+// MaxSkip), discarding the keys unused; the next message says it skipped
+// them, and the receiver, which accepts up to MaxSkip skipped keys, keeps
+// their keys as it would for lost messages. A profile restored from a
+// backup does this to every session (docs/client.md section 1.5): the
+// original may have sent messages with the keys after the backup's
+// position, and sending with them again would encrypt two plaintexts
+// under one key. A session without a sending chain is left as it is.
+func (s *Session) SkipSending(n uint32) error {
+	if !s.ready() {
+		return fmt.Errorf("skip: %w", errNoSession)
+	}
+	if n > MaxSkip {
+		return fmt.Errorf("skip %d keys: more than MaxSkip (%d)", n, MaxSkip)
+	}
+	st := &s.st
+	if !st.hasCKs {
+		return nil
+	}
+	if uint64(st.ns)+uint64(n) >= uint64(^uint32(0)) {
+		return errors.New("skip: sending chain exhausted")
+	}
+	for range n {
+		seed, next := s.hasher().chainStep(&st.cks)
+		clear(seed[:])
+		st.cks = next
+		st.ns++
+	}
+	return nil
+}
+
 // bodyAD returns prefix || 0x01 || enc_header || AD || ad in a reused
 // buffer. typeAndHeader starts with the type byte; prefix is the
 // initial-message prefix or empty.

@@ -563,3 +563,50 @@ func TestFailedDecryptReadsNoRandomness(t *testing.T) {
 		t.Fatalf("failed Respond read %d bytes of randomness, want 0", rc.n)
 	}
 }
+
+// TestSkipSendingNeverReuses: a session restored from a copy taken before
+// it sent some messages, once moved MaxSkip keys ahead, encrypts under
+// keys none of those messages used, and the receiver still decrypts it.
+func TestSkipSendingNeverReuses(t *testing.T) {
+	t.Parallel()
+	alice, bob := newPair(t, newTestRand("skip sending"))
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	backup := stateBytes(t, alice)
+	var sent [][]byte
+	for i := range 5 {
+		m := mustEncrypt(t, alice, fmt.Sprint("after the backup ", i))
+		mustDecrypt(t, bob, m, fmt.Sprint("after the backup ", i))
+		sent = append(sent, m)
+	}
+	restored := &Session{Rand: newTestRand("restored")}
+	if err := restored.UnmarshalBinary(backup); err != nil {
+		t.Fatal(err)
+	}
+	// Without the skip, the restored copy reuses the first key: bob, who
+	// used it, cannot decrypt (this is what the skip prevents).
+	again := &Session{Rand: newTestRand("restored")}
+	if err := again.UnmarshalBinary(backup); err != nil {
+		t.Fatal(err)
+	}
+	reused, err := again.Encrypt([]byte("reused"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Decrypt(reused, nil); err == nil {
+		t.Fatal("bob decrypted a message under a key he had used")
+	}
+	if err := restored.SkipSending(MaxSkip); err != nil {
+		t.Fatal(err)
+	}
+	m, err := restored.Encrypt([]byte("after the restore"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bob.Decrypt(m, nil)
+	if err != nil || string(got) != "after the restore" {
+		t.Fatalf("bob got %q, %v; want the message after the restore", got, err)
+	}
+	if err := restored.SkipSending(MaxSkip + 1); err == nil {
+		t.Fatal("SkipSending past MaxSkip succeeded")
+	}
+}
