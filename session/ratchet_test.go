@@ -572,11 +572,9 @@ func TestSkipSendingNeverReuses(t *testing.T) {
 	alice, bob := newPair(t, newTestRand("skip sending"))
 	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
 	backup := stateBytes(t, alice)
-	var sent [][]byte
 	for i := range 5 {
 		m := mustEncrypt(t, alice, fmt.Sprint("after the backup ", i))
 		mustDecrypt(t, bob, m, fmt.Sprint("after the backup ", i))
-		sent = append(sent, m)
 	}
 	restored := &Session{Rand: newTestRand("restored")}
 	if err := restored.UnmarshalBinary(backup); err != nil {
