@@ -170,9 +170,6 @@ type mediaTrial struct {
 	connected bool  // the trial's connection is up
 }
 
-// errBudget: the trial's budget ran out while a transfer still moved.
-var errBudget = errors.New("the trial's budget ran out")
-
 func (tr *mediaTrial) run() {
 	p, cfg := tr.p, tr.mp.cfg
 	tr.stage = monitor.StageMediaPut
