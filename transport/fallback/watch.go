@@ -170,31 +170,47 @@ func (w *Watched) Answered() {
 			w.srtt = (7*w.srtt + rtt) / 8
 		}
 	}
+	end, k := w.group()
+	answered := w.marks[0]
 	w.marks = w.marks[1:]
 	w.owedSince, w.readOwed = time.Time{}, 0
-	if len(w.marks) == 0 {
+	switch {
+	case len(w.marks) == 0:
 		w.acked = w.sent
 		w.marks = nil
 		return
+	case w.marks[0] > answered:
+		w.acked = max(w.acked, w.marks[0])
+	default: // the next is of the same batch: the answered one's share is through
+		w.acked += max(end-w.acked, 0) / k
 	}
-	w.acked = max(w.acked, w.marks[0])
 	w.owedSince = now
+}
+
+// group returns the end of the oldest awaited request's batch (the
+// requests awaited before any of them was written, which share a mark:
+// the start of the next request awaited after them, or all written so
+// far) and how many requests it holds. w.mu must be held and a request
+// awaited.
+func (w *Watched) group() (end, k int64) {
+	end, k = w.sent, 1
+	for _, m := range w.marks[1:] {
+		if m > w.marks[0] {
+			return m, k
+		}
+		k++
+	}
+	return end, k
 }
 
 // inFlight returns how many bytes the oldest awaited answer waits behind
 // on the client's side: those written since the last answer up to the
 // start of the next request awaited after it (all written so far when
-// there is none, or when the next was awaited before the oldest was
-// written, as in a batch). w.mu must be held and a request awaited.
+// there is none); in a batch, its share of what the batch wrote. w.mu
+// must be held and a request awaited.
 func (w *Watched) inFlight() int64 {
-	end := w.sent
-	for _, m := range w.marks[1:] {
-		if m > w.marks[0] {
-			end = m
-			break
-		}
-	}
-	return max(end-w.acked, 0)
+	end, k := w.group()
+	return max(end-w.acked, 0) / k
 }
 
 // Expect tells the watcher that the client waits for n more bytes (a

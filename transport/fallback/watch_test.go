@@ -353,3 +353,34 @@ func throttle(t *testing.T, wg *sync.WaitGroup, upstream string, rate int) strin
 	})
 	return l.Addr().String()
 }
+
+// TestCutDuringBatch: a batch of 100 requests of 1 KB each (awaited all
+// at once, then written together) on a path that carries nothing is
+// stalled within 1.5 s and one request's 1 KB at MinRate, not the whole
+// batch's 100 KB; on a path that answers them one by one it is not.
+func TestCutDuringBatch(t *testing.T) {
+	for _, answering := range []bool{true, false} {
+		c := newClock()
+		a, b := pipe(t)
+		w := fallback.Watch(a, fallback.WatchConfig{Now: c.now})
+		go io.Copy(io.Discard, b)
+		for range 100 {
+			w.Awaiting()
+		}
+		w.Write(make([]byte, 100<<10))
+		var err error
+		for i := 0; i < 40 && err == nil; i++ {
+			c.add(100 * time.Millisecond)
+			if answering && i < 30 {
+				w.Answered()
+			}
+			err = w.Check()
+		}
+		switch {
+		case answering && err != nil:
+			t.Fatalf("a batch answered one by one every 100 ms: %v", err)
+		case !answering && !errors.Is(err, fallback.ErrStalled):
+			t.Fatalf("an unanswered batch of 100 KB after 4 s: %v, want ErrStalled", err)
+		}
+	}
+}
