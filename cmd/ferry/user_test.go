@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-im/ferry/link"
 )
@@ -29,7 +29,7 @@ func TestE2EInviteReused(t *testing.T) {
 	// alice stays online, so her Ferry answers carol at once.
 	stop := alice.start("read", "--wait", "30s")
 	_, errs, code := carol.run("", "add", "--wait", "20s", inv)
-	aliceOut := stop()
+	aliceOut := stop("someone else")
 	if code != exitFail || !strings.Contains(errs, "someone else had already used the invite") || !strings.Contains(errs, "ask alice for a new invite") {
 		t.Fatalf("carol's add of a used invite: exit %d, %q; want 1 and the refusal", code, errs)
 	}
@@ -53,7 +53,7 @@ func TestE2EAddConfirmed(t *testing.T) {
 	inv := strings.TrimSpace(alice.must("invite"))
 	stop := alice.start("read", "--wait", "30s", "--json")
 	out, errs, code := bob.run("", "add", "--wait", "20s", inv)
-	aliceOut := stop()
+	aliceOut := stop("bob accepted your invite")
 	if code != 0 || strings.TrimSpace(out) != "alice" || !strings.Contains(errs, "alice's Ferry confirmed") {
 		t.Fatalf("add: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
@@ -230,16 +230,22 @@ func TestE2ETransportFlag(t *testing.T) {
 
 // start runs a ferry command of u in the background; the function it
 // returns kills the command and returns what it printed on stdout.
-func (u *user) start(args ...string) (stop func() string) {
+func (u *user) start(args ...string) (stop func(until string) string) {
 	u.t.Helper()
 	cmd := exec.Command(u.bin, append([]string{"--home", u.home}, args...)...)
 	cmd.Env = filterEnv(os.Environ(), "FERRY_PASSPHRASE")
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	out := &lockedBuffer{}
+	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		u.t.Fatal(err)
 	}
-	return func() string {
+	// What the command prints can come a moment after what another
+	// command saw it do (a notice printed after the answer it sent): stop
+	// waits up to 20 s for until to appear before it kills the command.
+	return func(until string) string {
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), until) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		cmd.Process.Kill()
 		cmd.Wait()
 		return out.String()

@@ -262,10 +262,28 @@ func (a *app) waitMessage(text string) {
 	a.until(20*time.Second, "the message "+js(text), messageWith(text))
 }
 
-// click clicks the element a CSS selector finds.
+// click clicks the element a CSS selector finds. The app re-renders a
+// list when an event comes (a message, a transfer's progress), so the node
+// found can be replaced before the click reaches it: Chromium then says
+// it cannot find the node and nothing was clicked, and the click is tried
+// again on the new one.
 func (a *app) click(sel string) {
 	a.t.Helper()
-	a.do(chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+	ctx, cancel := context.WithTimeout(a.tab, 30*time.Second)
+	defer cancel()
+	for {
+		err := inPage(ctx, false, func() error {
+			return chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		})
+		var ce *cdproto.Error
+		if err == nil || !errors.As(err, &ce) || ce.Code != -32000 || !strings.Contains(strings.ToLower(ce.Message), "node") || ctx.Err() != nil {
+			if err != nil {
+				a.fail("click %s: %v", sel, err)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // type_ types text into the composer and presses Enter.
