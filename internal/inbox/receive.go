@@ -117,6 +117,26 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		ev.Online(true)
 		defer ev.Online(false)
 	}
+	if err := in.prepare(ctx, cn, ev); err != nil {
+		return err
+	}
+	if err := cn.Subscribe(ctx); err != nil {
+		return err
+	}
+	kick := make(chan struct{}, 1)
+	if !drain {
+		dctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { in.downloader(dctx, cn, ev, kick) })
+		defer func() { stop(); wg.Wait() }()
+		kick <- struct{}{}
+	}
+	return in.receive(ctx, cn, drain, ev, kick)
+}
+
+// prepare does what a connection does before it subscribes: prekeys,
+// the outbox once the relay granted them, rankings and housekeeping.
+func (in *Inbox) prepare(ctx context.Context, cn *relayclient.Conn, ev Events) error {
 	granted, err := in.opts.Prekeys.Sync(ctx, in.a, cn)
 	if err != nil {
 		if !temporary(err) {
@@ -136,20 +156,20 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			in.a.Log.Debug("no transport rankings", "err", err)
 		}
 	}
-	if err := in.housekeeping(ctx, ev); err != nil {
-		return err
-	}
-	if err := cn.Subscribe(ctx); err != nil {
-		return err
-	}
-	kick := make(chan struct{}, 1)
-	if !drain {
-		dctx, stop := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() { in.downloader(dctx, cn, ev, kick) })
-		defer func() { stop(); wg.Wait() }()
-		kick <- struct{}{}
-	}
+	return in.housekeeping(ctx, ev)
+}
+
+// subscription is what the receive loop keeps about its Subscribe.
+type subscription struct {
+	resub        *time.Timer   // asks again after a temporary refusal
+	backoff      time.Duration // the next wait before asking again
+	busy         error         // the last temporary refusal, while one is pending
+	reregistered bool          // the mailbox was registered again on this connection
+}
+
+// receive stores what the relay pushes on cn until the drain ends (drain)
+// or ctx ends, kicking the downloader after each batch.
+func (in *Inbox) receive(ctx context.Context, cn *relayclient.Conn, drain bool, ev Events, kick chan struct{}) error {
 	// A drain gives up after DrainStall without a frame before the
 	// answer, and after MaxDrain in all (what it stored stays stored).
 	stall := time.NewTimer(orDefault(in.opts.DrainStall, defaultDrainStall))
@@ -166,13 +186,11 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 	defer retry.Stop()
 	// A Subscribe refused for now (rate limited) is asked again after a
 	// backoff, on the same connection; a drain keeps its limits.
-	resub := time.NewTimer(0)
-	if !resub.Stop() {
-		<-resub.C
+	sub := subscription{resub: time.NewTimer(0), backoff: resubscribeMin}
+	if !sub.resub.Stop() {
+		<-sub.resub.C
 	}
-	defer resub.Stop()
-	subBackoff := resubscribeMin
-	var busy error // the last temporary refusal, while one is pending
+	defer sub.resub.Stop()
 	// While waiting, send each batch of receipts once its delay is over.
 	var receiptsC <-chan time.Time
 	if !drain {
@@ -180,7 +198,6 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		defer t.Stop()
 		receiptsC = t.C
 	}
-	reregistered := false
 	for {
 		select {
 		case <-cn.Ready():
@@ -189,44 +206,11 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			// again while more wait).
 			select {
 			case <-endC:
-				return in.drainTooLong(busy)
+				return in.drainTooLong(sub.busy)
 			default:
 			}
-			if ds := cn.Take(batchSize); len(ds) > 0 {
-				if err := in.receiveBatch(ctx, cn, ds, ev); err != nil {
-					return err
-				}
-				select {
-				case kick <- struct{}{}:
-				default:
-				}
-			}
-			done, err := cn.Drained()
-			if err == nil && drain && done {
-				return in.downloadAll(ctx, cn, ev)
-			}
-			if err != nil && temporary(err) {
-				if busy == nil {
-					in.a.Log.Info("the relay asks to slow down; subscribing again later", "err", err, "after", subBackoff)
-					busy = err
-					resub.Reset(subBackoff)
-					subBackoff = min(2*subBackoff, resubscribeMax)
-				}
-				err = nil
-			}
-			if relayclient.Lost(err) && !reregistered {
-				// The relay does not know the mailbox: register it
-				// again, once, and subscribe again.
-				reregistered = true
-				if err := in.reregister(ctx, cn, ev); err != nil {
-					return err
-				}
-				if err := cn.Subscribe(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			if err != nil {
+			finished, err := in.takeBatch(ctx, cn, drain, ev, kick, &sub)
+			if finished || err != nil {
 				return err
 			}
 			stall.Reset(orDefault(in.opts.DrainStall, defaultDrainStall))
@@ -234,8 +218,8 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			if due := in.ob.ReceiptsDue(); !due.IsZero() && !due.After(in.a.Now()) {
 				in.flush(ctx, ev)
 			}
-		case <-resub.C:
-			busy = nil
+		case <-sub.resub.C:
+			sub.busy = nil
 			if err := cn.Subscribe(ctx); err != nil {
 				return err
 			}
@@ -243,21 +227,10 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 		case <-stallC:
 			return fmt.Errorf("%w: the relay went silent before the end of the waiting messages", relayclient.ErrUnreachable)
 		case <-endC:
-			return in.drainTooLong(busy)
+			return in.drainTooLong(sub.busy)
 		case <-retry.C:
 			if !drain {
-				in.flush(ctx, ev)
-				if err := in.housekeeping(ctx, ev); err != nil {
-					return err
-				}
-				// A download tried before its sender's upload ended is
-				// still pending, and no message may come to kick the
-				// downloader again: try it now and then.
-				select {
-				case kick <- struct{}{}:
-				default:
-				}
-				if err := in.checkPrekeys(ctx, cn, ev); err != nil {
+				if err := in.meanwhile(ctx, cn, ev, kick); err != nil {
 					return err
 				}
 			}
@@ -270,6 +243,62 @@ func (in *Inbox) syncOnce(ctx context.Context, drain bool, ev Events) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// takeBatch stores one batch of what the relay pushed and looks at the
+// Subscribe's answer: finished is true when a drain is over (err is then
+// the downloads' result). A temporary refusal schedules another
+// Subscribe; a mailbox the relay lost is registered again, once.
+func (in *Inbox) takeBatch(ctx context.Context, cn *relayclient.Conn, drain bool, ev Events, kick chan struct{}, sub *subscription) (finished bool, err error) {
+	if ds := cn.Take(batchSize); len(ds) > 0 {
+		if err := in.receiveBatch(ctx, cn, ds, ev); err != nil {
+			return false, err
+		}
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	done, err := cn.Drained()
+	if err == nil && drain && done {
+		return true, in.downloadAll(ctx, cn, ev)
+	}
+	if err != nil && temporary(err) {
+		if sub.busy == nil {
+			in.a.Log.Info("the relay asks to slow down; subscribing again later", "err", err, "after", sub.backoff)
+			sub.busy = err
+			sub.resub.Reset(sub.backoff)
+			sub.backoff = min(2*sub.backoff, resubscribeMax)
+		}
+		return false, nil
+	}
+	if relayclient.Lost(err) && !sub.reregistered {
+		// The relay does not know the mailbox: register it again, once,
+		// and subscribe again.
+		sub.reregistered = true
+		if err := in.reregister(ctx, cn, ev); err != nil {
+			return false, err
+		}
+		return false, cn.Subscribe(ctx)
+	}
+	return false, err
+}
+
+// meanwhile is what a waiting connection does now and then: the outbox,
+// housekeeping, downloads that came too early, the prekey count.
+func (in *Inbox) meanwhile(ctx context.Context, cn *relayclient.Conn, ev Events, kick chan struct{}) error {
+	in.flush(ctx, ev)
+	if err := in.housekeeping(ctx, ev); err != nil {
+		return err
+	}
+	// A download tried before its sender's upload ended is still pending,
+	// and no message may come to kick the downloader again: try it now
+	// and then.
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+	return in.checkPrekeys(ctx, cn, ev)
 }
 
 // Backoff of a Subscribe the relay refused for now.
