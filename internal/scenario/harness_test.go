@@ -8,14 +8,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,41 +97,9 @@ func relayTransports() ([]string, error) {
 	return strings.Split(string(m[1]), ", "), nil
 }
 
-// ports are the ports freePort handed out, so that parallel rows never
-// get the same one.
-var ports struct {
-	mu   sync.Mutex // mu protects used
-	used map[int]bool
-}
-
-// freePort returns an address on ip whose port was free a moment ago. The
-// ports come from below Linux's ephemeral range (32768-60999), so that no
-// outgoing connection takes one before the process that is given it
-// listens, and each is handed out once per run.
-func freePort(t *testing.T, ip string) string {
-	t.Helper()
-	ports.mu.Lock()
-	defer ports.mu.Unlock()
-	if ports.used == nil {
-		ports.used = map[int]bool{}
-	}
-	for range 1000 {
-		p := 20000 + mrand.IntN(12000)
-		if ports.used[p] {
-			continue
-		}
-		addr := net.JoinHostPort(ip, strconv.Itoa(p))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		l.Close()
-		ports.used[p] = true
-		return addr
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
-}
+// freePort returns an address on ip whose port was free a moment ago,
+// below the ephemeral range and handed out once per run.
+func freePort(t *testing.T, ip string) string { return censortest.FreeAddr(t, ip) }
 
 // proc is a command the test started and stops.
 type proc struct {

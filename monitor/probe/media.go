@@ -176,20 +176,9 @@ func (tr *mediaTrial) run() {
 	if cfg.Get {
 		tr.stage = monitor.StageMediaGet
 	}
-	acc, err := p.loadAccounts()
-	if err != nil {
-		tr.t.Fail(monitor.StageLocal, err)
+	acc, ok := tr.registered()
+	if !ok {
 		return
-	}
-	if !acc.Registered {
-		if !tr.step("register", func() error { return tr.register(acc) }) {
-			return
-		}
-		acc.Registered = true
-		if err := p.saveAccounts(acc); err != nil {
-			tr.t.Fail(monitor.StageLocal, err)
-			return
-		}
 	}
 	st, err := tr.mp.loadState()
 	if err != nil {

@@ -125,22 +125,32 @@ type textTrial struct {
 	p *TextProbe
 }
 
-func (tr *textTrial) run() {
-	p := tr.p
-	acc, err := p.loadAccounts()
+// registered loads the probe's accounts and registers them with the
+// relay on their first trial; false means the trial has failed.
+func (tr *textTrial) registered() (*accounts, bool) {
+	acc, err := tr.p.loadAccounts()
 	if err != nil {
 		tr.t.Fail(monitor.StageLocal, err)
-		return
+		return nil, false
 	}
 	if !acc.Registered {
 		if !tr.step("register", func() error { return tr.register(acc) }) {
-			return
+			return nil, false
 		}
 		acc.Registered = true
-		if err := p.saveAccounts(acc); err != nil {
+		if err := tr.p.saveAccounts(acc); err != nil {
 			tr.t.Fail(monitor.StageLocal, err)
-			return
+			return nil, false
 		}
+	}
+	return acc, true
+}
+
+func (tr *textTrial) run() {
+	p := tr.p
+	acc, ok := tr.registered()
+	if !ok {
+		return
 	}
 	id, env, err := tr.envelope(p.cfg.Size)
 	if err != nil {
