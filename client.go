@@ -57,9 +57,13 @@ type Config struct {
 	// (for example an upstream proxy). If nil, they dial directly. It is
 	// not used when Transports is set.
 	NetDialer transport.NetDialer
-
-	// receiptDelay, if set, replaces the receipts' random delay (tests).
-	receiptDelay func() time.Duration
+	// ImmediateReceipts sends delivery and read receipts as soon as the
+	// messages they answer are stored, instead of in batches 1-10 s later
+	// (docs/protocol.md section 6.10). The delay keeps the relay from
+	// linking a sender and a recipient by time: turn it off only for
+	// accounts whose privacy does not matter, such as a reachability
+	// monitor's probe accounts, or in tests.
+	ImmediateReceipts bool
 }
 
 // DefaultTransports returns the registry of every transport this Ferry
@@ -176,8 +180,10 @@ func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client
 	mem := loadMemory(cfg.Home)
 	a := &account.Account{
 		Home: cfg.Home, Store: st, Rand: cfg.Rand, Now: cfg.Now, Log: cfg.Logger,
-		Dialer:       &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger, Memory: mem},
-		ReceiptDelay: cfg.receiptDelay,
+		Dialer: &relayclient.Dialer{Transports: cfg.Transports, Order: cfg.TransportOrder, Rand: cfg.Rand, Logger: cfg.Logger, Memory: mem},
+	}
+	if cfg.ImmediateReceipts {
+		a.ReceiptDelay = func() time.Duration { return 0 }
 	}
 	if err := a.Load(p); err != nil {
 		return nil, err

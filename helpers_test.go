@@ -30,7 +30,7 @@ func (w *world) config(t *testing.T, name string) Config {
 	// Receipts go out at the next flush, not after their random delay
 	// (TestReceiptsBatchedAndDelayed checks the delay).
 	return Config{Home: filepath.Join(t.TempDir(), name), Transports: w.Transports(), Now: w.Clock.Now,
-		receiptDelay: func() time.Duration { return 0 }}
+		ImmediateReceipts: true}
 }
 
 // client makes a profile named name on relay r (the world's if nil).

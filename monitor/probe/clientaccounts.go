@@ -10,7 +10,9 @@ import (
 )
 
 func (p *ClientProbe) clientConfig(name string) ferry.Config {
-	return ferry.Config{Home: filepath.Join(p.cfg.Dir, name), Rand: p.cfg.Rand, Now: p.cfg.Now, Logger: p.cfg.Logger, Transports: p.reg}
+	return ferry.Config{Home: filepath.Join(p.cfg.Dir, name), Rand: p.cfg.Rand, Now: p.cfg.Now, Logger: p.cfg.Logger, Transports: p.reg,
+		// A probe account's receipts go at once: the trial times the round trip.
+		ImmediateReceipts: true}
 }
 
 func exists(path string) bool {
