@@ -76,9 +76,12 @@ func newDialer(stagger time.Duration) *fallback.Dialer {
 	return fallback.New(fallback.Config{Stagger: stagger, Network: func() string { return "net-a" }})
 }
 
+// TestFirstSuccessWinsOthersCancelled: obfs, started after the stagger,
+// succeeds at once, so https is never started. The stagger is 200 ms: it
+// is the time a loaded machine has to schedule obfs's success.
 func TestFirstSuccessWinsOthersCancelled(t *testing.T) {
-	f := newFake(map[string]behaviour{"tcp": {delay: time.Hour}, "obfs": {delay: 10 * time.Millisecond}, "https": {delay: time.Hour}})
-	d := newDialer(50 * time.Millisecond)
+	f := newFake(map[string]behaviour{"tcp": {delay: time.Hour}, "obfs": {}, "https": {delay: time.Hour}})
+	d := newDialer(200 * time.Millisecond)
 	c, ep, err := fallback.Race(context.Background(), d, eps("tcp", "obfs", "https"), f.connect)
 	if err != nil || ep.Transport != "obfs" || c.ep.Transport != "obfs" {
 		t.Fatalf("Race = %v, %v; want obfs", ep, err)
@@ -89,8 +92,8 @@ func TestFirstSuccessWinsOthersCancelled(t *testing.T) {
 	if !slices.Equal(f.started, []string{"tcp", "obfs"}) {
 		t.Fatalf("started %v, want [tcp obfs] (https not needed)", f.started)
 	}
-	if at := f.at["obfs"]; at < 45*time.Millisecond {
-		t.Fatalf("second attempt started after %v, want the stagger (50ms)", at)
+	if at := f.at["obfs"]; at < 190*time.Millisecond {
+		t.Fatalf("second attempt started after %v, want the stagger (200ms)", at)
 	}
 }
 
