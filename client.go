@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-im/ferry/channel"
 	"github.com/ferry-im/ferry/internal/account"
 	"github.com/ferry-im/ferry/internal/inbox"
+	"github.com/ferry-im/ferry/internal/invite"
 	"github.com/ferry-im/ferry/internal/localstore"
 	"github.com/ferry-im/ferry/internal/outbox"
 	"github.com/ferry-im/ferry/internal/prekeys"
@@ -108,6 +109,10 @@ var (
 	// the message is failed, a notice in its conversation says why, and
 	// it is not sent again.
 	ErrRefused = errors.New("the message failed: the recipient's relay refused it for good")
+	// ErrInviteUnknown means the inviter's relay does not know the
+	// invite: the inviter's Ferry has not connected since making it
+	// (Accept works once it has), or the invite expired or was used.
+	ErrInviteUnknown = invite.ErrStale
 	// ErrUnknownContact means no contact or conversation has the given
 	// name or id.
 	ErrUnknownContact = errors.New("no contact with that name")

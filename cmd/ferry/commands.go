@@ -82,6 +82,9 @@ func cmdAdd(e *env, args []string) error {
 			fmt.Fprintln(e.stdout, k.Name)
 			return &fail{exitUnreachable, "contact added, but the introduction waits in the outbox until a later ferry command connects: " + why(err)}
 		}
+		if errors.Is(err, ferry.ErrInviteUnknown) {
+			return &fail{exitUnreachable, "the inviter's relay does not know this invite yet: ask the inviter to open Ferry (their next connection registers it) and run ferry add again; an invite that was used or is older than 7 days never works."}
+		}
 		if err != nil {
 			return err
 		}

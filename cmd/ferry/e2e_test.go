@@ -740,3 +740,30 @@ func TestE2EClientKills(t *testing.T) {
 	}
 	t.Logf("%d of %d messages were queued before the kills (a whole send took %v at first), and with 100 sent first all arrived exactly once", killed, rounds*100, full)
 }
+
+// TestE2EInviteMadeOffline: an invite made while the inviter's relay is
+// down works once the inviter's Ferry has connected; before that, add
+// says what to do, exits 3 and stores nothing.
+func TestE2EInviteMadeOffline(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	r.kill()
+	out, errs, code := alice.run("", "invite")
+	inv := strings.TrimSpace(out)
+	if code != exitUnreachable || !strings.Contains(errs, "invite above is made") || inv == "" {
+		t.Fatalf("invite with the relay down: exit %d, %q, %q; want 3, the invite and a word about it", code, out, errs)
+	}
+	r.start()
+	_, errs, code = bob.run("", "add", "--wait", "0", inv)
+	if code != exitUnreachable || !strings.Contains(errs, "ask the inviter to open Ferry") {
+		t.Fatalf("add before the inviter connected: exit %d, %q; want 3 and what to do", code, errs)
+	}
+	if out, _, _ := bob.run("", "contacts"); strings.Contains(out, "alice") {
+		t.Fatalf("a refused add stored a contact: %q", out)
+	}
+	alice.must("read") // registers the invite's token
+	if got := strings.TrimSpace(bob.must("add", "--wait", "0", inv)); got != "alice" {
+		t.Fatalf("ferry add printed %q, want alice", got)
+	}
+}
