@@ -454,7 +454,10 @@ func connect(t *testing.T, a, b *user) {
 		}
 	}
 	ra := a.receive(deadline)
-	defer ra.wait(0)
+	// a's waiting read stores b's introduction (contacts then shows b) a
+	// moment before it prints the notice that b accepted: stop it only
+	// after that notice, or the exchange's first read would print it.
+	defer ra.wait(1)
 	// add exits 3 when it stored the contact but could not send the
 	// introduction (it prints the name; a later command delivers it), and
 	// also when it could not fetch the inviter's prekeys (an outage):
