@@ -360,12 +360,26 @@ func (e *DialError) Error() string {
 	}
 	c := e.Cause()
 	var a Attempt
-	for _, a = range e.Attempts {
-		if a.Cause == c {
-			break
+	var where []string // every endpoint that failed this way, once
+	for _, x := range e.Attempts {
+		if x.Cause != c {
+			continue
+		}
+		if len(where) == 0 {
+			a = x
+		}
+		if at := x.Endpoint.Transport + " " + x.Endpoint.Addr; !slices.Contains(where, at) {
+			where = append(where, at)
 		}
 	}
-	at := a.Endpoint.Transport + " " + a.Endpoint.Addr
+	if len(where) == 0 && len(e.Attempts) > 0 {
+		a = e.Attempts[len(e.Attempts)-1]
+		where = []string{a.Endpoint.Transport + " " + a.Endpoint.Addr}
+	}
+	at := strings.Join(where, ", ")
+	if n := len(where); n > 1 {
+		at = strings.Join(where[:n-1], ", ") + " or " + where[n-1]
+	}
 	if f, ok := causeSentences[c]; ok {
 		return fmt.Sprintf(f, at)
 	}

@@ -69,6 +69,14 @@ func TestDialCauses(t *testing.T) {
 			r.Down()
 			return r.Link
 		}, nil, relayclient.CauseRefused, "nothing answers at tcp 127.0.0."},
+		{"every endpoint refused", func(h *clienttest.Harness, r *clienttest.Relay) link.Relay {
+			other := h.StartRelay(clienttest.RelayConfig{})
+			r.Down()
+			other.Down()
+			l := r.Link
+			l.Endpoints = append(l.Endpoints, link.Endpoint{Transport: "tcp", Addr: other.Addr})
+			return l
+		}, nil, relayclient.CauseRefused, " or tcp 127.0.0."},
 		{"wrong key", func(h *clienttest.Harness, r *clienttest.Relay) link.Relay {
 			l := r.Link
 			l.Key[0] ^= 1
