@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/ferry-im/ferry/internal/atomicfile"
 )
 
 // Backup layout (docs/client.md section 1.4):
@@ -127,7 +129,7 @@ func Restore(ctx context.Context, dir string, r io.Reader, backupPassphrase []by
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileSync(filepath.Join(dir, KeyFile), file); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, KeyFile), file); err != nil {
 		return nil, fmt.Errorf("write key file: %w", err)
 	}
 	return Open(ctx, dir, opts)

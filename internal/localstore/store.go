@@ -37,6 +37,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/ferry-im/ferry/internal/atomicfile"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
@@ -131,7 +133,7 @@ func Create(ctx context.Context, dir string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	if err := writeFileSync(filepath.Join(dir, KeyFile), file); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, KeyFile), file); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("write key file: %w", err)
 	}
@@ -247,7 +249,7 @@ func (s *Store) SetPassphrase(passphrase []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(s.dir, KeyFile), file); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, KeyFile), file); err != nil {
 		return fmt.Errorf("write key file: %w", err)
 	}
 	return nil

@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-im/ferry/internal/atomicfile"
 	"github.com/ferry-im/ferry/relay"
 )
 
@@ -249,35 +250,7 @@ func (s *Store) writeMeta(info relay.BlobInfo) error {
 	}
 	m = append(m, complete)
 	m = append(m, info.Digest[:]...)
-	tmp := meta + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(m); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, meta); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(meta))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(meta, m)
 }
 
 // Info implements relay.BlobStore.
