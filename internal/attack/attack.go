@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/ferry-im/ferry/channel"
-	"github.com/ferry-im/ferry/internal/load"
 	"github.com/ferry-im/ferry/link"
 	"github.com/ferry-im/ferry/wire"
 )
@@ -121,16 +120,17 @@ func (r Report) String() string {
 		r.Failed, r.Refused, r.Lost, r.PeakRSS>>20, 100*r.RelayCPU)
 }
 
-// Measure runs a against the relay of e at scale s while an honest client
-// sends to e's victim every 20 ms (every tenth time from a new connection,
-// timed from the dial), and reports what it saw.
+// Measure runs a against the relay of e at scale s while an honest client,
+// in a process of its own, sends to e's victim every 20 ms (every tenth
+// time from a new connection, timed from the dial), and reports what it
+// saw.
 func Measure(ctx context.Context, e *Env, a Attack, s Scale) (Report, error) {
 	rep := Report{Attack: a.Name}
-	h, err := newHonest(ctx, e)
+	h, err := startHonest(ctx, e, s.Duration)
 	if err != nil {
 		return rep, err
 	}
-	defer h.close()
+	defer h.kill()
 	actx, stop := context.WithCancel(ctx)
 	defer stop()
 	ready := make(chan struct{})
@@ -145,28 +145,13 @@ func Measure(ctx context.Context, e *Env, a Attack, s Scale) (Report, error) {
 	}
 	e.Relay.ResetPeak()
 	cpu0, t0 := e.Relay.CPU(), time.Now()
-	var hist load.Hist
-	end := time.Now().Add(s.Duration)
-	for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-		trip := h.roundTrip
-		if i%10 == 9 {
-			trip = h.freshRoundTrip // a client coming online must get in too
-		}
-		d, err := trip(ctx)
-		switch {
-		case errors.Is(err, errRefused):
-			rep.Refused++
-		case err != nil:
-			rep.Failed++
-			if rep.FirstFailure == nil {
-				rep.FirstFailure = err
-			}
-		default:
-			hist.Add(d)
-			rep.RoundTrips++
-			rep.Max = max(rep.Max, d)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := h.say("go"); err != nil {
+		return rep, fmt.Errorf("honest client: %w", err)
+	}
+	// Each round trip gives up after 10 s; the child ends its last one
+	// well within a minute past the duration.
+	if err := h.expect(ctx, "measured", s.Duration+time.Minute); err != nil {
+		return rep, err
 	}
 	rep.PeakRSS = e.Relay.PeakRSS()
 	rep.RelayCPU = float64(e.Relay.CPU()-cpu0) / float64(time.Since(t0))
@@ -174,9 +159,14 @@ func Measure(ctx context.Context, e *Env, a Attack, s Scale) (Report, error) {
 	if err := <-done; err != nil {
 		return rep, fmt.Errorf("attack %s: %w", a.Name, err)
 	}
-	rep.P50, rep.P99 = hist.Quantile(0.5), hist.Quantile(0.99)
-	if rep.Lost, err = h.lost(ctx); err != nil {
+	res, err := h.result()
+	if err != nil {
 		return rep, err
+	}
+	rep.RoundTrips, rep.Failed, rep.Refused, rep.Lost = res.RoundTrips, res.Failed, res.Refused, res.Lost
+	rep.P50, rep.P99, rep.Max = res.P50, res.P99, res.Max
+	if res.FirstFailure != "" {
+		rep.FirstFailure = errors.New(res.FirstFailure)
 	}
 	e.mu.Lock()
 	errs := e.problems

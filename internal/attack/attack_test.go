@@ -19,6 +19,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if IsHonestChild() {
+		os.Exit(HonestMain())
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
