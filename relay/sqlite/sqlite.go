@@ -264,8 +264,12 @@ func (s *Store) putAsync(ctx context.Context, mb [16]byte, env relay.Envelope, q
 	}, ready
 }
 
-// Ack implements relay.Store. All seqs go to the database in one
-// statement, as a JSON array.
+// Ack implements relay.Store. The seqs that can name a pending envelope
+// go to the database in one statement, as a JSON array: each once, only
+// those already assigned, and, when the Ack names more than the mailbox
+// holds, only those pending (read from the seq index). An Ack's cost is
+// thus bounded by what the mailbox holds, not by what a client names: an
+// Ack of 4,096 made-up seqs to an empty mailbox costs no statement.
 func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
 	if len(seqs) == 0 {
 		if err := s.begin(ctx); err != nil {
@@ -278,8 +282,17 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 	err := s.write(ctx, func(w *writer) error {
 		n = 0
 		box, err := w.box(mb)
-		if err != nil || !box.exists {
+		if err != nil || !box.exists || box.count == 0 {
 			return err
+		}
+		seqs := assigned(seqs, box.nextSeq)
+		if len(seqs) > box.count {
+			if seqs, err = w.pendingAmong(mb, seqs); err != nil {
+				return fmt.Errorf("acknowledge envelopes: %w", err)
+			}
+		}
+		if len(seqs) == 0 {
+			return nil
 		}
 		list := make([]byte, 0, 1+21*len(seqs))
 		list = append(list, '[')
@@ -317,6 +330,40 @@ func (s *Store) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error
 		return nil
 	})
 	return n, err
+}
+
+// assigned returns the seqs below next (those assigned so far), sorted,
+// each once, in a new slice.
+func assigned(seqs []uint64, next uint64) []uint64 {
+	out := make([]uint64, 0, len(seqs))
+	for _, q := range seqs {
+		if q > 0 && q < next {
+			out = append(out, q)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// pendingAmong returns those of the sorted seqs that name a pending
+// envelope of mb, reading mb's pending seqs from the index.
+func (w *writer) pendingAmong(mb [16]byte, seqs []uint64) ([]uint64, error) {
+	rows, err := w.envSeqs.Query(mb[:])
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []uint64
+	for rows.Next() {
+		var q uint64
+		if err := rows.Scan(&q); err != nil {
+			return nil, err
+		}
+		if _, ok := slices.BinarySearch(seqs, q); ok {
+			out = append(out, q)
+		}
+	}
+	return out, rows.Err()
 }
 
 // expireChunk is how many rows one Expire transaction deletes at most, so

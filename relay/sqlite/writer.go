@@ -49,6 +49,7 @@ type writer struct {
 	savepointSet, savepointUndo, release   *sql.Stmt
 	boxGet, boxInsert, boxUpdate, boxTouch *sql.Stmt
 	envFind, envInsert, envAck, envExpire  *sql.Stmt
+	envSeqs                                *sql.Stmt
 	ackedFind, ackedInsert, ackedExpire    *sql.Stmt
 	tokenClear, tokenAdd, tokenDel         *sql.Stmt
 	tokenCount, tokenHas                   *sql.Stmt
@@ -83,6 +84,7 @@ func (w *writer) prepare(ctx context.Context) error {
 		{&w.envAck, `DELETE FROM envelopes
 			WHERE mailbox = ? AND seq IN (SELECT value FROM json_each(?))
 			RETURNING size`},
+		{&w.envSeqs, `SELECT seq FROM envelopes WHERE mailbox = ?`},
 		{&w.envExpire, `DELETE FROM envelopes WHERE rowid IN
 			(SELECT rowid FROM envelopes WHERE received < ? LIMIT ?)
 			RETURNING mailbox, size`},

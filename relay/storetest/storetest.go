@@ -300,6 +300,15 @@ func testAck(t *testing.T, c Config) {
 	if n, err := s.Ack(ctx, mb, []uint64{all[1]}); err != nil || n != 0 {
 		t.Fatalf("second Ack of the same seq = (%d, %v), want (0, nil)", n, err)
 	}
+	// More seqs than the mailbox holds: zero, acknowledged, unassigned
+	// and repeated ones around one pending seq.
+	n, err = s.Ack(ctx, mb, []uint64{0, all[1], all[2] + 1000, all[2], all[3], all[2], all[4] + 1, all[4] + 2})
+	if err != nil || n != 1 {
+		t.Fatalf("Ack naming one pending seq among seven others = (%d, %v), want (1, nil)", n, err)
+	}
+	if got, want := seqs(pending(t, s, mb, 0)), []uint64{all[0], all[4]}; !slices.Equal(got, want) {
+		t.Fatalf("pending after the second Ack = %v, want %v", got, want)
+	}
 	if n, err := s.Ack(ctx, mailbox(98), []uint64{1}); err != nil || n != 0 {
 		t.Fatalf("Ack on a missing mailbox = (%d, %v), want (0, nil)", n, err)
 	}
