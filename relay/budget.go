@@ -62,6 +62,14 @@ type Budgets struct {
 	// it accepts in between. Stores that are not Sizers have no disk
 	// budget.
 	DiskFree int64
+	// DiskReserve is the last part of the disk budget, kept for envelopes
+	// to mailboxes that hold less than ReserveMailboxBytes pending: once
+	// less than DiskReserve is left, a Send to a mailbox holding more
+	// (one a flooder filled, or whose owner stays away) is refused, and
+	// so are SetToken, AddToken and PutPrekeys, while the text of users
+	// who read their mail still gets through until the budget is spent.
+	// Default 64 MiB, and at most Disk / 8 where Disk is set.
+	DiskReserve int64
 	// DiskCheckInterval is how often the store's disk use is read.
 	// Default one second.
 	DiskCheckInterval time.Duration
@@ -69,6 +77,10 @@ type Budgets struct {
 	// frame to be safe from shedding. Default 10 seconds.
 	ActiveWindow time.Duration
 }
+
+// ReserveMailboxBytes is how little a mailbox must hold pending for a
+// Send to it to draw on Budgets.DiskReserve.
+const ReserveMailboxBytes = 1 << 20
 
 // connCost is the memory a connection is assumed to cost when Conns is
 // derived from Memory: an idle authenticated connection measures about
@@ -106,6 +118,10 @@ func (b Budgets) withDefaults() Budgets {
 	size(&b.QueueMemory, b.Memory/8)
 	b.Disk = max(b.Disk, 0)
 	size(&b.DiskFree, 1<<30)
+	size(&b.DiskReserve, 64<<20)
+	if b.Disk > 0 {
+		b.DiskReserve = min(b.DiskReserve, b.Disk/8)
+	}
 	if b.DiskCheckInterval <= 0 {
 		b.DiskCheckInterval = time.Second
 	}
@@ -485,9 +501,11 @@ func (b *byteBudget) give(n int64) { b.used.Add(-n) }
 
 // diskBudget tracks whether the store has room: full is set by the
 // checker from the store's DiskUsage, and between checks by the bytes
-// accepted since the last one.
+// accepted since the last one. The last reserve bytes of room are for
+// writes that say they are small (Budgets.DiskReserve).
 type diskBudget struct {
 	limit, free int64        // Budgets.Disk (0: none) and Budgets.DiskFree
+	reserve     int64        // Budgets.DiskReserve
 	known       atomic.Bool  // the store is a Sizer and was read at least once
 	room        atomic.Int64 // bytes that may still be written before the budget is spent
 	used        atomic.Int64 // last Used read, for metrics
@@ -508,17 +526,22 @@ func (d *diskBudget) update(u DiskUsage) {
 }
 
 // take charges n bytes about to be written and reports whether there was
-// room for them.
-func (d *diskBudget) take(n int64) bool {
+// room for them: outside the reserve, or within it if small (called only
+// then) reports true.
+func (d *diskBudget) take(n int64, small func() bool) bool {
 	if !d.known.Load() {
 		return true
 	}
-	if d.room.Add(-n) < 0 {
-		d.room.Add(n)
-		return false
+	left := d.room.Add(-n)
+	if left >= d.reserve || left >= 0 && small() {
+		return true
 	}
-	return true
+	d.room.Add(n)
+	return false
 }
+
+// low reports whether only the reserve is left (or not even that).
+func (d *diskBudget) low() bool { return d.known.Load() && d.room.Load() < max(d.reserve, 1) }
 
 // full reports whether the budget is spent.
 func (d *diskBudget) full() bool { return d.known.Load() && d.room.Load() <= 0 }

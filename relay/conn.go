@@ -342,7 +342,7 @@ func (c *conn) handleSend(ctx context.Context, m wire.Send) error {
 	if !c.allow() {
 		return fail("rate_limited", wire.CodeRateLimited, "too many requests")
 	}
-	if !c.s.disk.take(int64(size)) {
+	if !c.s.disk.take(int64(size), func() bool { return c.holdsLittle(ctx, m.To) }) {
 		return fail("disk_full", wire.CodeUnavailable, msgDiskFull)
 	}
 	ok, err := c.checkToken(ctx, m.To, m.Token)
@@ -433,10 +433,18 @@ func (c *conn) owner(ctx context.Context, reqID uint32) (bool, error) {
 	if !c.allow() {
 		return false, c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeRateLimited, Msg: "too many requests"})
 	}
-	if c.s.disk.full() {
+	if c.s.disk.low() {
 		return false, c.reply(ctx, wire.Error{ReqID: reqID, Code: wire.CodeUnavailable, Msg: msgDiskFull})
 	}
 	return true, nil
+}
+
+// holdsLittle reports whether mailbox mb holds less than
+// ReserveMailboxBytes pending, so that a Send to it may draw on the disk
+// reserve. A failed read counts as not little.
+func (c *conn) holdsLittle(ctx context.Context, mb [16]byte) bool {
+	u, err := c.s.store.Usage(ctx, mb)
+	return err == nil && u.Bytes < ReserveMailboxBytes
 }
 
 // touch records that the owner of the connection's mailbox is active, at

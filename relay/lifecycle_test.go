@@ -67,6 +67,52 @@ func TestDiskBudget(t *testing.T) {
 	mustSendOK(t, anon.sendTo(bob.mailbox, token(1), id(5), make([]byte, 200)))
 }
 
+// TestDiskReserveForLightMailboxes checks that the last DiskReserve bytes
+// of the disk budget go to mailboxes that hold little: a flooder who
+// filled its own mailbox is refused there while a user who reads their
+// mail still gets text, new mailboxes wait, and the metrics say so.
+// Before the reserve a disk filled by one sender refused everyone's text
+// (issue 13's disk-fill attack).
+func TestDiskReserveForLightMailboxes(t *testing.T) {
+	t.Parallel()
+	store := &sizedStore{Store: memstore.New()}
+	e := newEnv(t, func(c *relay.Config) {
+		c.Store = store
+		c.Budgets.Disk = 64 << 20
+		c.Budgets.DiskReserve = 4 << 20
+		c.Budgets.DiskCheckInterval = time.Hour // the test checks by hand
+	})
+	flooder := e.dial(mustKey(t), nil)
+	flooder.register(token(1))
+	bob := e.dial(mustKey(t), nil)
+	bob.register(token(2))
+	anon := e.dial(mustKey(t), nil)
+	big := make([]byte, wire.MaxEnvelope)
+	for i := range relay.ReserveMailboxBytes/wire.MaxEnvelope + 1 {
+		mustSendOK(t, anon.sendTo(flooder.mailbox, token(1), id(100+i), big))
+	}
+
+	store.used.Store(61 << 20) // 3 MiB of room: within the reserve
+	e.srv.CheckDisk(context.Background())
+	wantSendErr(t, anon.sendTo(flooder.mailbox, token(1), id(1), []byte("more")), wire.CodeUnavailable)
+	mustSendOK(t, anon.sendTo(bob.mailbox, token(2), id(2), []byte("hello bob")))
+	carol := e.dial(mustKey(t), nil)
+	carol.send(wire.SetToken{ReqID: 1, Token: token(3)})
+	if er := expect[wire.Error](carol); er.Code != wire.CodeUnavailable || er.ReqID != 1 {
+		t.Fatalf("SetToken within the reserve: got %+v, want Unavailable", er)
+	}
+	if low, full := e.metric("ferry_relay_budget_used", "disk_low"), e.metric("ferry_relay_budget_used", "disk_full"); low != 1 || full != 0 {
+		t.Errorf("ferry_relay_budget_used{disk_low, disk_full} = %v, %v, want 1, 0", low, full)
+	}
+
+	store.used.Store(64 << 20) // the reserve spent too
+	e.srv.CheckDisk(context.Background())
+	wantSendErr(t, anon.sendTo(bob.mailbox, token(2), id(3), []byte("no room at all")), wire.CodeUnavailable)
+	if full := e.metric("ferry_relay_budget_used", "disk_full"); full != 1 {
+		t.Errorf("ferry_relay_budget_used{disk_full} = %v with no room, want 1", full)
+	}
+}
+
 // TestIdleMailboxesDeleted checks that a mailbox whose owner has not
 // connected for MailboxIdle is deleted with its envelopes, and that one
 // whose owner keeps subscribing is kept. Before the fix mailboxes and

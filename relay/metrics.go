@@ -135,13 +135,17 @@ func (m *metrics) registerBudgets(s *Server) {
 		used("send_memory", func() float64 { return float64(s.sendInFlight.Load()) }),
 		used("queue_memory", func() float64 { return float64(s.queueMem.used.Load()) }),
 		used("disk", func() float64 { return float64(s.disk.used.Load()) }),
-		used("disk_full", func() float64 {
-			if s.disk.full() {
-				return 1
-			}
-			return 0
-		}),
+		used("disk_full", func() float64 { return flag(s.disk.full()) }),
+		used("disk_low", func() float64 { return flag(s.disk.low()) }),
 	)
+}
+
+// flag is 1 for true and 0 for false, as a gauge.
+func flag(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func frameLabel(t wire.Type) string {

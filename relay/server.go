@@ -116,7 +116,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.sendMem = semaphore.NewWeighted(bud.SendMemory)
 	}
 	s.queueMem.limit = bud.QueueMemory
-	s.disk = diskBudget{limit: bud.Disk, free: bud.DiskFree}
+	s.disk = diskBudget{limit: bud.Disk, free: bud.DiskFree, reserve: bud.DiskReserve}
 	m.registerBudgets(s)
 	s.readCtx, s.stopRead = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
@@ -389,13 +389,15 @@ func (s *Server) CheckDisk(ctx context.Context) error {
 		}
 		return fmt.Errorf("check disk: %w", err)
 	}
-	was := s.disk.full()
+	wasLow, wasFull := s.disk.low(), s.disk.full()
 	s.disk.update(u)
-	switch full := s.disk.full(); {
-	case full && !was:
-		s.log.Error("relay storage is full: refusing new envelopes and mailboxes until space is freed (see docs/operations.md, Budgets and limits)",
-			"used_bytes", u.Used, "free_bytes", u.Free, "budget_bytes", s.budgets.Disk, "keep_free_bytes", s.budgets.DiskFree)
-	case !full && was:
+	attrs := []any{"used_bytes", u.Used, "free_bytes", u.Free, "budget_bytes", s.budgets.Disk, "keep_free_bytes", s.budgets.DiskFree}
+	switch low, full := s.disk.low(), s.disk.full(); {
+	case full && !wasFull:
+		s.log.Error("relay storage is full: refusing new envelopes and mailboxes until space is freed (see docs/operations.md, Budgets and limits)", attrs...)
+	case low && !wasLow:
+		s.log.Warn("relay storage is nearly full: only envelopes to mailboxes holding under 1 MiB are taken, and no new mailboxes, until space is freed (see docs/operations.md, Budgets and limits)", attrs...)
+	case !low && wasLow:
 		s.log.Info("relay storage has room again", "used_bytes", u.Used, "free_bytes", u.Free)
 	}
 	return nil

@@ -78,8 +78,11 @@ func TestAttacks(t *testing.T) {
 			if rep.Failed > 0 {
 				t.Errorf("%d honest round trips failed (first: %v)", rep.Failed, rep.FirstFailure)
 			}
-			if rep.RoundTrips == 0 && a.Name != "disk-fill" {
+			if rep.RoundTrips == 0 {
 				t.Error("no honest round trip completed")
+			}
+			if rep.Refused > 0 {
+				t.Errorf("%d honest sends were refused for now (the disk reserve is the honest client's)", rep.Refused)
 			}
 			if rep.Lost > 0 {
 				t.Errorf("%d envelopes acknowledged to the honest sender were lost", rep.Lost)

@@ -245,7 +245,8 @@ func diskBudget(c RelayConfig, s Scale) RelayConfig {
 // diskFill: 8 connections with mailboxes of their own send 256 KiB
 // envelopes to them as fast as the relay takes them (issue 13: 2.5 GB in
 // 20 s, then 10,000 error lines in 15 s). The relay must stop near its
-// budget and keep serving reads.
+// budget, keep serving reads, and keep taking the honest client's text
+// (its mailbox holds little) from the disk budget's reserve.
 func diskFill(ctx context.Context, e *Env, s Scale, ready func()) error {
 	db := filepath.Join(e.Relay.Data, "relay.db")
 	dbSize := func() int64 { return fileSize(db) + fileSize(db+"-wal") }
