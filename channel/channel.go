@@ -80,9 +80,12 @@ const (
 var Prologue = []byte{'f', 'e', 'r', 'r', 'y', ' ', 'c', 'h', 'a', 'n', 'n', 'e', 'l', 0,
 	byte(wire.ProtocolVersion >> 8), byte(wire.ProtocolVersion)}
 
-// cipherSuite is Noise's 25519 / ChaChaPoly / BLAKE2s suite (ChaChaPoly
-// from cipher.go).
-var cipherSuite = noise.NewCipherSuite(noise.DH25519, chachaPolyFunc{}, noise.HashBLAKE2s)
+// cipherSuite is Noise's 25519 / ChaChaPoly / BLAKE2s suite for one
+// handshake with the static private key static (X25519 from dh.go,
+// ChaChaPoly from cipher.go).
+func cipherSuite(static [32]byte) noise.CipherSuite {
+	return noise.NewCipherSuite(&x25519{static: static}, chachaPolyFunc{}, noise.HashBLAKE2s)
+}
 
 // ProtocolName is the full Noise protocol name of the handshake.
 const ProtocolName = "Noise_IK_25519_ChaChaPoly_BLAKE2s"
@@ -198,7 +201,7 @@ func Server(ctx context.Context, conn net.Conn, static KeyPair) (*Conn, error) {
 // the vector tests run the published vectors through it.
 func noiseConfig(initiator bool, static KeyPair, peer []byte, random io.Reader, prologue []byte) noise.Config {
 	return noise.Config{
-		CipherSuite:   cipherSuite,
+		CipherSuite:   cipherSuite(static.Private),
 		Random:        random,
 		Pattern:       noise.HandshakeIK,
 		Initiator:     initiator,
