@@ -84,13 +84,21 @@ func TestDownloadRetries(t *testing.T) {
 	blobs.first.Store(-1)
 	blobs.watch.Store(true)
 	blobs.down.Store(false)
+	waitForDownload(t, alice, "bob", data, "the download to finish by itself")
+	// Tried again where the first attempt got to, not at 0.
+	if first := blobs.first.Load(); first <= 0 {
+		t.Errorf("once the storage was back, the download started again at %d: it restarted instead of resuming", first)
+	}
+}
+
+// waitForDownload waits up to two minutes for the attachment from the
+// contact named from to be downloaded in c's conversation with them, and
+// checks that the saved file holds data.
+func waitForDownload(t *testing.T, c *Client, from string, data []byte, what string) {
+	t.Helper()
 	var a *Attachment
-	waitFor(t, 2*time.Minute, "the download to finish by itself", func() bool {
-		ms, err := alice.Messages(context.Background(), Query{Conversation: conv(t, alice, "bob")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
+	waitFor(t, 2*time.Minute, what, func() bool {
+		for _, m := range history(t, c, from) {
 			if x, ok := m.Body.(*Attachment); ok && x.Transfer == TransferDone {
 				a = x
 				return true
@@ -100,10 +108,6 @@ func TestDownloadRetries(t *testing.T) {
 	})
 	if b, err := os.ReadFile(a.Path); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("the saved file: %v, equal %v", err, bytes.Equal(b, data))
-	}
-	// Tried again where the first attempt got to, not at 0.
-	if first := blobs.first.Load(); first <= 0 {
-		t.Errorf("once the storage was back, the download started again at %d: it restarted instead of resuming", first)
 	}
 }
 
@@ -158,23 +162,7 @@ func TestDownloadResumesAfterRelayDown(t *testing.T) {
 	blobs.first.Store(-1)
 	blobs.watch.Store(true)
 	w.relay.Up()
-	var a *Attachment
-	waitFor(t, 2*time.Minute, "the download to finish after the relay came back", func() bool {
-		ms, err := alice.Messages(context.Background(), Query{Conversation: conv(t, alice, "bob")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if x, ok := m.Body.(*Attachment); ok && x.Transfer == TransferDone {
-				a = x
-				return true
-			}
-		}
-		return false
-	})
-	if b, err := os.ReadFile(a.Path); err != nil || !bytes.Equal(b, data) {
-		t.Fatalf("the saved file: %v, equal %v", err, bytes.Equal(b, data))
-	}
+	waitForDownload(t, alice, "bob", data, "the download to finish after the relay came back")
 	// The second attempt starts where the first got to (what had
 	// arrived in order when the relay went down; pieces then on their
 	// way are read again), not at 0: the first 4 MiB checkpoint was
