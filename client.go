@@ -104,6 +104,11 @@ var (
 	// ErrQueued means a message was stored in the outbox but its relay
 	// could not be reached; a later Send, Flush or Sync delivers it.
 	ErrQueued = errors.New("the relay could not be reached; the message stays in the outbox and will be sent by the next command that connects")
+	// ErrRegisterLater means Init made the profile but its relay refused
+	// to register the mailbox for now (its storage nearly full, or busy);
+	// the error says why, and the next command that connects registers
+	// it.
+	ErrRegisterLater = errors.New("the profile is made, but its relay could not register it now")
 	// ErrRefused means a relay refused a message for good (the contact's
 	// delivery token is no longer valid, or the message is too large):
 	// the message is failed, a notice in its conversation says why, and
@@ -210,8 +215,9 @@ func newClient(cfg Config, st *localstore.Store, p *localstore.Profile) (*Client
 // token and prekeys, with relayLink as the user's relay and name as the
 // name contacts see. It then registers with the relay (delivery token and
 // prekeys). If the relay cannot be reached the profile is kept, Init
-// returns the open Client together with an error wrapping ErrUnreachable,
-// and the next connection registers.
+// returns the open Client together with an error wrapping ErrUnreachable
+// (or ErrRegisterLater, if the relay refused for now), and the next
+// connection registers.
 func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
@@ -247,6 +253,10 @@ func Init(ctx context.Context, cfg Config, relayLink, name string) (*Client, err
 		return nil, err
 	}
 	if err := (prekeys.Policy{}).Register(ctx, c.a); err != nil {
+		var re *relayclient.RefusedError
+		if errors.As(err, &re) && re.Code.Temporary() {
+			return c, fmt.Errorf("%w: %s", ErrRegisterLater, re.Msg)
+		}
 		return c, err
 	}
 	return c, nil

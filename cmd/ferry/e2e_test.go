@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -766,4 +767,49 @@ func TestE2EInviteMadeOffline(t *testing.T) {
 	if got := strings.TrimSpace(bob.must("add", "--wait", "0", inv)); got != "alice" {
 		t.Fatalf("ferry add printed %q, want alice", got)
 	}
+}
+
+// TestE2EInitOnNearlyFullRelay: on a relay whose disk budget is down to
+// its reserve, a user who reads their mail still gets messages, and a new
+// profile is made but not registered: init exits 3 and says why and that
+// the next command registers it, which it does once the relay has room.
+// Before, init exited 1 with the refusal, and running it again said that
+// a profile already existed.
+func TestE2EInitOnNearlyFullRelay(t *testing.T) {
+	r := startRelay(t)
+	alice, bob := newUser(t, r, "alice"), newUser(t, r, "bob")
+	connect(t, alice, bob)
+	r.stop()
+	// A reserve larger than the disk: whatever other tests write or free
+	// meanwhile, only the reserve is left.
+	r.extra = []string{"--disk-reserve-mib", strconv.Itoa(1 << 30)}
+	r.start()
+
+	bob.must("send", "alice", "the disk is nearly full")
+	wantText(t, alice, "bob", "the disk is nearly full")
+	bin, _ := binaries(t)
+	dave := &user{t: t, bin: bin, home: filepath.Join(t.TempDir(), "dave"), name: "dave"}
+	_, errs, code := dave.run("", "init", "--relay", r.link, "--name", "dave")
+	if code != exitUnreachable || !strings.Contains(errs, "profile created") || !strings.Contains(errs, "storage is full") {
+		t.Fatalf("init on a nearly full relay: exit %d, %q; want 3, the profile created, and why", code, errs)
+	}
+
+	r.stop()
+	r.extra = nil
+	r.start()
+	connect(t, dave, alice)
+	dave.must("send", "alice", "registered after all")
+	wantText(t, alice, "dave", "registered after all")
+}
+
+// wantText checks that u's next read has a message from from saying text.
+func wantText(t *testing.T, u *user, from, text string) {
+	t.Helper()
+	got, _ := u.readJSON()
+	for _, m := range got {
+		if m.From == from && m.Text == text {
+			return
+		}
+	}
+	t.Fatalf("%s read %+v, want %q from %s", u.name, got, text, from)
 }
