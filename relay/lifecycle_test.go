@@ -101,6 +101,9 @@ func TestDiskReserveForLightMailboxes(t *testing.T) {
 	if er := expect[wire.Error](carol); er.Code != wire.CodeUnavailable || er.ReqID != 1 {
 		t.Fatalf("SetToken within the reserve: got %+v, want Unavailable", er)
 	}
+	if r := e.metric("ferry_relay_budget_limit", "disk_reserve"); r != 4<<20 {
+		t.Errorf("ferry_relay_budget_limit{disk_reserve} = %v, want %v", r, 4<<20)
+	}
 	if low, full := e.metric("ferry_relay_budget_used", "disk_low"), e.metric("ferry_relay_budget_used", "disk_full"); low != 1 || full != 0 {
 		t.Errorf("ferry_relay_budget_used{disk_low, disk_full} = %v, %v, want 1, 0", low, full)
 	}

@@ -111,20 +111,20 @@ func newMetrics() *metrics {
 func (m *metrics) registerBudgets(s *Server) {
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ferry_relay_budget_limit",
-		Help: "Each budget's limit (0: no limit): conns, handshakes, frame_memory, send_memory, queue_memory and memory in bytes, disk (bytes the store may use) and disk_free (bytes to leave free).",
+		Help: "Each budget's limit (0: no limit): conns, handshakes, frame_memory, send_memory, queue_memory and memory in bytes, disk (bytes the store may use), disk_free (bytes to leave free) and disk_reserve (the last bytes of the disk budget, for mailboxes that hold little).",
 	}, []string{"budget"})
 	b := s.budgets
 	for name, v := range map[string]int64{
 		"memory": b.Memory, "conns": int64(b.Conns), "handshakes": int64(b.Handshakes),
 		"frame_memory": b.FrameMemory, "send_memory": b.SendMemory, "queue_memory": b.QueueMemory,
-		"disk": b.Disk, "disk_free": b.DiskFree,
+		"disk": b.Disk, "disk_free": b.DiskFree, "disk_reserve": b.DiskReserve,
 	} {
 		limit.WithLabelValues(name).Set(float64(v))
 	}
 	used := func(name string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "ferry_relay_budget_used",
-			Help:        "What each budget has in use now (disk: the store's bytes at the last check; disk_full: 1 while new data is refused).",
+			Help:        "What each budget has in use now (disk: the store's bytes at the last check; disk_low: 1 while only the reserve is left; disk_full: 1 while new data is refused).",
 			ConstLabels: prometheus.Labels{"budget": name},
 		}, f)
 	}
