@@ -126,6 +126,9 @@ func runRecover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(rep.Incomplete) > 0 {
 		fmt.Fprintf(stdout, "rows of %s were on damaged pages and are lost; clients upload their prekeys again and senders resend what was not acknowledged to them\n", strings.Join(rep.Incomplete, ", "))
 	}
+	if rep.Reregister > 0 {
+		fmt.Fprintf(stdout, "%d mailboxes may have lost delivery tokens; their owners' clients register them again when they next connect (within 5 minutes for those online), and until then messages to them are refused\n", rep.Reregister)
+	}
 	return nil
 }
 

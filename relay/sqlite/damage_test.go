@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,48 @@ func TestRecoverDamagedTable(t *testing.T) {
 	envs, _ := s.Pending(context.Background(), damageBox, 0, 1000)
 	if u, _ := s.Usage(context.Background(), damageBox); len(envs) != rep.Envelopes || u.Count != len(envs) {
 		t.Fatalf("after recovery %d pending, Usage %d, report %d: they must agree", len(envs), u.Count, rep.Envelopes)
+	}
+}
+
+// TestRecoverLostTokensReregisters: when the tokens table had damaged
+// pages, every mailbox's owner must register again: its signed prekey is
+// cleared, so the relay answers its owner's GetPrekeyCount NotFound and
+// the client registers the whole mailbox again, tokens included. Before,
+// a mailbox whose tokens were lost but whose prekeys survived went
+// unnoticed by its owner while every sender to it was refused.
+func TestRecoverLostTokensReregisters(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "relay.db")
+	s := openAt(t, path)
+	ctx := context.Background()
+	boxes := [][16]byte{damageBox, {'o', 't', 'h', 'e', 'r'}}
+	for i, mb := range boxes {
+		if err := s.SetToken(ctx, mb, [32]byte{byte(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutPrekeys(ctx, mb, relay.PrekeyUpload{Signed: []byte("signed"), LastResort: []byte("last resort")}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pages, size := pagesOf(t, path, "tokens", "")
+	flipBits(t, path, (pages[0]-1)*size, (pages[0]-1)*size+12, 40, 7) // the page header
+	openDamaged(t, path)
+	rep, err := sqlite.Recover(ctx, path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recovered %+v", rep)
+	if !slices.Contains(rep.Incomplete, "tokens") || rep.Reregister != len(boxes) {
+		t.Fatalf("report %+v: want tokens incomplete and %d mailboxes to register again", rep, len(boxes))
+	}
+	s = openAt(t, path)
+	defer s.Close()
+	for _, mb := range boxes {
+		if _, err := s.Bundle(ctx, mb); !errors.Is(err, relay.ErrNotFound) {
+			t.Errorf("Bundle of %q after recovery = %v, want ErrNotFound (so that its owner registers again)", mb[:5], err)
+		}
 	}
 }

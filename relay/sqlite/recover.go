@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -21,6 +22,9 @@ type RecoverReport struct {
 	// Incomplete names the tables whose reading stopped at damaged pages
 	// and went on past them: rows on those pages are lost.
 	Incomplete []string
+	// Reregister counts the mailboxes whose owners must register again
+	// because their delivery tokens may be lost (see Recover).
+	Reregister int
 }
 
 // seqGap is added to the next seq of a mailbox whose row was lost, so
@@ -84,6 +88,9 @@ func Recover(ctx context.Context, path string, now time.Time) (RecoverReport, er
 	}
 	if err := recount(ctx, dst, now); err != nil {
 		return rep, fmt.Errorf("recover relay database %s: recount mailboxes: %w", path, err)
+	}
+	if rep.Reregister, err = forgetSigned(ctx, dst, slices.Contains(rep.Incomplete, "tokens")); err != nil {
+		return rep, fmt.Errorf("recover relay database %s: %w", path, err)
 	}
 	_, err = dst.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
 	if err != nil {
@@ -209,6 +216,29 @@ func nextFirstByte(after []any, nkeys int) ([]any, error) {
 	next := make([]any, nkeys)
 	next[0] = []byte{b}
 	return next, nil
+}
+
+// forgetSigned clears the signed prekey record of every mailbox whose
+// delivery tokens may be lost, and returns how many it cleared: of every
+// mailbox if the tokens table had damaged pages (which mailboxes lost
+// tokens cannot be told), else of those with no token left (a registered
+// mailbox always holds its owner's). A mailbox without a signed record is
+// answered NotFound to its owner's GetPrekeyCount, and the owner's client
+// then registers the whole mailbox again, every token included
+// (docs/operations.md, "After damage"); otherwise its senders would be
+// refused for as long as the relay lacks their tokens, and its owner
+// would never know.
+func forgetSigned(ctx context.Context, db *sql.DB, allTokensSuspect bool) (int, error) {
+	q := `UPDATE mailboxes SET signed = NULL WHERE signed IS NOT NULL AND id NOT IN (SELECT mailbox FROM tokens)`
+	if allTokensSuspect {
+		q = `UPDATE mailboxes SET signed = NULL WHERE signed IS NOT NULL`
+	}
+	res, err := db.ExecContext(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("mark mailboxes for registration: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
 // recount makes every mailbox that owns rows exist and sets its counters
