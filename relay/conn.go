@@ -49,6 +49,7 @@ type conn struct {
 	herr     error // the error that ended handling
 
 	sub        *subscriber    // set by the first Subscribe; handler goroutine only
+	acks       ackWindow      // what this connection's Acks may name
 	deliveries sync.WaitGroup // the subscriber's push goroutine
 	pipe       sendPipe       // Sends in flight
 
@@ -413,7 +414,11 @@ func (c *conn) handleAck(ctx context.Context, m wire.Ack) error {
 		return c.overRate()
 	}
 	c.refused = 0
-	if _, err := c.s.store.Ack(ctx, c.mailbox, m.Seqs); err != nil {
+	seqs := c.acks.take(m.Seqs)
+	if len(seqs) == 0 {
+		return nil
+	}
+	if _, err := c.s.store.Ack(ctx, c.mailbox, seqs); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -408,6 +408,7 @@ const (
 // deliverAll pushes envs in order as Deliver frames, many per write of the
 // connection (channel.Conn.SendBatch) rather than one write each.
 func (s *subscriber) deliverAll(envs []Envelope) error {
+	s.c.acks.delivered(envs) // before the client can have them and ack
 	var frames []wire.Frame
 	bytes := 0
 	flush := func() error {

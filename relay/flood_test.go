@@ -76,15 +76,72 @@ func TestSubscribeFloodBounded(t *testing.T) {
 	c.ch.Close()
 }
 
-// ackCounter counts the Acks that reach the store.
+// ackCounter counts the Acks that reach the store and the seqs they name.
 type ackCounter struct {
 	relay.Store
-	acks atomic.Int64
+	acks, seqs atomic.Int64
 }
 
 func (s *ackCounter) Ack(ctx context.Context, mb [16]byte, seqs []uint64) (int, error) {
 	s.acks.Add(1)
+	s.seqs.Add(int64(len(seqs)))
 	return s.Store.Ack(ctx, mb, seqs)
+}
+
+// delivered puts n envelopes in c's mailbox and returns their Delivers
+// from c's Subscribe.
+func delivered(t *testing.T, e *env, c *client, n int) []wire.Deliver {
+	t.Helper()
+	for i := range n {
+		env := relay.Envelope{ID: id(i), Received: time.Unix(1790000000, 0), Data: []byte("x")}
+		if _, _, err := e.store.Put(context.Background(), c.mailbox, env, relay.Quota{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := c.subscribe()
+	if len(ds) != n {
+		t.Fatalf("%d delivered, want %d", len(ds), n)
+	}
+	return ds
+}
+
+// TestAckOnlyDelivered: the store sees only the seqs of an Ack that were
+// delivered on its connection, at most as many as were delivered and not
+// yet acknowledged. Before, an Ack of 4,096 made-up seqs was a store
+// write of 4,096 seqs whatever the mailbox held (the ack-flood attack of
+// issue 13 kept the SQLite writer busy with them).
+func TestAckOnlyDelivered(t *testing.T) {
+	t.Parallel()
+	store := &ackCounter{Store: memstore.New()}
+	e := newEnv(t, func(c *relay.Config) { c.Store = store })
+	c := e.dial(mustKey(t), nil)
+	c.register(token(1))
+	madeUp := make([]uint64, wire.MaxAcks)
+	for i := range madeUp {
+		madeUp[i] = uint64(i + 1)
+	}
+	c.send(wire.Ack{Seqs: madeUp})
+	c.quiet()
+	if n := store.acks.Load(); n != 0 {
+		t.Fatalf("%d Acks reached the store from a connection delivered nothing, want 0", n)
+	}
+	ds := delivered(t, e, c, 2)
+	c.send(wire.Ack{Seqs: append(madeUp[3:], ds[0].Seq, ds[0].Seq, ds[1].Seq)})
+	c.quiet()
+	if n := store.seqs.Load(); n > 2 {
+		t.Fatalf("the store was given %d seqs after 2 deliveries, want at most 2", n)
+	}
+	if u, _ := e.store.Usage(context.Background(), c.mailbox); u.Count != 0 {
+		t.Fatalf("%d envelopes pending after both were acknowledged among made-up seqs, want 0", u.Count)
+	}
+	// Another connection of the same key was delivered nothing.
+	other := e.dial(c.key, nil)
+	before := store.acks.Load()
+	other.send(wire.Ack{Seqs: []uint64{ds[0].Seq}})
+	other.quiet()
+	if store.acks.Load() != before {
+		t.Fatal("an Ack of a seq delivered on another connection reached the store")
+	}
 }
 
 // TestAckRateLimited floods the relay with Acks from one key and checks
@@ -97,9 +154,10 @@ func TestAckRateLimited(t *testing.T) {
 	e := newEnv(t, func(c *relay.Config) { c.Store = store })
 	c := e.dial(mustKey(t), nil)
 	c.register(token(1))
+	ds := delivered(t, e, c, 1051)
 	frames := make([]wire.Frame, 1050) // 50 over the burst: not yet a flood that closes the connection
 	for i := range frames {
-		frames[i] = mustFrame(wire.Ack{Seqs: []uint64{uint64(i + 1)}})
+		frames[i] = mustFrame(wire.Ack{Seqs: []uint64{ds[i].Seq}})
 	}
 	if err := c.ch.SendBatch(context.Background(), frames); err != nil {
 		t.Fatal(err)
@@ -111,7 +169,7 @@ func TestAckRateLimited(t *testing.T) {
 	// Once the bucket refills, Acks go through again.
 	e.clock.Advance(time.Minute)
 	before := store.acks.Load()
-	c.send(wire.Ack{Seqs: []uint64{1}})
+	c.send(wire.Ack{Seqs: []uint64{ds[1050].Seq}})
 	c.quiet()
 	if store.acks.Load() != before+1 {
 		t.Error("an Ack after the bucket refilled did not reach the store")
