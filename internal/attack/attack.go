@@ -255,12 +255,11 @@ func send(ctx context.Context, c *channel.Conn, m wire.Message) error {
 	return c.Send(ctx, f)
 }
 
-// Run starts a relay for a (with the binary bin, in the data directory
-// data, with a memory budget of memoryMiB, 0 for the default), sets up the
-// victim, measures a at scale s and stops the relay. The relay's stderr
-// is returned with the report.
-func Run(ctx context.Context, bin, data string, a Attack, s Scale, memoryMiB int) (Report, string, error) {
-	cfg := RelayConfig{Bin: bin, Data: data, MemoryMiB: memoryMiB}
+// Run starts a relay for a (from cfg: its binary, data directory, memory
+// budget and more flags; a.Relay may change it), sets up the victim,
+// measures a at scale s and stops the relay. The relay's stderr is
+// returned with the report.
+func Run(ctx context.Context, cfg RelayConfig, a Attack, s Scale) (Report, string, error) {
 	if a.Relay != nil {
 		cfg = a.Relay(cfg, s)
 	}

@@ -2,6 +2,7 @@ package attack
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-im/ferry/internal/servicetest"
 )
 
 var (
@@ -70,7 +73,7 @@ func TestAttacks(t *testing.T) {
 		t.Run(a.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			rep, stderr, err := Run(ctx, bin, filepath.Join(t.TempDir(), "data"), a, Small, smallMemoryMiB)
+			rep, stderr, err := Run(ctx, RelayConfig{Bin: bin, Data: filepath.Join(t.TempDir(), "data"), MemoryMiB: smallMemoryMiB}, a, Small)
 			t.Log(rep)
 			if err != nil {
 				t.Fatalf("%v\nrelay log:\n%s", err, tail(stderr))
@@ -104,17 +107,27 @@ func tail(s string) string {
 	return s
 }
 
+// onPostgres runs the benchmarks' relays on PostgreSQL (FERRY_POSTGRES_URL,
+// a schema of their own per attack) instead of SQLite.
+var onPostgres = flag.Bool("attack.postgres", false, "run the benchmarks' relays with --store on PostgreSQL (FERRY_POSTGRES_URL) instead of SQLite")
+
 // BenchmarkAttacks runs every attack at full scale against a relay with
 // the default budgets (1 GiB) and reports the honest client's latency and
 // the relay's peak memory. Run it once per attack:
 //
 //	go test ./internal/attack -run '^$' -bench Attacks -benchtime 1x -timeout 30m
+//
+// and with -attack.postgres for relays on PostgreSQL.
 func BenchmarkAttacks(b *testing.B) {
 	bin := relayBin(b)
 	for _, a := range All() {
 		b.Run(a.Name, func(b *testing.B) {
 			for range b.N {
-				rep, stderr, err := Run(context.Background(), bin, filepath.Join(b.TempDir(), "data"), a, Full, 0)
+				cfg := RelayConfig{Bin: bin, Data: filepath.Join(b.TempDir(), "data")}
+				if *onPostgres {
+					cfg.Args = []string{"--store", servicetest.PostgresURL(b)}
+				}
+				rep, stderr, err := Run(context.Background(), cfg, a, Full)
 				if err != nil {
 					b.Fatalf("%v\nrelay log:\n%s", err, tail(stderr))
 				}
