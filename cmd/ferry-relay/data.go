@@ -137,10 +137,11 @@ func runRecover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func budgetFlags(fl *flag.FlagSet) func() relay.Budgets {
 	memory := fl.Int64("memory-mib", 1024, "the relay's memory budget in `MiB`; also the Go runtime's soft memory limit unless GOMEMLIMIT is set")
 	conns := fl.Int("max-conns", 0, "connections served at once (`N`; 0: from the memory budget and the open-file limit)")
+	disk := fl.Int64("disk-mib", 0, "refuse new messages once the database uses `MiB` (0: no bound of its own; with --store postgres://, the only disk bound)")
 	diskFree := fl.Int64("disk-free-mib", 1024, "refuse new messages while the database's file system has less than `MiB` free")
 	diskReserve := fl.Int64("disk-reserve-mib", 64, "keep the last `MiB` of disk for messages to mailboxes that hold under 1 MiB (users who read their mail)")
 	return func() relay.Budgets {
-		b := relay.Budgets{Memory: *memory << 20, Conns: *conns, DiskFree: *diskFree << 20, DiskReserve: *diskReserve << 20}
+		b := relay.Budgets{Memory: *memory << 20, Conns: *conns, Disk: *disk << 20, DiskFree: *diskFree << 20, DiskReserve: *diskReserve << 20}
 		if os.Getenv("GOMEMLIMIT") == "" && b.Memory > 0 {
 			debug.SetMemoryLimit(b.Memory)
 		}

@@ -10,7 +10,7 @@
 //	ferry-relay [--data DIR] [--listen TRANSPORT=HOST:PORT]... [--public TRANSPORT=HOST:PORT]...
 //	            [--log-level debug|info|warn|error] [--metrics ADDR]
 //	            [--store postgres://... [--cluster nats://...] [--node NAME]] [--config FILE]
-//	            [--memory-mib N] [--max-conns N] [--disk-free-mib N]
+//	            [--memory-mib N] [--max-conns N] [--disk-mib N] [--disk-free-mib N]
 //	            [--disk-reserve-mib N] [--new-database]
 //	ferry-relay link [--data DIR] [--wait D] [--store postgres://... | --config FILE]
 //	ferry-relay help | --version
@@ -55,7 +55,7 @@
 // empty with --new-database (the old file is kept aside), or rebuild a
 // damaged database with "ferry-relay recover", which keeps the damaged
 // file and copies every row it can still read (docs/operations.md, "After
-// damage"). --memory-mib, --max-conns, --disk-free-mib and --disk-reserve-mib set the relay's
+// damage"). --memory-mib, --max-conns, --disk-mib, --disk-free-mib and --disk-reserve-mib set the relay's
 // budgets (docs/operations.md, "Budgets and limits"); the memory budget is
 // also the Go runtime's soft memory limit unless GOMEMLIMIT is set.
 //

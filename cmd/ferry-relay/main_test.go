@@ -224,7 +224,8 @@ func mustKeyPair(t testing.TB) channel.KeyPair {
 func TestBinaryEndToEnd(t *testing.T) {
 	bin := buildRelay(t)
 	data := filepath.Join(t.TempDir(), "data")
-	args := []string{"--data", data, "--listen", "tcp=127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log-level", "debug"}
+	args := []string{"--data", data, "--listen", "tcp=127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log-level", "debug",
+		"--disk-mib", "4096", "--disk-reserve-mib", "1024"}
 	r := startRelay(t, bin, args...)
 
 	fi, err := os.Stat(filepath.Join(data, "relay.key"))
@@ -278,6 +279,13 @@ func TestBinaryEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(body), `ferry_relay_sends_total{result="stored"} 1`) || !strings.Contains(string(body), "ferry_relay_store_batches_total") {
 		t.Fatalf("metrics lack the stored send:\n%s", body)
+	}
+	// The disk flags set the budgets (the reserve is at most an eighth of
+	// the bytes budget).
+	for _, want := range []string{`ferry_relay_budget_limit{budget="disk"} 4.294967296e+09`, `ferry_relay_budget_limit{budget="disk_reserve"} 5.36870912e+08`} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %s:\n%s", want, body)
+		}
 	}
 
 	// An acknowledged send survives kill -9.
