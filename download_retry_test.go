@@ -65,17 +65,8 @@ func TestDownloadRetries(t *testing.T) {
 	w := &world{Harness: clienttest.New(t)}
 	w.relay = w.StartRelay(clienttest.RelayConfig{Blobs: blobs})
 	alice, bob := w.pair(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		if err := alice.Sync(ctx, SyncOptions{Wait: 10 * time.Minute}); err != nil && ctx.Err() == nil {
-			t.Errorf("alice's Sync: %v", err)
-		}
-	})
+	ctx := context.Background()
+	syncInBackground(t, alice)
 	data := blobtest.Data(3<<20+77, 3)
 	if _, err := bob.SendFile(ctx, conv(t, bob, "alice"), writeFile(t, "film.bin", data), SendFileOptions{}); err != nil {
 		t.Fatal(err)
@@ -89,6 +80,22 @@ func TestDownloadRetries(t *testing.T) {
 	if first := blobs.first.Load(); first <= 0 {
 		t.Errorf("once the storage was back, the download started again at %d: it restarted instead of resuming", first)
 	}
+}
+
+// syncInBackground keeps c syncing, as a running app does, until the test
+// ends.
+func syncInBackground(t *testing.T, c *Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := c.Sync(ctx, SyncOptions{Wait: 10 * time.Minute}); err != nil && ctx.Err() == nil {
+			t.Errorf("Sync: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
 }
 
 // waitForDownload waits up to two minutes for the attachment from the
@@ -142,16 +149,7 @@ func TestDownloadResumesAfterRelayDown(t *testing.T) {
 	if _, err := bob.SendFile(context.Background(), conv(t, bob, "alice"), writeFile(t, "film.bin", data), SendFileOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		if err := alice.Sync(ctx, SyncOptions{Wait: 10 * time.Minute}); err != nil && ctx.Err() == nil {
-			t.Errorf("alice's Sync: %v", err)
-		}
-	})
+	syncInBackground(t, alice)
 	select {
 	case <-cut:
 	case <-time.After(time.Minute):
