@@ -108,7 +108,7 @@ var (
 	// to register the mailbox for now (its storage nearly full, or busy);
 	// the error says why, and the next command that connects registers
 	// it.
-	ErrRegisterLater = errors.New("the profile is made, but its relay could not register it now")
+	ErrRegisterLater = errors.New("profile created, but the relay refused to register it for now")
 	// ErrRefused means a relay refused a message for good (the contact's
 	// delivery token is no longer valid, or the message is too large):
 	// the message is failed, a notice in its conversation says why, and

@@ -40,7 +40,7 @@ func cmdInit(e *env, args []string) error {
 		return &fail{exitUnreachable, "profile created, but the next ferry command that connects must register it with the relay: " + why(err)}
 	}
 	if errors.Is(err, ferry.ErrRegisterLater) {
-		return &fail{exitUnreachable, "profile created, but the relay refused to register it for now (" + strings.TrimPrefix(err.Error(), ferry.ErrRegisterLater.Error()+": ") + "); the next ferry command that connects registers it."}
+		return &fail{exitUnreachable, err.Error() + "; the next ferry command that connects registers it."}
 	}
 	if err != nil {
 		return err
